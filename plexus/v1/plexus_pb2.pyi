@@ -1,0 +1,250 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class DeliveryMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DIRECT: _ClassVar[DeliveryMode]
+    GUARANTEED: _ClassVar[DeliveryMode]
+DIRECT: DeliveryMode
+GUARANTEED: DeliveryMode
+
+class Event(_message.Message):
+    __slots__ = ("topic", "payload", "headers", "mode", "ttl_ms", "id", "publish_time_ms", "origin_region", "delivery_count", "redelivered", "discarded_before", "delivery_tag", "queue")
+    class HeadersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    HEADERS_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    TTL_MS_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    PUBLISH_TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_REGION_FIELD_NUMBER: _ClassVar[int]
+    DELIVERY_COUNT_FIELD_NUMBER: _ClassVar[int]
+    REDELIVERED_FIELD_NUMBER: _ClassVar[int]
+    DISCARDED_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    DELIVERY_TAG_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    topic: str
+    payload: bytes
+    headers: _containers.ScalarMap[str, str]
+    mode: DeliveryMode
+    ttl_ms: int
+    id: int
+    publish_time_ms: int
+    origin_region: str
+    delivery_count: int
+    redelivered: bool
+    discarded_before: int
+    delivery_tag: int
+    queue: str
+    def __init__(self, topic: _Optional[str] = ..., payload: _Optional[bytes] = ..., headers: _Optional[_Mapping[str, str]] = ..., mode: _Optional[_Union[DeliveryMode, str]] = ..., ttl_ms: _Optional[int] = ..., id: _Optional[int] = ..., publish_time_ms: _Optional[int] = ..., origin_region: _Optional[str] = ..., delivery_count: _Optional[int] = ..., redelivered: _Optional[bool] = ..., discarded_before: _Optional[int] = ..., delivery_tag: _Optional[int] = ..., queue: _Optional[str] = ...) -> None: ...
+
+class EventBatch(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[Event]
+    def __init__(self, events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ...) -> None: ...
+
+class Error(_message.Message):
+    __slots__ = ("code", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
+class PublishRequest(_message.Message):
+    __slots__ = ("events", "flush")
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    FLUSH_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[Event]
+    flush: bool
+    def __init__(self, events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., flush: _Optional[bool] = ...) -> None: ...
+
+class PublishAck(_message.Message):
+    __slots__ = ("index", "id", "error")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    id: int
+    error: Error
+    def __init__(self, index: _Optional[int] = ..., id: _Optional[int] = ..., error: _Optional[_Union[Error, _Mapping]] = ...) -> None: ...
+
+class PublishResponse(_message.Message):
+    __slots__ = ("acks", "processed")
+    ACKS_FIELD_NUMBER: _ClassVar[int]
+    PROCESSED_FIELD_NUMBER: _ClassVar[int]
+    acks: _containers.RepeatedCompositeFieldContainer[PublishAck]
+    processed: int
+    def __init__(self, acks: _Optional[_Iterable[_Union[PublishAck, _Mapping]]] = ..., processed: _Optional[int] = ...) -> None: ...
+
+class SubscribeRequest(_message.Message):
+    __slots__ = ("pattern", "buffer_events")
+    PATTERN_FIELD_NUMBER: _ClassVar[int]
+    BUFFER_EVENTS_FIELD_NUMBER: _ClassVar[int]
+    pattern: str
+    buffer_events: int
+    def __init__(self, pattern: _Optional[str] = ..., buffer_events: _Optional[int] = ...) -> None: ...
+
+class QueueLimits(_message.Message):
+    __slots__ = ("max_depth", "max_bytes", "max_deliveries")
+    MAX_DEPTH_FIELD_NUMBER: _ClassVar[int]
+    MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_DELIVERIES_FIELD_NUMBER: _ClassVar[int]
+    max_depth: int
+    max_bytes: int
+    max_deliveries: int
+    def __init__(self, max_depth: _Optional[int] = ..., max_bytes: _Optional[int] = ..., max_deliveries: _Optional[int] = ...) -> None: ...
+
+class QueueConfig(_message.Message):
+    __slots__ = ("name", "subscriptions", "exclusive", "limits")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIPTIONS_FIELD_NUMBER: _ClassVar[int]
+    EXCLUSIVE_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    subscriptions: _containers.RepeatedScalarFieldContainer[str]
+    exclusive: bool
+    limits: QueueLimits
+    def __init__(self, name: _Optional[str] = ..., subscriptions: _Optional[_Iterable[str]] = ..., exclusive: _Optional[bool] = ..., limits: _Optional[_Union[QueueLimits, _Mapping]] = ...) -> None: ...
+
+class QueueInfo(_message.Message):
+    __slots__ = ("config", "depth", "bytes", "consumers", "unacked", "dead_message_queue", "events_in", "events_out", "oldest_age_ms")
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    DEPTH_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    CONSUMERS_FIELD_NUMBER: _ClassVar[int]
+    UNACKED_FIELD_NUMBER: _ClassVar[int]
+    DEAD_MESSAGE_QUEUE_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_IN_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_OUT_FIELD_NUMBER: _ClassVar[int]
+    OLDEST_AGE_MS_FIELD_NUMBER: _ClassVar[int]
+    config: QueueConfig
+    depth: int
+    bytes: int
+    consumers: int
+    unacked: int
+    dead_message_queue: str
+    events_in: int
+    events_out: int
+    oldest_age_ms: int
+    def __init__(self, config: _Optional[_Union[QueueConfig, _Mapping]] = ..., depth: _Optional[int] = ..., bytes: _Optional[int] = ..., consumers: _Optional[int] = ..., unacked: _Optional[int] = ..., dead_message_queue: _Optional[str] = ..., events_in: _Optional[int] = ..., events_out: _Optional[int] = ..., oldest_age_ms: _Optional[int] = ...) -> None: ...
+
+class CreateQueueRequest(_message.Message):
+    __slots__ = ("config",)
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    config: QueueConfig
+    def __init__(self, config: _Optional[_Union[QueueConfig, _Mapping]] = ...) -> None: ...
+
+class DeleteQueueRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class DeleteQueueResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListQueuesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListQueuesResponse(_message.Message):
+    __slots__ = ("queues",)
+    QUEUES_FIELD_NUMBER: _ClassVar[int]
+    queues: _containers.RepeatedCompositeFieldContainer[QueueInfo]
+    def __init__(self, queues: _Optional[_Iterable[_Union[QueueInfo, _Mapping]]] = ...) -> None: ...
+
+class DescribeQueueRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ConsumeStart(_message.Message):
+    __slots__ = ("queue", "credits")
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    CREDITS_FIELD_NUMBER: _ClassVar[int]
+    queue: str
+    credits: int
+    def __init__(self, queue: _Optional[str] = ..., credits: _Optional[int] = ...) -> None: ...
+
+class ConsumeRequest(_message.Message):
+    __slots__ = ("start", "credit", "ack", "nack")
+    START_FIELD_NUMBER: _ClassVar[int]
+    CREDIT_FIELD_NUMBER: _ClassVar[int]
+    ACK_FIELD_NUMBER: _ClassVar[int]
+    NACK_FIELD_NUMBER: _ClassVar[int]
+    start: ConsumeStart
+    credit: int
+    ack: Tags
+    nack: Tags
+    def __init__(self, start: _Optional[_Union[ConsumeStart, _Mapping]] = ..., credit: _Optional[int] = ..., ack: _Optional[_Union[Tags, _Mapping]] = ..., nack: _Optional[_Union[Tags, _Mapping]] = ...) -> None: ...
+
+class Tags(_message.Message):
+    __slots__ = ("tags",)
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    tags: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, tags: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class ConsumeResponse(_message.Message):
+    __slots__ = ("started", "events", "confirmed")
+    STARTED_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    CONFIRMED_FIELD_NUMBER: _ClassVar[int]
+    started: QueueInfo
+    events: EventBatch
+    confirmed: Tags
+    def __init__(self, started: _Optional[_Union[QueueInfo, _Mapping]] = ..., events: _Optional[_Union[EventBatch, _Mapping]] = ..., confirmed: _Optional[_Union[Tags, _Mapping]] = ...) -> None: ...
+
+class NodeInfoRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class NodeInfo(_message.Message):
+    __slots__ = ("region", "version", "protocol_version", "listen_address", "data_dir", "uptime_ms", "subscriptions", "queues", "direct_in", "direct_out", "guaranteed_in", "guaranteed_out", "discarded", "storage_map_bytes", "storage_used_bytes")
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    LISTEN_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    DATA_DIR_FIELD_NUMBER: _ClassVar[int]
+    UPTIME_MS_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIPTIONS_FIELD_NUMBER: _ClassVar[int]
+    QUEUES_FIELD_NUMBER: _ClassVar[int]
+    DIRECT_IN_FIELD_NUMBER: _ClassVar[int]
+    DIRECT_OUT_FIELD_NUMBER: _ClassVar[int]
+    GUARANTEED_IN_FIELD_NUMBER: _ClassVar[int]
+    GUARANTEED_OUT_FIELD_NUMBER: _ClassVar[int]
+    DISCARDED_FIELD_NUMBER: _ClassVar[int]
+    STORAGE_MAP_BYTES_FIELD_NUMBER: _ClassVar[int]
+    STORAGE_USED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    region: str
+    version: str
+    protocol_version: int
+    listen_address: str
+    data_dir: str
+    uptime_ms: int
+    subscriptions: int
+    queues: int
+    direct_in: int
+    direct_out: int
+    guaranteed_in: int
+    guaranteed_out: int
+    discarded: int
+    storage_map_bytes: int
+    storage_used_bytes: int
+    def __init__(self, region: _Optional[str] = ..., version: _Optional[str] = ..., protocol_version: _Optional[int] = ..., listen_address: _Optional[str] = ..., data_dir: _Optional[str] = ..., uptime_ms: _Optional[int] = ..., subscriptions: _Optional[int] = ..., queues: _Optional[int] = ..., direct_in: _Optional[int] = ..., direct_out: _Optional[int] = ..., guaranteed_in: _Optional[int] = ..., guaranteed_out: _Optional[int] = ..., discarded: _Optional[int] = ..., storage_map_bytes: _Optional[int] = ..., storage_used_bytes: _Optional[int] = ...) -> None: ...
