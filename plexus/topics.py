@@ -1,0 +1,416 @@
+"""The topic grammar and the subscription index shared by every layer.
+
+A *topic* is a `/`-separated list of non-empty levels, UTF-8, at most
+`MAX_TOPIC_BYTES` bytes, with no wildcard and no control character:
+`orders/us/created`.
+
+A *pattern* (a subscription) uses the same levels plus wildcards:
+
+- `*` as a whole level matches exactly one level;
+- `ord*` (a prefix, then `*` ending the level) matches one level that starts
+  with the prefix: `ord` and `orders`, not `or`;
+- `>` as the whole last level matches one or more remaining levels.
+
+`SubscriptionTrie` is the index the router matches every published event
+against. It follows nats-server's sublist: one trie node per level, with
+literal children in a dict plus one child per wildcard kind, and a bounded
+match cache that every add or remove invalidates. Pure code: no I/O, no clock,
+no asyncio; not thread-safe (one event loop owns it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from itertools import islice
+from typing import Generic, TypeVar
+
+from plexus.errors import InvalidPattern, InvalidTopic
+
+__all__ = [
+    "MAX_TOPIC_BYTES",
+    "SubscriptionTrie",
+    "pattern_matches",
+    "validate_pattern",
+    "validate_topic",
+]
+
+MAX_TOPIC_BYTES: int = 250
+
+SEPARATOR = "/"
+WILDCARD_ONE = "*"
+WILDCARD_REST = ">"
+
+V = TypeVar("V", bound=Hashable)
+
+# Control characters (Unicode category Cc): C0, DEL and C1. They break
+# terminals, logs and line-based tools, and no sane topic needs them.
+_CONTROL = frozenset(chr(c) for c in (*range(0x20), *range(0x7F, 0xA0)))
+
+
+# --------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------
+
+
+def _byte_length_problem(text: str) -> str | None:
+    """Why `text` is not a short enough UTF-8 string, or None if it is."""
+    # ASCII is the common case: its length in characters is its length in bytes.
+    if text.isascii():
+        size = len(text)
+    else:
+        try:
+            size = len(text.encode("utf-8"))
+        except UnicodeEncodeError:
+            return "not valid UTF-8 (lone surrogate)"
+    if size > MAX_TOPIC_BYTES:
+        return f"{MAX_TOPIC_BYTES} bytes at most, got {size}"
+    return None
+
+
+def _control_problem(level: str) -> str | None:
+    for char in level:
+        if char in _CONTROL:
+            return f"control character U+{ord(char):04X}"
+    return None
+
+
+def _topic_problem(topic: object) -> tuple[str, int | None] | None:
+    """The first thing wrong with `topic` as (reason, 0-based level), or None."""
+    if not isinstance(topic, str):
+        return f"must be a string, got {type(topic).__name__}", None
+    if not topic:
+        return "empty topic", None
+    reason = _byte_length_problem(topic)
+    if reason is not None:
+        return reason, None
+    for index, level in enumerate(topic.split(SEPARATOR)):
+        if not level:
+            return "empty level", index
+        if WILDCARD_ONE in level:
+            return (
+                "wildcard '*' not allowed in a topic (use it in a subscription pattern)",
+                index,
+            )
+        if WILDCARD_REST in level:
+            return (
+                "wildcard '>' not allowed in a topic (use it in a subscription pattern)",
+                index,
+            )
+        reason = _control_problem(level)
+        if reason is not None:
+            return reason, index
+    return None
+
+
+def _pattern_problem(pattern: object) -> tuple[str, int | None] | None:
+    """The first thing wrong with `pattern` as (reason, 0-based level), or None."""
+    if not isinstance(pattern, str):
+        return f"must be a string, got {type(pattern).__name__}", None
+    if not pattern:
+        return "empty pattern", None
+    reason = _byte_length_problem(pattern)
+    if reason is not None:
+        return reason, None
+    levels = pattern.split(SEPARATOR)
+    last = len(levels) - 1
+    for index, level in enumerate(levels):
+        if not level:
+            return "empty level", index
+        if WILDCARD_REST in level:
+            if level != WILDCARD_REST:
+                return "'>' must be a whole level", index
+            if index != last:
+                return "'>' is only allowed as the last level", index
+            continue
+        star = level.find(WILDCARD_ONE)
+        if star != -1 and star != len(level) - 1:
+            return "'*' may only end a level", index
+        reason = _control_problem(level)
+        if reason is not None:
+            return reason, index
+    return None
+
+
+def _looks_clean(text: str) -> bool:
+    """Cheap pre-check that lets the common valid case skip the level loop."""
+    return (
+        text.isascii()
+        and text.isprintable()  # no control character in ASCII
+        and 0 < len(text) <= MAX_TOPIC_BYTES
+        and text[0] != SEPARATOR
+        and text[-1] != SEPARATOR
+        and "//" not in text
+    )
+
+
+def validate_topic(topic: str) -> None:
+    """Raise `InvalidTopic` naming the level and the reason if `topic` is not valid."""
+    # Every publish validates its topic, so the usual ASCII topic takes a few
+    # C-level string scans and no Python loop.
+    if (
+        isinstance(topic, str)
+        and _looks_clean(topic)
+        and WILDCARD_ONE not in topic
+        and WILDCARD_REST not in topic
+    ):
+        return
+    problem = _topic_problem(topic)
+    if problem is not None:
+        reason, level = problem
+        raise InvalidTopic(topic, reason, level=level)
+
+
+def validate_pattern(pattern: str) -> None:
+    """Raise `InvalidPattern` naming the level and the reason if `pattern` is not valid."""
+    if (
+        isinstance(pattern, str)
+        and _looks_clean(pattern)
+        and WILDCARD_ONE not in pattern
+        and WILDCARD_REST not in pattern
+    ):
+        return
+    problem = _pattern_problem(pattern)
+    if problem is not None:
+        reason, level = problem
+        raise InvalidPattern(pattern, reason, level=level)
+
+
+def pattern_matches(pattern: str, topic: str) -> bool:
+    """Whether `pattern` matches `topic`; validates the pattern, assumes a valid topic.
+
+    For single checks; to match many patterns use `SubscriptionTrie`.
+    """
+    validate_pattern(pattern)
+    wanted = pattern.split(SEPARATOR)
+    levels = topic.split(SEPARATOR)
+    for index, want in enumerate(wanted):
+        if want == WILDCARD_REST:
+            # Valid patterns hold '>' only last; it needs at least one level.
+            return len(levels) > index
+        if index >= len(levels):
+            return False
+        if want[-1] == WILDCARD_ONE:
+            if not levels[index].startswith(want[:-1]):
+                return False
+        elif want != levels[index]:
+            return False
+    return len(levels) == len(wanted)
+
+
+# --------------------------------------------------------------------------
+# Subscription trie
+# --------------------------------------------------------------------------
+
+
+class _Node(Generic[V]):
+    """One level of the trie: children by kind, and the values of patterns ending here."""
+
+    __slots__ = ("literals", "prefixes", "rest", "star", "values")
+
+    def __init__(self) -> None:
+        self.literals: dict[str, _Node[V]] = {}
+        # `*` gets its own slot rather than prefixes[""]: it is by far the most
+        # common wildcard and a slot read is cheaper than a dict probe.
+        self.star: _Node[V] | None = None
+        # `ord*` -> child, keyed by the prefix without the `*`.
+        self.prefixes: dict[str, _Node[V]] = {}
+        # Values of patterns ending here. Dicts (not sets) so that match
+        # results keep a stable insertion order.
+        self.values: dict[V, None] = {}
+        # Values of patterns ending in `/>` after this node.
+        self.rest: dict[V, None] = {}
+
+    def is_empty(self) -> bool:
+        return not (self.literals or self.star or self.prefixes or self.values or self.rest)
+
+
+class SubscriptionTrie(Generic[V]):
+    """An index of (pattern, value) entries, matched against topics.
+
+    `match` answers from a bounded cache of recent topics when it can; any
+    `add` or `remove` that changes the index empties the cache and bumps
+    `generation`. Under heavy subscription churn the cache therefore helps
+    little; batch interest changes where you can.
+    """
+
+    DEFAULT_CACHE_SIZE = 32_768
+
+    __slots__ = ("_cache", "_cache_size", "_count", "_generation", "_patterns", "_root")
+
+    def __init__(self, cache_size: int = DEFAULT_CACHE_SIZE) -> None:
+        """`cache_size` bounds the match cache in topics; 0 turns the cache off."""
+        if cache_size < 0:
+            raise ValueError(f"cache_size must be >= 0, got {cache_size}")
+        self._root: _Node[V] = _Node()
+        self._cache: dict[str, tuple[V, ...]] = {}
+        self._cache_size = cache_size
+        self._count = 0
+        self._generation = 0
+        # pattern -> number of values subscribed with it.
+        self._patterns: dict[str, int] = {}
+
+    # -- reading ----------------------------------------------------------
+
+    def match(self, topic: str) -> tuple[V, ...]:
+        """The distinct values whose patterns match `topic` (assumed valid)."""
+        # Hot path: one dict lookup. try/except costs nothing when it hits.
+        try:
+            return self._cache[topic]
+        except KeyError:
+            return self._match_miss(topic)
+
+    def __len__(self) -> int:
+        """The number of (pattern, value) entries."""
+        return self._count
+
+    def patterns(self) -> set[str]:
+        """The distinct patterns held."""
+        return set(self._patterns)
+
+    @property
+    def generation(self) -> int:
+        """A counter bumped by every add or remove that changed the index."""
+        return self._generation
+
+    # -- writing ----------------------------------------------------------
+
+    def add(self, pattern: str, value: V) -> bool:
+        """Subscribe `value` with `pattern`; False if that entry was already there."""
+        validate_pattern(pattern)
+        node = self._root
+        levels = pattern.split(SEPARATOR)
+        if levels[-1] == WILDCARD_REST:
+            levels.pop()
+            rest = True
+        else:
+            rest = False
+        for level in levels:
+            if level == WILDCARD_ONE:
+                if node.star is None:
+                    node.star = _Node()
+                node = node.star
+            elif level[-1] == WILDCARD_ONE:
+                prefix = level[:-1]
+                child = node.prefixes.get(prefix)
+                if child is None:
+                    child = node.prefixes[prefix] = _Node()
+                node = child
+            else:
+                child = node.literals.get(level)
+                if child is None:
+                    child = node.literals[level] = _Node()
+                node = child
+        bucket = node.rest if rest else node.values
+        if value in bucket:
+            # Nodes created on the way down are impossible here: the entry
+            # exists, so its whole path did already.
+            return False
+        bucket[value] = None
+        self._count += 1
+        self._patterns[pattern] = self._patterns.get(pattern, 0) + 1
+        self._invalidate()
+        return True
+
+    def remove(self, pattern: str, value: V) -> bool:
+        """Unsubscribe `value` from `pattern`; False if that entry was not there.
+
+        Raises `InvalidPattern` for an invalid pattern, as `add` does.
+        """
+        validate_pattern(pattern)
+        levels = pattern.split(SEPARATOR)
+        rest = levels[-1] == WILDCARD_REST
+        if rest:
+            levels.pop()
+        # The path down, to prune nodes left empty on the way back up.
+        path: list[tuple[_Node[V], str]] = []
+        node = self._root
+        for level in levels:
+            if level == WILDCARD_ONE:
+                child = node.star
+            elif level[-1] == WILDCARD_ONE:
+                child = node.prefixes.get(level[:-1])
+            else:
+                child = node.literals.get(level)
+            if child is None:
+                return False
+            path.append((node, level))
+            node = child
+        bucket = node.rest if rest else node.values
+        if value not in bucket:
+            return False
+        del bucket[value]
+        self._count -= 1
+        left = self._patterns[pattern] - 1
+        if left:
+            self._patterns[pattern] = left
+        else:
+            del self._patterns[pattern]
+        for parent, level in reversed(path):
+            if not node.is_empty():
+                break
+            if level == WILDCARD_ONE:
+                parent.star = None
+            elif level[-1] == WILDCARD_ONE:
+                del parent.prefixes[level[:-1]]
+            else:
+                del parent.literals[level]
+            node = parent
+        self._invalidate()
+        return True
+
+    # -- internals --------------------------------------------------------
+
+    def _invalidate(self) -> None:
+        self._generation += 1
+        # Rebinding is O(1) here; dropping the old dict is paid once.
+        if self._cache:
+            self._cache = {}
+
+    def _match_miss(self, topic: str) -> tuple[V, ...]:
+        result = self._walk(topic)
+        cache = self._cache
+        size = self._cache_size
+        if size:
+            if len(cache) >= size:
+                # Evict the oldest half (dicts keep insertion order): amortised
+                # O(1) per insert, and recent topics survive.
+                for stale in list(islice(cache, size // 2 or 1)):
+                    del cache[stale]
+            cache[topic] = result
+        return result
+
+    def _walk(self, topic: str) -> tuple[V, ...]:
+        """Match `topic` against the trie, level by level, breadth first."""
+        found: dict[V, None] = {}
+        nodes = [self._root]
+        for level in topic.split(SEPARATOR):
+            following: list[_Node[V]] = []
+            for node in nodes:
+                if node.rest:
+                    # At least this level remains, so `/>` here matches.
+                    found.update(node.rest)
+                child = node.literals.get(level)
+                if child is not None:
+                    following.append(child)
+                if node.star is not None:
+                    following.append(node.star)
+                prefixes = node.prefixes
+                if prefixes:
+                    # Probe whichever is smaller: the prefixes held here, or
+                    # the prefixes of this level.
+                    if len(prefixes) <= len(level):
+                        for prefix, child in prefixes.items():
+                            if level.startswith(prefix):
+                                following.append(child)
+                    else:
+                        for end in range(1, len(level) + 1):
+                            child = prefixes.get(level[:end])
+                            if child is not None:
+                                following.append(child)
+            if not following:
+                return tuple(found)
+            nodes = following
+        for node in nodes:
+            if node.values:
+                found.update(node.values)
+        return tuple(found)

@@ -1,0 +1,361 @@
+"""The topic grammar and the subscription trie, against a naive reference matcher."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
+
+from plexus.errors import InvalidPattern, InvalidTopic
+from plexus.topics import (
+    MAX_TOPIC_BYTES,
+    SubscriptionTrie,
+    pattern_matches,
+    validate_pattern,
+    validate_topic,
+)
+
+# --------------------------------------------------------------------------
+# Reference matcher: the grammar read literally, level by level.
+# --------------------------------------------------------------------------
+
+
+def reference_matches(pattern: str, topic: str) -> bool:
+    want, have = pattern.split("/"), topic.split("/")
+    for i, w in enumerate(want):
+        if w == ">":
+            return i == len(want) - 1 and len(have) > i
+        if i >= len(have):
+            return False
+        if w == "*":
+            continue
+        if w.endswith("*"):
+            if not have[i].startswith(w[:-1]):
+                return False
+        elif w != have[i]:
+            return False
+    return len(want) == len(have)
+
+
+# --------------------------------------------------------------------------
+# Validation tables
+# --------------------------------------------------------------------------
+
+VALID_TOPICS = [
+    "a",
+    "orders/us/created",
+    "orders/us/c-42/created",
+    "émoji/🚀/ünïcode",
+    "with space/and.dots/and-dashes_",
+    "x" * MAX_TOPIC_BYTES,
+    "é" * (MAX_TOPIC_BYTES // 2),  # 2 bytes each: exactly the limit
+]
+
+INVALID_TOPICS = [
+    # (topic, 0-based level or None, words the reason must contain)
+    ("", None, "empty topic"),
+    ("/orders", 0, "empty level"),
+    ("orders/", 1, "empty level"),
+    ("orders//us", 1, "empty level"),
+    ("/", 0, "empty level"),
+    ("orders/*/created", 1, "wildcard '*' not allowed in a topic"),
+    ("orders/us*", 1, "wildcard '*' not allowed in a topic"),
+    ("orders/>", 1, "wildcard '>' not allowed in a topic"),
+    ("a>b", 0, "wildcard '>' not allowed"),
+    ("orders/u\x00s", 1, "control character U+0000"),
+    ("orders/us/\n", 2, "control character U+000A"),
+    ("orders\t/us", 0, "control character U+0009"),
+    ("a/\x7f", 1, "control character U+007F"),
+    ("a/b\x85", 1, "control character U+0085"),
+    ("x" * 312, None, "250 bytes at most, got 312"),
+    ("é" * 126, None, "250 bytes at most, got 252"),
+    ("a/\udc80", None, "not valid UTF-8"),
+]
+
+VALID_PATTERNS = [
+    "a",
+    "orders/us/created",
+    "*",
+    ">",
+    "orders/*",
+    "orders/>",
+    "*/*/>",
+    "ord*",
+    "ord*/us/>",
+    "orders/c-4*/created",
+    "émoji/🚀*",
+    "x" * MAX_TOPIC_BYTES,
+]
+
+INVALID_PATTERNS = [
+    ("", None, "empty pattern"),
+    ("/orders", 0, "empty level"),
+    ("orders/", 1, "empty level"),
+    ("a//b", 1, "empty level"),
+    ("orders/>/created", 1, "'>' is only allowed as the last level"),
+    (">/a", 0, "'>' is only allowed as the last level"),
+    ("orders/a>", 1, "'>' must be a whole level"),
+    ("orders/>>", 1, "'>' must be a whole level"),
+    ("orders/*us", 1, "'*' may only end a level"),
+    ("orders/u*s", 1, "'*' may only end a level"),
+    ("orders/**", 1, "'*' may only end a level"),
+    ("a/b/c\x01", 2, "control character U+0001"),
+    ("x" * 251, None, "250 bytes at most, got 251"),
+]
+
+
+@pytest.mark.parametrize("topic", VALID_TOPICS)
+def test_valid_topic_passes(topic: str) -> None:
+    validate_topic(topic)
+
+
+@pytest.mark.parametrize(("topic", "level", "reason"), INVALID_TOPICS)
+def test_invalid_topic_names_level_and_reason(topic: str, level: int | None, reason: str) -> None:
+    with pytest.raises(InvalidTopic) as caught:
+        validate_topic(topic)
+    err = caught.value
+    assert err.topic == topic
+    assert err.level == level
+    assert reason in err.reason
+    assert reason in str(err)
+    if level is not None:
+        assert f"at level {level + 1}" in str(err)
+
+
+@pytest.mark.parametrize("pattern", VALID_TOPICS + VALID_PATTERNS)
+def test_valid_pattern_passes(pattern: str) -> None:
+    validate_pattern(pattern)
+
+
+@pytest.mark.parametrize(("pattern", "level", "reason"), INVALID_PATTERNS)
+def test_invalid_pattern_names_level_and_reason(
+    pattern: str, level: int | None, reason: str
+) -> None:
+    with pytest.raises(InvalidPattern) as caught:
+        validate_pattern(pattern)
+    err = caught.value
+    assert err.pattern == pattern
+    assert err.level == level
+    assert reason in err.reason
+    if level is not None:
+        assert f"at level {level + 1}" in str(err)
+
+
+def test_non_string_topic_is_rejected_with_its_type() -> None:
+    with pytest.raises(InvalidTopic, match="must be a string, got bytes"):
+        validate_topic(b"orders/us")  # type: ignore[arg-type]
+    with pytest.raises(InvalidPattern, match="must be a string, got NoneType"):
+        validate_pattern(None)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------
+# Matching examples
+# --------------------------------------------------------------------------
+
+MATCH_TABLE = [
+    ("orders/us/created", "orders/us/created", True),
+    ("orders/us/created", "orders/us", False),
+    ("orders/*/created", "orders/eu/created", True),
+    ("orders/*/created", "orders/eu/x/created", False),
+    ("orders/*", "orders", False),
+    ("orders/>", "orders", False),
+    ("orders/>", "orders/us", True),
+    ("orders/>", "orders/us/created/x", True),
+    (">", "anything/at/all", True),
+    ("ord*", "ord", True),
+    ("ord*", "orders", True),
+    ("ord*", "or", False),
+    ("ord*/us", "orders/us", True),
+    ("ord*/us", "orders/eu", False),
+    ("*/us/>", "orders/us/1", True),
+    ("*/us/>", "orders/us", False),
+]
+
+
+@pytest.mark.parametrize(("pattern", "topic", "expected"), MATCH_TABLE)
+def test_pattern_matches_table(pattern: str, topic: str, expected: bool) -> None:
+    assert reference_matches(pattern, topic) is expected
+    assert pattern_matches(pattern, topic) is expected
+    trie: SubscriptionTrie[str] = SubscriptionTrie()
+    trie.add(pattern, "s")
+    assert trie.match(topic) == (("s",) if expected else ())
+
+
+def test_pattern_matches_rejects_an_invalid_pattern() -> None:
+    with pytest.raises(InvalidPattern):
+        pattern_matches("a/>/b", "a/x/b")
+
+
+# --------------------------------------------------------------------------
+# Trie behaviour
+# --------------------------------------------------------------------------
+
+
+def test_add_is_idempotent_and_len_counts_entries() -> None:
+    trie: SubscriptionTrie[int] = SubscriptionTrie()
+    assert trie.add("orders/>", 1)
+    assert not trie.add("orders/>", 1)
+    assert trie.add("orders/>", 2)
+    assert trie.add("orders/*", 1)
+    assert len(trie) == 3
+    assert trie.patterns() == {"orders/>", "orders/*"}
+
+
+def test_match_returns_each_value_once_across_patterns() -> None:
+    trie: SubscriptionTrie[str] = SubscriptionTrie()
+    for pattern in ("orders/us/created", "orders/*/created", "orders/>", "ord*/us/*", ">"):
+        trie.add(pattern, "alice")
+    trie.add("orders/eu/>", "bob")
+    assert trie.match("orders/us/created") == ("alice",)
+    assert sorted(trie.match("orders/eu/created")) == ["alice", "bob"]
+
+
+def test_remove_absent_returns_false_and_prunes_nodes() -> None:
+    trie: SubscriptionTrie[int] = SubscriptionTrie()
+    assert not trie.remove("a/b", 1)
+    trie.add("a/b/c*/>", 1)
+    trie.add("a/*/x", 2)
+    assert not trie.remove("a/b/c*/>", 2)
+    assert not trie.remove("a/b/c*", 1)
+    assert trie.remove("a/b/c*/>", 1)
+    assert trie.remove("a/*/x", 2)
+    assert len(trie) == 0
+    assert trie.patterns() == set()
+    assert trie._root.is_empty()  # every node pruned
+
+
+def test_add_and_remove_reject_invalid_patterns() -> None:
+    trie: SubscriptionTrie[int] = SubscriptionTrie()
+    with pytest.raises(InvalidPattern, match="at level 2"):
+        trie.add("a/>/b", 1)
+    with pytest.raises(InvalidPattern):
+        trie.remove("a//b", 1)
+    assert len(trie) == 0
+
+
+def test_cache_is_invalidated_by_add_and_remove() -> None:
+    trie: SubscriptionTrie[int] = SubscriptionTrie()
+    assert trie.match("a/b") == ()
+    generation = trie.generation
+    trie.add("a/*", 1)
+    assert trie.generation > generation
+    assert trie.match("a/b") == (1,)
+    trie.remove("a/*", 1)
+    assert trie.match("a/b") == ()
+
+
+def test_cache_stays_bounded() -> None:
+    trie: SubscriptionTrie[int] = SubscriptionTrie(cache_size=8)
+    trie.add(">", 1)
+    for i in range(100):
+        assert trie.match(f"t/{i}") == (1,)
+        assert len(trie._cache) <= 8
+    uncached: SubscriptionTrie[int] = SubscriptionTrie(cache_size=0)
+    uncached.add(">", 1)
+    assert uncached.match("t") == (1,)
+    assert not uncached._cache
+
+
+def test_many_prefixes_at_one_level_use_either_probe() -> None:
+    # More prefixes than the level is long, and fewer: both lookup strategies.
+    trie: SubscriptionTrie[str] = SubscriptionTrie()
+    for prefix in ("o", "or", "ord", "orde", "order", "orders", "x", "xy", "p"):
+        trie.add(f"{prefix}*/z", prefix)
+    assert set(trie.match("ord/z")) == {"o", "or", "ord"}
+    assert set(trie.match("orders/z")) == {"o", "or", "ord", "orde", "order", "orders"}
+    assert set(trie.match("ordersandmore/z")) == {"o", "or", "ord", "orde", "order", "orders"}
+
+
+# --------------------------------------------------------------------------
+# Properties against the reference
+# --------------------------------------------------------------------------
+
+# A small alphabet of levels that share prefixes, so that matches are common.
+LEVELS = ["a", "ab", "abc", "b", "ba", "é"]
+topic_levels = st.sampled_from(LEVELS)
+pattern_levels = st.one_of(
+    st.sampled_from(LEVELS),
+    st.just("*"),
+    st.sampled_from(["a*", "ab*", "b*", "é*"]),
+)
+
+topics = st.lists(topic_levels, min_size=1, max_size=4).map("/".join)
+
+
+@st.composite
+def patterns(draw: st.DrawFn) -> str:
+    levels = draw(st.lists(pattern_levels, min_size=0, max_size=4))
+    if not levels or draw(st.booleans()):
+        levels.append(">")
+    return "/".join(levels)
+
+
+@settings(deadline=None, max_examples=300)
+@given(patterns(), topics)
+def test_pattern_matches_agrees_with_reference(pattern: str, topic: str) -> None:
+    validate_pattern(pattern)
+    validate_topic(topic)
+    assert pattern_matches(pattern, topic) == reference_matches(pattern, topic)
+
+
+@settings(deadline=None, max_examples=100)
+@given(st.lists(st.tuples(patterns(), st.integers(0, 3)), max_size=25), st.lists(topics))
+def test_trie_match_agrees_with_reference(
+    entries: list[tuple[str, int]], probes: list[str]
+) -> None:
+    trie: SubscriptionTrie[int] = SubscriptionTrie()
+    for pattern, value in entries:
+        trie.add(pattern, value)
+    for topic in probes:
+        expected = {v for p, v in entries if reference_matches(p, topic)}
+        got = trie.match(topic)
+        assert len(got) == len(set(got))
+        assert set(got) == expected
+
+
+class TrieMachine(RuleBasedStateMachine):
+    """Random adds, removes and matches, with a tiny cache so eviction happens too."""
+
+    added = Bundle("added")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trie: SubscriptionTrie[int] = SubscriptionTrie(cache_size=4)
+        self.model: set[tuple[str, int]] = set()
+
+    @rule(target=added, pattern=patterns(), value=st.integers(0, 3))
+    def add(self, pattern: str, value: int) -> tuple[str, int]:
+        assert self.trie.add(pattern, value) == ((pattern, value) not in self.model)
+        self.model.add((pattern, value))
+        return (pattern, value)
+
+    @rule(entry=added)
+    def remove_added(self, entry: tuple[str, int]) -> None:
+        assert self.trie.remove(*entry) == (entry in self.model)
+        self.model.discard(entry)
+
+    @rule(pattern=patterns(), value=st.integers(0, 3))
+    def remove_any(self, pattern: str, value: int) -> None:
+        assert self.trie.remove(pattern, value) == ((pattern, value) in self.model)
+        self.model.discard((pattern, value))
+
+    @rule(topic=topics)
+    def match(self, topic: str) -> None:
+        # Twice: the second answer comes from the cache and must agree.
+        expected = {v for p, v in self.model if reference_matches(p, topic)}
+        for _ in range(2):
+            got = self.trie.match(topic)
+            assert len(got) == len(set(got))
+            assert set(got) == expected
+
+    @invariant()
+    def counts_agree(self) -> None:
+        assert len(self.trie) == len(self.model)
+        assert self.trie.patterns() == {p for p, _ in self.model}
+        if not self.model:
+            assert self.trie._root.is_empty()
+
+
+TestTrieMachine = TrieMachine.TestCase
+TestTrieMachine.settings = settings(deadline=None, max_examples=100, stateful_step_count=40)
