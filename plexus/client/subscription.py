@@ -1,0 +1,129 @@
+"""Subscribing to a topic pattern: a server stream of direct-event batches."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from types import TracebackType
+
+import grpc
+from grpc import aio
+
+from plexus.client.channel import translate_rpc_error, translate_status
+from plexus.client.event import Event
+from plexus.v1 import plexus_pb2 as pb
+from plexus.v1 import plexus_pb2_grpc as pb_grpc
+
+__all__ = ["Subscription"]
+
+
+class Subscription:
+    """Direct events matching one pattern, as an async iterator of `Event`.
+
+    ::
+
+        async with client.subscribe("orders/>") as sub:
+            async for event in sub:
+                print(event.topic, event.payload)
+
+    `batches()` yields the events as the node sent them, a list at a time,
+    which is cheaper at high rates. Errors from the node (an invalid pattern it
+    refused, the node going away) are raised as PlexusError by the iteration.
+    """
+
+    def __init__(
+        self, stub: pb_grpc.BrokerStub, address: str, pattern: str, buffer_events: int = 0
+    ) -> None:
+        self.pattern = pattern
+        self._address = address
+        self._call: aio.UnaryStreamCall = stub.Subscribe(
+            pb.SubscribeRequest(pattern=pattern, buffer_events=buffer_events)
+        )
+        self._events: list[Event] = []
+        self._index = 0
+        self._closed = False
+        self.received = 0
+
+    async def ready(self, timeout: float | None = 5.0) -> None:
+        """Wait until the node has answered the subscription with its headers.
+
+        Only meaningful when the node sends initial metadata as soon as the
+        subscription is registered; otherwise it returns with the first event.
+        """
+        try:
+            await asyncio.wait_for(self._call.initial_metadata(), timeout)
+        except grpc.RpcError as exc:
+            raise translate_rpc_error(exc, self._address) from None
+
+    async def next_batch(self, timeout: float | None = None) -> list[Event]:
+        """The next events (at least one); [] when the stream ended or on timeout."""
+        if self._index < len(self._events):
+            rest = self._events[self._index :]
+            self._events, self._index = [], 0
+            return rest
+        if self._closed:
+            return []
+        try:
+            if timeout is None:
+                batch = await self._call.read()
+            else:
+                batch = await asyncio.wait_for(self._call.read(), timeout)
+        except TimeoutError:
+            return []
+        except asyncio.CancelledError:
+            if self._closed:
+                return []
+            raise
+        except grpc.RpcError as exc:
+            self._closed = True
+            if exc.code() == grpc.StatusCode.CANCELLED:
+                return []
+            raise translate_rpc_error(exc, self._address) from None
+        if batch is aio.EOF:
+            self._closed = True
+            code = await self._call.code()
+            if code not in (grpc.StatusCode.OK, grpc.StatusCode.CANCELLED):
+                details = await self._call.details()
+                raise translate_status(code, details, self._address)
+            return []
+        events = [Event(m) for m in batch.events]
+        self.received += len(events)
+        return events
+
+    async def batches(self) -> AsyncIterator[list[Event]]:
+        """Yield lists of events until the subscription is closed or ends."""
+        while True:
+            events = await self.next_batch()
+            if not events:
+                return
+            yield events
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Event:
+        events, i = self._events, self._index
+        if i < len(events):
+            self._index = i + 1
+            return events[i]
+        events = await self.next_batch()
+        if not events:
+            raise StopAsyncIteration
+        self._events, self._index = events, 1
+        return events[0]
+
+    async def close(self) -> None:
+        """End the subscription; iteration then stops."""
+        self._closed = True
+        self._call.cancel()
+
+    async def __aenter__(self) -> Subscription:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
