@@ -1,0 +1,66 @@
+"""`python -m node run ...`: run one region node (what `plexus node run` execs)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from plexus.errors import PlexusError
+
+
+@click.group()
+def cli() -> None:
+    """The Plexus region node."""
+
+
+@cli.command()
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path),
+    help="TOML file with a [node] table.",
+)
+@click.option("--name", help="Region name, e.g. us.")
+@click.option("--listen", help="gRPC address HOST:PORT (port 0 picks a free one).")
+@click.option("--data", type=click.Path(path_type=Path), help="Data directory.")
+@click.option("--map-size-mb", type=int, help="Initial LMDB map size in MiB (grows as needed).")
+@click.option("--max-payload-bytes", type=int, help="Largest payload accepted.")
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+)
+def run(config_file: Path | None, log_level: str, **flags: object) -> None:
+    """Run a region node until SIGTERM or SIGINT."""
+    from node.config import load_config
+    from node.server import run_node
+
+    logging.basicConfig(
+        level=log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        config = load_config(config_file, flags)
+        _run(run_node(config))
+    except PlexusError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+
+
+def _run(main: object) -> None:
+    try:
+        import uvloop
+    except ImportError:  # uvloop is optional off Linux
+        asyncio.run(main)  # type: ignore[arg-type]
+    else:
+        uvloop.run(main)  # type: ignore[arg-type]
+
+
+if __name__ == "__main__":
+    cli()

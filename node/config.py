@@ -1,0 +1,91 @@
+"""Node settings: from a TOML file and command-line flags, validated in one place.
+
+Every problem is reported at once, each naming its source (file or flag) and key.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from plexus.errors import ConfigError
+
+REGION_NAME = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
+MAX_PAYLOAD_BYTES_LIMIT = 64 << 20
+
+
+class NodeConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(description="region name: lower-case letters, digits, '-'")
+    listen: str = Field(default="127.0.0.1:7000", description="gRPC address, HOST:PORT")
+    data: Path = Field(description="data directory (LMDB environment, lock)")
+    map_size_mb: int = Field(default=1024, ge=1, description="initial LMDB map size; grows")
+    max_payload_bytes: int = Field(default=1 << 20, ge=1, le=MAX_PAYLOAD_BYTES_LIMIT)
+    subscriber_buffer_events: int = Field(default=10_000, ge=1, le=1_000_000)
+    queue_max_depth: int = Field(default=1_000_000, ge=1, description="default per queue")
+    queue_max_bytes: int = Field(default=1 << 30, ge=1, description="default per queue")
+    queue_max_deliveries: int = Field(default=0, ge=0, description="default; 0 = no limit")
+
+    @field_validator("name")
+    @classmethod
+    def _region_name(cls, value: str) -> str:
+        if not REGION_NAME.match(value):
+            raise ValueError(
+                "must be 1-32 lower-case letters, digits or '-', starting with a letter"
+            )
+        return value
+
+    @field_validator("listen")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("must be HOST:PORT with a port from 0 to 65535")
+        return value
+
+
+def load_config(file: Path | None, overrides: dict[str, Any]) -> NodeConfig:
+    """Settings from `file` (its [node] table), then flags that were given."""
+    values: dict[str, Any] = {}
+    source = "command line"
+    if file is not None:
+        source = str(file)
+        try:
+            doc = tomllib.loads(file.read_text())
+        except FileNotFoundError:
+            raise ConfigError(source, ["file not found"]) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(source, [f"cannot read: {exc}"]) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(source, [f"not valid TOML: {exc}"]) from None
+        table = doc.get("node", doc)
+        if not isinstance(table, dict):
+            raise ConfigError(source, ["[node] must be a table"])
+        values.update(table)
+        source = f"{file} [node]"
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return NodeConfig(**values)
+    except pydantic.ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"]) or "(top)"
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "missing":
+                msg = "missing (required)"
+            elif err["type"] == "extra_forbidden":
+                msg = "unknown key"
+            problems.append(f"{key}: {msg}" + _got(err))
+        raise ConfigError(source, problems) from None
+
+
+def _got(err: Any) -> str:
+    if err["type"] in ("missing", "extra_forbidden"):
+        return ""
+    return f" (got {err.get('input')!r})"

@@ -1,0 +1,215 @@
+"""Queue delivery state, sans-IO: who gets which entry, credits, acks, nacks, dead events.
+
+No asyncio, no LMDB, no clock: the queue shell feeds it events and `now_ms`
+and performs what it returns. It also keeps the in-memory window of a queue
+bounded: past `window` ready entries the queue "spills" and later entries are
+only on disk until the shell loads them back (`wants_load`/`loaded`), so a
+queue holding a million events does not hold them in memory.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+DEFAULT_WINDOW = 4096
+DEFAULT_WINDOW_BYTES = 32 << 20
+
+
+@dataclass(slots=True)
+class Entry:
+    """One queued event, as the delivery state knows it (the payload stays on disk)."""
+
+    seq: int
+    size: int
+    expires_at_ms: int = 0
+    delivery_count: int = 0
+    redelivered: bool = False
+    # The encoded event while the entry is in memory; opaque here.
+    data: bytes = b""
+
+
+class DeadReason(enum.Enum):
+    EXPIRED = "ttl expired"
+    MAX_DELIVERIES = "max deliveries reached"
+
+
+@dataclass(slots=True)
+class Pulled:
+    """What `pull` decided: deliveries per consumer, and entries that are dead."""
+
+    deliveries: list[tuple[int, list[Entry]]]
+    dead: list[tuple[Entry, DeadReason]]
+
+
+class QueueDelivery:
+    """Delivery of one queue's entries to its consumers.
+
+    Non-exclusive queues hand entries round-robin to consumers with credit.
+    Exclusive queues deliver only to the consumer bound first; the others wait
+    in line and take over, in bind order, when it leaves.
+    """
+
+    def __init__(
+        self,
+        exclusive: bool,
+        max_deliveries: int,
+        window: int = DEFAULT_WINDOW,
+        window_bytes: int = DEFAULT_WINDOW_BYTES,
+    ) -> None:
+        self.exclusive = exclusive
+        self.max_deliveries = max_deliveries
+        self.window = window
+        self.window_bytes = window_bytes
+        self.ready: deque[Entry] = deque()
+        self.ready_bytes = 0
+        self.inflight: dict[int, tuple[int, Entry]] = {}
+        self.credits: dict[int, int] = {}
+        self._turn = 0
+        # Window state: entries past the window live only on disk.
+        self.spilled = False
+        self.loading = False
+        self.last_loaded_seq = 0
+        self.last_pushed_seq = 0
+
+    # ------------------------------------------------------------ consumers
+
+    def add_consumer(self, consumer: int, credits: int = 0) -> None:
+        self.credits[consumer] = credits
+
+    def remove_consumer(self, consumer: int) -> list[Entry]:
+        """Forget a consumer; its unacked entries go back to the front, redelivered."""
+        self.credits.pop(consumer, None)
+        back = [entry for owner, entry in self.inflight.values() if owner == consumer]
+        for entry in back:
+            del self.inflight[entry.seq]
+        self._requeue(back)
+        return back
+
+    def grant(self, consumer: int, credits: int) -> None:
+        if consumer in self.credits:
+            self.credits[consumer] += credits
+
+    # ------------------------------------------------------------ entries
+
+    def push(self, entries: Iterable[Entry]) -> None:
+        """New entries, in seq order, just stored; those past the window stay on disk."""
+        for entry in entries:
+            self.last_pushed_seq = entry.seq
+            if self.spilled or self._window_full():
+                self.spilled = True
+                continue
+            self.ready.append(entry)
+            self.ready_bytes += entry.size
+            self.last_loaded_seq = entry.seq
+
+    def wants_load(self) -> bool:
+        """True when the shell should read more entries from disk (after `last_loaded_seq`)."""
+        return (
+            self.spilled
+            and not self.loading
+            and len(self.ready) < self.window // 2
+            and self.ready_bytes < self.window_bytes // 2
+        )
+
+    def loaded(self, entries: list[Entry], asked: int) -> None:
+        """Entries read from disk after `last_loaded_seq`, at most `asked` of them."""
+        self.loading = False
+        for entry in entries:
+            if entry.seq > self.last_loaded_seq:
+                self.ready.append(entry)
+                self.ready_bytes += entry.size
+                self.last_loaded_seq = entry.seq
+        if len(entries) < asked and self.last_loaded_seq >= self.last_pushed_seq:
+            self.spilled = False
+
+    def pull(self, now_ms: int) -> Pulled:
+        """Hand ready entries to consumers with credit; expired or over-delivered ones are dead."""
+        deliveries: dict[int, list[Entry]] = {}
+        dead: list[tuple[Entry, DeadReason]] = []
+        takers = self._takers()
+        while self.ready and takers:
+            self._turn %= len(takers)
+            consumer = takers[self._turn]
+            entry = self.ready.popleft()
+            self.ready_bytes -= entry.size
+            reason = self._dead_reason(entry, now_ms)
+            if reason is not None:
+                dead.append((entry, reason))
+                continue
+            entry.delivery_count += 1
+            self.inflight[entry.seq] = (consumer, entry)
+            deliveries.setdefault(consumer, []).append(entry)
+            self.credits[consumer] -= 1
+            if self.credits[consumer] <= 0:
+                takers.pop(self._turn)
+            elif not self.exclusive:
+                self._turn += 1
+        return Pulled(list(deliveries.items()), dead)
+
+    def expire(self, now_ms: int) -> list[Entry]:
+        """Remove and return ready entries whose TTL has passed (nobody is consuming them)."""
+        if not any(e.expires_at_ms for e in self.ready):
+            return []
+        keep: deque[Entry] = deque()
+        gone = []
+        for entry in self.ready:
+            (gone if entry.expires_at_ms and now_ms >= entry.expires_at_ms else keep).append(entry)
+        self.ready = keep
+        self.ready_bytes = sum(e.size for e in keep)
+        return gone
+
+    def ack(self, consumer: int, tags: Iterable[int]) -> list[Entry]:
+        """Entries acked by their consumer; unknown tags or another consumer's are ignored."""
+        done = []
+        for tag in tags:
+            held = self.inflight.get(tag)
+            if held is not None and held[0] == consumer:
+                del self.inflight[tag]
+                done.append(held[1])
+        return done
+
+    def nack(self, consumer: int, tags: Iterable[int]) -> list[Entry]:
+        """Entries to redeliver now, put back at the front of the queue."""
+        back = []
+        for tag in tags:
+            held = self.inflight.get(tag)
+            if held is not None and held[0] == consumer:
+                del self.inflight[tag]
+                back.append(held[1])
+        self._requeue(back)
+        return back
+
+    def drop(self, seqs: Iterable[int]) -> None:
+        """Forget entries that were removed elsewhere (purged with the queue)."""
+        gone = set(seqs)
+        self.ready = deque(e for e in self.ready if e.seq not in gone)
+        self.ready_bytes = sum(e.size for e in self.ready)
+        for seq in gone:
+            self.inflight.pop(seq, None)
+
+    # ------------------------------------------------------------ internals
+
+    def _takers(self) -> list[int]:
+        if self.exclusive:
+            first = next(iter(self.credits), None)
+            return [first] if first is not None and self.credits[first] > 0 else []
+        return [c for c, credit in self.credits.items() if credit > 0]
+
+    def _window_full(self) -> bool:
+        return len(self.ready) >= self.window or self.ready_bytes >= self.window_bytes
+
+    def _dead_reason(self, entry: Entry, now_ms: int) -> DeadReason | None:
+        if entry.expires_at_ms and now_ms >= entry.expires_at_ms:
+            return DeadReason.EXPIRED
+        if self.max_deliveries and entry.delivery_count >= self.max_deliveries:
+            return DeadReason.MAX_DELIVERIES
+        return None
+
+    def _requeue(self, entries: list[Entry]) -> None:
+        for entry in entries:
+            entry.redelivered = True
+            self.ready_bytes += entry.size
+        self.ready.extendleft(sorted(entries, key=lambda e: e.seq, reverse=True))

@@ -1,0 +1,107 @@
+"""The composition root of a region node: storage, routing, queues and gRPC, wired and run."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from node.commits import Commits
+from node.config import NodeConfig
+from node.direct import DirectRouter
+from node.publishing import Publisher
+from node.queues import QueueTable
+from node.service import SERVICE, BrokerService, handlers
+from plexus.errors import FailedPrecondition
+from plexus.v1 import plexus_pb2  # noqa: F401  (registers plexus.v1 for reflection)
+from storage.environment import Environment
+from storage.spool import Spool
+
+log = logging.getLogger(__name__)
+
+EXPIRY_SWEEP_S = 1.0
+STOP_GRACE_S = 2.0
+MAX_MESSAGE_BYTES = 128 << 20
+
+GRPC_OPTIONS = [
+    # Two nodes must never share a port silently (gRPC enables SO_REUSEPORT by default).
+    ("grpc.so_reuseport", 0),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+]
+
+
+class PortInUse(FailedPrecondition):
+    def __init__(self, address: str) -> None:
+        self.address = address
+        super().__init__(f"cannot listen on {address}: the address is in use or not local")
+
+
+async def run_node(config: NodeConfig) -> None:
+    """Run a node until SIGTERM or SIGINT; raises PlexusError when it cannot start."""
+    loop = asyncio.get_running_loop()
+    env = Environment(config.data, config.map_size_mb << 20)
+    commits = Commits(env, loop)
+    commits.start()
+    server = None
+    try:
+        spool = Spool(env)
+        queues = QueueTable(spool, commits, config)
+        queues.recover(spool.last_seq())
+        router = DirectRouter()
+        publisher = Publisher(config.name, router, queues, spool, commits, config.max_payload_bytes)
+
+        server = grpc.aio.server(options=GRPC_OPTIONS)
+        try:
+            port = server.add_insecure_port(config.listen)
+        except RuntimeError:
+            port = 0
+        if not port:
+            raise PortInUse(config.listen)
+        host = config.listen.rpartition(":")[0]
+        address = f"{host}:{port}"
+        service = BrokerService(config, address, env, router, queues, publisher)
+        server.add_generic_rpc_handlers((handlers(service),))
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        names = (
+            SERVICE,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        )
+        reflection.enable_server_reflection(names, server)
+        await server.start()
+        for name in ("", SERVICE):
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        print(f"plexus node {config.name} listening on {address}", flush=True)
+        log.info("node %s serving on %s, data in %s", config.name, address, config.data)
+        sweeper = asyncio.create_task(_sweep_expired(queues))
+        await stop.wait()
+        log.info("node %s stopping", config.name)
+        sweeper.cancel()
+        for name in ("", SERVICE):
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    finally:
+        if server is not None:
+            await server.stop(STOP_GRACE_S)
+        await asyncio.to_thread(commits.stop)
+        env.close()
+
+
+async def _sweep_expired(queues: QueueTable) -> None:
+    while True:
+        await asyncio.sleep(EXPIRY_SWEEP_S)
+        try:
+            queues.expire_all()
+        except Exception:
+            log.exception("expiry sweep failed")

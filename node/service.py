@@ -1,0 +1,314 @@
+"""The gRPC shell of the client API (plexus.v1.Broker): streams in, routing calls, bytes out.
+
+Errors are translated to status codes at one seam (`_abort`). Event streams
+are written as pre-encoded bytes (see node/framing.py), so their handlers are
+registered with no response serializer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from node import framing
+from node.config import NodeConfig
+from node.direct import DirectRouter, Subscriber
+from node.publishing import Publisher
+from node.queues import Consumer, Queue, QueueTable
+from plexus import __version__
+from plexus.errors import FailedPrecondition, InvalidPattern, PlexusError
+from plexus.topics import validate_pattern
+from plexus.v1 import plexus_pb2 as pb
+from storage.environment import Environment
+
+log = logging.getLogger(__name__)
+
+PROTOCOL_VERSION = 1
+SERVICE = "plexus.v1.Broker"
+# Guaranteed events a publish stream may have waiting for their commit.
+MAX_PENDING_PER_STREAM = 50_000
+MAX_CONSUMER_CREDITS = 100_000
+MAX_FRAMES_PER_WRITE = 1_000
+
+
+class BrokerService:
+    def __init__(
+        self,
+        config: NodeConfig,
+        listen_address: str,
+        env: Environment,
+        router: DirectRouter,
+        queues: QueueTable,
+        publisher: Publisher,
+    ) -> None:
+        self.config = config
+        self.listen_address = listen_address
+        self.env = env
+        self.router = router
+        self.queues = queues
+        self.publisher = publisher
+        self.started = time.monotonic()
+        self.guaranteed_out = 0
+
+    # ------------------------------------------------------------ publish
+
+    async def publish(self, context: grpc.aio.ServicerContext) -> None:
+        stream = _PublishStream(context)
+        writer = asyncio.create_task(stream.write_responses())
+        index = 0
+        try:
+            while True:
+                request = await context.read()
+                if request is grpc.aio.EOF:
+                    break
+                count = len(request.events)
+                done = (
+                    self.publisher.publish(request.events, index, stream.on_acks) if count else None
+                )
+                index += count
+                if done is None:
+                    stream.processed += count
+                else:
+                    stream.pending += count
+                    done.add_done_callback(lambda _f, n=count: stream.settled(n))
+                if request.flush:
+                    stream.flush_at = index
+                    stream.wake.set()
+                if stream.pending >= MAX_PENDING_PER_STREAM:
+                    stream.room.clear()
+                    await stream.room.wait()
+            stream.closing = True
+            stream.wake.set()
+            await writer
+        finally:
+            writer.cancel()
+
+    # ------------------------------------------------------------ subscribe
+
+    async def subscribe(
+        self, request: pb.SubscribeRequest, context: grpc.aio.ServicerContext
+    ) -> None:
+        try:
+            validate_pattern(request.pattern)
+        except InvalidPattern as exc:
+            await _abort(context, exc)
+        capacity = request.buffer_events or self.config.subscriber_buffer_events
+        capacity = min(capacity, 1_000_000)
+        subscriber = Subscriber(request.pattern, capacity)
+        self.router.add(subscriber)
+        try:
+            while True:
+                await subscriber.wake.wait()
+                subscriber.wake.clear()
+                if subscriber.buffer:
+                    await context.write(subscriber.take())
+        finally:
+            self.router.remove(subscriber)
+
+    # ------------------------------------------------------------ queues
+
+    async def create_queue(self, request: pb.CreateQueueRequest, context: Any) -> pb.QueueInfo:
+        queue = await self.queues.create(request.config)
+        return queue.info()
+
+    async def delete_queue(
+        self, request: pb.DeleteQueueRequest, context: Any
+    ) -> pb.DeleteQueueResponse:
+        await self.queues.delete(request.name)
+        return pb.DeleteQueueResponse()
+
+    async def list_queues(
+        self, request: pb.ListQueuesRequest, context: Any
+    ) -> pb.ListQueuesResponse:
+        infos = [q.info() for q in sorted(self.queues.by_name.values(), key=lambda q: q.name)]
+        return pb.ListQueuesResponse(queues=infos)
+
+    async def describe_queue(self, request: pb.DescribeQueueRequest, context: Any) -> pb.QueueInfo:
+        return self.queues.get(request.name).info()
+
+    async def consume(self, context: grpc.aio.ServicerContext) -> None:
+        first = await context.read()
+        if first is grpc.aio.EOF:
+            return
+        if first.WhichOneof("action") != "start":
+            raise FailedPrecondition("the first message on a Consume stream must be 'start'")
+        queue = self.queues.get(first.start.queue)
+        consumer = Consumer()
+        started = pb.ConsumeResponse(started=queue.info())
+        await context.write(started.SerializeToString())
+        self.queues.bind(queue, consumer, min(first.start.credits, MAX_CONSUMER_CREDITS))
+        writer = asyncio.create_task(self._feed(consumer, context))
+        try:
+            while True:
+                reader = asyncio.ensure_future(context.read())
+                await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
+                if writer.done():
+                    reader.cancel()
+                    reason = writer.result()
+                    raise FailedPrecondition(reason) if reason else RuntimeError("writer ended")
+                request = reader.result()
+                if request is grpc.aio.EOF:
+                    return
+                self._consume_action(queue, consumer, request)
+        finally:
+            writer.cancel()
+            self.queues.unbind(queue, consumer)
+
+    def _consume_action(self, queue: Queue, consumer: Consumer, request: pb.ConsumeRequest) -> None:
+        action = request.WhichOneof("action")
+        if action == "ack":
+            self.queues.ack(queue, consumer, request.ack.tags)
+        elif action == "nack":
+            self.queues.nack(queue, consumer, request.nack.tags)
+        elif action == "credit":
+            room = MAX_CONSUMER_CREDITS - queue.delivery.credits.get(consumer.id, 0)
+            self.queues.grant(queue, consumer, max(0, min(request.credit, room)))
+        else:
+            raise FailedPrecondition(f"unexpected {action or 'empty'} message on a Consume stream")
+
+    async def _feed(self, consumer: Consumer, context: grpc.aio.ServicerContext) -> str | None:
+        """Send deliveries and ack confirmations until the consumer is closed."""
+        while True:
+            await consumer.wake.wait()
+            consumer.wake.clear()
+            while consumer.outbox:
+                frames = consumer.outbox[:MAX_FRAMES_PER_WRITE]
+                del consumer.outbox[:MAX_FRAMES_PER_WRITE]
+                self.guaranteed_out += len(frames)
+                await context.write(framing.consume_events(frames))
+            if consumer.confirmed:
+                tags, consumer.confirmed = consumer.confirmed, []
+                confirmed = pb.ConsumeResponse(confirmed=pb.Tags(tags=tags))
+                await context.write(confirmed.SerializeToString())
+            if consumer.closed_reason:
+                return consumer.closed_reason
+
+    # ------------------------------------------------------------ node
+
+    async def node_info(self, request: pb.NodeInfoRequest, context: Any) -> pb.NodeInfo:
+        counters = self.publisher.counters
+        return pb.NodeInfo(
+            region=self.config.name,
+            version=__version__,
+            protocol_version=PROTOCOL_VERSION,
+            listen_address=self.listen_address,
+            data_dir=str(self.config.data),
+            uptime_ms=int((time.monotonic() - self.started) * 1000),
+            subscriptions=len(self.router.index),
+            queues=len(self.queues.by_name),
+            direct_in=counters.direct_in,
+            direct_out=self.router.delivered,
+            guaranteed_in=counters.guaranteed_in,
+            guaranteed_out=self.guaranteed_out,
+            discarded=self.router.discarded,
+            storage_map_bytes=self.env.map_bytes(),
+            storage_used_bytes=self.env.used_bytes(),
+        )
+
+
+class _PublishStream:
+    """Acks and flush answers owed to one publisher, written by one task."""
+
+    def __init__(self, context: grpc.aio.ServicerContext) -> None:
+        self.context = context
+        self.acks: list[pb.PublishAck] = []
+        self.wake = asyncio.Event()
+        self.room = asyncio.Event()
+        self.processed = 0
+        self.pending = 0
+        self.flush_at = -1
+        self.closing = False
+
+    def on_acks(self, batch: list[pb.PublishAck]) -> None:
+        self.acks.extend(batch)
+        self.wake.set()
+
+    def settled(self, count: int) -> None:
+        self.pending -= count
+        self.processed += count
+        if self.pending < MAX_PENDING_PER_STREAM:
+            self.room.set()
+        self.wake.set()
+
+    async def write_responses(self) -> None:
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            flush = 0 <= self.flush_at <= self.processed
+            if self.acks or flush:
+                response = pb.PublishResponse(acks=self.acks, processed=self.processed)
+                self.acks.clear()
+                if flush:
+                    self.flush_at = -1
+                await self.context.write(response)
+            if self.closing and not self.pending and not self.acks:
+                return
+
+
+async def _abort(context: grpc.aio.ServicerContext, exc: PlexusError) -> None:
+    await context.abort(exc.status_code, str(exc))
+
+
+def _unary(fn: Callable[[Any, Any], Awaitable[Any]]) -> Callable[[Any, Any], Awaitable[Any]]:
+    async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await fn(request, context)
+        except PlexusError as exc:
+            await _abort(context, exc)
+
+    return handler
+
+
+def handlers(service: BrokerService) -> grpc.GenericRpcHandler:
+    def unary(fn: Any, request_type: Any) -> grpc.RpcMethodHandler:
+        return grpc.unary_unary_rpc_method_handler(
+            _unary(fn),
+            request_deserializer=request_type.FromString,
+            response_serializer=lambda m: m.SerializeToString(),
+        )
+
+    async def publish(_requests: Any, context: Any) -> None:
+        await _streaming_call(service.publish, context)
+
+    async def consume(_requests: Any, context: Any) -> None:
+        await _streaming_call(service.consume, context)
+
+    async def subscribe(request: pb.SubscribeRequest, context: Any) -> None:
+        try:
+            await service.subscribe(request, context)
+        except PlexusError as exc:
+            await _abort(context, exc)
+
+    return grpc.method_handlers_generic_handler(
+        SERVICE,
+        {
+            "Publish": grpc.stream_stream_rpc_method_handler(
+                publish,
+                request_deserializer=pb.PublishRequest.FromString,
+                response_serializer=lambda m: m.SerializeToString(),
+            ),
+            "Subscribe": grpc.unary_stream_rpc_method_handler(
+                subscribe, request_deserializer=pb.SubscribeRequest.FromString
+            ),
+            "CreateQueue": unary(service.create_queue, pb.CreateQueueRequest),
+            "DeleteQueue": unary(service.delete_queue, pb.DeleteQueueRequest),
+            "ListQueues": unary(service.list_queues, pb.ListQueuesRequest),
+            "DescribeQueue": unary(service.describe_queue, pb.DescribeQueueRequest),
+            "Consume": grpc.stream_stream_rpc_method_handler(
+                consume, request_deserializer=pb.ConsumeRequest.FromString
+            ),
+            "GetNodeInfo": unary(service.node_info, pb.NodeInfoRequest),
+        },
+    )
+
+
+async def _streaming_call(fn: Callable[[Any], Awaitable[None]], context: Any) -> None:
+    try:
+        await fn(context)
+    except PlexusError as exc:
+        await _abort(context, exc)

@@ -1,0 +1,212 @@
+"""The on-disk layout of queues: events stored once, entries per queue referencing them.
+
+Databases in the node's LMDB environment:
+
+    meta     b"seq"            -> u64   highest event sequence ever stored
+             b"queue:" + name  -> u32 queue id + config bytes (owned by the caller)
+             b"next-queue-id"  -> u32
+    events   seq (u64 BE)      -> the encoded event, stored once
+    refs     seq (u64 BE)      -> u32 number of queue entries still pointing at it,
+                                  absent when that number is 1 (the common case)
+    entries  queue id (u32 BE) + seq (u64 BE)
+                               -> delivery count (u16), expiry ms (u64), size (u32)
+
+Sequences are node-local, strictly increasing, and double as delivery tags.
+Write methods take the writer's transaction; read methods open their own.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import lmdb
+
+from storage.environment import Environment
+
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+_ENTRY_KEY = struct.Struct(">IQ")
+_ENTRY_VALUE = struct.Struct(">HQI")
+_QUEUE_PREFIX = b"queue:"
+
+
+@dataclass(slots=True, frozen=True)
+class StoredEvent:
+    """A guaranteed event to store and the queues it goes into."""
+
+    seq: int
+    data: bytes
+    queue_ids: tuple[int, ...]
+    expires_at_ms: int
+    size: int
+
+
+@dataclass(slots=True)
+class EntryRecord:
+    """One queue entry as read back from disk."""
+
+    seq: int
+    delivery_count: int
+    expires_at_ms: int
+    size: int
+
+
+@dataclass(slots=True, frozen=True)
+class QueueRecord:
+    name: str
+    queue_id: int
+    config: bytes
+
+
+class Spool:
+    """Reads and transactional writes over the queue layout."""
+
+    def __init__(self, env: Environment) -> None:
+        self._env = env
+        self.meta = env.db(b"meta")
+        self.events = env.db(b"events")
+        self.refs = env.db(b"refs")
+        self.entries = env.db(b"entries")
+
+    # ------------------------------------------------------------ writes
+
+    def put_events(self, txn: lmdb.Transaction, batch: Iterable[StoredEvent]) -> None:
+        last = 0
+        for ev in batch:
+            key = _U64.pack(ev.seq)
+            txn.put(key, ev.data, db=self.events, append=True)
+            if len(ev.queue_ids) > 1:
+                txn.put(key, _U32.pack(len(ev.queue_ids)), db=self.refs, append=True)
+            value = _ENTRY_VALUE.pack(0, ev.expires_at_ms, ev.size)
+            for queue_id in ev.queue_ids:
+                txn.put(_ENTRY_KEY.pack(queue_id, ev.seq), value, db=self.entries)
+            last = ev.seq
+        if last:
+            txn.put(b"seq", _U64.pack(last), db=self.meta)
+
+    def remove_entries(self, txn: lmdb.Transaction, queue_id: int, seqs: Iterable[int]) -> int:
+        """Delete entries (acked or dropped) and release their events; returns how many."""
+        removed = 0
+        for seq in seqs:
+            if txn.delete(_ENTRY_KEY.pack(queue_id, seq), db=self.entries):
+                self._release(txn, seq)
+                removed += 1
+        return removed
+
+    def move_entries(
+        self, txn: lmdb.Transaction, from_queue: int, to_queue: int, seqs: Iterable[int]
+    ) -> int:
+        """Move entries to another queue (the dead-message queue); the event stays put."""
+        moved = 0
+        for seq in seqs:
+            key = _ENTRY_KEY.pack(from_queue, seq)
+            value = txn.get(key, db=self.entries)
+            if value is None:
+                continue
+            txn.delete(key, db=self.entries)
+            _count, _expiry, size = _ENTRY_VALUE.unpack(value)
+            # A dead event does not expire again in the dead-message queue.
+            txn.put(_ENTRY_KEY.pack(to_queue, seq), _ENTRY_VALUE.pack(0, 0, size), db=self.entries)
+            moved += 1
+        return moved
+
+    def set_delivery_count(
+        self, txn: lmdb.Transaction, queue_id: int, seq: int, count: int
+    ) -> None:
+        key = _ENTRY_KEY.pack(queue_id, seq)
+        value = txn.get(key, db=self.entries)
+        if value is not None:
+            _old, expiry, size = _ENTRY_VALUE.unpack(value)
+            txn.put(key, _ENTRY_VALUE.pack(min(count, 0xFFFF), expiry, size), db=self.entries)
+
+    def put_queue(self, txn: lmdb.Transaction, name: str, config: bytes) -> int:
+        """Store a new queue's config under a fresh id; returns the id."""
+        raw = txn.get(b"next-queue-id", db=self.meta)
+        queue_id = _U32.unpack(raw)[0] if raw else 1
+        txn.put(b"next-queue-id", _U32.pack(queue_id + 1), db=self.meta)
+        txn.put(_QUEUE_PREFIX + name.encode(), _U32.pack(queue_id) + config, db=self.meta)
+        return queue_id
+
+    def delete_queue(self, txn: lmdb.Transaction, name: str, queue_id: int) -> int:
+        """Delete a queue and every entry in it; returns the number of entries dropped."""
+        txn.delete(_QUEUE_PREFIX + name.encode(), db=self.meta)
+        prefix = _U32.pack(queue_id)
+        seqs = [seq for seq, *_ in self._scan(txn, queue_id, 0, None)]
+        cursor = txn.cursor(db=self.entries)
+        if cursor.set_range(prefix):
+            while cursor.key()[:4] == prefix:
+                if not cursor.delete():
+                    break
+        for seq in seqs:
+            self._release(txn, seq)
+        return len(seqs)
+
+    def _release(self, txn: lmdb.Transaction, seq: int) -> None:
+        key = _U64.pack(seq)
+        raw = txn.get(key, db=self.refs)
+        if raw is None:
+            txn.delete(key, db=self.events)
+            return
+        left = _U32.unpack(raw)[0] - 1
+        if left <= 1:
+            txn.delete(key, db=self.refs)
+        else:
+            txn.put(key, _U32.pack(left), db=self.refs)
+
+    # ------------------------------------------------------------ reads
+
+    def last_seq(self) -> int:
+        with self._env.reading() as txn:
+            raw = txn.get(b"seq", db=self.meta)
+        return _U64.unpack(raw)[0] if raw else 0
+
+    def queues(self) -> list[QueueRecord]:
+        found = []
+        with self._env.reading() as txn:
+            cursor = txn.cursor(db=self.meta)
+            if cursor.set_range(_QUEUE_PREFIX):
+                for key, value in cursor:
+                    if not key.startswith(_QUEUE_PREFIX):
+                        break
+                    found.append(
+                        QueueRecord(
+                            key[len(_QUEUE_PREFIX) :].decode(), _U32.unpack(value[:4])[0], value[4:]
+                        )
+                    )
+        return found
+
+    def read_entries(self, queue_id: int, after_seq: int, limit: int) -> list[EntryRecord]:
+        """Up to `limit` entries of a queue with seq > after_seq, in order."""
+        with self._env.reading() as txn:
+            return list(self._scan(txn, queue_id, after_seq + 1, limit))
+
+    def queue_totals(self, queue_id: int) -> tuple[int, int, int, int]:
+        """(entries, bytes, first seq, last seq) of a queue, by scanning it (seqs 0 if empty)."""
+        count = size = first = last = 0
+        with self._env.reading() as txn:
+            for record in self._scan(txn, queue_id, 0, None):
+                if not first:
+                    first = record.seq
+                last = record.seq
+                count += 1
+                size += record.size
+        return count, size, first, last
+
+    def read_events(self, seqs: Iterable[int]) -> list[bytes | None]:
+        with self._env.reading() as txn:
+            return [txn.get(_U64.pack(seq), db=self.events) for seq in seqs]
+
+    def _scan(
+        self, txn: lmdb.Transaction, queue_id: int, from_seq: int, limit: int | None
+    ) -> Iterable[EntryRecord]:
+        prefix = _U32.pack(queue_id)
+        cursor = txn.cursor(db=self.entries)
+        if not cursor.set_range(_ENTRY_KEY.pack(queue_id, from_seq)):
+            return
+        for n, (key, value) in enumerate(cursor):
+            if key[:4] != prefix or (limit is not None and n >= limit):
+                return
+            count, expiry, size = _ENTRY_VALUE.unpack(value)
+            yield EntryRecord(_ENTRY_KEY.unpack(key)[1], count, expiry, size)
