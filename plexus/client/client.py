@@ -61,7 +61,9 @@ class Client:
             await client._channel.close()
             err = translate_rpc_error(exc, address)
             if isinstance(err, Unavailable):
-                err = Unavailable(f"cannot reach node at {address} within {timeout} s")
+                err = Unavailable(
+                    f"cannot reach node at {address}: {_unreachable_reason(exc, timeout)}"
+                )
             raise err from None
         except BaseException:
             await client._channel.close()
@@ -288,3 +290,19 @@ def _as_bytes(payload: object) -> bytes:
     if isinstance(payload, bytearray | memoryview):
         return bytes(payload)
     raise InvalidArgument(f"payload must be bytes or str, got {type(payload).__name__}")
+
+
+def _unreachable_reason(exc: grpc.RpcError, timeout: float) -> str:
+    """A short reason from gRPC's long connection-failure details."""
+    if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return f"no answer within {timeout} s"
+    details = exc.details() or ""
+    for needle, reason in (
+        ("Connection refused", "connection refused (is the node running?)"),
+        ("DNS resolution failed", "unknown host"),
+        ("No route to host", "no route to host"),
+        ("Network is unreachable", "network unreachable"),
+    ):
+        if needle in details:
+            return reason
+    return details.splitlines()[0] if details else "unavailable"

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from types import TracebackType
+from typing import Any
 
 import grpc
 from grpc import aio
@@ -42,6 +44,7 @@ class Subscription:
         self._events: list[Event] = []
         self._index = 0
         self._closed = False
+        self._pending_read: asyncio.Future[Any] | None = None
         self.received = 0
 
     async def ready(self, timeout: float | None = 5.0) -> None:
@@ -64,10 +67,7 @@ class Subscription:
         if self._closed:
             return []
         try:
-            if timeout is None:
-                batch = await self._call.read()
-            else:
-                batch = await asyncio.wait_for(self._call.read(), timeout)
+            batch = await self._read(timeout)
         except TimeoutError:
             return []
         except asyncio.CancelledError:
@@ -89,6 +89,19 @@ class Subscription:
         events = [Event(m) for m in batch.events]
         self.received += len(events)
         return events
+
+    async def _read(self, timeout: float | None) -> Any:
+        # Cancelling a read cancels the whole call in grpc.aio, so a read that
+        # outlives a timeout stays pending and the next call picks it up.
+        if self._pending_read is None:
+            if timeout is None:
+                return await self._call.read()
+            self._pending_read = asyncio.ensure_future(self._call.read())
+        done, _ = await asyncio.wait({self._pending_read}, timeout=timeout)
+        if not done:
+            raise TimeoutError
+        read, self._pending_read = self._pending_read, None
+        return read.result()
 
     async def batches(self) -> AsyncIterator[list[Event]]:
         """Yield lists of events until the subscription is closed or ends."""
@@ -116,6 +129,11 @@ class Subscription:
         """End the subscription; iteration then stops."""
         self._closed = True
         self._call.cancel()
+        read, self._pending_read = self._pending_read, None
+        if read is not None:
+            read.cancel()
+            with contextlib.suppress(asyncio.CancelledError, grpc.RpcError):
+                await read
 
     async def __aenter__(self) -> Subscription:
         return self

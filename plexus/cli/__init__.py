@@ -1,0 +1,1 @@
+"""The `plexus` command line: node, pub, sub, queue and info commands."""

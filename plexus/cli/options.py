@@ -1,0 +1,60 @@
+"""Options and argument types shared by the client commands, and the async runner."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+import click
+
+from plexus.errors import PlexusError
+
+__all__ = ["DEFAULT_SERVER", "parse_headers", "run", "server_option"]
+
+DEFAULT_SERVER = "127.0.0.1:7000"
+SERVER_ENV = "PLEXUS_SERVER"
+
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+
+def _check_server(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    from plexus.client.channel import parse_address
+
+    try:
+        parse_address(value)
+    except PlexusError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+    return value
+
+
+def server_option(func: F) -> F:
+    """`--server HOST:PORT`, from $PLEXUS_SERVER by default, else 127.0.0.1:7000."""
+    return click.option(
+        "--server",
+        default=lambda: os.environ.get(SERVER_ENV) or DEFAULT_SERVER,
+        show_default=f"${SERVER_ENV} or {DEFAULT_SERVER}",
+        callback=_check_server,
+        metavar="HOST:PORT",
+        help="Address of the node to talk to.",
+    )(func)
+
+
+def parse_headers(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> dict[str, str]:
+    """`--header K=V` (repeatable) into a dict; a missing `=` or key is a usage error."""
+    headers: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", ctx=ctx, param=param)
+        headers[key] = value
+    return headers
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a command's coroutine on a fresh event loop."""
+    return asyncio.run(coro)
