@@ -1,0 +1,131 @@
+"""Real node processes for tests: start on a free loopback port, wait until serving, kill.
+
+Every process started here is registered so the `nodes` fixture can kill
+whatever a failed test left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+READY_TIMEOUT_S = 20.0
+_used_ports: set[int] = set()
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on, never handed out twice in this run."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _used_ports:
+            _used_ports.add(port)
+            return port
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str = "condition") -> None:
+    """Poll `predicate` until true; fail the test with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.01)
+
+
+class NodeProcess:
+    """One `python -m node run` process."""
+
+    def __init__(self, name: str, data_dir: Path, port: int | None = None) -> None:
+        self.name = name
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = data_dir.parent / f"{name}-{self.port}.log"
+
+    def start(self, *extra: str) -> NodeProcess:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "node", "run", "--name", self.name,
+             "--listen", self.address, "--data", str(self.data_dir), *extra],
+            stdout=subprocess.PIPE,
+            stderr=log,
+        )
+        log.close()
+        ready = threading.Event()
+        lines: list[bytes] = []
+
+        def watch() -> None:
+            assert self.proc is not None and self.proc.stdout is not None
+            for line in self.proc.stdout:
+                lines.append(line)
+                if b"listening on" in line:
+                    ready.set()
+
+        threading.Thread(target=watch, daemon=True).start()
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not ready.wait(0.05):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.kill()
+                raise AssertionError(
+                    f"node {self.name} did not start: {self.log_path.read_text()[-2000:]}"
+                )
+        return self
+
+    def kill(self) -> None:
+        """kill -9, and reap."""
+        if self.proc and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+        self._close_pipe()
+
+    def _close_pipe(self) -> None:
+        if self.proc and self.proc.stdout and self.proc.poll() is not None:
+            self.proc.stdout.close()
+
+    def stop(self) -> int:
+        """SIGTERM and wait for a clean exit; returns the exit code."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._close_pipe()
+        return self.proc.returncode
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+class Nodes:
+    """Starts nodes for one test and kills every one of them afterwards."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.started: list[NodeProcess] = []
+
+    def start(self, name: str = "us", data_dir: Path | None = None, *extra: str) -> NodeProcess:
+        node = NodeProcess(name, data_dir or self.root / name)
+        self.started.append(node)
+        return node.start(*extra)
+
+    def restart(self, node: NodeProcess) -> NodeProcess:
+        again = NodeProcess(node.name, node.data_dir, node.port)
+        self.started.append(again)
+        return again.start()
+
+    def close(self) -> None:
+        for node in self.started:
+            node.kill()
