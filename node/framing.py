@@ -18,6 +18,7 @@ _TAG_PUBLISH_TIME = b"\x58"  # field 11, varint
 _TAG_ORIGIN = b"\x62"  # field 12, length-delimited
 _TAG_DELIVERY_COUNT = b"\xa0\x01"  # field 20, varint
 _REDELIVERED = b"\xa8\x01\x01"  # field 21 = true
+_NOT_REDELIVERED = b"\xa8\x01\x00"  # field 21 = false, overriding a client's true
 _TAG_DISCARDED = b"\xb0\x01"  # field 22, varint
 _TAG_DELIVERY_TAG = b"\xb8\x01"  # field 23, varint
 _TAG_QUEUE = b"\xc2\x01"  # field 24, length-delimited
@@ -66,8 +67,7 @@ def queue_delivery(
         + _TAG_DELIVERY_COUNT
         + varint(delivery_count)
     )
-    if redelivered:
-        extra += _REDELIVERED
+    extra += _REDELIVERED if redelivered else _NOT_REDELIVERED
     return frame(body + extra)
 
 

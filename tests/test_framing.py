@@ -1,0 +1,184 @@
+"""Protobuf bytes built by concatenation (node/framing.py), checked against the protobuf runtime."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from node import framing
+from plexus.v1 import plexus_pb2 as pb
+
+U64 = st.integers(min_value=0, max_value=2**64 - 1)
+
+
+def _client_event(**fields: object) -> bytes:
+    """An event as a client publishes it, possibly with node-set fields filled in."""
+    return pb.Event(
+        topic="orders/us/created", payload=b"\x00payload\xff", **fields
+    ).SerializeToString()
+
+
+def _decode_event(raw: bytes) -> pb.Event:
+    event = pb.Event()
+    event.ParseFromString(raw)
+    return event
+
+
+def _decode_batch(raw: bytes) -> pb.EventBatch:
+    batch = pb.EventBatch()
+    batch.ParseFromString(raw)
+    return batch
+
+
+# --------------------------------------------------------------------------
+# varint
+# --------------------------------------------------------------------------
+
+
+@given(U64)
+def test_varint_matches_protobuf_encoding_of_a_uint64(value: int) -> None:
+    encoded = pb.Event(id=value).SerializeToString()
+    if value == 0:
+        assert encoded == b""  # proto3 omits a default scalar
+        assert framing.varint(0) == b"\x00"
+    else:
+        assert encoded == b"\x50" + framing.varint(value)
+
+
+@given(U64)
+def test_varint_decodes_back_to_the_same_value(value: int) -> None:
+    assert _decode_event(framing.id_field(value)).id == value
+
+
+def test_varint_boundaries() -> None:
+    assert framing.varint(0x7F) == b"\x7f"
+    assert framing.varint(0x80) == b"\x80\x01"
+    assert framing.varint(300) == b"\xac\x02"
+    assert len(framing.varint(2**64 - 1)) == 10
+
+
+# --------------------------------------------------------------------------
+# node-set fields
+# --------------------------------------------------------------------------
+
+
+@given(
+    publish_time_ms=st.integers(min_value=0, max_value=2**63 - 1),
+    region=st.text(max_size=40),
+    event_id=U64,
+)
+def test_origin_and_id_fields_override_what_the_client_set(
+    publish_time_ms: int, region: str, event_id: int
+) -> None:
+    body = _client_event(id=7, publish_time_ms=9, origin_region="forged")
+    event = _decode_event(
+        body + framing.id_field(event_id) + framing.origin_fields(publish_time_ms, region)
+    )
+    assert event.id == event_id
+    assert event.publish_time_ms == publish_time_ms
+    assert event.origin_region == region
+    assert event.topic == "orders/us/created"
+    assert event.payload == b"\x00payload\xff"
+
+
+def test_origin_fields_alone_decode_to_exactly_those_fields() -> None:
+    event = _decode_event(framing.origin_fields(1_700_000_000_123, "eu-west"))
+    assert event == pb.Event(publish_time_ms=1_700_000_000_123, origin_region="eu-west")
+
+
+def test_with_discards_sets_discarded_before_and_overrides_the_client() -> None:
+    body = _client_event(discarded_before=99)
+    assert _decode_event(framing.with_discards(body, 3)).discarded_before == 3
+    assert _decode_event(framing.with_discards(body, 0)).discarded_before == 0
+
+
+# --------------------------------------------------------------------------
+# batches
+# --------------------------------------------------------------------------
+
+
+@given(st.lists(st.binary(max_size=300), max_size=8), st.lists(U64, min_size=8, max_size=8))
+def test_joined_frames_are_an_event_batch(payloads: list[bytes], ids: list[int]) -> None:
+    events = [
+        pb.Event(topic=f"t/{i}", payload=p, headers={"k": str(i)}) for i, p in enumerate(payloads)
+    ]
+    bodies = [e.SerializeToString() + framing.id_field(ids[i]) for i, e in enumerate(events)]
+    batch = _decode_batch(b"".join(framing.frame(b) for b in bodies))
+    assert len(batch.events) == len(events)
+    for i, (got, sent) in enumerate(zip(batch.events, events, strict=True)):
+        want = pb.Event()
+        want.CopyFrom(sent)
+        want.id = ids[i]
+        assert got == want
+
+
+def test_frame_of_a_large_event_uses_a_multi_byte_length() -> None:
+    body = _client_event() + b"\x12" + framing.varint(70_000) + b"x" * 70_000  # payload again
+    batch = _decode_batch(framing.frame(body))
+    assert batch.events[0].payload == b"x" * 70_000
+
+
+# --------------------------------------------------------------------------
+# queue delivery
+# --------------------------------------------------------------------------
+
+
+@given(tag=U64, count=st.integers(min_value=0, max_value=2**32 - 1), redelivered=st.booleans())
+def test_queue_delivery_decodes_to_exactly_the_delivery_fields(
+    tag: int, count: int, redelivered: bool
+) -> None:
+    body = _client_event(ttl_ms=5000) + framing.id_field(42)
+    raw = framing.queue_delivery(body, framing.queue_field("work"), tag, count, redelivered)
+    (event,) = _decode_batch(raw).events
+    want = pb.Event(
+        topic="orders/us/created",
+        payload=b"\x00payload\xff",
+        ttl_ms=5000,
+        id=42,
+        delivery_tag=tag,
+        delivery_count=count,
+        redelivered=redelivered,
+        queue="work",
+    )
+    assert event == want
+
+
+@given(redelivered=st.booleans())
+def test_queue_delivery_overrides_delivery_fields_a_client_set(redelivered: bool) -> None:
+    body = _client_event(
+        delivery_tag=1,
+        delivery_count=77,
+        redelivered=True,
+        queue="forged",
+        discarded_before=5,
+    )
+    raw = framing.queue_delivery(body, framing.queue_field("real"), 1234, 1, redelivered)
+    (event,) = _decode_batch(raw).events
+    assert event.delivery_tag == 1234
+    assert event.delivery_count == 1
+    assert event.queue == "real"
+    assert event.redelivered is redelivered
+
+
+@given(st.text(max_size=300))
+def test_queue_field_decodes_to_the_queue_name(name: str) -> None:
+    assert _decode_event(framing.queue_field(name)) == pb.Event(queue=name)
+
+
+def test_consume_events_is_a_consume_response_with_those_events() -> None:
+    field = framing.queue_field("jobs")
+    frames = [
+        framing.queue_delivery(_client_event(), field, tag, 1, False) for tag in range(1, 200)
+    ]
+    response = pb.ConsumeResponse()
+    response.ParseFromString(framing.consume_events(frames))
+    assert response.WhichOneof("action") == "events"
+    assert [e.delivery_tag for e in response.events.events] == list(range(1, 200))
+    assert all(e.queue == "jobs" for e in response.events.events)
+
+
+def test_consume_events_with_no_frames_is_an_empty_batch() -> None:
+    response = pb.ConsumeResponse()
+    response.ParseFromString(framing.consume_events([]))
+    assert response.WhichOneof("action") == "events"
+    assert len(response.events.events) == 0
