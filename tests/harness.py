@@ -55,8 +55,19 @@ class NodeProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "node", "run", "--name", self.name,
-             "--listen", self.address, "--data", str(self.data_dir), *extra],
+            [
+                sys.executable,
+                "-m",
+                "node",
+                "run",
+                "--name",
+                self.name,
+                "--listen",
+                self.address,
+                "--data",
+                str(self.data_dir),
+                *extra,
+            ],
             stdout=subprocess.PIPE,
             stderr=log,
         )

@@ -54,8 +54,10 @@ async def publish_until_dead(address: str, ledger: Ledger, start: int) -> None:
                 n += len(batch)
                 sent.extend(batch)
                 yield pb.PublishRequest(
-                    events=[pb.Event(topic="orders/eu/new", payload=p, mode=pb.GUARANTEED)
-                            for p in batch]
+                    events=[
+                        pb.Event(topic="orders/eu/new", payload=p, mode=pb.GUARANTEED)
+                        for p in batch
+                    ]
                 )
                 await asyncio.sleep(0)
 
@@ -117,8 +119,11 @@ async def drain(address: str) -> list[pb.Event]:
         async for response in call:
             if response.WhichOneof("action") == "events":
                 got.extend(response.events.events)
-                await acks.put(pb.ConsumeRequest(
-                    ack=pb.Tags(tags=[e.delivery_tag for e in response.events.events])))
+                await acks.put(
+                    pb.ConsumeRequest(
+                        ack=pb.Tags(tags=[e.delivery_tag for e in response.events.events])
+                    )
+                )
             elif response.WhichOneof("action") == "confirmed":
                 confirmed += len(response.confirmed.tags)
                 if confirmed >= depth:
@@ -141,8 +146,9 @@ async def crash_round(node: NodeProcess, ledger: Ledger, start: int, seed: int) 
 async def test_kill_9_loses_no_acked_event_and_returns_no_confirmed_one(nodes: Nodes, seed: int):
     node = nodes.start("us")
     async with grpc.aio.insecure_channel(node.address) as channel:
-        await rpc.BrokerStub(channel).CreateQueue(pb.CreateQueueRequest(
-            config=pb.QueueConfig(name=QUEUE, subscriptions=["orders/>"])))
+        await rpc.BrokerStub(channel).CreateQueue(
+            pb.CreateQueueRequest(config=pb.QueueConfig(name=QUEUE, subscriptions=["orders/>"]))
+        )
     ledger = Ledger()
     await crash_round(node, ledger, 0, seed)
     assert ledger.acked, "the publisher got no ack before the crash"

@@ -12,9 +12,16 @@ GENERATED = ["plexus_pb2.py", "plexus_pb2.pyi", "plexus_pb2_grpc.py"]
 
 def test_generated_code_matches_the_proto_sources(tmp_path: Path):
     subprocess.run(
-        [sys.executable, "-m", "grpc_tools.protoc", f"-I{ROOT / 'proto'}",
-         f"--python_out={tmp_path}", f"--grpc_python_out={tmp_path}", f"--pyi_out={tmp_path}",
-         str(ROOT / "proto/plexus/v1/plexus.proto")],
+        [
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            f"-I{ROOT / 'proto'}",
+            f"--python_out={tmp_path}",
+            f"--grpc_python_out={tmp_path}",
+            f"--pyi_out={tmp_path}",
+            str(ROOT / "proto/plexus/v1/plexus.proto"),
+        ],
         check=True,
     )
     for name in GENERATED:
