@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -57,6 +58,7 @@ async def run_node(config: NodeConfig) -> None:
         router = DirectRouter()
         publisher = Publisher(config.name, router, queues, spool, commits, config.max_payload_bytes)
 
+        _check_port_free(config.listen)
         server = grpc.aio.server(options=GRPC_OPTIONS)
         try:
             port = server.add_insecure_port(config.listen)
@@ -96,6 +98,20 @@ async def run_node(config: NodeConfig) -> None:
             await server.stop(STOP_GRACE_S)
         await asyncio.to_thread(commits.stop)
         env.close()
+
+
+def _check_port_free(address: str) -> None:
+    """Refuse a taken port ourselves: gRPC would also log a C-level error line."""
+    host, _, port = address.rpartition(":")
+    if int(port) == 0:
+        return
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host.strip("[]"), int(port)))
+        except OSError as exc:
+            raise PortInUse(address) from exc
 
 
 async def _sweep_expired(queues: QueueTable) -> None:

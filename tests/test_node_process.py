@@ -1,0 +1,57 @@
+"""Starting a node process: refusals a user sees as one clear line, not a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.harness import Nodes, free_port
+
+
+@pytest.fixture
+def nodes(tmp_path: Path):
+    nodes = Nodes(tmp_path)
+    yield nodes
+    nodes.close()
+
+
+def run_node(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "node", "run", *args], capture_output=True, text=True, timeout=30
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *parts: str) -> None:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: "), result.stderr
+    for part in parts:
+        assert part in result.stderr, result.stderr
+
+
+def test_data_directory_in_use_is_refused_naming_path_and_pid(nodes: Nodes):
+    first = nodes.start("us")
+    assert first.proc is not None
+    result = run_node(
+        "--name", "us2", "--listen", f"127.0.0.1:{free_port()}", "--data", str(first.data_dir)
+    )
+    assert_one_line_error(result, str(first.data_dir), "in use", str(first.proc.pid))
+
+
+def test_port_in_use_is_refused_naming_the_address(nodes: Nodes, tmp_path: Path):
+    first = nodes.start("us")
+    result = run_node("--name", "eu", "--listen", first.address, "--data", str(tmp_path / "eu"))
+    assert_one_line_error(result, first.address, "in use")
+
+
+def test_bad_flags_are_named(tmp_path: Path):
+    result = run_node("--name", "Bad Name", "--listen", "x", "--data", str(tmp_path / "d"))
+    assert_one_line_error(result, "name: must be", "listen: must be HOST:PORT")
+
+
+def test_sigterm_stops_the_node_cleanly(nodes: Nodes):
+    node = nodes.start("us")
+    assert node.stop() == 0
