@@ -16,6 +16,8 @@ __all__ = [
     "MAX_MESSAGE_BYTES",
     "open_channel",
     "parse_address",
+    "stream_broke",
+    "stream_ended",
     "translate_rpc_error",
     "translate_status",
 ]
@@ -36,6 +38,18 @@ CHANNEL_OPTIONS: list[tuple[str, int]] = [
     ("grpc.initial_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 2_000),
 ]
+
+# Status codes the node sends on purpose (see the .proto); any other status
+# ending a stream means the connection broke.
+_DELIBERATE = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.ALREADY_EXISTS,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.FAILED_PRECONDITION,
+    }
+)
 
 # Status codes that mean "the node could not be reached or went away".
 _UNREACHABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
@@ -82,3 +96,20 @@ def translate_status(code: grpc.StatusCode, details: str | None, address: str) -
     if code == grpc.StatusCode.CANCELLED:
         return Unavailable(f"call to node at {address} cancelled: {details}")
     return error_from_status(code, details)
+
+
+def stream_broke(exc: grpc.RpcError, address: str, what: str) -> PlexusError:
+    """The error for a stream that ended: the node's refusal, else Unavailable."""
+    code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+    details = exc.details() if hasattr(exc, "details") else None
+    return stream_ended(code, details, address, what)
+
+
+def stream_ended(
+    code: grpc.StatusCode, details: str | None, address: str, what: str
+) -> PlexusError:
+    """Like `stream_broke`, from a status read off a finished call."""
+    if code in _DELIBERATE:
+        return error_from_status(code, details or code.name)
+    reason = f": {details}" if details and code != grpc.StatusCode.OK else ""
+    return Unavailable(f"{what} to node at {address} broke ({code.name.lower()}){reason}")

@@ -18,7 +18,7 @@ from typing import Any
 import grpc
 from grpc import aio
 
-from plexus.client.channel import translate_rpc_error, translate_status
+from plexus.client.channel import stream_broke, stream_ended
 from plexus.client.event import Event
 from plexus.client.info import QueueInfo
 from plexus.errors import PlexusError, Unavailable
@@ -91,6 +91,7 @@ class Consumer:
         self._nacks: list[int] = []
         self._owed_credit = 0
         self._confirmations: dict[int, asyncio.Future[None]] = {}
+        self._nack_waiters: list[asyncio.Future[None]] = []
         self._idle: asyncio.Future[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.failure: PlexusError | None = None
@@ -112,7 +113,7 @@ class Consumer:
                 await call.write(pb.ConsumeRequest(start=start))
                 resp = await call.read()
             except grpc.RpcError as exc:
-                raise translate_rpc_error(exc, self._address) from None
+                raise stream_broke(exc, self._address, f"consumer of {self.queue!r}") from None
             except asyncio.InvalidStateError:
                 raise await self._ended(call) from None
             if resp is aio.EOF:
@@ -232,7 +233,8 @@ class Consumer:
         return self._settle(tag, self._acks)
 
     def nack(self, tag: int) -> asyncio.Future[None]:
-        """Nack a delivery tag: redelivered now; resolves once confirmed."""
+        """Nack a delivery tag: redelivered now. The future resolves once the nack
+        is written (the node confirms acks, not nacks: a lost nack redelivers too)."""
         return self._settle(tag, self._nacks)
 
     def _settle(self, tag: int, into: list[int]) -> asyncio.Future[None]:
@@ -241,7 +243,10 @@ class Consumer:
             fut.set_exception(self.failure)
             return fut
         into.append(tag)
-        self._confirmations[tag] = fut
+        if into is self._acks:
+            self._confirmations[tag] = fut
+        else:
+            self._nack_waiters.append(fut)
         if not self._credit_on_receive:
             self._owed_credit += 1
         self._wakeup.set()
@@ -274,7 +279,7 @@ class Consumer:
         except asyncio.CancelledError:
             raise
         except grpc.RpcError as exc:
-            self._fail(translate_rpc_error(exc, self._address))
+            self._fail(stream_broke(exc, self._address, f"consumer of {self.queue!r}"))
 
     async def _write_loop(self, call: aio.StreamStreamCall) -> None:
         try:
@@ -289,14 +294,18 @@ class Consumer:
                     await call.write(pb.ConsumeRequest(ack=pb.Tags(tags=tags)))
                 if self._nacks:
                     tags, self._nacks = self._nacks, []
+                    waiters, self._nack_waiters = self._nack_waiters, []
                     await call.write(pb.ConsumeRequest(nack=pb.Tags(tags=tags)))
+                    for fut in waiters:
+                        if not fut.done():
+                            fut.set_result(None)
                 if self._owed_credit >= self._grant_at:
                     credit, self._owed_credit = self._owed_credit, 0
                     await call.write(pb.ConsumeRequest(credit=credit))
         except asyncio.CancelledError:
             raise
         except grpc.RpcError as exc:
-            self._fail(translate_rpc_error(exc, self._address))
+            self._fail(stream_broke(exc, self._address, f"consumer of {self.queue!r}"))
         except asyncio.InvalidStateError:
             self._fail(await self._ended(call))
 
@@ -310,14 +319,15 @@ class Consumer:
             return Unavailable(f"node at {self._address} ended the consumer of {self.queue!r}")
         if code == grpc.StatusCode.OK:
             return Unavailable(f"node at {self._address} ended the consumer of {self.queue!r}")
-        return translate_status(code, details, self._address)
+        return stream_ended(code, details, self._address, f"consumer of {self.queue!r}")
 
     def _fail(self, err: PlexusError) -> None:
         if self.failure is not None:
             return
         self.failure = err
         confirmations, self._confirmations = self._confirmations, {}
-        for fut in confirmations.values():
+        waiters, self._nack_waiters = self._nack_waiters, []
+        for fut in [*confirmations.values(), *waiters]:
             if not fut.done():
                 fut.set_exception(err)
                 fut.add_done_callback(_consume_exception)

@@ -22,7 +22,7 @@ from typing import Any
 import grpc
 from grpc import aio
 
-from plexus.client.channel import translate_rpc_error, translate_status
+from plexus.client.channel import stream_broke, stream_ended
 from plexus.errors import PlexusError, Unavailable, code_from_int, error_from_status
 from plexus.v1 import plexus_pb2 as pb
 from plexus.v1 import plexus_pb2_grpc as pb_grpc
@@ -213,7 +213,7 @@ class PublishStream:
         except asyncio.CancelledError:
             raise
         except grpc.RpcError as exc:
-            self._fail(translate_rpc_error(exc, self._address))
+            self._fail(stream_broke(exc, self._address, "publish stream"))
         except Exception as exc:  # write after the call ended: InvalidStateError
             self._fail(await self._call_failure(exc))
 
@@ -245,7 +245,7 @@ class PublishStream:
         except asyncio.CancelledError:
             raise
         except grpc.RpcError as exc:
-            self._fail(translate_rpc_error(exc, self._address))
+            self._fail(stream_broke(exc, self._address, "publish stream"))
 
     async def _call_failure(self, exc: Exception) -> PlexusError:
         try:
@@ -255,7 +255,7 @@ class PublishStream:
             return Unavailable(f"publish stream to node at {self._address} failed: {exc}")
         if code == grpc.StatusCode.OK:
             return Unavailable(f"node at {self._address} ended the publish stream")
-        return translate_status(code, details, self._address)
+        return stream_ended(code, details, self._address, "publish stream")
 
     # ------------------------------------------------------------ helpers
 

@@ -11,7 +11,7 @@ from typing import Any
 import grpc
 from grpc import aio
 
-from plexus.client.channel import translate_rpc_error, translate_status
+from plexus.client.channel import stream_broke, stream_ended
 from plexus.client.event import Event
 from plexus.v1 import plexus_pb2 as pb
 from plexus.v1 import plexus_pb2_grpc as pb_grpc
@@ -56,7 +56,7 @@ class Subscription:
         try:
             await asyncio.wait_for(self._call.initial_metadata(), timeout)
         except grpc.RpcError as exc:
-            raise translate_rpc_error(exc, self._address) from None
+            raise stream_broke(exc, self._address, f"subscription {self.pattern!r}") from None
 
     async def next_batch(self, timeout: float | None = None) -> list[Event]:
         """The next events (at least one); [] when the stream ended or on timeout."""
@@ -78,13 +78,13 @@ class Subscription:
             self._closed = True
             if exc.code() == grpc.StatusCode.CANCELLED:
                 return []
-            raise translate_rpc_error(exc, self._address) from None
+            raise stream_broke(exc, self._address, f"subscription {self.pattern!r}") from None
         if batch is aio.EOF:
             self._closed = True
             code = await self._call.code()
             if code not in (grpc.StatusCode.OK, grpc.StatusCode.CANCELLED):
                 details = await self._call.details()
-                raise translate_status(code, details, self._address)
+                raise stream_ended(code, details, self._address, f"subscription {self.pattern!r}")
             return []
         events = [Event(m) for m in batch.events]
         self.received += len(events)
