@@ -11,7 +11,10 @@ from typing import Any
 
 from plexus.v1 import plexus_pb2 as pb
 
-__all__ = ["Event"]
+__all__ = ["ID_SEQUENCE_BITS", "Event"]
+
+# An event id is (publish time in Unix ms) << 22 | (count within that ms).
+ID_SEQUENCE_BITS = 22
 
 
 class Event:
@@ -41,7 +44,8 @@ class Event:
 
     @property
     def publish_time_ms(self) -> int:
-        return self.message.publish_time_ms
+        # The id's high bits are the publish time (see plexus.v1.Event.id).
+        return self.message.id >> 22
 
     @property
     def origin_region(self) -> str:
@@ -92,7 +96,7 @@ class Event:
             "headers": dict(m.headers),
             "delivery_count": m.delivery_count,
             "region": m.origin_region,
-            "publish_time_ms": m.publish_time_ms,
+            "publish_time_ms": m.id >> ID_SEQUENCE_BITS,
             "guaranteed": m.mode == pb.GUARANTEED,
             "redelivered": m.redelivered,
             "discarded_before": m.discarded_before,
