@@ -44,8 +44,8 @@ class Event:
 
     @property
     def publish_time_ms(self) -> int:
-        # The id's high bits are the publish time (see plexus.v1.Event.id).
-        return self.message.id >> 22
+        """When the origin node took the event, Unix ms (the id's high bits)."""
+        return self.message.id >> ID_SEQUENCE_BITS
 
     @property
     def origin_region(self) -> str:
