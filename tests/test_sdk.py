@@ -281,3 +281,31 @@ def test_event_to_dict_uses_base64_for_binary_payloads() -> None:
     assert data["id"] == "7" and data["region"] == "us"
     text = Event(pb.Event(topic="a/b", payload="héllo".encode())).to_dict()
     assert text["payload"] == "héllo" and text["encoding"] == "utf-8"
+
+
+async def test_publishes_under_load_share_stream_writes(client: Client) -> None:
+    client.publish_nowait("w/x", b"first")  # opens the stream
+    stream = client._stream
+    assert stream is not None
+    writes: list[int] = []
+    write = stream._call.write
+
+    async def counting_write(request: pb.PublishRequest) -> None:
+        writes.append(len(request.events))
+        await write(request)
+
+    stream._call.write = counting_write  # type: ignore[method-assign]
+    for i in range(10_000):
+        client.publish_nowait("w/x", b"%d" % i)
+    await client.flush()
+    assert sum(writes) == 10_000 or sum(writes) == 10_001
+    assert len(writes) <= 30, writes  # batches of up to 1000 events, not one write each
+
+
+async def test_a_lone_publish_is_sent_at_once(client: Client) -> None:
+    started = time.monotonic()
+    await client.create_queue("lone", ["lone/>"])
+    for _ in range(20):
+        await client.publish("lone/x", b"x", guaranteed=True)
+    # 20 sequential round trips; batching must not add a delay to each.
+    assert time.monotonic() - started < 2.0
