@@ -90,7 +90,9 @@ class Consumer:
         self._acks: list[int] = []
         self._nacks: list[int] = []
         self._owed_credit = 0
-        self._confirmations: dict[int, asyncio.Future[None]] = {}
+        # Acks written together share one future: tag -> its write's _AckGroup.
+        self._unconfirmed: dict[int, _AckGroup] = {}
+        self._open_group: _AckGroup | None = None
         self._nack_waiters: list[asyncio.Future[None]] = []
         self._idle: asyncio.Future[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -131,9 +133,9 @@ class Consumer:
 
     async def drain(self, timeout: float | None = 5.0) -> None:
         """Wait until every ack and nack made so far is confirmed durable."""
-        if not self._confirmations:
+        waiters = {group.future for group in self._unconfirmed.values()}
+        if not waiters:
             return
-        waiters = list(self._confirmations.values())
         done, pending = await asyncio.wait(waiters, timeout=timeout)
         if pending:
             raise Unavailable(
@@ -229,27 +231,40 @@ class Consumer:
     # ------------------------------------------------------------ settling
 
     def ack(self, tag: int) -> asyncio.Future[None]:
-        """Ack a delivery tag; the future resolves once the node confirms it."""
-        return self._settle(tag, self._acks)
+        """Ack a delivery tag; the future resolves once the node confirms it.
+
+        Acks made before the next stream write go out together and share one
+        future, resolved when all of them are confirmed.
+        """
+        if self.failure is not None:
+            return self._failed_future()
+        group = self._open_group
+        if group is None:
+            group = self._open_group = _AckGroup(asyncio.get_running_loop().create_future())
+        group.remaining += 1
+        self._unconfirmed[tag] = group
+        self._acks.append(tag)
+        if not self._credit_on_receive:
+            self._owed_credit += 1
+        self._wakeup.set()
+        return group.future
 
     def nack(self, tag: int) -> asyncio.Future[None]:
         """Nack a delivery tag: redelivered now. The future resolves once the nack
         is written (the node confirms acks, not nacks: a lost nack redelivers too)."""
-        return self._settle(tag, self._nacks)
-
-    def _settle(self, tag: int, into: list[int]) -> asyncio.Future[None]:
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self.failure is not None:
-            fut.set_exception(self.failure)
-            return fut
-        into.append(tag)
-        if into is self._acks:
-            self._confirmations[tag] = fut
-        else:
-            self._nack_waiters.append(fut)
+            return self._failed_future()
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._nacks.append(tag)
+        self._nack_waiters.append(fut)
         if not self._credit_on_receive:
             self._owed_credit += 1
         self._wakeup.set()
+        return fut
+
+    def _failed_future(self) -> asyncio.Future[None]:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        fut.set_exception(self.failure or Unavailable("consumer failed"))
         return fut
 
     def _owe(self, count: int) -> None:
@@ -260,7 +275,7 @@ class Consumer:
     # ------------------------------------------------------------ tasks
 
     async def _read_loop(self, call: aio.StreamStreamCall) -> None:
-        ready, confirmations = self._ready, self._confirmations
+        ready, unconfirmed = self._ready, self._unconfirmed
         try:
             while True:
                 resp = await call.read()
@@ -273,9 +288,11 @@ class Consumer:
                     self._arrived.set()
                 elif kind == "confirmed":
                     for tag in resp.confirmed.tags:
-                        fut = confirmations.pop(tag, None)
-                        if fut is not None and not fut.done():
-                            fut.set_result(None)
+                        group = unconfirmed.pop(tag, None)
+                        if group is not None:
+                            group.remaining -= 1
+                            if group.remaining == 0 and not group.future.done():
+                                group.future.set_result(None)
         except asyncio.CancelledError:
             raise
         except grpc.RpcError as exc:
@@ -291,6 +308,7 @@ class Consumer:
                     continue
                 if self._acks:
                     tags, self._acks = self._acks, []
+                    self._open_group = None
                     await call.write(pb.ConsumeRequest(ack=pb.Tags(tags=tags)))
                 if self._nacks:
                     tags, self._nacks = self._nacks, []
@@ -325,9 +343,10 @@ class Consumer:
         if self.failure is not None:
             return
         self.failure = err
-        confirmations, self._confirmations = self._confirmations, {}
+        groups = {id(g): g for g in self._unconfirmed.values()}
+        self._unconfirmed, self._open_group = {}, None
         waiters, self._nack_waiters = self._nack_waiters, []
-        for fut in [*confirmations.values(), *waiters]:
+        for fut in [*(g.future for g in groups.values()), *waiters]:
             if not fut.done():
                 fut.set_exception(err)
                 fut.add_done_callback(_consume_exception)
@@ -338,6 +357,16 @@ class Consumer:
         if self.failure is not None and not self._failure_reported and not self._closed:
             self._failure_reported = True
             raise self.failure
+
+
+class _AckGroup:
+    """Acks written in one message: one future, resolved when all are confirmed."""
+
+    __slots__ = ("future", "remaining")
+
+    def __init__(self, future: asyncio.Future[None]) -> None:
+        self.future = future
+        self.remaining = 0
 
 
 def _consume_exception(fut: asyncio.Future[Any]) -> None:
