@@ -29,6 +29,7 @@ class Subscriber:
         "id",
         "pattern",
         "pending_discards",
+        "size",
         "wake",
     )
 
@@ -36,29 +37,46 @@ class Subscriber:
         self.id = next(_ids)
         self.pattern = pattern
         self.capacity = capacity
+        # Encoded events (one frame or a whole batch each) and how many events they hold.
         self.buffer: list[bytes] = []
+        self.size = 0
         self.wake = asyncio.Event()
         self.discarded = 0
         self.pending_discards = 0
         self.delivered = 0
 
-    def offer(self, body: bytes, framed: bytes) -> bool:
-        """Buffer one event; False (and counted) when the buffer is full."""
-        if len(self.buffer) >= self.capacity:
+    def offer(self, framed: bytes) -> bool:
+        """Buffer one framed event; False (and counted) when the buffer is full."""
+        if self.size >= self.capacity:
             self.discarded += 1
             self.pending_discards += 1
             return False
         if self.pending_discards:
+            body = framing.unframe(framed)
             framed = framing.frame(framing.with_discards(body, self.pending_discards))
             self.pending_discards = 0
-        self.buffer.append(framed)
+        self._append(framed, 1)
         return True
+
+    def offer_batch(self, batch: bytes, count: int) -> bool:
+        """Buffer an encoded batch of `count` events whole, if it fits and owes no discard note."""
+        if self.size + count > self.capacity or self.pending_discards:
+            return False
+        self._append(batch, count)
+        return True
+
+    def _append(self, encoded: bytes, count: int) -> None:
+        if not self.size:
+            self.wake.set()
+        self.buffer.append(encoded)
+        self.size += count
 
     def take(self) -> bytes:
         """Everything buffered, as one encoded EventBatch."""
-        frames, self.buffer = self.buffer, []
-        self.delivered += len(frames)
-        return b"".join(frames)
+        chunks, self.buffer = self.buffer, []
+        self.delivered += self.size
+        self.size = 0
+        return b"".join(chunks)
 
 
 class DirectRouter:
@@ -66,28 +84,32 @@ class DirectRouter:
 
     def __init__(self) -> None:
         self.index: SubscriptionTrie[Subscriber] = SubscriptionTrie()
-        self.delivered = 0
-        self.discarded = 0
+        self.subscribers: set[Subscriber] = set()
+        # Counts of subscribers that have left; live ones keep their own.
+        self.delivered_gone = 0
+        self.discarded_gone = 0
 
     def add(self, subscriber: Subscriber) -> None:
         self.index.add(subscriber.pattern, subscriber)
+        self.subscribers.add(subscriber)
 
     def remove(self, subscriber: Subscriber) -> None:
         self.index.remove(subscriber.pattern, subscriber)
+        self.subscribers.discard(subscriber)
+        self.delivered_gone += subscriber.delivered
+        self.discarded_gone += subscriber.discarded
 
-    def fan_out(self, events: Iterable[tuple[str, bytes, bytes]]) -> None:
-        """Deliver (topic, body, framed) triples to every matching subscriber."""
+    def counts(self) -> tuple[int, int]:
+        """(delivered, discarded) over every subscriber, past and present."""
+        live = self.subscribers
+        return (
+            self.delivered_gone + sum(s.delivered for s in live),
+            self.discarded_gone + sum(s.discarded for s in live),
+        )
+
+    def fan_out(self, events: Iterable[tuple[str, bytes]]) -> None:
+        """Deliver (topic, framed event) pairs to every matching subscriber."""
         match = self.index.match
-        woken: set[Subscriber] = set()
-        delivered = discarded = 0
-        for topic, body, framed in events:
+        for topic, framed in events:
             for subscriber in match(topic):
-                if subscriber.offer(body, framed):
-                    delivered += 1
-                    woken.add(subscriber)
-                else:
-                    discarded += 1
-        for subscriber in woken:
-            subscriber.wake.set()
-        self.delivered += delivered
-        self.discarded += discarded
+                subscriber.offer(framed)

@@ -2,10 +2,10 @@
 
 Protobuf lets a message be built by concatenation: repeated fields append and
 a scalar field seen twice keeps the last value. So the node serializes each
-event once, adds the node-set fields (id, publish time, origin) as raw bytes,
-and builds every outgoing `EventBatch` by joining pre-framed events; per
-delivery fields (delivery count, tag, queue, discards) are appended the same
-way. No event is decoded or re-encoded per subscriber.
+event once (or a whole stamped publish request, which is already an
+`EventBatch` on the wire), builds every outgoing batch by joining framed
+events, and appends per-delivery fields (delivery count, tag, queue, discards)
+as raw bytes. No event is decoded or re-encoded per subscriber.
 
 Field numbers are those of plexus.v1.Event; a test checks these bytes against
 the protobuf runtime.
@@ -13,22 +13,20 @@ the protobuf runtime.
 
 from __future__ import annotations
 
-_TAG_ID = b"\x50"  # field 10, varint
-_TAG_PUBLISH_TIME = b"\x58"  # field 11, varint
-_TAG_ORIGIN = b"\x62"  # field 12, length-delimited
 _TAG_DELIVERY_COUNT = b"\xa0\x01"  # field 20, varint
 _REDELIVERED = b"\xa8\x01\x01"  # field 21 = true
 _NOT_REDELIVERED = b"\xa8\x01\x00"  # field 21 = false, overriding a client's true
 _TAG_DISCARDED = b"\xb0\x01"  # field 22, varint
 _TAG_DELIVERY_TAG = b"\xb8\x01"  # field 23, varint
 _TAG_QUEUE = b"\xc2\x01"  # field 24, length-delimited
+# The fields only a node sets on delivery, and their wire tags.
+DELIVERY_FIELDS = ("delivery_count", "redelivered", "discarded_before", "delivery_tag", "queue")
+DELIVERY_FIELD_TAGS = (b"\xa0\x01", b"\xa8\x01", b"\xb0\x01", b"\xb8\x01", b"\xc2\x01")
 _TAG_BATCH_EVENT = b"\x0a"  # EventBatch.events, field 1
 _TAG_CONSUME_EVENTS = b"\x12"  # ConsumeResponse.events, field 2
 
 
-def varint(value: int) -> bytes:
-    if value < 0x80:
-        return bytes((value,))
+def _encode_varint(value: int) -> bytes:
     out = bytearray()
     while value >= 0x80:
         out.append((value & 0x7F) | 0x80)
@@ -37,14 +35,22 @@ def varint(value: int) -> bytes:
     return bytes(out)
 
 
-def origin_fields(publish_time_ms: int, origin_region: str) -> bytes:
-    """The fields a node sets on every event of one publish batch."""
-    region = origin_region.encode()
-    return _TAG_PUBLISH_TIME + varint(publish_time_ms) + _TAG_ORIGIN + varint(len(region)) + region
+# Lengths and counts are small: their encodings are looked up, not computed.
+_SMALL_VARINTS = tuple(_encode_varint(n) for n in range(1 << 14))
 
 
-def id_field(event_id: int) -> bytes:
-    return _TAG_ID + varint(event_id)
+def varint(value: int) -> bytes:
+    if value < 16384:
+        return _SMALL_VARINTS[value]
+    return _encode_varint(value)
+
+
+def unframe(framed: bytes) -> bytes:
+    """The event inside a frame made by `frame`."""
+    start = 2
+    while framed[start - 1] & 0x80:
+        start += 1
+    return framed[start:]
 
 
 def frame(body: bytes) -> bytes:

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from node import framing
 from node.commits import Commits
 from node.delivery import Entry
-from node.direct import DirectRouter
+from node.direct import DirectRouter, Subscriber
+from node.event_ids import EventIds
 from node.queues import Queue, QueueTable, now_ms
 from plexus.errors import InvalidArgument, InvalidTopic, PlexusError
 from plexus.topics import validate_topic
@@ -26,22 +27,8 @@ from storage.spool import Spool, StoredEvent
 log = logging.getLogger(__name__)
 
 GUARANTEED = pb.GUARANTEED
+_GUARANTEED_FIELD = b"\x20\x01"  # Event.mode = GUARANTEED on the wire
 VALID_TOPIC_CACHE = 65_536
-# The low bits of an event id count events within one millisecond.
-ID_SEQUENCE_BITS = 22
-
-
-class EventIds:
-    """Unique, time-ordered event ids: milliseconds in the high bits, a counter below."""
-
-    def __init__(self) -> None:
-        self._last = 0
-
-    def take(self, count: int, at_ms: int) -> int:
-        """Reserve `count` consecutive ids; returns the first."""
-        first = max(self._last + 1, at_ms << ID_SEQUENCE_BITS)
-        self._last = first + count - 1
-        return first
 
 
 @dataclass(slots=True)
@@ -57,7 +44,7 @@ class _Pending:
     index: int
     event_id: int
     topic: str
-    body: bytes
+    framed: bytes
     queues: tuple[Queue, ...]
     entry: Entry
 
@@ -89,61 +76,70 @@ class Publisher:
         self._valid_topics: set[str] = set()
 
     def publish(
-        self, events: Sequence[pb.Event], first_index: int, on_acks: AckSink
+        self, request: pb.PublishRequest, raw: bytes, first_index: int, on_acks: AckSink
     ) -> asyncio.Future[None] | None:
-        """Route one batch. Refusals and (later) guaranteed acks go to `on_acks`.
+        """Route one batch (`raw` is its wire form). Refusals and guaranteed acks go to `on_acks`.
 
         Returns a future that completes once every guaranteed event of the
         batch is acked or refused, or None when there was nothing to store.
         """
+        events = request.events
+        # Substring scans in C rule out, for most batches, per-event work in Python.
+        maybe_guaranteed = _GUARANTEED_FIELD in raw
+        if any(tag in raw for tag in framing.DELIVERY_FIELD_TAGS):
+            _clear_delivery_fields(events)
         at_ms = now_ms()
-        origin = framing.origin_fields(at_ms, self.region)
+        region = self.region
         first_id = self.ids.take(len(events), at_ms)
         refused: list[pb.PublishAck] = []
         pending: list[_Pending] = []
+        routed: list[tuple[pb.Event, tuple[Subscriber, ...]]] = []
         match_subscribers = self.router.index.match
-        woken = set()
-        direct = delivered = discarded = 0
+        valid_topics = self._valid_topics
+        # One size check for the whole batch covers every payload in it.
+        check_payloads = len(raw) > self.max_payload_bytes
+        # When every event goes to the same subscribers, the stamped request
+        # itself is their EventBatch: one serialization for the whole batch.
+        whole_batch = True
+        guaranteed = invalid = 0
+        last_topic = None
+        subscribers: tuple[Subscriber, ...] = ()
         for offset, event in enumerate(events):
-            index = first_index + offset
             topic = event.topic
-            problem = self._check(topic, event)
-            if problem is not None:
-                refused.append(_refusal(index, problem))
-                continue
-            event_id = first_id + offset
-            if event.mode == GUARANTEED:
-                queues = self.queues.match(topic)
-                size = len(event.payload)
-                full = next((e for q in queues if (e := q.check_room(size)) is not None), None)
-                if full is not None:
-                    refused.append(_refusal(index, full))
-                    continue
-                body = event.SerializeToString() + framing.id_field(event_id) + origin
-                for queue in queues:
-                    queue.reserved_depth += 1
-                    queue.reserved_bytes += size
-                expires = at_ms + event.ttl_ms if event.ttl_ms else 0
-                entry = Entry(self.next_seq, size, expires, data=body)
-                self.next_seq += 1
-                pending.append(_Pending(index, event_id, topic, body, queues, entry))
-                continue
-            direct += 1
-            subscribers = match_subscribers(topic)
-            if subscribers:
-                body = event.SerializeToString() + framing.id_field(event_id) + origin
-                framed = framing.frame(body)
-                for subscriber in subscribers:
-                    if subscriber.offer(body, framed):
-                        woken.add(subscriber)
-                        delivered += 1
-                    else:
-                        discarded += 1
-        for subscriber in woken:
-            subscriber.wake.set()
-        self.counters.direct_in += direct
-        self.router.delivered += delivered
-        self.router.discarded += discarded
+            if topic != last_topic or check_payloads:
+                if topic not in valid_topics or check_payloads:
+                    problem = self._check(topic, event)
+                    if problem is not None:
+                        refused.append(_refusal(first_index + offset, problem))
+                        whole_batch = False
+                        invalid += 1
+                        continue
+                subscribers = match_subscribers(topic)
+                last_topic = topic
+                if routed and subscribers != routed[0][1]:
+                    whole_batch = False
+            event.id = first_id + offset
+            event.origin_region = region
+            if maybe_guaranteed and event.mode == GUARANTEED:
+                whole_batch = False
+                guaranteed += 1
+                refusal = self._prepare(event, first_index + offset, at_ms, pending)
+                if refusal is not None:
+                    refused.append(refusal)
+            elif subscribers:
+                routed.append((event, subscribers))
+            else:
+                whole_batch = False
+        self.counters.direct_in += len(events) - guaranteed - invalid
+        if routed:
+            if whole_batch:
+                request.flush = False
+                _offer_batch(request.SerializeToString(), routed)
+            else:
+                for event, targets in routed:
+                    framed = framing.frame(event.SerializeToString())
+                    for subscriber in targets:
+                        subscriber.offer(framed)
         if refused:
             on_acks(refused)
         if not pending:
@@ -166,11 +162,31 @@ class Publisher:
             )
         return None
 
+    def _prepare(
+        self, event: pb.Event, index: int, at_ms: int, pending: list[_Pending]
+    ) -> pb.PublishAck | None:
+        """Reserve room in every matching queue for a guaranteed event, or refuse it."""
+        topic = event.topic
+        queues = self.queues.match(topic)
+        size = len(event.payload)
+        full = next((e for q in queues if (e := q.check_room(size)) is not None), None)
+        if full is not None:
+            return _refusal(index, full)
+        data = event.SerializeToString()
+        for queue in queues:
+            queue.reserved_depth += 1
+            queue.reserved_bytes += size
+        expires = at_ms + event.ttl_ms if event.ttl_ms else 0
+        entry = Entry(self.next_seq, size, expires, data=data)
+        self.next_seq += 1
+        pending.append(_Pending(index, event.id, topic, framing.frame(data), queues, entry))
+        return None
+
     def _store(self, pending: list[_Pending], on_acks: AckSink) -> asyncio.Future[None]:
         to_store = [
             StoredEvent(
                 p.entry.seq,
-                p.body,
+                p.entry.data,
                 tuple(q.queue_id for q in p.queues),
                 p.entry.expires_at_ms,
                 p.entry.size,
@@ -207,7 +223,7 @@ class Publisher:
             self.queues.stored(queue, entries)
         self.counters.guaranteed_in += len(pending)
         # Direct subscribers see guaranteed events too, once they are safe.
-        self.router.fan_out((p.topic, p.body, framing.frame(p.body)) for p in pending)
+        self.router.fan_out((p.topic, p.framed) for p in pending)
         on_acks([pb.PublishAck(index=p.index, id=p.event_id) for p in pending])
 
     def _failed(self, pending: list[_Pending], error: BaseException, on_acks: AckSink) -> None:
@@ -219,6 +235,24 @@ class Publisher:
             log.error("storing %d guaranteed events failed: %r", len(pending), error)
             error = PlexusError(f"storage failure: {error}")
         on_acks([_refusal(p.index, error) for p in pending])
+
+
+def _offer_batch(batch: bytes, routed: list[tuple[pb.Event, tuple[Subscriber, ...]]]) -> None:
+    """Hand a whole encoded batch to its subscribers, event by event where one is short of room."""
+    framed: list[bytes] | None = None
+    for subscriber in routed[0][1]:
+        if not subscriber.offer_batch(batch, len(routed)):
+            if framed is None:
+                framed = [framing.frame(event.SerializeToString()) for event, _ in routed]
+            for one in framed:
+                subscriber.offer(one)
+
+
+def _clear_delivery_fields(events: Sequence[pb.Event]) -> None:
+    """Drop delivery fields a publisher set: only the node sets them."""
+    for event in events:
+        for field in framing.DELIVERY_FIELDS:
+            event.ClearField(field)
 
 
 def _copy(entry: Entry) -> Entry:

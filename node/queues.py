@@ -19,6 +19,7 @@ from node import framing
 from node.commits import Commits
 from node.config import NodeConfig
 from node.delivery import DeadReason, Entry, QueueDelivery
+from node.event_ids import publish_ms
 from plexus.errors import InvalidArgument, InvalidPattern, QueueExists, QueueFull, QueueNotFound
 from plexus.topics import SubscriptionTrie, validate_pattern
 from plexus.v1 import plexus_pb2 as pb
@@ -115,7 +116,7 @@ def entry_publish_ms(entry: Entry) -> int:
     """The publish time of an in-memory entry, read from its encoded event."""
     if not entry.data:
         return 0
-    return pb.Event.FromString(entry.data).publish_time_ms
+    return publish_ms(pb.Event.FromString(entry.data).id)
 
 
 class QueueTable:

@@ -63,12 +63,14 @@ class BrokerService:
         index = 0
         try:
             while True:
-                request = await context.read()
-                if request is grpc.aio.EOF:
+                received = await context.read()
+                if received is grpc.aio.EOF:
                     break
+                raw, request = received
                 count = len(request.events)
+                flush = request.flush  # read first: routing reuses the request's bytes
                 done = (
-                    self.publisher.publish(request.events, index, stream.on_acks) if count else None
+                    self.publisher.publish(request, raw, index, stream.on_acks) if count else None
                 )
                 index += count
                 if done is None:
@@ -76,7 +78,7 @@ class BrokerService:
                 else:
                     stream.pending += count
                     done.add_done_callback(lambda _f, n=count: stream.settled(n))
-                if request.flush:
+                if flush:
                     stream.flush_at = index
                     stream.wake.set()
                 if stream.pending >= MAX_PENDING_PER_STREAM:
@@ -192,6 +194,7 @@ class BrokerService:
 
     async def node_info(self, request: pb.NodeInfoRequest, context: Any) -> pb.NodeInfo:
         counters = self.publisher.counters
+        delivered, discarded = self.router.counts()
         return pb.NodeInfo(
             region=self.config.name,
             version=__version__,
@@ -202,10 +205,10 @@ class BrokerService:
             subscriptions=len(self.router.index),
             queues=len(self.queues.by_name),
             direct_in=counters.direct_in,
-            direct_out=self.router.delivered,
+            direct_out=delivered,
             guaranteed_in=counters.guaranteed_in,
             guaranteed_out=self.guaranteed_out,
-            discarded=self.router.discarded,
+            discarded=discarded,
             storage_map_bytes=self.env.map_bytes(),
             storage_used_bytes=self.env.used_bytes(),
         )
@@ -289,7 +292,7 @@ def handlers(service: BrokerService) -> grpc.GenericRpcHandler:
         {
             "Publish": grpc.stream_stream_rpc_method_handler(
                 publish,
-                request_deserializer=pb.PublishRequest.FromString,
+                request_deserializer=_with_raw_bytes,
                 response_serializer=lambda m: m.SerializeToString(),
             ),
             "Subscribe": grpc.unary_stream_rpc_method_handler(
@@ -305,6 +308,10 @@ def handlers(service: BrokerService) -> grpc.GenericRpcHandler:
             "GetNodeInfo": unary(service.node_info, pb.NodeInfoRequest),
         },
     )
+
+
+def _with_raw_bytes(raw: bytes) -> tuple[bytes, pb.PublishRequest]:
+    return raw, pb.PublishRequest.FromString(raw)
 
 
 async def _streaming_call(fn: Callable[[Any], Awaitable[None]], context: Any) -> None:

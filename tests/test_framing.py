@@ -37,17 +37,17 @@ def _decode_batch(raw: bytes) -> pb.EventBatch:
 
 @given(U64)
 def test_varint_matches_protobuf_encoding_of_a_uint64(value: int) -> None:
-    encoded = pb.Event(id=value).SerializeToString()
+    encoded = pb.Event(delivery_tag=value).SerializeToString()
     if value == 0:
         assert encoded == b""  # proto3 omits a default scalar
         assert framing.varint(0) == b"\x00"
     else:
-        assert encoded == b"\x50" + framing.varint(value)
+        assert encoded == b"\xb8\x01" + framing.varint(value)
 
 
 @given(U64)
 def test_varint_decodes_back_to_the_same_value(value: int) -> None:
-    assert _decode_event(framing.id_field(value)).id == value
+    assert _decode_event(b"\xb8\x01" + framing.varint(value)).delivery_tag == value
 
 
 def test_varint_boundaries() -> None:
@@ -62,28 +62,10 @@ def test_varint_boundaries() -> None:
 # --------------------------------------------------------------------------
 
 
-@given(
-    publish_time_ms=st.integers(min_value=0, max_value=2**63 - 1),
-    region=st.text(max_size=40),
-    event_id=U64,
-)
-def test_origin_and_id_fields_override_what_the_client_set(
-    publish_time_ms: int, region: str, event_id: int
-) -> None:
-    body = _client_event(id=7, publish_time_ms=9, origin_region="forged")
-    event = _decode_event(
-        body + framing.id_field(event_id) + framing.origin_fields(publish_time_ms, region)
-    )
-    assert event.id == event_id
-    assert event.publish_time_ms == publish_time_ms
-    assert event.origin_region == region
-    assert event.topic == "orders/us/created"
-    assert event.payload == b"\x00payload\xff"
-
-
-def test_origin_fields_alone_decode_to_exactly_those_fields() -> None:
-    event = _decode_event(framing.origin_fields(1_700_000_000_123, "eu-west"))
-    assert event == pb.Event(publish_time_ms=1_700_000_000_123, origin_region="eu-west")
+def test_unframe_returns_the_event_inside_a_frame() -> None:
+    for size in (0, 5, 127, 128, 300, 20_000):
+        body = pb.Event(topic="t", payload=b"p" * size).SerializeToString()
+        assert framing.unframe(framing.frame(body)) == body
 
 
 def test_with_discards_sets_discarded_before_and_overrides_the_client() -> None:
@@ -102,7 +84,10 @@ def test_joined_frames_are_an_event_batch(payloads: list[bytes], ids: list[int])
     events = [
         pb.Event(topic=f"t/{i}", payload=p, headers={"k": str(i)}) for i, p in enumerate(payloads)
     ]
-    bodies = [e.SerializeToString() + framing.id_field(ids[i]) for i, e in enumerate(events)]
+    bodies = [
+        e.SerializeToString() + pb.Event(id=ids[i]).SerializeToString()
+        for i, e in enumerate(events)
+    ]
     batch = _decode_batch(b"".join(framing.frame(b) for b in bodies))
     assert len(batch.events) == len(events)
     for i, (got, sent) in enumerate(zip(batch.events, events, strict=True)):
@@ -127,7 +112,7 @@ def test_frame_of_a_large_event_uses_a_multi_byte_length() -> None:
 def test_queue_delivery_decodes_to_exactly_the_delivery_fields(
     tag: int, count: int, redelivered: bool
 ) -> None:
-    body = _client_event(ttl_ms=5000) + framing.id_field(42)
+    body = _client_event(ttl_ms=5000) + pb.Event(id=42).SerializeToString()
     raw = framing.queue_delivery(body, framing.queue_field("work"), tag, count, redelivered)
     (event,) = _decode_batch(raw).events
     want = pb.Event(

@@ -169,7 +169,7 @@ async def test_subscriber_gets_direct_events_in_order_with_node_fields(stub):
     while len(got) < 500:
         got.extend((await sub.read()).events)
     assert [e.payload for e in got] == [b"%d" % i for i in range(500)]
-    assert all(e.origin_region == "us" and e.id and e.publish_time_ms for e in got)
+    assert all(e.origin_region == "us" and e.id for e in got)
     assert [e.id for e in got] == sorted(e.id for e in got)
     sub.close()
 
@@ -453,3 +453,22 @@ async def test_restart_keeps_queues_and_their_events(tmp_path: Path):
             consumer.close()
     finally:
         nodes.close()
+
+
+async def test_delivery_fields_a_publisher_forges_are_not_passed_on(stub):
+    sub = await subscribe(stub, "forge/>", "forge/probe")
+    forged = pb.Event(
+        topic="forge/x",
+        payload=b"f",
+        id=1,
+        origin_region="mars",
+        delivery_count=9,
+        redelivered=True,
+        discarded_before=7,
+        queue="q",
+    )
+    await publish(stub, forged)
+    (event,) = (await sub.read()).events
+    assert (event.origin_region, event.delivery_count, event.redelivered) == ("us", 0, False)
+    assert (event.discarded_before, event.queue) == (0, "") and event.id != 1
+    sub.close()

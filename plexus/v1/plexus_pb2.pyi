@@ -15,7 +15,7 @@ DIRECT: DeliveryMode
 GUARANTEED: DeliveryMode
 
 class Event(_message.Message):
-    __slots__ = ("topic", "payload", "headers", "mode", "ttl_ms", "id", "publish_time_ms", "origin_region", "delivery_count", "redelivered", "discarded_before", "delivery_tag", "queue")
+    __slots__ = ("topic", "payload", "headers", "mode", "ttl_ms", "id", "origin_region", "delivery_count", "redelivered", "discarded_before", "delivery_tag", "queue")
     class HeadersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -29,7 +29,6 @@ class Event(_message.Message):
     MODE_FIELD_NUMBER: _ClassVar[int]
     TTL_MS_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
-    PUBLISH_TIME_MS_FIELD_NUMBER: _ClassVar[int]
     ORIGIN_REGION_FIELD_NUMBER: _ClassVar[int]
     DELIVERY_COUNT_FIELD_NUMBER: _ClassVar[int]
     REDELIVERED_FIELD_NUMBER: _ClassVar[int]
@@ -42,14 +41,13 @@ class Event(_message.Message):
     mode: DeliveryMode
     ttl_ms: int
     id: int
-    publish_time_ms: int
     origin_region: str
     delivery_count: int
     redelivered: bool
     discarded_before: int
     delivery_tag: int
     queue: str
-    def __init__(self, topic: _Optional[str] = ..., payload: _Optional[bytes] = ..., headers: _Optional[_Mapping[str, str]] = ..., mode: _Optional[_Union[DeliveryMode, str]] = ..., ttl_ms: _Optional[int] = ..., id: _Optional[int] = ..., publish_time_ms: _Optional[int] = ..., origin_region: _Optional[str] = ..., delivery_count: _Optional[int] = ..., redelivered: _Optional[bool] = ..., discarded_before: _Optional[int] = ..., delivery_tag: _Optional[int] = ..., queue: _Optional[str] = ...) -> None: ...
+    def __init__(self, topic: _Optional[str] = ..., payload: _Optional[bytes] = ..., headers: _Optional[_Mapping[str, str]] = ..., mode: _Optional[_Union[DeliveryMode, str]] = ..., ttl_ms: _Optional[int] = ..., id: _Optional[int] = ..., origin_region: _Optional[str] = ..., delivery_count: _Optional[int] = ..., redelivered: _Optional[bool] = ..., discarded_before: _Optional[int] = ..., delivery_tag: _Optional[int] = ..., queue: _Optional[str] = ...) -> None: ...
 
 class EventBatch(_message.Message):
     __slots__ = ("events",)
