@@ -169,9 +169,10 @@ class Publisher:
         topic = event.topic
         queues = self.queues.match(topic)
         size = len(event.payload)
-        full = next((e for q in queues if (e := q.check_room(size)) is not None), None)
-        if full is not None:
-            return _refusal(index, full)
+        for queue in queues:
+            full = queue.check_room(size)
+            if full is not None:
+                return _refusal(index, full)
         data = event.SerializeToString()
         for queue in queues:
             queue.reserved_depth += 1

@@ -72,19 +72,29 @@ class Spool:
 
     # ------------------------------------------------------------ writes
 
-    def put_events(self, txn: lmdb.Transaction, batch: Iterable[StoredEvent]) -> None:
-        last = 0
-        for ev in batch:
-            key = _U64.pack(ev.seq)
-            txn.put(key, ev.data, db=self.events, append=True)
-            if len(ev.queue_ids) > 1:
-                txn.put(key, _U32.pack(len(ev.queue_ids)), db=self.refs, append=True)
-            value = _ENTRY_VALUE.pack(0, ev.expires_at_ms, ev.size)
-            for queue_id in ev.queue_ids:
-                txn.put(_ENTRY_KEY.pack(queue_id, ev.seq), value, db=self.entries)
-            last = ev.seq
-        if last:
-            txn.put(b"seq", _U64.pack(last), db=self.meta)
+    def put_events(self, txn: lmdb.Transaction, batch: list[StoredEvent]) -> None:
+        """Store events once each, with an entry in every queue they go to."""
+        if not batch:
+            return
+        pack_seq, pack_key, pack_value = _U64.pack, _ENTRY_KEY.pack, _ENTRY_VALUE.pack
+        txn.cursor(db=self.events).putmulti(
+            [(pack_seq(ev.seq), ev.data) for ev in batch], append=True
+        )
+        shared = [
+            (pack_seq(ev.seq), _U32.pack(len(ev.queue_ids)))
+            for ev in batch
+            if len(ev.queue_ids) > 1
+        ]
+        if shared:
+            txn.cursor(db=self.refs).putmulti(shared, append=True)
+        txn.cursor(db=self.entries).putmulti(
+            [
+                (pack_key(queue_id, ev.seq), pack_value(0, ev.expires_at_ms, ev.size))
+                for ev in batch
+                for queue_id in ev.queue_ids
+            ]
+        )
+        txn.put(b"seq", _U64.pack(batch[-1].seq), db=self.meta)
 
     def remove_entries(self, txn: lmdb.Transaction, queue_id: int, seqs: Iterable[int]) -> int:
         """Delete entries (acked or dropped) and release their events; returns how many."""
