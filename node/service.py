@@ -104,6 +104,8 @@ class BrokerService:
         subscriber = Subscriber(request.pattern, capacity)
         self.router.add(subscriber)
         try:
+            # Headers tell the client the subscription is live (see Subscription.ready).
+            await context.send_initial_metadata((("plexus-subscribed", "1"),))
             while True:
                 await subscriber.wake.wait()
                 subscriber.wake.clear()

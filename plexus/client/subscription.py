@@ -48,10 +48,10 @@ class Subscription:
         self.received = 0
 
     async def ready(self, timeout: float | None = 5.0) -> None:
-        """Wait until the node has answered the subscription with its headers.
+        """Wait until the subscription is live on the node.
 
-        Only meaningful when the node sends initial metadata as soon as the
-        subscription is registered; otherwise it returns with the first event.
+        The node sends the stream's headers once the subscription is in its
+        index: events published after this returns are delivered.
         """
         try:
             await asyncio.wait_for(self._call.initial_metadata(), timeout)
@@ -136,6 +136,7 @@ class Subscription:
                 await read
 
     async def __aenter__(self) -> Subscription:
+        await self.ready()
         return self
 
     async def __aexit__(
