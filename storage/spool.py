@@ -143,7 +143,7 @@ class Spool:
         """Delete a queue and every entry in it; returns the number of entries dropped."""
         txn.delete(_QUEUE_PREFIX + name.encode(), db=self.meta)
         prefix = _U32.pack(queue_id)
-        seqs = [seq for seq, *_ in self._scan(txn, queue_id, 0, None)]
+        seqs = [record.seq for record in self._scan(txn, queue_id, 0, None)]
         cursor = txn.cursor(db=self.entries)
         if cursor.set_range(prefix):
             while cursor.key()[:4] == prefix:

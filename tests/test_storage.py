@@ -1,0 +1,376 @@
+"""The LMDB layer (storage/): real files in tmp_path, no mocks."""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import lmdb
+import pytest
+
+from plexus.errors import DataDirLocked, StorageFull
+from storage.environment import Environment, translate_error
+from storage.spool import EntryRecord, Spool, StoredEvent
+from storage.writer import SpoolWriter, WriteOp
+
+WAIT_S = 10.0
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Environment]:
+    opened = Environment(tmp_path / "data")
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+@pytest.fixture
+def spool(env: Environment) -> Spool:
+    return Spool(env)
+
+
+def write(env: Environment, fn: Callable[[lmdb.Transaction], Any]) -> Any:
+    with env.env.begin(write=True) as txn:
+        return fn(txn)
+
+
+def event(seq: int, *queue_ids: int, expires_at_ms: int = 0) -> StoredEvent:
+    data = b"event-%d" % seq
+    return StoredEvent(seq, data, queue_ids, expires_at_ms, len(data))
+
+
+def stored_events(env: Environment, spool: Spool) -> dict[int, bytes]:
+    with env.reading() as txn:
+        return {struct.unpack(">Q", k)[0]: v for k, v in txn.cursor(db=spool.events)}
+
+
+def stored_refs(env: Environment, spool: Spool) -> dict[int, int]:
+    with env.reading() as txn:
+        return {
+            struct.unpack(">Q", k)[0]: struct.unpack(">I", v)[0]
+            for k, v in txn.cursor(db=spool.refs)
+        }
+
+
+def seqs_of(spool: Spool, queue_id: int) -> list[int]:
+    return [r.seq for r in spool.read_entries(queue_id, 0, 1_000_000)]
+
+
+class Completions:
+    """Collects the writer's `on_done` groups; `wait(n)` blocks until n ops are done."""
+
+    def __init__(self) -> None:
+        self.ops: list[WriteOp] = []
+        self.groups = 0
+        self._want = 0
+        self._lock = threading.Lock()
+        self._reached = threading.Event()
+
+    def __call__(self, group: list[WriteOp]) -> None:
+        with self._lock:
+            self.ops.extend(group)
+            self.groups += 1
+            if len(self.ops) >= self._want:
+                self._reached.set()
+
+    def expect(self, count: int) -> None:
+        with self._lock:
+            self._want = count
+            if len(self.ops) < count:
+                self._reached.clear()
+
+    def wait(self) -> None:
+        assert self._reached.wait(WAIT_S), f"only {len(self.ops)}/{self._want} ops done"
+
+
+# --------------------------------------------------------------------------
+# the environment
+# --------------------------------------------------------------------------
+
+
+def test_second_environment_on_the_same_directory_is_refused_naming_path_and_pid(
+    env: Environment,
+) -> None:
+    with pytest.raises(DataDirLocked) as caught:
+        Environment(env.data_dir)
+    assert caught.value.path == str(env.data_dir)
+    assert caught.value.pid == os.getpid()
+    assert str(env.data_dir) in str(caught.value)
+    assert str(os.getpid()) in str(caught.value)
+
+
+def test_data_directory_can_be_reopened_after_close(tmp_path: Path) -> None:
+    first = Environment(tmp_path / "data")
+    spool = Spool(first)
+    write(first, lambda txn: spool.put_events(txn, [event(1, 1)]))
+    first.close()
+    again = Environment(tmp_path / "data")
+    try:
+        assert Spool(again).last_seq() == 1
+    finally:
+        again.close()
+
+
+def test_no_space_left_on_device_becomes_storage_full(tmp_path: Path) -> None:
+    exc = lmdb.Error("mdb_txn_commit: No space left on device")
+    translated = translate_error(exc, tmp_path)
+    assert isinstance(translated, StorageFull)
+    assert translated.path == str(tmp_path)
+    other = lmdb.Error("mdb_get: MDB_CORRUPTED")
+    assert translate_error(other, tmp_path) is other
+
+
+# --------------------------------------------------------------------------
+# the spool layout
+# --------------------------------------------------------------------------
+
+
+def test_event_in_several_queues_is_stored_once_with_a_ref_count(
+    env: Environment, spool: Spool
+) -> None:
+    write(env, lambda txn: spool.put_events(txn, [event(1, 1), event(2, 1, 2, 3), event(3, 2)]))
+    assert stored_events(env, spool) == {1: b"event-1", 2: b"event-2", 3: b"event-3"}
+    assert stored_refs(env, spool) == {2: 3}  # absent means one
+    assert seqs_of(spool, 1) == [1, 2]
+    assert seqs_of(spool, 2) == [2, 3]
+    assert seqs_of(spool, 3) == [2]
+    assert spool.last_seq() == 3
+    assert spool.read_events([2, 3, 99]) == [b"event-2", b"event-3", None]
+
+
+def test_event_is_deleted_only_when_the_last_queue_lets_go(env: Environment, spool: Spool) -> None:
+    write(env, lambda txn: spool.put_events(txn, [event(1, 1, 2, 3)]))
+    assert write(env, lambda txn: spool.remove_entries(txn, 2, [1])) == 1
+    assert stored_refs(env, spool) == {1: 2}
+    assert 1 in stored_events(env, spool)
+    assert write(env, lambda txn: spool.remove_entries(txn, 2, [1])) == 0  # already gone
+    assert stored_refs(env, spool) == {1: 2}
+    assert write(env, lambda txn: spool.remove_entries(txn, 1, [1])) == 1
+    assert stored_refs(env, spool) == {}
+    assert 1 in stored_events(env, spool)
+    assert write(env, lambda txn: spool.remove_entries(txn, 3, [1])) == 1
+    assert stored_events(env, spool) == {}
+    assert seqs_of(spool, 1) == seqs_of(spool, 2) == seqs_of(spool, 3) == []
+
+
+def test_removing_a_single_queue_event_deletes_it(env: Environment, spool: Spool) -> None:
+    write(env, lambda txn: spool.put_events(txn, [event(1, 1), event(2, 1)]))
+    assert write(env, lambda txn: spool.remove_entries(txn, 1, [1, 7])) == 1
+    assert stored_events(env, spool) == {2: b"event-2"}
+
+
+def test_move_entries_keeps_the_event_and_clears_expiry_and_delivery_count(
+    env: Environment, spool: Spool
+) -> None:
+    write(env, lambda txn: spool.put_events(txn, [event(1, 1, 5, expires_at_ms=99), event(2, 1)]))
+    write(env, lambda txn: spool.set_delivery_count(txn, 1, 1, 4))
+    assert spool.read_entries(1, 0, 10)[0] == EntryRecord(1, 4, 99, len(b"event-1"))
+    assert write(env, lambda txn: spool.move_entries(txn, 1, 9, [1, 42])) == 1
+    assert seqs_of(spool, 1) == [2]
+    assert spool.read_entries(9, 0, 10) == [EntryRecord(1, 0, 0, len(b"event-1"))]
+    assert stored_refs(env, spool) == {1: 2}  # still two entries: queue 5 and queue 9
+    write(env, lambda txn: spool.remove_entries(txn, 9, [1]))
+    write(env, lambda txn: spool.remove_entries(txn, 5, [1]))
+    assert stored_events(env, spool) == {2: b"event-2"}
+
+
+def test_delete_queue_drops_only_its_entries_and_releases_their_events(
+    env: Environment, spool: Spool
+) -> None:
+    ids = write(env, lambda txn: [spool.put_queue(txn, n, n.encode()) for n in ("a", "b", "c")])
+    a, b, c = ids
+    assert ids == [1, 2, 3]
+    write(
+        env,
+        lambda txn: spool.put_events(
+            txn, [event(1, a), event(2, a, b), event(3, b), event(4, a, c), event(5, c)]
+        ),
+    )
+    assert write(env, lambda txn: spool.delete_queue(txn, "b", b)) == 2
+    assert seqs_of(spool, a) == [1, 2, 4]
+    assert seqs_of(spool, b) == []
+    assert seqs_of(spool, c) == [4, 5]
+    assert sorted(stored_events(env, spool)) == [1, 2, 4, 5]
+    assert stored_refs(env, spool) == {4: 2}  # seq 2 is back to one ref (absent)
+    assert [q.name for q in spool.queues()] == ["a", "c"]
+    # The last queue in the key space deletes cleanly up to the end of the database.
+    assert write(env, lambda txn: spool.delete_queue(txn, "c", c)) == 2
+    assert sorted(stored_events(env, spool)) == [1, 2, 4]
+    assert stored_refs(env, spool) == {}
+
+
+def test_queues_lists_stored_configs_and_ids_are_never_reused(
+    env: Environment, spool: Spool
+) -> None:
+    assert spool.queues() == []
+    write(env, lambda txn: spool.put_queue(txn, "orders", b"\x01cfg"))
+    write(env, lambda txn: spool.put_queue(txn, "orders.dead", b""))
+    write(env, lambda txn: spool.put_queue(txn, "émoji", b"\xff"))
+    write(env, lambda txn: spool.delete_queue(txn, "orders.dead", 2))
+    assert write(env, lambda txn: spool.put_queue(txn, "next", b"n")) == 4
+    found = {(q.name, q.queue_id, q.config) for q in spool.queues()}
+    assert found == {("orders", 1, b"\x01cfg"), ("émoji", 3, b"\xff"), ("next", 4, b"n")}
+
+
+def test_read_entries_pages_after_a_seq_within_one_queue(env: Environment, spool: Spool) -> None:
+    write(env, lambda txn: spool.put_events(txn, [event(s, 1 + s % 2) for s in range(1, 21)]))
+    assert [r.seq for r in spool.read_entries(2, 0, 3)] == [1, 3, 5]
+    assert [r.seq for r in spool.read_entries(2, 5, 3)] == [7, 9, 11]
+    assert [r.seq for r in spool.read_entries(2, 6, 3)] == [7, 9, 11]
+    assert [r.seq for r in spool.read_entries(2, 15, 10)] == [17, 19]
+    assert spool.read_entries(2, 19, 10) == []
+    assert spool.read_entries(1, 0, 0) == []
+    assert [r.seq for r in spool.read_entries(1, 18, 10)] == [20]
+    assert spool.read_entries(3, 0, 10) == []
+
+
+def test_queue_totals_counts_entries_and_bytes(env: Environment, spool: Spool) -> None:
+    assert spool.queue_totals(1) == (0, 0, 0, 0)
+    write(env, lambda txn: spool.put_events(txn, [event(3, 1), event(4, 2), event(12, 1, 2)]))
+    assert spool.queue_totals(1) == (2, len(b"event-3") + len(b"event-12"), 3, 12)
+    assert spool.queue_totals(2) == (2, len(b"event-4") + len(b"event-12"), 4, 12)
+
+
+# --------------------------------------------------------------------------
+# the writer
+# --------------------------------------------------------------------------
+
+
+def test_writer_groups_many_ops_into_few_commits(env: Environment, spool: Spool) -> None:
+    done = Completions()
+    writer = SpoolWriter(env, done)
+    writer.start()
+    try:
+        ops = 1_000
+        done.expect(ops)
+        for seq in range(1, ops + 1):
+            batch = [event(seq, 1)]
+            writer.submit(WriteOp(lambda txn, b=batch: spool.put_events(txn, b), token=seq))
+        done.wait()
+    finally:
+        writer.stop()
+    assert sorted(op.token for op in done.ops) == list(range(1, ops + 1))
+    assert all(op.error is None for op in done.ops)
+    assert writer.ops == ops
+    assert writer.commits < ops
+    assert done.groups == writer.commits
+    assert spool.queue_totals(1)[0] == ops
+
+
+def test_a_failing_op_gets_its_error_and_the_rest_of_its_group_lands(
+    env: Environment, spool: Spool
+) -> None:
+    def bad(txn: lmdb.Transaction) -> None:
+        spool.put_events(txn, [event(100, 1)])  # rolled back with the op
+        raise ValueError("bad op")
+
+    done = Completions()
+    writer = SpoolWriter(env, done)
+    ops = [WriteOp(lambda txn, s=s: spool.put_events(txn, [event(s, 1)]), token=s) for s in (1, 2)]
+    ops.append(WriteOp(bad, token="bad"))
+    ops += [WriteOp(lambda txn, s=s: spool.put_events(txn, [event(s, 1)]), token=s) for s in (3, 4)]
+    done.expect(len(ops))
+    for op in ops:  # queued before the thread starts: one group
+        writer.submit(op)
+    writer.start()
+    try:
+        done.wait()
+    finally:
+        writer.stop()
+    assert done.groups == 1
+    errors = {op.token: op.error for op in done.ops}
+    assert isinstance(errors.pop("bad"), ValueError)
+    assert errors == {1: None, 2: None, 3: None, 4: None}
+    assert seqs_of(spool, 1) == [1, 2, 3, 4]
+    assert 100 not in stored_events(env, spool)
+
+
+def test_writer_stop_applies_everything_already_submitted(env: Environment, spool: Spool) -> None:
+    done = Completions()
+    writer = SpoolWriter(env, done)
+    writer.start()
+    for seq in range(1, 51):
+        writer.submit(WriteOp(lambda txn, s=seq: spool.put_events(txn, [event(s, 1)])))
+    writer.stop()
+    assert len(done.ops) == 50
+    assert spool.queue_totals(1)[0] == 50
+
+
+def test_a_failing_completion_callback_does_not_stop_the_writer(
+    env: Environment, spool: Spool, caplog: pytest.LogCaptureFixture
+) -> None:
+    seen = Completions()
+    calls = 0
+
+    def flaky(group: list[WriteOp]) -> None:
+        nonlocal calls
+        calls += 1
+        seen(group)
+        if calls == 1:
+            raise RuntimeError("caller bug")
+
+    writer = SpoolWriter(env, flaky)
+    writer.start()
+    try:
+        seen.expect(1)
+        writer.submit(WriteOp(lambda txn: spool.put_events(txn, [event(1, 1)])))
+        seen.wait()
+        seen.expect(2)
+        writer.submit(WriteOp(lambda txn: spool.put_events(txn, [event(2, 1)])))
+        seen.wait()
+    finally:
+        writer.stop()
+    assert seqs_of(spool, 1) == [1, 2]
+    assert "completion callback failed" in caplog.text
+
+
+def test_writer_grows_a_full_map_while_readers_read_and_every_op_succeeds(
+    tmp_path: Path,
+) -> None:
+    env = Environment(tmp_path / "data", map_size_bytes=64 * 1024)
+    try:
+        spool = Spool(env)
+        start_map = env.map_bytes()
+        done = Completions()
+        writer = SpoolWriter(env, done)
+        payload = os.urandom(16 * 1024)
+        ops = 256  # 4 MiB of events
+        reads: list[int] = []
+        read_errors: list[BaseException] = []
+        finished = threading.Event()
+
+        def read_until_finished() -> None:
+            try:
+                while not finished.is_set():
+                    reads.append(spool.queue_totals(1)[0])
+            except BaseException as exc:
+                read_errors.append(exc)
+
+        reader = threading.Thread(target=read_until_finished)
+        reader.start()
+        writer.start()
+        done.expect(ops)
+        try:
+            for seq in range(1, ops + 1):
+                ev = StoredEvent(seq, payload, (1,), 0, len(payload))
+                writer.submit(WriteOp(lambda txn, e=ev: spool.put_events(txn, [e])))
+            done.wait()
+        finally:
+            writer.stop()
+            finished.set()
+            reader.join(WAIT_S)
+        assert not reader.is_alive()
+        assert read_errors == []
+        assert reads == sorted(reads)  # each read sees a committed prefix
+        assert [op.error for op in done.ops] == [None] * ops
+        assert env.map_bytes() > start_map
+        assert env.map_bytes() >= ops * len(payload)
+        assert spool.queue_totals(1) == (ops, ops * len(payload), 1, ops)
+        assert spool.read_events([ops]) == [payload]
+    finally:
+        env.close()
