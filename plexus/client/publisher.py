@@ -45,6 +45,7 @@ MAX_IN_FLIGHT_EVENTS = 10_000
 EVENT_OVERHEAD_BYTES = 16
 
 _GUARANTEED = pb.GUARANTEED
+MAX_BATCH = MAX_BATCH_EVENTS
 
 
 class PublishStream:
@@ -61,9 +62,14 @@ class PublishStream:
         self._call: aio.StreamStreamCall = stub.Publish()
         self._pending: deque[pb.PublishRequest] = deque()
         self._filling: pb.PublishRequest | None = None
-        self._filling_events = 0
-        self._filling_bytes = 0
-        self._buffered_events = 0
+        # `events.add` of the request being filled (None: start a new one).
+        self._add: Any = None
+        # Index of the first event of the request being filled.
+        self._filling_first = 0
+        # Bytes the request being filled may still take (topics and payloads).
+        self._filling_room = 0
+        # Events handed to gRPC so far; the rest of `_next_index` is buffered.
+        self._written = 0
         self._next_index = 0
         self._processed = 0
         self._futures: dict[int, asyncio.Future[int | None]] = {}
@@ -95,7 +101,7 @@ class PublishStream:
     @property
     def has_capacity(self) -> bool:
         return (
-            self._buffered_events < MAX_BUFFERED_EVENTS
+            self._next_index - self._written < MAX_BUFFERED_EVENTS
             and len(self._futures) < MAX_IN_FLIGHT_EVENTS
         ) or self.failure is not None
 
@@ -108,18 +114,16 @@ class PublishStream:
         ttl_ms: int,
     ) -> asyncio.Future[int | None]:
         """Queue one (already validated) event; the future resolves on its ack."""
-        req = self._filling
+        index = self._next_index
+        add = self._add
         if (
-            req is None
-            or self._filling_events >= MAX_BATCH_EVENTS
-            or self._filling_bytes >= MAX_BATCH_BYTES
+            add is None
+            or self._filling_room <= 0
+            or index - self._filling_first >= MAX_BATCH_EVENTS
         ):
-            req = self._filling = pb.PublishRequest()
-            self._filling_events = self._filling_bytes = 0
-            self._pending.append(req)
-            self._wakeup.set()
+            add = self._start_request(index)
         if headers or ttl_ms:
-            req.events.add(
+            add(
                 topic=topic,
                 payload=payload,
                 mode=_GUARANTEED if guaranteed else 0,
@@ -127,19 +131,25 @@ class PublishStream:
                 ttl_ms=ttl_ms,
             )
         elif guaranteed:
-            req.events.add(topic=topic, payload=payload, mode=_GUARANTEED)
+            add(topic=topic, payload=payload, mode=_GUARANTEED)
         else:
-            req.events.add(topic=topic, payload=payload)
-        self._filling_events += 1
-        self._filling_bytes += len(payload) + len(topic) + EVENT_OVERHEAD_BYTES
-        self._buffered_events += 1
-        index = self._next_index
+            add(topic=topic, payload=payload)
+        self._filling_room -= len(payload) + len(topic) + EVENT_OVERHEAD_BYTES
         self._next_index = index + 1
         if guaranteed:
             fut: asyncio.Future[int | None] = self._loop.create_future()
             self._futures[index] = fut
             return fut
         return self._done
+
+    def _start_request(self, first_index: int) -> Any:
+        req = self._filling = pb.PublishRequest()
+        self._add = req.events.add
+        self._filling_first = first_index
+        self._filling_room = MAX_BATCH_BYTES
+        self._pending.append(req)
+        self._wakeup.set()
+        return self._add
 
     async def wait_for_capacity(self) -> None:
         """Wait until the buffer and the in-flight window have room again."""
@@ -161,7 +171,7 @@ class PublishStream:
                 req = pb.PublishRequest()
                 self._pending.append(req)
             req.flush = True
-            self._filling = None
+            self._filling = self._add = None
             self._wakeup.set()
             waiter: asyncio.Future[None] = self._loop.create_future()
             self._flush_waiters.append((target, waiter))
@@ -206,8 +216,8 @@ class PublishStream:
                     continue
                 req = pending.popleft()
                 if req is self._filling:
-                    self._filling = None
-                self._buffered_events -= len(req.events)
+                    self._filling = self._add = None
+                self._written += len(req.events)
                 self._notify_space()
                 await call.write(req)
         except asyncio.CancelledError:
