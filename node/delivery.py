@@ -95,9 +95,19 @@ class QueueDelivery:
     # ------------------------------------------------------------ entries
 
     def push(self, entries: Iterable[Entry]) -> None:
-        """New entries, in seq order, just stored; those past the window stay on disk."""
+        """Entries just stored; those past the window stay on disk until loaded.
+
+        Seqs normally arrive in increasing order. A dead-message queue also
+        receives older seqs; a load (which reads after `last_loaded_seq`) would
+        never find those again, so they stay in memory even past the window.
+        """
         for entry in entries:
-            self.last_pushed_seq = entry.seq
+            if entry.seq > self.last_pushed_seq:
+                self.last_pushed_seq = entry.seq
+            if entry.seq <= self.last_loaded_seq:
+                self.ready.append(entry)
+                self.ready_bytes += entry.size
+                continue
             if self.spilled or self._window_full():
                 self.spilled = True
                 continue
@@ -110,8 +120,8 @@ class QueueDelivery:
         return (
             self.spilled
             and not self.loading
-            and len(self.ready) < self.window // 2
-            and self.ready_bytes < self.window_bytes // 2
+            and len(self.ready) <= self.window // 2
+            and self.ready_bytes <= self.window_bytes // 2
         )
 
     def loaded(self, entries: list[Entry], asked: int) -> None:
