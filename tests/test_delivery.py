@@ -249,14 +249,14 @@ def test_push_past_the_window_spills_and_later_pushes_stay_on_disk() -> None:
     assert ready_seqs(qd) == [1, 2, 3, 4]
     assert qd.spilled and qd.last_loaded_seq == 4 and qd.last_pushed_seq == 6
     assert not qd.wants_load()  # still full
-    qd.add_consumer(1, credits=2)
+    qd.add_consumer(1, credits=1)
     delivered(qd)
-    assert not qd.wants_load()  # 2 ready: not below half the window
+    assert not qd.wants_load()  # 3 ready: more than half the window
     qd.push(entries(7))
-    assert ready_seqs(qd) == [3, 4]  # spilled: 7 stays on disk even though there is room
+    assert ready_seqs(qd) == [2, 3, 4]  # spilled: 7 stays on disk even though there is room
     qd.grant(1, 1)
     delivered(qd)
-    assert qd.wants_load()
+    assert qd.wants_load()  # 2 ready: half the window
 
 
 def test_push_past_window_bytes_spills() -> None:
