@@ -101,8 +101,14 @@ class ConfigError(PlexusError):
 
 _BY_CODE: dict[grpc.StatusCode, type[PlexusError]] = {
     cls.status_code: cls
-    for cls in (InvalidArgument, NotFound, AlreadyExists, ResourceExhausted,
-                FailedPrecondition, Unavailable)
+    for cls in (
+        InvalidArgument,
+        NotFound,
+        AlreadyExists,
+        ResourceExhausted,
+        FailedPrecondition,
+        Unavailable,
+    )
 }
 
 
