@@ -17,7 +17,7 @@ from plexus import (
     NotFound,
     Unavailable,
 )
-from plexus.client import Event
+from plexus.client import Event, Subscription
 from plexus.v1 import plexus_pb2 as pb
 from tests.harness import NodeProcess, Nodes, free_port
 
@@ -33,7 +33,7 @@ async def wait_until(predicate: Callable[[], Awaitable[bool]], timeout: float = 
 
 
 async def subscribed(client: Client, count: int = 1) -> None:
-    """Wait until the node has registered `count` subscriptions."""
+    """Wait until the node counts `count` subscriptions (as a second witness to ready())."""
 
     async def registered() -> bool:
         return (await client.node_info()).subscriptions >= count
@@ -90,8 +90,7 @@ async def test_direct_events_arrive_in_order(client: Client) -> None:
 
 
 async def test_subscriber_gets_only_matching_topics(client: Client) -> None:
-    async with client.subscribe("a/*/c") as sub:
-        await subscribed(client)
+    async with client.subscribe("a/*/c") as sub:  # live once entered: no polling
         for topic in ("a/b/c", "a/b/d", "a/b/c/d", "x/b/c", "a/z/c"):
             await client.publish(topic, b"p")
         await client.flush()
@@ -309,3 +308,10 @@ async def test_a_lone_publish_is_sent_at_once(client: Client) -> None:
         await client.publish("lone/x", b"x", guaranteed=True)
     # 20 sequential round trips; batching must not add a delay to each.
     assert time.monotonic() - started < 2.0
+
+
+async def test_node_refusing_a_pattern_is_raised_from_ready(client: Client) -> None:
+    sub = Subscription(client._stub, client.address, "a/>/b")  # skips local validation
+    with pytest.raises(InvalidArgument, match="a/>/b"):
+        await sub.ready()
+    await sub.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
 import click
@@ -59,6 +60,8 @@ async def _subscribe(
     received = 0
     client = await Client.connect(server)
     async with client, client.subscribe(pattern, buffer_events=buffer_events) as subscription:
+        if sys.stderr.isatty():
+            sys.stderr.write(f"subscribed to {pattern} on {server}\n")
         deadline = None if timeout is None else time.monotonic() + timeout
         while count is None or received < count:
             remaining = None if deadline is None else deadline - time.monotonic()

@@ -13,6 +13,7 @@ from grpc import aio
 
 from plexus.client.channel import stream_broke, stream_ended
 from plexus.client.event import Event
+from plexus.errors import Unavailable
 from plexus.v1 import plexus_pb2 as pb
 from plexus.v1 import plexus_pb2_grpc as pb_grpc
 
@@ -55,8 +56,19 @@ class Subscription:
         """
         try:
             await asyncio.wait_for(self._call.initial_metadata(), timeout)
+        except TimeoutError:
+            raise Unavailable(
+                f"node at {self._address} did not confirm subscription {self.pattern!r} "
+                f"within {timeout} s"
+            ) from None
         except grpc.RpcError as exc:
             raise stream_broke(exc, self._address, f"subscription {self.pattern!r}") from None
+        if self._call.done():
+            # The node refused the pattern or went away before any event.
+            code = await self._call.code()
+            if code != grpc.StatusCode.OK:
+                details = await self._call.details()
+                raise stream_ended(code, details, self._address, f"subscription {self.pattern!r}")
 
     async def next_batch(self, timeout: float | None = None) -> list[Event]:
         """The next events (at least one); [] when the stream ended or on timeout."""
