@@ -7,6 +7,8 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from plexus import (
     AlreadyExists,
@@ -18,6 +20,7 @@ from plexus import (
     Unavailable,
 )
 from plexus.client import Event, Subscription
+from plexus.client.framing import FLUSH, EventFramer
 from plexus.v1 import plexus_pb2 as pb
 from tests.harness import NodeProcess, Nodes, free_port
 
@@ -289,8 +292,8 @@ async def test_publishes_under_load_share_stream_writes(client: Client) -> None:
     writes: list[int] = []
     write = stream._call.write
 
-    async def counting_write(request: pb.PublishRequest) -> None:
-        writes.append(len(request.events))
+    async def counting_write(request: bytes) -> None:
+        writes.append(len(pb.PublishRequest.FromString(request).events))
         await write(request)
 
     stream._call.write = counting_write  # type: ignore[method-assign]
@@ -315,3 +318,35 @@ async def test_node_refusing_a_pattern_is_raised_from_ready(client: Client) -> N
     with pytest.raises(InvalidArgument, match="a/>/b"):
         await sub.ready()
     await sub.close()
+
+
+@given(
+    events=st.lists(
+        st.tuples(
+            st.text(min_size=1, max_size=300),
+            st.binary(max_size=400),
+            st.booleans(),
+            st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=2),
+            st.integers(min_value=0, max_value=2**40),
+        ),
+        max_size=5,
+    ),
+    flush=st.booleans(),
+)
+def test_hand_framed_requests_match_the_generated_code(
+    events: list[tuple[str, bytes, bool, dict[str, str], int]], flush: bool
+) -> None:
+    framer = EventFramer()
+    expected = pb.PublishRequest(flush=flush)
+    frames = []
+    for topic, payload, guaranteed, headers, ttl_ms in events:
+        mode = pb.GUARANTEED if guaranteed else pb.DIRECT
+        expected.events.add(topic=topic, payload=payload, mode=mode, headers=headers, ttl_ms=ttl_ms)
+        if headers or ttl_ms:
+            frames.append(framer.frame_full(topic, payload, guaranteed, headers, ttl_ms))
+        else:
+            frames.append(framer.frame(topic, payload, guaranteed))
+    data = b"".join(frames) + (FLUSH if flush else b"")
+    assert pb.PublishRequest.FromString(data) == expected
+    if not any(h or t for _, _, _, h, t in events):
+        assert data == expected.SerializeToString()

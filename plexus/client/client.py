@@ -185,7 +185,7 @@ class Client:
         if old is not None and old.failure is not None:
             # Report a broken stream once; the next publish opens a new one.
             raise old.failure
-        self._stream = PublishStream(self._stub, self.address)
+        self._stream = PublishStream(self._channel, self.address)
         return self._stream
 
     def _check_topic(self, topic: str) -> None:

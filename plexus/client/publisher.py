@@ -23,9 +23,9 @@ import grpc
 from grpc import aio
 
 from plexus.client.channel import stream_broke, stream_ended
+from plexus.client.framing import FLUSH, EventFramer
 from plexus.errors import PlexusError, Unavailable, code_from_int, error_from_status
 from plexus.v1 import plexus_pb2 as pb
-from plexus.v1 import plexus_pb2_grpc as pb_grpc
 
 __all__ = [
     "MAX_BATCH_BYTES",
@@ -41,11 +41,22 @@ MAX_BATCH_BYTES = 1024 * 1024
 MAX_BUFFERED_EVENTS = 20_000
 # Guaranteed events written and not yet acked: publish() waits beyond this.
 MAX_IN_FLIGHT_EVENTS = 10_000
-# Bytes counted per event on top of its topic and payload (framing, fields).
-EVENT_OVERHEAD_BYTES = 16
 
-_GUARANTEED = pb.GUARANTEED
-MAX_BATCH = MAX_BATCH_EVENTS
+PUBLISH_METHOD = "/plexus.v1.Broker/Publish"
+
+
+class _Request:
+    """One PublishRequest being filled: its encoded events and its flush flag."""
+
+    __slots__ = ("flush", "frames")
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+        self.flush = False
+
+    def encode(self) -> bytes:
+        data = b"".join(self.frames)
+        return data + FLUSH if self.flush else data
 
 
 class PublishStream:
@@ -56,14 +67,20 @@ class PublishStream:
     stream for the next publish.
     """
 
-    def __init__(self, stub: pb_grpc.BrokerStub, address: str) -> None:
+    def __init__(self, channel: aio.Channel, address: str) -> None:
         self._address = address
         self._loop = asyncio.get_running_loop()
-        self._call: aio.StreamStreamCall = stub.Publish()
-        self._pending: deque[pb.PublishRequest] = deque()
-        self._filling: pb.PublishRequest | None = None
-        # `events.add` of the request being filled (None: start a new one).
-        self._add: Any = None
+        # Requests go out as bytes encoded here (see plexus.client.framing).
+        self._call: aio.StreamStreamCall = channel.stream_stream(
+            PUBLISH_METHOD,
+            request_serializer=None,
+            response_deserializer=pb.PublishResponse.FromString,
+        )()
+        self._framer = EventFramer()
+        self._pending: deque[_Request] = deque()
+        # The request being filled (None: start a new one) and its frame list.
+        self._filling: _Request | None = None
+        self._frames: list[bytes] | None = None
         # Index of the first event of the request being filled.
         self._filling_first = 0
         # Bytes the request being filled may still take (topics and payloads).
@@ -115,26 +132,19 @@ class PublishStream:
     ) -> asyncio.Future[int | None]:
         """Queue one (already validated) event; the future resolves on its ack."""
         index = self._next_index
-        add = self._add
+        frames = self._frames
         if (
-            add is None
+            frames is None
             or self._filling_room <= 0
             or index - self._filling_first >= MAX_BATCH_EVENTS
         ):
-            add = self._start_request(index)
+            frames = self._start_request(index)
         if headers or ttl_ms:
-            add(
-                topic=topic,
-                payload=payload,
-                mode=_GUARANTEED if guaranteed else 0,
-                headers=headers,
-                ttl_ms=ttl_ms,
-            )
-        elif guaranteed:
-            add(topic=topic, payload=payload, mode=_GUARANTEED)
+            frame = self._framer.frame_full(topic, payload, guaranteed, headers, ttl_ms)
         else:
-            add(topic=topic, payload=payload)
-        self._filling_room -= len(payload) + len(topic) + EVENT_OVERHEAD_BYTES
+            frame = self._framer.frame(topic, payload, guaranteed)
+        frames.append(frame)
+        self._filling_room -= len(frame)
         self._next_index = index + 1
         if guaranteed:
             fut: asyncio.Future[int | None] = self._loop.create_future()
@@ -142,14 +152,14 @@ class PublishStream:
             return fut
         return self._done
 
-    def _start_request(self, first_index: int) -> Any:
-        req = self._filling = pb.PublishRequest()
-        self._add = req.events.add
+    def _start_request(self, first_index: int) -> list[bytes]:
+        req = self._filling = _Request()
+        self._frames = req.frames
         self._filling_first = first_index
         self._filling_room = MAX_BATCH_BYTES
         self._pending.append(req)
         self._wakeup.set()
-        return self._add
+        return req.frames
 
     async def wait_for_capacity(self) -> None:
         """Wait until the buffer and the in-flight window have room again."""
@@ -168,10 +178,10 @@ class PublishStream:
         if self.failure is None and self._processed < target:
             req = self._filling
             if req is None:
-                req = pb.PublishRequest()
+                req = _Request()
                 self._pending.append(req)
             req.flush = True
-            self._filling = self._add = None
+            self._filling = self._frames = None
             self._wakeup.set()
             waiter: asyncio.Future[None] = self._loop.create_future()
             self._flush_waiters.append((target, waiter))
@@ -216,10 +226,10 @@ class PublishStream:
                     continue
                 req = pending.popleft()
                 if req is self._filling:
-                    self._filling = self._add = None
-                self._written += len(req.events)
+                    self._filling = self._frames = None
+                self._written += len(req.frames)
                 self._notify_space()
-                await call.write(req)
+                await call.write(req.encode())
         except asyncio.CancelledError:
             raise
         except grpc.RpcError as exc:
