@@ -225,7 +225,7 @@ class Publisher:
         self.counters.guaranteed_in += len(pending)
         # Direct subscribers see guaranteed events too, once they are safe.
         self.router.fan_out((p.topic, p.framed) for p in pending)
-        on_acks([pb.PublishAck(index=p.index, id=p.event_id) for p in pending])
+        on_acks(_ack_runs(pending))
 
     def _failed(self, pending: list[_Pending], error: BaseException, on_acks: AckSink) -> None:
         for p in pending:
@@ -247,6 +247,22 @@ def _offer_batch(batch: bytes, routed: list[tuple[pb.Event, tuple[Subscriber, ..
                 framed = [framing.frame(event.SerializeToString()) for event, _ in routed]
             for one in framed:
                 subscriber.offer(one)
+
+
+def _ack_runs(pending: list[_Pending]) -> list[pb.PublishAck]:
+    """One ack per run of consecutive indexes (their ids are consecutive too)."""
+    acks: list[pb.PublishAck] = []
+    first = previous = pending[0]
+    count = 1
+    for p in pending[1:]:
+        if p.index == previous.index + 1 and p.event_id == previous.event_id + 1:
+            count += 1
+        else:
+            acks.append(pb.PublishAck(index=first.index, id=first.event_id, count=count))
+            first, count = p, 1
+        previous = p
+    acks.append(pb.PublishAck(index=first.index, id=first.event_id, count=count))
+    return acks
 
 
 def _clear_delivery_fields(events: Sequence[pb.Event]) -> None:

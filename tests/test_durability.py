@@ -65,7 +65,7 @@ async def publish_until_dead(address: str, ledger: Ledger, start: int) -> None:
             async for response in stub.Publish(requests()):
                 for ack in response.acks:
                     assert not ack.HasField("error"), ack.error.message
-                    ledger.acked.add(sent[ack.index])
+                    ledger.acked.update(sent[ack.index + k] for k in range(max(1, ack.count)))
         except grpc.aio.AioRpcError:
             pass  # the node died
 

@@ -60,7 +60,13 @@ async def publish(stub: rpc.BrokerStub, *events: pb.Event) -> list[pb.PublishAck
     done = asyncio.Event()
     acks: list[pb.PublishAck] = []
     async for response in stub.Publish(requests()):
-        acks.extend(response.acks)
+        for ack in response.acks:  # a run acks `count` consecutive events
+            acks.extend(
+                pb.PublishAck(index=ack.index + k, id=ack.id + k, error=ack.error)
+                if ack.HasField("error")
+                else pb.PublishAck(index=ack.index + k, id=ack.id + k)
+                for k in range(max(1, ack.count))
+            )
         if response.processed >= len(events):
             done.set()
             break

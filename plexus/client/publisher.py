@@ -255,8 +255,14 @@ class PublishStream:
                                 self._unreported_error = err
                         elif not fut.done():
                             fut.set_exception(err)
-                    elif fut is not None and not fut.done():
-                        fut.set_result(ack.id)
+                    else:
+                        if fut is not None and not fut.done():
+                            fut.set_result(ack.id)
+                        # A run acks `count` consecutive events with consecutive ids.
+                        for k in range(1, ack.count):
+                            fut = futures.pop(ack.index + k, None)
+                            if fut is not None and not fut.done():
+                                fut.set_result(ack.id + k)
                 if resp.processed > self._processed:
                     self._processed = resp.processed
                     self._wake_flushers()

@@ -72,14 +72,16 @@ class PublishRequest(_message.Message):
     def __init__(self, events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., flush: _Optional[bool] = ...) -> None: ...
 
 class PublishAck(_message.Message):
-    __slots__ = ("index", "id", "error")
+    __slots__ = ("index", "id", "error", "count")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
     index: int
     id: int
     error: Error
-    def __init__(self, index: _Optional[int] = ..., id: _Optional[int] = ..., error: _Optional[_Union[Error, _Mapping]] = ...) -> None: ...
+    count: int
+    def __init__(self, index: _Optional[int] = ..., id: _Optional[int] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., count: _Optional[int] = ...) -> None: ...
 
 class PublishResponse(_message.Message):
     __slots__ = ("acks", "processed")
