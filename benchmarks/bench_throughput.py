@@ -1,0 +1,411 @@
+"""Throughput through a node with the Python SDK, 100-byte payloads.
+
+- direct, 1 publisher -> 1 subscriber, publisher and subscriber in separate
+  processes (and, labelled, both in one process);
+- direct, 1 publisher -> 10 subscribers on the same pattern (deliveries/s);
+- guaranteed publish (synced) -> queue -> consumer ack, in separate processes.
+
+The node runs as its own process (a fresh one per run); clients are spawned
+worker processes, so the measuring process stays idle. End-to-end rates are
+events received (or acks confirmed) / (last receive - first publish), both
+read from CLOCK_MONOTONIC, which all processes share on Linux. Each figure is
+the median of RUNS runs.
+
+    .venv/bin/python benchmarks/bench_throughput.py
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from common import (
+    PAYLOAD,
+    Node,
+    Workers,
+    figure,
+    load,
+    median_row,
+    profile,
+    report_errors,
+    run_async_worker,
+    wait_for_quiet,
+)
+
+from plexus.client import Client
+
+RUNS = 3
+DIRECT_EVENTS = 500_000
+FANOUT_EVENTS = 150_000
+FANOUT_SUBSCRIBERS = 10
+FANOUT_PROCESSES = 2
+GUARANTEED_EVENTS = 200_000
+CONSUMER_PREFETCH = 4096
+SUBSCRIBER_BUFFER = 1_000_000
+# A subscriber that has seen nothing for this long after the publisher finished stops.
+IDLE_S = 2.0
+# Publish loop: yield to the SDK's sender every this many events.
+YIELD_EVERY = 1000
+
+NATS = "NATS 2.9 ~126,000/s (Python client); RabbitMQ 3.10 ~9,700/s"
+PERSISTED_PEERS = "JetStream ~26,000/s; RabbitMQ 3.10 ~4,100/s (persisted)"
+
+
+# ------------------------------------------------------------------ client coroutines
+
+
+async def publish_direct(client: Client, topic: str, events: int) -> tuple[int, int]:
+    """Publish `events` direct events as fast as the SDK takes them; (first, end) ns."""
+    publish, drain = client.publish_nowait, client.drain
+    first = time.monotonic_ns()
+    for i in range(events):
+        publish(topic, PAYLOAD)
+        if i % YIELD_EVERY == YIELD_EVERY - 1:
+            await asyncio.sleep(0)
+            await drain()
+    await client.flush()
+    return first, time.monotonic_ns()
+
+
+async def count_events(
+    client: Client, pattern: str, subscriptions: int, expected: int, ready: Any, done: Any
+) -> dict[str, Any]:
+    """Receive on `subscriptions` subscriptions until each has `expected` events,
+    or nothing came for IDLE_S after `done` (the publisher finished) was set."""
+    subs = [
+        client.subscribe(pattern, buffer_events=SUBSCRIBER_BUFFER) for _ in range(subscriptions)
+    ]
+    for sub in subs:
+        await sub.ready()
+    ready.set()
+    firsts: list[int] = []
+    lasts: list[int] = []
+    counts: list[int] = []
+
+    async def receive(sub: Any) -> None:
+        received, first, last = 0, 0, 0
+        next_batch = sub.next_batch
+        while received < expected:
+            batch = await next_batch(timeout=IDLE_S)
+            if not batch:
+                if done.is_set():
+                    break
+                continue
+            last = time.monotonic_ns()
+            if not first:
+                first = last
+            received += len(batch)
+        counts.append(received)
+        firsts.append(first)
+        lasts.append(last)
+
+    try:
+        await asyncio.gather(*(receive(sub) for sub in subs))
+    finally:
+        for sub in subs:
+            await sub.close()
+    return {"received": sum(counts), "first_recv": min(firsts), "last_recv": max(lasts)}
+
+
+# ------------------------------------------------------------------ workers
+
+
+@report_errors
+def subscriber_worker(
+    results: Any, address: str, pattern: str, subs: int, expected: int, ready: Any, done: Any
+) -> None:
+    async def main() -> dict[str, Any]:
+        async with await Client.connect(address) as client:
+            return await count_events(client, pattern, subs, expected, ready, done)
+
+    results.put({"role": "subscriber", **run_async_worker(main())})
+
+
+@report_errors
+def publisher_worker(
+    results: Any, address: str, topic: str, events: int, ready: Any, go: Any, done: Any
+) -> None:
+    async def main() -> dict[str, Any]:
+        async with await Client.connect(address) as client:
+            await client.publish("warmup/x", PAYLOAD)  # opens the publish stream
+            await client.flush()
+            ready.set()
+            go.wait()
+            first, end = await publish_direct(client, topic, events)
+            done.set()
+            return {"first_pub": first, "end_pub": end}
+
+    results.put({"role": "publisher", **run_async_worker(main())})
+
+
+@report_errors
+def pub_sub_worker(results: Any, address: str, topic: str, pattern: str, events: int) -> None:
+    """Publisher and subscriber sharing one process (and one event loop)."""
+
+    async def main() -> dict[str, Any]:
+        import threading
+
+        ready, done = threading.Event(), threading.Event()
+        async with await Client.connect(address) as pub, await Client.connect(address) as sub:
+            await pub.publish("warmup/x", PAYLOAD)
+            await pub.flush()
+            receiver = asyncio.ensure_future(count_events(sub, pattern, 1, events, ready, done))
+            while not ready.is_set():
+                await asyncio.sleep(0.01)
+            first, end = await publish_direct(pub, topic, events)
+            done.set()
+            received = await receiver
+            return {"first_pub": first, "end_pub": end, **received}
+
+    results.put({"role": "both", **run_async_worker(main())})
+
+
+@report_errors
+def guaranteed_publisher_worker(
+    results: Any, address: str, topic: str, events: int, ready: Any, go: Any
+) -> None:
+    async def main() -> dict[str, Any]:
+        async with await Client.connect(address) as client:
+            await client.publish("warmup/x", PAYLOAD)
+            await client.flush()
+            ready.set()
+            go.wait()
+            publish, drain = client.publish_nowait, client.drain
+            futures = []
+            first = time.monotonic_ns()
+            for i in range(events):
+                futures.append(publish(topic, PAYLOAD, guaranteed=True))
+                if i % YIELD_EVERY == YIELD_EVERY - 1:
+                    await asyncio.sleep(0)
+                    await drain()
+            outcomes = await asyncio.gather(*futures, return_exceptions=True)
+            end = time.monotonic_ns()
+            refused = sum(isinstance(o, BaseException) for o in outcomes)
+            return {"first_pub": first, "end_pub": end, "refused": refused}
+
+    results.put({"role": "publisher", **run_async_worker(main())})
+
+
+@report_errors
+def consumer_worker(results: Any, address: str, queue: str, expected: int, ready: Any) -> None:
+    async def main() -> dict[str, Any]:
+        async with await Client.connect(address) as client:
+            consumer = client.consume(queue, prefetch=CONSUMER_PREFETCH)
+            await consumer.start()
+            ready.set()
+            received, confirmed, last_confirm = 0, 0, 0
+            per_future: dict[asyncio.Future[None], int] = {}
+
+            def on_confirm(fut: asyncio.Future[None]) -> None:
+                nonlocal confirmed, last_confirm
+                if not fut.cancelled() and fut.exception() is None:
+                    confirmed += per_future.pop(fut)
+                    last_confirm = time.monotonic_ns()
+
+            try:
+                while received < expected:
+                    batch = await consumer.next_batch(timeout=30.0)
+                    if not batch:
+                        break
+                    for delivery in batch:
+                        fut = delivery.ack()
+                        if fut not in per_future:
+                            per_future[fut] = 0
+                            fut.add_done_callback(on_confirm)
+                        per_future[fut] += 1
+                    received += len(batch)
+                await consumer.drain(timeout=30.0)
+                await asyncio.sleep(0)  # let the last done callbacks run
+            finally:
+                await consumer.close()
+            return {"received": received, "confirmed": confirmed, "last_recv": last_confirm}
+
+    results.put({"role": "consumer", **run_async_worker(main())})
+
+
+# ------------------------------------------------------------------ one run each
+
+
+def _rate(count: int, first_ns: int, last_ns: int) -> float:
+    return count * 1e9 / (last_ns - first_ns) if last_ns > first_ns else 0.0
+
+
+def _by_role(results: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    roles: dict[str, list[dict[str, Any]]] = {}
+    for r in results:
+        roles.setdefault(r["role"], []).append(r)
+    return roles
+
+
+def direct_run(events: int, subscribers: int, processes: int, label: str) -> dict[str, Any]:
+    """One direct run: a publisher process and `processes` subscriber processes."""
+    wait_for_quiet()
+    load_before = load()
+    with Node() as node, Workers() as workers:
+        pub_ready, go, done = workers.event(), workers.event(), workers.event()
+        readies = []
+        for p in range(processes):
+            subs = subscribers // processes + (1 if p < subscribers % processes else 0)
+            ready = workers.event()
+            readies.append(ready)
+            workers.start(
+                f"subscriber{p}",
+                subscriber_worker,
+                node.address,
+                "bench/direct/>",
+                subs,
+                events,
+                ready,
+                done,
+            )
+        workers.start(
+            "publisher",
+            publisher_worker,
+            node.address,
+            "bench/direct/x",
+            events,
+            pub_ready,
+            go,
+            done,
+        )
+        for ready in [*readies, pub_ready]:
+            if not ready.wait(30):
+                raise RuntimeError("benchmark clients did not get ready")
+        with profile(label, {"node": node.pid, **workers.pids}):
+            go.set()
+            roles = _by_role(workers.collect(processes + 1))
+    pub = roles["publisher"][0]
+    subs_results = roles["subscriber"]
+    received = sum(r["received"] for r in subs_results)
+    last = max(r["last_recv"] for r in subs_results)
+    return {
+        "received": received,
+        "expected": events * subscribers,
+        "end_to_end": _rate(received, pub["first_pub"], last),
+        "publish_rate": _rate(events, pub["first_pub"], pub["end_pub"]),
+        "load": load_before,
+    }
+
+
+def direct_same_process_run(events: int) -> dict[str, Any]:
+    wait_for_quiet()
+    load_before = load()
+    with Node() as node, Workers() as workers:
+        workers.start(
+            "pubsub", pub_sub_worker, node.address, "bench/direct/x", "bench/direct/>", events
+        )
+        (r,) = workers.collect(1)
+    return {
+        "received": r["received"],
+        "expected": events,
+        "end_to_end": _rate(r["received"], r["first_pub"], r["last_recv"]),
+        "publish_rate": _rate(events, r["first_pub"], r["end_pub"]),
+        "load": load_before,
+    }
+
+
+def guaranteed_run(events: int) -> dict[str, Any]:
+    wait_for_quiet()
+    load_before = load()
+    with Node() as node, Workers() as workers:
+
+        async def create() -> None:
+            async with await Client.connect(node.address) as client:
+                await client.create_queue("bench-g", ["bench/g/>"], max_depth=events * 2)
+
+        asyncio.run(create())
+        consumer_ready, pub_ready, go = workers.event(), workers.event(), workers.event()
+        workers.start("consumer", consumer_worker, node.address, "bench-g", events, consumer_ready)
+        workers.start(
+            "publisher",
+            guaranteed_publisher_worker,
+            node.address,
+            "bench/g/x",
+            events,
+            pub_ready,
+            go,
+        )
+        for ready in (consumer_ready, pub_ready):
+            if not ready.wait(30):
+                raise RuntimeError("benchmark clients did not get ready")
+        with profile("guaranteed", {"node": node.pid, **workers.pids}):
+            go.set()
+            roles = _by_role(workers.collect(2))
+    pub, con = roles["publisher"][0], roles["consumer"][0]
+    return {
+        "received": con["confirmed"],
+        "expected": events,
+        "refused": pub["refused"],
+        "end_to_end": _rate(con["confirmed"], pub["first_pub"], con["last_recv"]),
+        "publish_rate": _rate(events, pub["first_pub"], pub["end_pub"]),
+        "load": load_before,
+    }
+
+
+# ------------------------------------------------------------------ run()
+
+
+def _row(
+    measure: str, runs: list[dict[str, Any]], unit: str, target: float, peers: str, layout: str
+) -> dict[str, Any]:
+    best = median_row(runs, "end_to_end")
+    return figure(
+        "throughput",
+        measure,
+        best["end_to_end"],
+        unit,
+        target=target,
+        peers=peers,
+        received=f"{best['received']:,} of {best['expected']:,}",
+        publish_per_s=round(best["publish_rate"]),
+        runs=best["runs"],
+        load=", ".join(r["load"] for r in runs),
+        clients=layout,
+    )
+
+
+def run(runs: int = RUNS) -> list[dict[str, Any]]:
+    """Each throughput figure, the median of `runs` runs; one row per figure."""
+    rows = []
+    one = [direct_run(DIRECT_EVENTS, 1, 1, "direct-1to1") for _ in range(runs)]
+    rows.append(
+        _row("direct 1 pub → 1 sub", one, "events/s", 300_000, NATS, "pub and sub: 2 processes")
+    )
+    same = [direct_same_process_run(DIRECT_EVENTS) for _ in range(runs)]
+    rows.append(
+        _row("direct 1 pub → 1 sub (same process)", same, "events/s", 300_000, NATS,
+             "pub and sub in 1 process")
+    )  # fmt: skip
+    fan = [
+        direct_run(FANOUT_EVENTS, FANOUT_SUBSCRIBERS, FANOUT_PROCESSES, "direct-1to10")
+        for _ in range(runs)
+    ]
+    rows.append(
+        _row(
+            f"direct 1 pub → {FANOUT_SUBSCRIBERS} subs",
+            fan,
+            "deliveries/s",
+            600_000,
+            "",
+            f"pub: 1 process; {FANOUT_SUBSCRIBERS} subs over {FANOUT_PROCESSES} processes",
+        )
+    )
+    guaranteed = [guaranteed_run(GUARANTEED_EVENTS) for _ in range(runs)]
+    row = _row(
+        "guaranteed pub → queue → ack",
+        guaranteed,
+        "events/s",
+        100_000,
+        PERSISTED_PEERS,
+        f"publisher, consumer (prefetch {CONSUMER_PREFETCH}): 2 processes",
+    )
+    row["refused"] = median_row(guaranteed, "end_to_end")["refused"]
+    rows.append(row)
+    return rows
+
+
+if __name__ == "__main__":
+    from run_all import main
+
+    main(["--only", "throughput"])
