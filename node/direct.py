@@ -108,8 +108,11 @@ class DirectRouter:
         )
 
     def fan_out(self, events: Iterable[tuple[str, bytes]]) -> None:
-        """Deliver (topic, framed event) pairs to every matching subscriber."""
+        """Deliver (topic, encoded event) pairs to every matching subscriber."""
         match = self.index.match
-        for topic, framed in events:
-            for subscriber in match(topic):
-                subscriber.offer(framed)
+        for topic, data in events:
+            subscribers = match(topic)
+            if subscribers:
+                framed = framing.frame(data)
+                for subscriber in subscribers:
+                    subscriber.offer(framed)

@@ -12,6 +12,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from node import framing
 from node.commits import Commits
@@ -37,16 +38,14 @@ class Counters:
     guaranteed_in: int = 0
 
 
-@dataclass(slots=True)
-class _Pending:
-    """A guaranteed event waiting for its commit."""
+class _Pending(NamedTuple):
+    """A guaranteed event waiting for its commit (a tuple: made per event)."""
 
     index: int
     event_id: int
     topic: str
-    framed: bytes
     queues: tuple[Queue, ...]
-    entry: Entry
+    stored: StoredEvent
 
 
 AckSink = Callable[[list[pb.PublishAck]], None]
@@ -178,23 +177,13 @@ class Publisher:
             queue.reserved_depth += 1
             queue.reserved_bytes += size
         expires = at_ms + event.ttl_ms if event.ttl_ms else 0
-        entry = Entry(self.next_seq, size, expires, data=data)
+        stored = StoredEvent(self.next_seq, data, self.queues.ids_of(queues), expires, size)
         self.next_seq += 1
-        pending.append(_Pending(index, event.id, topic, framing.frame(data), queues, entry))
+        pending.append(_Pending(index, event.id, topic, queues, stored))
         return None
 
     def _store(self, pending: list[_Pending], on_acks: AckSink) -> asyncio.Future[None]:
-        to_store = [
-            StoredEvent(
-                p.entry.seq,
-                p.entry.data,
-                tuple(q.queue_id for q in p.queues),
-                p.entry.expires_at_ms,
-                p.entry.size,
-            )
-            for p in pending
-            if p.queues
-        ]
+        to_store = [p.stored for p in pending if p.queues]
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if not to_store:
             self._acked(pending, on_acks)
@@ -217,21 +206,22 @@ class Publisher:
     def _acked(self, pending: list[_Pending], on_acks: AckSink) -> None:
         by_queue: dict[Queue, list[Entry]] = {}
         for p in pending:
-            for i, queue in enumerate(p.queues):
-                entry = p.entry if i == 0 else _copy(p.entry)
+            seq, data, _ids, expires, size = p.stored
+            for queue in p.queues:
+                entry = Entry(seq, size, expires, data=data)
                 by_queue.setdefault(queue, []).append(entry)
         for queue, entries in by_queue.items():
             self.queues.stored(queue, entries)
         self.counters.guaranteed_in += len(pending)
         # Direct subscribers see guaranteed events too, once they are safe.
-        self.router.fan_out((p.topic, p.framed) for p in pending)
+        self.router.fan_out((p.topic, p.stored.data) for p in pending)
         on_acks(_ack_runs(pending))
 
     def _failed(self, pending: list[_Pending], error: BaseException, on_acks: AckSink) -> None:
         for p in pending:
             for queue in p.queues:
                 queue.reserved_depth -= 1
-                queue.reserved_bytes -= p.entry.size
+                queue.reserved_bytes -= p.stored.size
         if not isinstance(error, PlexusError):
             log.error("storing %d guaranteed events failed: %r", len(pending), error)
             error = PlexusError(f"storage failure: {error}")
@@ -270,10 +260,6 @@ def _clear_delivery_fields(events: Sequence[pb.Event]) -> None:
     for event in events:
         for field in framing.DELIVERY_FIELDS:
             event.ClearField(field)
-
-
-def _copy(entry: Entry) -> Entry:
-    return Entry(entry.seq, entry.size, entry.expires_at_ms, data=entry.data)
 
 
 def _refusal(index: int, error: BaseException) -> pb.PublishAck:

@@ -129,6 +129,7 @@ class QueueTable:
         self.by_name: dict[str, Queue] = {}
         self.index: SubscriptionTrie[Queue] = SubscriptionTrie()
         self._creating: set[str] = set()
+        self._ids_cache: dict[tuple[Queue, ...], tuple[int, ...]] = {}
         self._recovered_upto_seq = 0
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -239,6 +240,15 @@ class QueueTable:
     def match(self, topic: str) -> tuple[Queue, ...]:
         return self.index.match(topic)
 
+    def ids_of(self, queues: tuple[Queue, ...]) -> tuple[int, ...]:
+        """The queue ids of a match result (cached: the same tuples come back per topic)."""
+        ids = self._ids_cache.get(queues)
+        if ids is None:
+            if len(self._ids_cache) > 4096:
+                self._ids_cache.clear()
+            ids = self._ids_cache[queues] = tuple(q.queue_id for q in queues)
+        return ids
+
     def _register(self, queue: Queue) -> None:
         self.by_name[queue.name] = queue
         for pattern in queue.config.subscriptions:
@@ -246,6 +256,7 @@ class QueueTable:
 
     def _unregister(self, queue: Queue) -> None:
         self.by_name.pop(queue.name, None)
+        self._ids_cache.clear()
         for pattern in queue.config.subscriptions:
             self.index.remove(pattern, queue)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import lmdb
 
@@ -32,9 +33,8 @@ _ENTRY_VALUE = struct.Struct(">HQI")
 _QUEUE_PREFIX = b"queue:"
 
 
-@dataclass(slots=True, frozen=True)
-class StoredEvent:
-    """A guaranteed event to store and the queues it goes into."""
+class StoredEvent(NamedTuple):
+    """A guaranteed event to store and the queues it goes into (a tuple: made per event)."""
 
     seq: int
     data: bytes
