@@ -32,7 +32,7 @@ lint: install
 
 proto: install
 	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=. --grpc_python_out=. \
-		--pyi_out=. proto/plexus/v1/plexus.proto
+		--pyi_out=. proto/plexus/v1/*.proto
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-GENERATED = ["plexus_pb2.py", "plexus_pb2.pyi", "plexus_pb2_grpc.py"]
+PROTOS = sorted((ROOT / "proto/plexus/v1").glob("*.proto"))
 
 
 def test_generated_code_matches_the_proto_sources(tmp_path: Path):
@@ -20,11 +20,12 @@ def test_generated_code_matches_the_proto_sources(tmp_path: Path):
             f"--python_out={tmp_path}",
             f"--grpc_python_out={tmp_path}",
             f"--pyi_out={tmp_path}",
-            str(ROOT / "proto/plexus/v1/plexus.proto"),
+            *map(str, PROTOS),
         ],
         check=True,
     )
-    for name in GENERATED:
+    suffixes = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")
+    for name in [f"{proto.stem}{suffix}" for proto in PROTOS for suffix in suffixes]:
         fresh = (tmp_path / "plexus/v1" / name).read_text()
         committed = (ROOT / "plexus/v1" / name).read_text()
         assert fresh == committed, f"plexus/v1/{name} is stale: run `make proto` and commit"
