@@ -1,0 +1,314 @@
+"""The link protocol between two regions, sans-IO: frames and time in, actions out.
+
+`LinkProtocol` holds one end of one `Link.Connect` stream: the handshake
+(cluster, protocol version, proof of the shared secret), heartbeats with
+round-trip time and silence detection, the receive side of guaranteed
+sequencing (duplicates dropped, cumulative acks once stored) and the send
+window of guaranteed events. It never touches a socket, a clock or a disk:
+the asyncio shell feeds it frames and `now_ms`, and performs the actions it
+returns. Interest, link-state and event frames are handed up as actions.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from plexus.v1 import link_pb2 as lpb
+
+PROTOCOL_VERSION = 1
+# Guaranteed events a sender may have unacked on a link: bounds the memory of
+# both ends and lets a slow peer slow the sender down instead of growing it.
+DEFAULT_SEND_WINDOW = 20_000
+
+
+class LinkState(enum.Enum):
+    HANDSHAKE = "connecting"
+    OPEN = "up"
+    CLOSED = "down"
+
+
+class CloseReason(enum.Enum):
+    WRONG_CLUSTER = "the peer belongs to another cluster"
+    WRONG_SECRET = "the peer does not know the cluster secret"
+    VERSION_MISMATCH = "the peer speaks another link protocol version"
+    UNKNOWN_REGION = "the peer is not a region linked to this one"
+    DUPLICATE_LINK = "this link is already up"
+    WRONG_PEER = "a different region answered than the one dialled"
+    PEER_SILENT = "no frame from the peer within the dead interval"
+    HANDSHAKE_TIMEOUT = "the handshake did not finish in time"
+    BAD_FRAME = "the peer sent a frame that cannot be understood"
+    PROTOCOL_ERROR = "the peer broke the protocol"
+    REFUSED = "the peer refused the link"
+    TAKEN_DOWN = "an operator took the link down"
+    SHUTDOWN = "the node is stopping"
+
+
+# ------------------------------------------------------------------ actions
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    frame: lpb.LinkFrame
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    peer: str
+    # The peer's stored high-water mark of our guaranteed events: resend after it.
+    peer_received_upto: int
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    reason: CloseReason
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Deliver:
+    """An interest, link-state or direct frame for the shell to apply."""
+
+    frame: lpb.LinkFrame
+
+
+@dataclass(frozen=True, slots=True)
+class Store:
+    """Guaranteed events to store durably; then call `stored(upto)`."""
+
+    events: list[lpb.GuaranteedEvent]
+    upto: int
+
+
+@dataclass(frozen=True, slots=True)
+class Trim:
+    """The peer stored everything up to `upto`: delete it from the spool."""
+
+    upto: int
+
+
+@dataclass(frozen=True, slots=True)
+class Resync:
+    """Interest digests differ: the shell should ask the peer for a full sync."""
+
+
+Action = Send | Opened | Close | Deliver | Store | Trim | Resync
+
+# Given a region that says hello, None to accept it or the reason to refuse.
+Admission = Callable[[str], CloseReason | None]
+
+
+def link_proof(secret: str, cluster: str, region: str, nonce: bytes) -> bytes:
+    message = f"plexus-link-v1|{cluster}|{region}|".encode() + nonce
+    return hmac.new(secret.encode(), message, hashlib.sha256).digest()
+
+
+class LinkProtocol:
+    """One end of one link."""
+
+    def __init__(
+        self,
+        *,
+        cluster: str,
+        secret: str,
+        region: str,
+        dialled_peer: str | None,
+        admit: Admission,
+        nonce: bytes,
+        received_upto: int,
+        heartbeat_ms: int,
+        dead_after_ms: int,
+        now_ms: int,
+        send_window: int = DEFAULT_SEND_WINDOW,
+    ) -> None:
+        self.cluster = cluster
+        self.region = region
+        self._secret = secret
+        self._admit = admit
+        self._nonce = nonce
+        self.peer = dialled_peer
+        self.dialler = dialled_peer is not None
+        self.state = LinkState.HANDSHAKE
+        self.close_reason: CloseReason | None = None
+        self.heartbeat_ms = heartbeat_ms
+        self.dead_after_ms = dead_after_ms
+        self.started_ms = now_ms
+        self.last_heard_ms = now_ms
+        self.last_heartbeat_ms = 0
+        self.rtt_ms: float | None = None
+        self.local_digest = 0
+        self.digest_mismatches = 0
+        # Guaranteed events: what we stored from the peer, and our send window.
+        self.received_upto = received_upto
+        self.stored_pending_upto = received_upto
+        self.sent_upto = 0
+        self.acked_upto = 0
+        self.send_window = send_window
+
+    # ------------------------------------------------------------ inputs
+
+    def start(self, now_ms: int) -> list[Action]:
+        """The stream is connected; the dialler speaks first."""
+        return [Send(self._hello())] if self.dialler else []
+
+    def receive(self, frame: lpb.LinkFrame, now_ms: int) -> list[Action]:
+        if self.state is LinkState.CLOSED:
+            return []
+        self.last_heard_ms = now_ms
+        kind = frame.WhichOneof("frame")
+        if kind is None:
+            return self._close(CloseReason.BAD_FRAME, "a frame with no content")
+        if kind == "refusal":
+            return self._close(
+                CloseReason.REFUSED, f"{frame.refusal.reason}: {frame.refusal.detail}"
+            )
+        if self.state is LinkState.HANDSHAKE:
+            if kind != "hello":
+                return self._close(CloseReason.PROTOCOL_ERROR, f"{kind} before hello")
+            return self._on_hello(frame.hello)
+        if kind == "hello":
+            return self._close(CloseReason.PROTOCOL_ERROR, "a second hello")
+        if kind == "heartbeat":
+            return self._on_heartbeat(frame.heartbeat, now_ms)
+        if kind == "guaranteed":
+            return self._on_guaranteed(frame.guaranteed.events)
+        if kind == "ack":
+            return self._on_ack(frame.ack.upto)
+        return [Deliver(frame)]
+
+    def tick(self, now_ms: int) -> list[Action]:
+        """Call often (e.g. every heartbeat / 4): heartbeats and silence detection."""
+        if self.state is LinkState.CLOSED:
+            return []
+        if self.state is LinkState.HANDSHAKE:
+            if now_ms - self.started_ms > self.dead_after_ms:
+                return self._close(CloseReason.HANDSHAKE_TIMEOUT, f"{self.dead_after_ms} ms")
+            return []
+        if now_ms - self.last_heard_ms > self.dead_after_ms:
+            silent = now_ms - self.last_heard_ms
+            return self._close(CloseReason.PEER_SILENT, f"silent for {silent} ms")
+        if now_ms - self.last_heartbeat_ms >= self.heartbeat_ms:
+            self.last_heartbeat_ms = now_ms
+            beat = lpb.Heartbeat(sent_ms=now_ms, interest_digest=self.local_digest)
+            return [Send(lpb.LinkFrame(heartbeat=beat))]
+        return []
+
+    def stored(self, upto: int) -> list[Action]:
+        """Guaranteed events up to `upto` from the peer are durable: ack them."""
+        if upto <= self.received_upto:
+            return []
+        self.received_upto = upto
+        if self.state is not LinkState.OPEN:
+            return []
+        return [Send(lpb.LinkFrame(ack=lpb.LinkAck(upto=upto)))]
+
+    def take_down(self, reason: CloseReason, detail: str = "") -> list[Action]:
+        """Close from this side (operator, shutdown, topology change)."""
+        if self.state is LinkState.CLOSED:
+            return []
+        refusal = lpb.Refusal(reason=reason.name, detail=detail or reason.value)
+        return [Send(lpb.LinkFrame(refusal=refusal)), *self._close(reason, detail)]
+
+    # ------------------------------------------------------------ send window
+
+    def room(self) -> int:
+        """How many more guaranteed events may be sent now."""
+        if self.state is not LinkState.OPEN:
+            return 0
+        return max(0, self.send_window - (self.sent_upto - self.acked_upto))
+
+    def sent(self, upto: int) -> None:
+        self.sent_upto = max(self.sent_upto, upto)
+
+    # ------------------------------------------------------------ internals
+
+    def _hello(self) -> lpb.LinkFrame:
+        hello = lpb.Hello(
+            cluster=self.cluster,
+            region=self.region,
+            protocol_version=PROTOCOL_VERSION,
+            proof=link_proof(self._secret, self.cluster, self.region, self._nonce),
+            nonce=self._nonce,
+            received_upto=self.received_upto,
+        )
+        return lpb.LinkFrame(hello=hello)
+
+    def _on_hello(self, hello: lpb.Hello) -> list[Action]:
+        if hello.cluster != self.cluster:
+            return self._refuse(CloseReason.WRONG_CLUSTER, f"peer cluster {hello.cluster!r}")
+        if hello.protocol_version != PROTOCOL_VERSION:
+            return self._refuse(
+                CloseReason.VERSION_MISMATCH,
+                f"peer speaks version {hello.protocol_version}, this node {PROTOCOL_VERSION}",
+            )
+        expected = link_proof(self._secret, hello.cluster, hello.region, hello.nonce)
+        if not hmac.compare_digest(expected, hello.proof):
+            return self._refuse(CloseReason.WRONG_SECRET, f"region {hello.region!r}")
+        if self.dialler and hello.region != self.peer:
+            return self._refuse(
+                CloseReason.WRONG_PEER, f"dialled {self.peer!r}, {hello.region!r} answered"
+            )
+        if not self.dialler:
+            refusal = self._admit(hello.region)
+            if refusal is not None:
+                return self._refuse(refusal, f"region {hello.region!r}")
+        self.peer = hello.region
+        self.state = LinkState.OPEN
+        self.sent_upto = self.acked_upto = hello.received_upto
+        actions: list[Action] = [] if self.dialler else [Send(self._hello())]
+        actions.append(Opened(hello.region, hello.received_upto))
+        return actions
+
+    def _on_heartbeat(self, beat: lpb.Heartbeat, now_ms: int) -> list[Action]:
+        actions: list[Action] = []
+        if beat.echo_ms:
+            self.rtt_ms = float(now_ms - beat.echo_ms)
+        if beat.sent_ms:
+            echo = lpb.Heartbeat(echo_ms=beat.sent_ms, interest_digest=self.local_digest)
+            actions.append(Send(lpb.LinkFrame(heartbeat=echo)))
+            if beat.interest_digest != self.local_digest:
+                self.digest_mismatches += 1
+                # Two in a row: a single one is often a delta still in flight.
+                if self.digest_mismatches == 2:
+                    actions.append(Resync())
+            else:
+                self.digest_mismatches = 0
+        return actions
+
+    def _on_guaranteed(self, events: list[lpb.GuaranteedEvent]) -> list[Action]:
+        fresh = [e for e in events if e.link_seq > self.stored_pending_upto]
+        if not fresh:
+            # All duplicates of what we stored: say so again, the first ack was lost.
+            return [Send(lpb.LinkFrame(ack=lpb.LinkAck(upto=self.received_upto)))]
+        expected = self.stored_pending_upto + 1
+        for event in fresh:
+            if event.link_seq != expected:
+                return self._close(
+                    CloseReason.PROTOCOL_ERROR,
+                    f"guaranteed event {event.link_seq} where {expected} was due",
+                )
+            expected += 1
+        self.stored_pending_upto = fresh[-1].link_seq
+        return [Store(fresh, fresh[-1].link_seq)]
+
+    def _on_ack(self, upto: int) -> list[Action]:
+        if upto > self.sent_upto:
+            return self._close(
+                CloseReason.PROTOCOL_ERROR, f"ack of {upto}, only {self.sent_upto} sent"
+            )
+        if upto <= self.acked_upto:
+            return []
+        self.acked_upto = upto
+        return [Trim(upto)]
+
+    def _refuse(self, reason: CloseReason, detail: str) -> list[Action]:
+        refusal = lpb.Refusal(reason=reason.name, detail=detail)
+        return [Send(lpb.LinkFrame(refusal=refusal)), *self._close(reason, detail)]
+
+    def _close(self, reason: CloseReason, detail: str) -> list[Action]:
+        self.state = LinkState.CLOSED
+        self.close_reason = reason
+        return [Close(reason, detail)]

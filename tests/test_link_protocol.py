@@ -1,0 +1,306 @@
+"""The link protocol state machine, frame by frame, through a fake link (no sockets)."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from federation.link_protocol import (
+    PROTOCOL_VERSION,
+    Close,
+    CloseReason,
+    Deliver,
+    LinkProtocol,
+    LinkState,
+    Opened,
+    Resync,
+    Send,
+    Store,
+    Trim,
+    link_proof,
+)
+from plexus.v1 import link_pb2 as lpb
+
+HEARTBEAT_MS = 100
+DEAD_MS = 600
+
+
+def end(
+    region: str,
+    peer: str | None,
+    *,
+    secret: str = "s3cret",
+    cluster: str = "demo",
+    received_upto: int = 0,
+    admit=lambda region: None,
+    now: int = 0,
+    window: int = 1000,
+) -> LinkProtocol:
+    return LinkProtocol(
+        cluster=cluster,
+        secret=secret,
+        region=region,
+        dialled_peer=peer,
+        admit=admit,
+        nonce=region.encode() * 4,
+        received_upto=received_upto,
+        heartbeat_ms=HEARTBEAT_MS,
+        dead_after_ms=DEAD_MS,
+        now_ms=now,
+        send_window=window,
+    )
+
+
+def sent(actions) -> list[lpb.LinkFrame]:
+    return [a.frame for a in actions if isinstance(a, Send)]
+
+
+def of(actions, kind):
+    return [a for a in actions if isinstance(a, kind)]
+
+
+def exchange(a: LinkProtocol, b: LinkProtocol, actions_of_a, now: int = 0):
+    """Deliver a's frames to b and back until quiet; returns every action of both ends."""
+    seen = {id(a): list(actions_of_a), id(b): []}
+    queue = [(b, f) for f in sent(actions_of_a)]
+    while queue:
+        target, frame = queue.pop(0)
+        other = a if target is b else b
+        actions = target.receive(frame, now)
+        seen[id(target)].extend(actions)
+        queue.extend((other, f) for f in sent(actions))
+    return seen[id(a)], seen[id(b)]
+
+
+def connect(a: LinkProtocol, b: LinkProtocol):
+    return exchange(a, b, a.start(0))
+
+
+def guaranteed(*seqs: int) -> lpb.LinkFrame:
+    events = [lpb.GuaranteedEvent(link_seq=s, destinations=["eu"], event=b"e%d" % s) for s in seqs]
+    return lpb.LinkFrame(guaranteed=lpb.GuaranteedBatch(events=events))
+
+
+# ------------------------------------------------------------------ handshake
+
+
+def test_handshake_opens_both_ends_with_each_others_high_water_marks():
+    us, eu = end("eu", "us", received_upto=5), end("us", None, received_upto=9)
+    a_actions, b_actions = connect(us, eu)
+    assert us.state is eu.state is LinkState.OPEN
+    assert of(a_actions, Opened) == [Opened("us", 9)]
+    assert of(b_actions, Opened) == [Opened("eu", 5)]
+    assert eu.peer == "eu" and us.peer == "us"
+
+
+def test_acceptor_waits_for_hello_and_dialler_speaks_first():
+    assert end("us", None).start(0) == []
+    (frame,) = sent(end("eu", "us").start(0))
+    assert frame.hello.region == "eu" and frame.hello.protocol_version == PROTOCOL_VERSION
+
+
+def test_the_secret_never_travels_only_a_proof_of_it():
+    (frame,) = sent(end("eu", "us", secret="topsecret").start(0))
+    assert b"topsecret" not in frame.SerializeToString()
+    assert frame.hello.proof == link_proof("topsecret", "demo", "eu", frame.hello.nonce)
+
+
+def refused_with(dialler: LinkProtocol, acceptor: LinkProtocol) -> tuple[CloseReason, CloseReason]:
+    a_actions, b_actions = connect(dialler, acceptor)
+    assert dialler.state is acceptor.state is LinkState.CLOSED
+    (refusal,) = [f.refusal for f in sent(b_actions) if f.HasField("refusal")]
+    assert refusal.detail
+    return of(a_actions, Close)[0].reason, of(b_actions, Close)[0].reason
+
+
+def test_wrong_secret_is_refused_and_both_ends_say_why():
+    mine, theirs = refused_with(end("eu", "us", secret="nope"), end("us", None))
+    assert theirs is CloseReason.WRONG_SECRET and mine is CloseReason.REFUSED
+
+
+def test_wrong_cluster_is_refused():
+    _, theirs = refused_with(end("eu", "us", cluster="other"), end("us", None))
+    assert theirs is CloseReason.WRONG_CLUSTER
+
+
+def test_other_protocol_version_is_refused():
+    acceptor = end("us", None)
+    hello = sent(end("eu", "us").start(0))[0]
+    hello.hello.protocol_version = 99
+    actions = acceptor.receive(hello, 0)
+    assert of(actions, Close)[0].reason is CloseReason.VERSION_MISMATCH
+
+
+def test_acceptor_refuses_a_region_the_node_does_not_admit():
+    acceptor = end("us", None, admit=lambda r: CloseReason.UNKNOWN_REGION)
+    _, theirs = refused_with(end("mars", "us"), acceptor)
+    assert theirs is CloseReason.UNKNOWN_REGION
+
+
+def test_dialler_refuses_a_different_region_answering():
+    dialler = end("eu", "us")
+    impostor = end("ap", None)
+    a_actions, _ = connect(dialler, impostor)
+    assert of(a_actions, Close)[0].reason is CloseReason.WRONG_PEER
+
+
+def test_frames_before_hello_and_empty_frames_close_the_link():
+    acceptor = end("us", None)
+    assert of(acceptor.receive(guaranteed(1), 0), Close)[0].reason is CloseReason.PROTOCOL_ERROR
+    other = end("us", None)
+    assert of(other.receive(lpb.LinkFrame(), 0), Close)[0].reason is CloseReason.BAD_FRAME
+
+
+def test_closed_end_ignores_everything():
+    acceptor = end("us", None)
+    acceptor.receive(lpb.LinkFrame(), 0)
+    assert acceptor.receive(guaranteed(1), 1) == [] and acceptor.tick(10_000) == []
+
+
+# ------------------------------------------------------------------ liveness
+
+
+def opened() -> tuple[LinkProtocol, LinkProtocol]:
+    a, b = end("eu", "us"), end("us", None)
+    connect(a, b)
+    return a, b
+
+
+def test_heartbeats_go_out_every_interval_and_measure_round_trip():
+    a, b = opened()
+    (beat,) = sent(a.tick(HEARTBEAT_MS))
+    assert a.tick(HEARTBEAT_MS + 10) == []
+    echo = sent(b.receive(beat, HEARTBEAT_MS + 3))
+    a.receive(echo[0], HEARTBEAT_MS + 7)
+    assert a.rtt_ms == 7
+
+
+def test_silent_peer_is_declared_down_within_the_dead_interval():
+    a, _ = opened()
+    assert not of(a.tick(DEAD_MS), Close)
+    (close,) = of(a.tick(DEAD_MS + 1), Close)
+    assert close.reason is CloseReason.PEER_SILENT and a.state is LinkState.CLOSED
+
+
+def test_handshake_that_never_finishes_times_out():
+    a = end("eu", "us")
+    a.start(0)
+    assert of(a.tick(DEAD_MS + 1), Close)[0].reason is CloseReason.HANDSHAKE_TIMEOUT
+
+
+def test_digest_mismatch_twice_in_a_row_asks_for_a_resync():
+    a, b = opened()
+    a.local_digest, b.local_digest = 1, 2
+    first = sent(a.tick(HEARTBEAT_MS))[0]
+    assert not of(b.receive(first, HEARTBEAT_MS), Resync)
+    second = sent(a.tick(2 * HEARTBEAT_MS))[0]
+    assert of(b.receive(second, 2 * HEARTBEAT_MS), Resync)
+    b.local_digest = 1
+    third = sent(a.tick(3 * HEARTBEAT_MS))[0]
+    assert not of(b.receive(third, 3 * HEARTBEAT_MS), Resync) and b.digest_mismatches == 0
+
+
+def test_interest_and_event_frames_are_handed_up():
+    _, b = opened()
+    frame = lpb.LinkFrame(interest_delta=lpb.InterestDelta(region="eu", version=2, added=["x/>"]))
+    assert b.receive(frame, 1) == [Deliver(frame)]
+
+
+def test_take_down_tells_the_peer():
+    a, b = opened()
+    actions = a.take_down(CloseReason.TAKEN_DOWN)
+    assert of(actions, Close)[0].reason is CloseReason.TAKEN_DOWN
+    (frame,) = sent(actions)
+    assert of(b.receive(frame, 1), Close)[0].reason is CloseReason.REFUSED
+
+
+# ------------------------------------------------------------------ guaranteed
+
+
+def test_guaranteed_events_are_stored_then_acked_then_trimmed():
+    a, b = opened()
+    assert a.room() == 1000
+    a.sent(3)
+    assert a.room() == 997
+    (store,) = of(b.receive(guaranteed(1, 2, 3), 1), Store)
+    assert [e.link_seq for e in store.events] == [1, 2, 3] and store.upto == 3
+    (ack,) = sent(b.stored(3))
+    assert of(a.receive(ack, 2), Trim) == [Trim(3)] and a.room() == 1000
+
+
+def test_duplicates_after_a_lost_ack_are_not_stored_again_but_acked_again():
+    a, b = opened()
+    a.sent(2)
+    b.receive(guaranteed(1, 2), 1)
+    b.stored(2)  # the ack is lost
+    actions = b.receive(guaranteed(1, 2), 2)
+    assert not of(actions, Store)
+    assert [f.ack.upto for f in sent(actions)] == [2]
+
+
+def test_partly_duplicate_batch_stores_only_the_new_events():
+    _, b = opened()
+    b.receive(guaranteed(1, 2), 1)
+    (store,) = of(b.receive(guaranteed(2, 3), 2), Store)
+    assert [e.link_seq for e in store.events] == [3]
+
+
+def test_a_gap_in_link_sequences_closes_the_link():
+    _, b = opened()
+    assert of(b.receive(guaranteed(2), 1), Close)[0].reason is CloseReason.PROTOCOL_ERROR
+
+
+def test_an_ack_for_more_than_was_sent_closes_the_link():
+    a, _ = opened()
+    a.sent(2)
+    frame = lpb.LinkFrame(ack=lpb.LinkAck(upto=5))
+    assert of(a.receive(frame, 1), Close)[0].reason is CloseReason.PROTOCOL_ERROR
+
+
+def test_reconnect_resumes_after_what_the_receiver_stored():
+    a, b = opened()
+    a.sent(4)
+    b.receive(guaranteed(1, 2, 3, 4), 1)
+    b.stored(2)  # crash before 3 and 4 were durable
+    a2, b2 = end("eu", "us"), end("us", None, received_upto=b.received_upto)
+    a_actions, _ = connect(a2, b2)
+    assert of(a_actions, Opened) == [Opened("us", 2)]
+    assert a2.sent_upto == a2.acked_upto == 2
+
+
+@settings(deadline=None, max_examples=60)
+@given(st.lists(st.tuples(st.integers(1, 5), st.booleans(), st.booleans()), max_size=40))
+def test_every_event_is_stored_once_in_order_whatever_is_lost_or_repeated(steps):
+    """Batches are lost, duplicated and links cut; the receiver ends with 1..N stored once each."""
+    spool: list[int] = []  # sender's spool: link seqs not yet trimmed
+    next_seq = 1
+    stored: list[int] = []
+    receiver_upto = 0
+    a, b = end("eu", "us"), end("us", None)
+    connect(a, b)
+    for size, lose, cut in [*steps, (0, False, True), (0, False, False)]:
+        spool.extend(range(next_seq, next_seq + size))
+        next_seq += size
+        # The sender sends what the window allows, starting after what was acked.
+        outstanding = [s for s in spool if s > a.sent_upto][: a.room()]
+        if outstanding:
+            a.sent(outstanding[-1])
+            frame = guaranteed(*outstanding)
+            if not lose:
+                for action in b.receive(frame, 0):
+                    if isinstance(action, Store):
+                        stored.extend(e.link_seq for e in action.events)
+                        for f in sent(b.stored(action.upto)):
+                            for back in a.receive(f, 0):
+                                if isinstance(back, Trim):
+                                    spool = [s for s in spool if s > back.upto]
+                    elif isinstance(action, Send):
+                        for back in a.receive(action.frame, 0):
+                            if isinstance(back, Trim):
+                                spool = [s for s in spool if s > back.upto]
+        if cut or lose:
+            receiver_upto = b.received_upto
+            a, b = end("eu", "us"), end("us", None, received_upto=receiver_upto)
+            connect(a, b)
+            spool = [s for s in spool if s > a.acked_upto]
+    assert stored == list(range(1, next_seq))
