@@ -152,9 +152,7 @@ def direct_run() -> dict[str, Any]:
         workers.start(
             "publisher", publisher_worker, node.address, "lat/x", False, pub_ready, go, done
         )
-        for ready in (sub_ready, pub_ready):
-            if not ready.wait(30):
-                raise RuntimeError("benchmark clients did not get ready")
+        workers.wait(sub_ready, pub_ready)
         with profile("latency-direct", {"node": node.pid, **workers.pids}):
             go.set()
             roles = {r["role"]: r for r in workers.collect(2)}
@@ -175,8 +173,7 @@ def guaranteed_run() -> dict[str, Any]:
         workers.start(
             "publisher", publisher_worker, node.address, "lat/g", True, pub_ready, go, done
         )
-        if not pub_ready.wait(30):
-            raise RuntimeError("benchmark publisher did not get ready")
+        workers.wait(pub_ready)
         with profile("latency-guaranteed", {"node": node.pid, **workers.pids}):
             go.set()
             (result,) = workers.collect(1)

@@ -22,7 +22,9 @@ from typing import Any
 
 from common import (
     PAYLOAD,
+    CpuMeter,
     Node,
+    OwnCpu,
     Workers,
     figure,
     load,
@@ -55,9 +57,13 @@ PERSISTED_PEERS = "JetStream ~26,000/s; RabbitMQ 3.10 ~4,100/s (persisted)"
 # ------------------------------------------------------------------ client coroutines
 
 
-async def publish_direct(client: Client, topic: str, events: int) -> tuple[int, int]:
-    """Publish `events` direct events as fast as the SDK takes them; (first, end) ns."""
+async def publish_direct(client: Client, topic: str, events: int) -> dict[str, Any]:
+    """Publish `events` direct events as fast as the SDK takes them, then flush.
+
+    Returns first_pub and end_pub (monotonic ns) and cpu (% of a core).
+    """
     publish, drain = client.publish_nowait, client.drain
+    meter = OwnCpu()
     first = time.monotonic_ns()
     for i in range(events):
         publish(topic, PAYLOAD)
@@ -65,7 +71,7 @@ async def publish_direct(client: Client, topic: str, events: int) -> tuple[int, 
             await asyncio.sleep(0)
             await drain()
     await client.flush()
-    return first, time.monotonic_ns()
+    return {"first_pub": first, "end_pub": time.monotonic_ns(), "cpu": meter.percent()}
 
 
 async def count_events(
@@ -82,6 +88,7 @@ async def count_events(
     firsts: list[int] = []
     lasts: list[int] = []
     counts: list[int] = []
+    meter: list[OwnCpu] = []
 
     async def receive(sub: Any) -> None:
         received, first, last = 0, 0, 0
@@ -95,6 +102,8 @@ async def count_events(
             last = time.monotonic_ns()
             if not first:
                 first = last
+                if not meter:
+                    meter.append(OwnCpu())
             received += len(batch)
         counts.append(received)
         firsts.append(first)
@@ -102,10 +111,16 @@ async def count_events(
 
     try:
         await asyncio.gather(*(receive(sub) for sub in subs))
+        cpu = meter[0].percent() if meter else 0.0
     finally:
         for sub in subs:
             await sub.close()
-    return {"received": sum(counts), "first_recv": min(firsts), "last_recv": max(lasts)}
+    return {
+        "received": sum(counts),
+        "first_recv": min(firsts),
+        "last_recv": max(lasts),
+        "cpu": cpu,
+    }
 
 
 # ------------------------------------------------------------------ workers
@@ -132,9 +147,9 @@ def publisher_worker(
             await client.flush()
             ready.set()
             go.wait()
-            first, end = await publish_direct(client, topic, events)
+            published = await publish_direct(client, topic, events)
             done.set()
-            return {"first_pub": first, "end_pub": end}
+            return published
 
     results.put({"role": "publisher", **run_async_worker(main())})
 
@@ -153,10 +168,11 @@ def pub_sub_worker(results: Any, address: str, topic: str, pattern: str, events:
             receiver = asyncio.ensure_future(count_events(sub, pattern, 1, events, ready, done))
             while not ready.is_set():
                 await asyncio.sleep(0.01)
-            first, end = await publish_direct(pub, topic, events)
+            meter = OwnCpu()
+            published = await publish_direct(pub, topic, events)
             done.set()
             received = await receiver
-            return {"first_pub": first, "end_pub": end, **received}
+            return {**published, **received, "cpu": meter.percent()}
 
     results.put({"role": "both", **run_async_worker(main())})
 
@@ -173,6 +189,7 @@ def guaranteed_publisher_worker(
             go.wait()
             publish, drain = client.publish_nowait, client.drain
             futures = []
+            meter = OwnCpu()
             first = time.monotonic_ns()
             for i in range(events):
                 futures.append(publish(topic, PAYLOAD, guaranteed=True))
@@ -182,7 +199,8 @@ def guaranteed_publisher_worker(
             outcomes = await asyncio.gather(*futures, return_exceptions=True)
             end = time.monotonic_ns()
             refused = sum(isinstance(o, BaseException) for o in outcomes)
-            return {"first_pub": first, "end_pub": end, "refused": refused}
+            cpu = meter.percent()
+            return {"first_pub": first, "end_pub": end, "refused": refused, "cpu": cpu}
 
     results.put({"role": "publisher", **run_async_worker(main())})
 
@@ -194,6 +212,7 @@ def consumer_worker(results: Any, address: str, queue: str, expected: int, ready
             consumer = client.consume(queue, prefetch=CONSUMER_PREFETCH)
             await consumer.start()
             ready.set()
+            meter: OwnCpu | None = None
             received, confirmed, last_confirm = 0, 0, 0
             per_future: dict[asyncio.Future[None], int] = {}
 
@@ -208,6 +227,8 @@ def consumer_worker(results: Any, address: str, queue: str, expected: int, ready
                     batch = await consumer.next_batch(timeout=30.0)
                     if not batch:
                         break
+                    if meter is None:
+                        meter = OwnCpu()
                     for delivery in batch:
                         fut = delivery.ack()
                         if fut not in per_future:
@@ -219,7 +240,13 @@ def consumer_worker(results: Any, address: str, queue: str, expected: int, ready
                 await asyncio.sleep(0)  # let the last done callbacks run
             finally:
                 await consumer.close()
-            return {"received": received, "confirmed": confirmed, "last_recv": last_confirm}
+            cpu = meter.percent() if meter else 0.0
+            return {
+                "received": received,
+                "confirmed": confirmed,
+                "last_recv": last_confirm,
+                "cpu": cpu,
+            }
 
     results.put({"role": "consumer", **run_async_worker(main())})
 
@@ -269,12 +296,12 @@ def direct_run(events: int, subscribers: int, processes: int, label: str) -> dic
             go,
             done,
         )
-        for ready in [*readies, pub_ready]:
-            if not ready.wait(30):
-                raise RuntimeError("benchmark clients did not get ready")
+        workers.wait(*readies, pub_ready)
         with profile(label, {"node": node.pid, **workers.pids}):
+            meter = CpuMeter(node.pid)
             go.set()
             roles = _by_role(workers.collect(processes + 1))
+            node_cpu = meter.percent()
     pub = roles["publisher"][0]
     subs_results = roles["subscriber"]
     received = sum(r["received"] for r in subs_results)
@@ -284,6 +311,8 @@ def direct_run(events: int, subscribers: int, processes: int, label: str) -> dic
         "expected": events * subscribers,
         "end_to_end": _rate(received, pub["first_pub"], last),
         "publish_rate": _rate(events, pub["first_pub"], pub["end_pub"]),
+        "node_cpu": node_cpu,
+        "client_cpu": [r["cpu"] for r in [pub, *subs_results]],
         "load": load_before,
     }
 
@@ -295,12 +324,16 @@ def direct_same_process_run(events: int) -> dict[str, Any]:
         workers.start(
             "pubsub", pub_sub_worker, node.address, "bench/direct/x", "bench/direct/>", events
         )
+        meter = CpuMeter(node.pid)
         (r,) = workers.collect(1)
+        node_cpu = meter.percent()
     return {
         "received": r["received"],
         "expected": events,
         "end_to_end": _rate(r["received"], r["first_pub"], r["last_recv"]),
         "publish_rate": _rate(events, r["first_pub"], r["end_pub"]),
+        "node_cpu": node_cpu,
+        "client_cpu": [r["cpu"]],
         "load": load_before,
     }
 
@@ -326,12 +359,12 @@ def guaranteed_run(events: int) -> dict[str, Any]:
             pub_ready,
             go,
         )
-        for ready in (consumer_ready, pub_ready):
-            if not ready.wait(30):
-                raise RuntimeError("benchmark clients did not get ready")
+        workers.wait(consumer_ready, pub_ready)
         with profile("guaranteed", {"node": node.pid, **workers.pids}):
+            meter = CpuMeter(node.pid)
             go.set()
             roles = _by_role(workers.collect(2))
+            node_cpu = meter.percent()
     pub, con = roles["publisher"][0], roles["consumer"][0]
     return {
         "received": con["confirmed"],
@@ -339,6 +372,8 @@ def guaranteed_run(events: int) -> dict[str, Any]:
         "refused": pub["refused"],
         "end_to_end": _rate(con["confirmed"], pub["first_pub"], con["last_recv"]),
         "publish_rate": _rate(events, pub["first_pub"], pub["end_pub"]),
+        "node_cpu": node_cpu,
+        "client_cpu": [pub["cpu"], con["cpu"]],
         "load": load_before,
     }
 
@@ -359,6 +394,8 @@ def _row(
         peers=peers,
         received=f"{best['received']:,} of {best['expected']:,}",
         publish_per_s=round(best["publish_rate"]),
+        node_cpu_pct=best["node_cpu"],
+        client_cpu_pct=", ".join(str(c) for c in best["client_cpu"]),
         runs=best["runs"],
         load=", ".join(r["load"] for r in runs),
         clients=layout,

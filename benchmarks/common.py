@@ -135,6 +135,23 @@ class Workers:
         """A cross-process flag (multiprocessing.Event) to start workers together."""
         return _SPAWN.Event()
 
+    def wait(self, *flags: Any, timeout: float = 30.0) -> None:
+        """Wait until every flag (`event()`) is set; a dead worker or timeout raises."""
+        deadline = time.monotonic() + timeout
+        for flag in flags:
+            while not flag.wait(0.1):
+                self._check_alive()
+                if time.monotonic() > deadline:
+                    raise RuntimeError("benchmark workers did not get ready in time")
+
+    def _check_alive(self) -> None:
+        with contextlib.suppress(queue.Empty):
+            result = self.results.get_nowait()
+            raise RuntimeError(f"benchmark worker failed: {result.get('error', result)}")
+        codes = [p.exitcode for p in self.procs]
+        if any(code not in (None, 0) for code in codes):
+            raise RuntimeError(f"benchmark workers failed (exit codes {codes})")
+
     def collect(self, count: int, timeout: float = 120.0) -> list[dict[str, Any]]:
         """`count` results, in the order they arrive; a failed worker raises."""
         out: list[dict[str, Any]] = []
@@ -211,6 +228,35 @@ def rss(pid: int) -> dict[str, float]:
         if key in names:
             out[names[key]] = int(value.split()[0]) / 1024
     return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time `pid` has used so far, from /proc/PID/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU use of a process over a stretch of wall time, as % of one core."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.cpu0, self.wall0 = cpu_seconds(pid), time.monotonic()
+
+    def percent(self) -> float:
+        cpu, wall = cpu_seconds(self.pid) - self.cpu0, time.monotonic() - self.wall0
+        return round(100 * cpu / wall) if wall > 0 else 0.0
+
+
+class OwnCpu:
+    """This process's CPU use from creation to `percent()`, as % of one core."""
+
+    def __init__(self) -> None:
+        self.cpu0, self.wall0 = time.process_time(), time.monotonic()
+
+    def percent(self) -> float:
+        cpu, wall = time.process_time() - self.cpu0, time.monotonic() - self.wall0
+        return round(100 * cpu / wall) if wall > 0 else 0.0
 
 
 def percentile(values: Sequence[float], p: float) -> float:
