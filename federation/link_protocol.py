@@ -39,6 +39,8 @@ class CloseReason(enum.Enum):
     DUPLICATE_LINK = "this link is already up"
     WRONG_PEER = "a different region answered than the one dialled"
     PEER_SILENT = "no frame from the peer within the dead interval"
+    UNREACHABLE = "the peer cannot be reached"
+    STREAM_LOST = "the stream to the peer broke"
     HANDSHAKE_TIMEOUT = "the handshake did not finish in time"
     BAD_FRAME = "the peer sent a frame that cannot be understood"
     PROTOCOL_ERROR = "the peer broke the protocol"

@@ -24,6 +24,13 @@ def cli() -> None:
     type=click.Path(path_type=Path),
     help="TOML file with a [node] table.",
 )
+@click.option(
+    "--cluster",
+    "cluster_file",
+    type=click.Path(path_type=Path),
+    help="Cluster file (cluster-configs/): run one region of it, linked to the others.",
+)
+@click.option("--region", help="With --cluster: which region this node is.")
 @click.option("--name", help="Region name, e.g. us.")
 @click.option("--listen", help="gRPC address HOST:PORT (port 0 picks a free one).")
 @click.option("--data", type=click.Path(path_type=Path), help="Data directory.")
@@ -35,8 +42,15 @@ def cli() -> None:
     show_default=True,
     type=click.Choice(["debug", "info", "warning", "error"]),
 )
-def run(config_file: Path | None, log_level: str, **flags: object) -> None:
+def run(
+    config_file: Path | None,
+    cluster_file: Path | None,
+    region: str | None,
+    log_level: str,
+    **flags: object,
+) -> None:
     """Run a region node until SIGTERM or SIGINT."""
+    from federation.cluster_file import load_cluster_file, region_spec
     from node.config import load_config
     from node.server import run_node
 
@@ -46,11 +60,24 @@ def run(config_file: Path | None, log_level: str, **flags: object) -> None:
         stream=sys.stderr,
     )
     try:
+        topology = None
+        if cluster_file is not None:
+            if not region:
+                raise click.UsageError("--cluster needs --region NAME")
+            topology = load_cluster_file(cluster_file)
+            spec = region_spec(topology, region)
+            flags = {"name": region, "listen": spec.grpc, "data": spec.data, **_given(flags)}
+        elif region:
+            raise click.UsageError("--region needs --cluster FILE")
         config = load_config(config_file, flags)
-        _run(run_node(config))
+        _run(run_node(config, topology))
     except PlexusError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
+
+
+def _given(flags: dict[str, object]) -> dict[str, object]:
+    return {k: v for k, v in flags.items() if v is not None}
 
 
 def _run(main: object) -> None:

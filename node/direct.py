@@ -13,6 +13,7 @@ import itertools
 from collections.abc import Iterable
 
 from node import framing
+from node.interest import InterestSink, NoInterestSink
 from plexus.topics import SubscriptionTrie
 
 _ids = itertools.count(1)
@@ -82,7 +83,8 @@ class Subscriber:
 class DirectRouter:
     """The local subscription index for direct events."""
 
-    def __init__(self) -> None:
+    def __init__(self, interest: InterestSink | None = None) -> None:
+        self.interest: InterestSink = interest or NoInterestSink()
         self.index: SubscriptionTrie[Subscriber] = SubscriptionTrie()
         self.subscribers: set[Subscriber] = set()
         # Counts of subscribers that have left; live ones keep their own.
@@ -92,10 +94,12 @@ class DirectRouter:
     def add(self, subscriber: Subscriber) -> None:
         self.index.add(subscriber.pattern, subscriber)
         self.subscribers.add(subscriber)
+        self.interest.subscribe(subscriber.pattern)
 
     def remove(self, subscriber: Subscriber) -> None:
         self.index.remove(subscriber.pattern, subscriber)
         self.subscribers.discard(subscriber)
+        self.interest.unsubscribe(subscriber.pattern)
         self.delivered_gone += subscriber.delivered
         self.discarded_gone += subscriber.discarded
 

@@ -12,7 +12,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from node import framing
 from node.commits import Commits
@@ -48,6 +48,24 @@ class _Pending(NamedTuple):
     stored: StoredEvent
 
 
+class RemoteRouting(Protocol):
+    """Other regions, as the publish path sees them (the mesh, in a cluster)."""
+
+    def wants(self, topic: str) -> bool: ...
+
+    def route_direct(self, items: list[tuple[str, bytes]]) -> None: ...
+
+
+class NoRemoteRouting:
+    """A node outside any cluster."""
+
+    def wants(self, topic: str) -> bool:
+        return False
+
+    def route_direct(self, items: list[tuple[str, bytes]]) -> None:
+        pass
+
+
 AckSink = Callable[[list[pb.PublishAck]], None]
 
 
@@ -73,6 +91,7 @@ class Publisher:
         self.counters = Counters()
         self.next_seq = spool.last_seq() + 1
         self._valid_topics: set[str] = set()
+        self.remote: RemoteRouting = NoRemoteRouting()
 
     def publish(
         self, request: pb.PublishRequest, raw: bytes, first_index: int, on_acks: AckSink
@@ -103,6 +122,9 @@ class Publisher:
         guaranteed = invalid = 0
         last_topic = None
         subscribers: tuple[Subscriber, ...] = ()
+        remote_wanted = False
+        wants_remote = self.remote.wants
+        remote: list[tuple[str, bytes]] = []
         for offset, event in enumerate(events):
             topic = event.topic
             if topic != last_topic or check_payloads:
@@ -114,6 +136,7 @@ class Publisher:
                         invalid += 1
                         continue
                 subscribers = match_subscribers(topic)
+                remote_wanted = wants_remote(topic)
                 last_topic = topic
                 if routed and subscribers != routed[0][1]:
                     whole_batch = False
@@ -125,11 +148,16 @@ class Publisher:
                 refusal = self._prepare(event, first_index + offset, at_ms, pending)
                 if refusal is not None:
                     refused.append(refusal)
-            elif subscribers:
-                routed.append((event, subscribers))
             else:
-                whole_batch = False
+                if remote_wanted:
+                    remote.append((topic, event.SerializeToString()))
+                if subscribers:
+                    routed.append((event, subscribers))
+                else:
+                    whole_batch = False
         self.counters.direct_in += len(events) - guaranteed - invalid
+        if remote:
+            self.remote.route_direct(remote)
         if routed:
             if whole_batch:
                 request.flush = False

@@ -20,6 +20,7 @@ from node.commits import Commits
 from node.config import NodeConfig
 from node.delivery import DeadReason, Entry, QueueDelivery
 from node.event_ids import publish_ms
+from node.interest import InterestSink, NoInterestSink
 from plexus.errors import InvalidArgument, InvalidPattern, QueueExists, QueueFull, QueueNotFound
 from plexus.topics import SubscriptionTrie, validate_pattern
 from plexus.v1 import plexus_pb2 as pb
@@ -122,7 +123,14 @@ def entry_publish_ms(entry: Entry) -> int:
 class QueueTable:
     """All queues of the node and the index from topics to queues."""
 
-    def __init__(self, spool: Spool, commits: Commits, config: NodeConfig) -> None:
+    def __init__(
+        self,
+        spool: Spool,
+        commits: Commits,
+        config: NodeConfig,
+        interest: InterestSink | None = None,
+    ) -> None:
+        self._interest: InterestSink = interest or NoInterestSink()
         self._spool = spool
         self._commits = commits
         self._defaults = config
@@ -253,12 +261,14 @@ class QueueTable:
         self.by_name[queue.name] = queue
         for pattern in queue.config.subscriptions:
             self.index.add(pattern, queue)
+            self._interest.subscribe(pattern)
 
     def _unregister(self, queue: Queue) -> None:
         self.by_name.pop(queue.name, None)
         self._ids_cache.clear()
         for pattern in queue.config.subscriptions:
             self.index.remove(pattern, queue)
+            self._interest.unsubscribe(pattern)
 
     # ------------------------------------------------------------ publishing
 

@@ -11,6 +11,10 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from federation.mesh import Mesh
+from federation.supervisor import LinkService, LinkSupervisor
+from federation.topology import StaticTopology, Topology
+from node.admin_service import AdminService, add_admin_service
 from node.commits import Commits
 from node.config import NodeConfig
 from node.direct import DirectRouter
@@ -18,12 +22,14 @@ from node.publishing import Publisher
 from node.queues import QueueTable
 from node.service import SERVICE, BrokerService, handlers
 from plexus.errors import FailedPrecondition
+from plexus.v1 import link_pb2_grpc as lrpc
 from plexus.v1 import plexus_pb2  # noqa: F401  (registers plexus.v1 for reflection)
 from storage.environment import Environment
 from storage.spool import Spool
 
 log = logging.getLogger(__name__)
 
+ADMIN_SERVICE = "plexus.v1.Admin"
 EXPIRY_SWEEP_S = 1.0
 STOP_GRACE_S = 2.0
 MAX_MESSAGE_BYTES = 128 << 20
@@ -44,8 +50,12 @@ class PortInUse(FailedPrecondition):
         super().__init__(f"cannot listen on {address}: the address is in use or not local")
 
 
-async def run_node(config: NodeConfig) -> None:
-    """Run a node until SIGTERM or SIGINT; raises PlexusError when it cannot start."""
+async def run_node(config: NodeConfig, topology: Topology | None = None) -> None:
+    """Run a node until SIGTERM or SIGINT; raises PlexusError when it cannot start.
+
+    With a `topology`, the node is region `config.name` of that cluster: it
+    serves the Link service and keeps its links up.
+    """
     loop = asyncio.get_running_loop()
     env = Environment(config.data, config.map_size_mb << 20)
     commits = Commits(env, loop)
@@ -53,10 +63,17 @@ async def run_node(config: NodeConfig) -> None:
     server = None
     try:
         spool = Spool(env)
-        queues = QueueTable(spool, commits, config)
-        queues.recover(spool.last_seq())
+        mesh = supervisor = None
         router = DirectRouter()
+        if topology is not None:
+            mesh = Mesh(config.name, _Local(router))
+            supervisor = LinkSupervisor(config.name, StaticTopology(topology), mesh)
+            router.interest = mesh
+        queues = QueueTable(spool, commits, config, mesh)
+        queues.recover(spool.last_seq())
         publisher = Publisher(config.name, router, queues, spool, commits, config.max_payload_bytes)
+        if mesh is not None:
+            publisher.remote = mesh
 
         _check_port_free(config.listen)
         server = grpc.aio.server(options=GRPC_OPTIONS)
@@ -70,10 +87,14 @@ async def run_node(config: NodeConfig) -> None:
         address = f"{host}:{port}"
         service = BrokerService(config, address, env, router, queues, publisher)
         server.add_generic_rpc_handlers((handlers(service),))
+        add_admin_service(server, AdminService(config.name, supervisor, mesh))
+        if supervisor is not None:
+            lrpc.add_LinkServicer_to_server(LinkService(supervisor), server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         names = (
             SERVICE,
+            ADMIN_SERVICE,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
         )
@@ -88,9 +109,13 @@ async def run_node(config: NodeConfig) -> None:
         print(f"plexus node {config.name} listening on {address}", flush=True)
         log.info("node %s serving on %s, data in %s", config.name, address, config.data)
         sweeper = asyncio.create_task(_sweep_expired(queues))
+        if supervisor is not None:
+            supervisor.start()
         await stop.wait()
         log.info("node %s stopping", config.name)
         sweeper.cancel()
+        if supervisor is not None:
+            await supervisor.stop()
         for name in ("", SERVICE):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     finally:
@@ -98,6 +123,16 @@ async def run_node(config: NodeConfig) -> None:
             await server.stop(STOP_GRACE_S)
         await asyncio.to_thread(commits.stop)
         env.close()
+
+
+class _Local:
+    """Local delivery for events that reached this region over a link."""
+
+    def __init__(self, router: DirectRouter) -> None:
+        self.router = router
+
+    def deliver_direct(self, items: list[tuple[str, bytes]]) -> None:
+        self.router.fan_out(items)
 
 
 def _check_port_free(address: str) -> None:

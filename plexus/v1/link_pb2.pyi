@@ -93,26 +93,30 @@ class LinkState(_message.Message):
     def __init__(self, region: _Optional[str] = ..., version: _Optional[int] = ..., up: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DirectBatch(_message.Message):
-    __slots__ = ("destinations", "visited", "events")
+    __slots__ = ("destinations", "visited", "events", "topics")
     DESTINATIONS_FIELD_NUMBER: _ClassVar[int]
     VISITED_FIELD_NUMBER: _ClassVar[int]
     EVENTS_FIELD_NUMBER: _ClassVar[int]
+    TOPICS_FIELD_NUMBER: _ClassVar[int]
     destinations: _containers.RepeatedScalarFieldContainer[str]
     visited: _containers.RepeatedScalarFieldContainer[str]
     events: _containers.RepeatedScalarFieldContainer[bytes]
-    def __init__(self, destinations: _Optional[_Iterable[str]] = ..., visited: _Optional[_Iterable[str]] = ..., events: _Optional[_Iterable[bytes]] = ...) -> None: ...
+    topics: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, destinations: _Optional[_Iterable[str]] = ..., visited: _Optional[_Iterable[str]] = ..., events: _Optional[_Iterable[bytes]] = ..., topics: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GuaranteedEvent(_message.Message):
-    __slots__ = ("link_seq", "destinations", "visited", "event")
+    __slots__ = ("link_seq", "destinations", "visited", "event", "topic")
     LINK_SEQ_FIELD_NUMBER: _ClassVar[int]
     DESTINATIONS_FIELD_NUMBER: _ClassVar[int]
     VISITED_FIELD_NUMBER: _ClassVar[int]
     EVENT_FIELD_NUMBER: _ClassVar[int]
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
     link_seq: int
     destinations: _containers.RepeatedScalarFieldContainer[str]
     visited: _containers.RepeatedScalarFieldContainer[str]
     event: bytes
-    def __init__(self, link_seq: _Optional[int] = ..., destinations: _Optional[_Iterable[str]] = ..., visited: _Optional[_Iterable[str]] = ..., event: _Optional[bytes] = ...) -> None: ...
+    topic: str
+    def __init__(self, link_seq: _Optional[int] = ..., destinations: _Optional[_Iterable[str]] = ..., visited: _Optional[_Iterable[str]] = ..., event: _Optional[bytes] = ..., topic: _Optional[str] = ...) -> None: ...
 
 class GuaranteedBatch(_message.Message):
     __slots__ = ("events",)

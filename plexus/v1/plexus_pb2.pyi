@@ -248,3 +248,107 @@ class NodeInfo(_message.Message):
     storage_map_bytes: int
     storage_used_bytes: int
     def __init__(self, region: _Optional[str] = ..., version: _Optional[str] = ..., protocol_version: _Optional[int] = ..., listen_address: _Optional[str] = ..., data_dir: _Optional[str] = ..., uptime_ms: _Optional[int] = ..., subscriptions: _Optional[int] = ..., queues: _Optional[int] = ..., direct_in: _Optional[int] = ..., direct_out: _Optional[int] = ..., guaranteed_in: _Optional[int] = ..., guaranteed_out: _Optional[int] = ..., discarded: _Optional[int] = ..., storage_map_bytes: _Optional[int] = ..., storage_used_bytes: _Optional[int] = ...) -> None: ...
+
+class LinkInfo(_message.Message):
+    __slots__ = ("peer", "state", "reason", "dialler", "rtt_ms", "events_in_per_s", "events_out_per_s", "bytes_in_per_s", "bytes_out_per_s", "events_in", "events_out", "direct_dropped", "spool_depth", "spool_oldest_age_ms", "held_down")
+    PEER_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    DIALLER_FIELD_NUMBER: _ClassVar[int]
+    RTT_MS_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_IN_PER_S_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_OUT_PER_S_FIELD_NUMBER: _ClassVar[int]
+    BYTES_IN_PER_S_FIELD_NUMBER: _ClassVar[int]
+    BYTES_OUT_PER_S_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_IN_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_OUT_FIELD_NUMBER: _ClassVar[int]
+    DIRECT_DROPPED_FIELD_NUMBER: _ClassVar[int]
+    SPOOL_DEPTH_FIELD_NUMBER: _ClassVar[int]
+    SPOOL_OLDEST_AGE_MS_FIELD_NUMBER: _ClassVar[int]
+    HELD_DOWN_FIELD_NUMBER: _ClassVar[int]
+    peer: str
+    state: str
+    reason: str
+    dialler: bool
+    rtt_ms: float
+    events_in_per_s: float
+    events_out_per_s: float
+    bytes_in_per_s: float
+    bytes_out_per_s: float
+    events_in: int
+    events_out: int
+    direct_dropped: int
+    spool_depth: int
+    spool_oldest_age_ms: int
+    held_down: bool
+    def __init__(self, peer: _Optional[str] = ..., state: _Optional[str] = ..., reason: _Optional[str] = ..., dialler: _Optional[bool] = ..., rtt_ms: _Optional[float] = ..., events_in_per_s: _Optional[float] = ..., events_out_per_s: _Optional[float] = ..., bytes_in_per_s: _Optional[float] = ..., bytes_out_per_s: _Optional[float] = ..., events_in: _Optional[int] = ..., events_out: _Optional[int] = ..., direct_dropped: _Optional[int] = ..., spool_depth: _Optional[int] = ..., spool_oldest_age_ms: _Optional[int] = ..., held_down: _Optional[bool] = ...) -> None: ...
+
+class RegionInterest(_message.Message):
+    __slots__ = ("region", "version", "patterns", "next_hop", "reachable")
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PATTERNS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_HOP_FIELD_NUMBER: _ClassVar[int]
+    REACHABLE_FIELD_NUMBER: _ClassVar[int]
+    region: str
+    version: int
+    patterns: _containers.RepeatedScalarFieldContainer[str]
+    next_hop: str
+    reachable: bool
+    def __init__(self, region: _Optional[str] = ..., version: _Optional[int] = ..., patterns: _Optional[_Iterable[str]] = ..., next_hop: _Optional[str] = ..., reachable: _Optional[bool] = ...) -> None: ...
+
+class ListLinksRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListLinksResponse(_message.Message):
+    __slots__ = ("region", "links", "interest")
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    LINKS_FIELD_NUMBER: _ClassVar[int]
+    INTEREST_FIELD_NUMBER: _ClassVar[int]
+    region: str
+    links: _containers.RepeatedCompositeFieldContainer[LinkInfo]
+    interest: _containers.RepeatedCompositeFieldContainer[RegionInterest]
+    def __init__(self, region: _Optional[str] = ..., links: _Optional[_Iterable[_Union[LinkInfo, _Mapping]]] = ..., interest: _Optional[_Iterable[_Union[RegionInterest, _Mapping]]] = ...) -> None: ...
+
+class SetLinkRequest(_message.Message):
+    __slots__ = ("peer", "up")
+    PEER_FIELD_NUMBER: _ClassVar[int]
+    UP_FIELD_NUMBER: _ClassVar[int]
+    peer: str
+    up: bool
+    def __init__(self, peer: _Optional[str] = ..., up: _Optional[bool] = ...) -> None: ...
+
+class SetLinkResponse(_message.Message):
+    __slots__ = ("link",)
+    LINK_FIELD_NUMBER: _ClassVar[int]
+    link: LinkInfo
+    def __init__(self, link: _Optional[_Union[LinkInfo, _Mapping]] = ...) -> None: ...
+
+class ExplainRequest(_message.Message):
+    __slots__ = ("topic",)
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    topic: str
+    def __init__(self, topic: _Optional[str] = ...) -> None: ...
+
+class ExplainedRegion(_message.Message):
+    __slots__ = ("region", "path", "subscribers", "queues", "reachable")
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIBERS_FIELD_NUMBER: _ClassVar[int]
+    QUEUES_FIELD_NUMBER: _ClassVar[int]
+    REACHABLE_FIELD_NUMBER: _ClassVar[int]
+    region: str
+    path: _containers.RepeatedScalarFieldContainer[str]
+    subscribers: int
+    queues: _containers.RepeatedScalarFieldContainer[str]
+    reachable: bool
+    def __init__(self, region: _Optional[str] = ..., path: _Optional[_Iterable[str]] = ..., subscribers: _Optional[int] = ..., queues: _Optional[_Iterable[str]] = ..., reachable: _Optional[bool] = ...) -> None: ...
+
+class ExplainResponse(_message.Message):
+    __slots__ = ("topic", "regions")
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    REGIONS_FIELD_NUMBER: _ClassVar[int]
+    topic: str
+    regions: _containers.RepeatedCompositeFieldContainer[ExplainedRegion]
+    def __init__(self, topic: _Optional[str] = ..., regions: _Optional[_Iterable[_Union[ExplainedRegion, _Mapping]]] = ...) -> None: ...

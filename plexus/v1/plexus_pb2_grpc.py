@@ -25,6 +25,169 @@ if _version_not_supported:
     )
 
 
+class AdminStub:
+    """Operations on a region's federation: links, interest, routes.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ListLinks = channel.unary_unary(
+                '/plexus.v1.Admin/ListLinks',
+                request_serializer=plexus_dot_v1_dot_plexus__pb2.ListLinksRequest.SerializeToString,
+                response_deserializer=plexus_dot_v1_dot_plexus__pb2.ListLinksResponse.FromString,
+                _registered_method=True)
+        self.SetLink = channel.unary_unary(
+                '/plexus.v1.Admin/SetLink',
+                request_serializer=plexus_dot_v1_dot_plexus__pb2.SetLinkRequest.SerializeToString,
+                response_deserializer=plexus_dot_v1_dot_plexus__pb2.SetLinkResponse.FromString,
+                _registered_method=True)
+        self.Explain = channel.unary_unary(
+                '/plexus.v1.Admin/Explain',
+                request_serializer=plexus_dot_v1_dot_plexus__pb2.ExplainRequest.SerializeToString,
+                response_deserializer=plexus_dot_v1_dot_plexus__pb2.ExplainResponse.FromString,
+                _registered_method=True)
+
+
+class AdminServicer:
+    """Operations on a region's federation: links, interest, routes.
+    """
+
+    def ListLinks(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetLink(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Explain(self, request, context):
+        """Where an event on `topic` published here would go, computed from routing
+        and interest state; nothing is sent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_AdminServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ListLinks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListLinks,
+                    request_deserializer=plexus_dot_v1_dot_plexus__pb2.ListLinksRequest.FromString,
+                    response_serializer=plexus_dot_v1_dot_plexus__pb2.ListLinksResponse.SerializeToString,
+            ),
+            'SetLink': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetLink,
+                    request_deserializer=plexus_dot_v1_dot_plexus__pb2.SetLinkRequest.FromString,
+                    response_serializer=plexus_dot_v1_dot_plexus__pb2.SetLinkResponse.SerializeToString,
+            ),
+            'Explain': grpc.unary_unary_rpc_method_handler(
+                    servicer.Explain,
+                    request_deserializer=plexus_dot_v1_dot_plexus__pb2.ExplainRequest.FromString,
+                    response_serializer=plexus_dot_v1_dot_plexus__pb2.ExplainResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'plexus.v1.Admin', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('plexus.v1.Admin', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Admin:
+    """Operations on a region's federation: links, interest, routes.
+    """
+
+    @staticmethod
+    def ListLinks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/plexus.v1.Admin/ListLinks',
+            plexus_dot_v1_dot_plexus__pb2.ListLinksRequest.SerializeToString,
+            plexus_dot_v1_dot_plexus__pb2.ListLinksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetLink(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/plexus.v1.Admin/SetLink',
+            plexus_dot_v1_dot_plexus__pb2.SetLinkRequest.SerializeToString,
+            plexus_dot_v1_dot_plexus__pb2.SetLinkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Explain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/plexus.v1.Admin/Explain',
+            plexus_dot_v1_dot_plexus__pb2.ExplainRequest.SerializeToString,
+            plexus_dot_v1_dot_plexus__pb2.ExplainResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
 class BrokerStub:
     """The client API of a region node.
     """

@@ -1,0 +1,219 @@
+"""The asyncio shell of one link stream: reads frames, runs the protocol, writes frames.
+
+A `LinkSession` is the same for the dialling and the accepting end: it is
+given the stream's `read` and `write` and runs until the protocol closes the
+link or the stream breaks. Direct events wait in a bounded buffer (at most
+once: past the bound they are dropped and counted, never blocking the
+publisher); everything else is written in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from federation.link_protocol import (
+    Close,
+    CloseReason,
+    Deliver,
+    LinkProtocol,
+    LinkState,
+    Opened,
+    Resync,
+    Send,
+)
+from federation.mesh import Mesh
+from plexus.v1 import link_pb2 as lpb
+
+log = logging.getLogger(__name__)
+
+MAX_DIRECT_BUFFERED_EVENTS = 100_000
+TICK_FRACTION = 4  # ticks per heartbeat interval
+RATE_WINDOW_S = 2.0
+REFUSAL_GRACE_S = 1.0
+
+
+def now_ms() -> int:
+    return time.monotonic_ns() // 1_000_000
+
+
+class Rate:
+    """Events and bytes per second over a short sliding window."""
+
+    def __init__(self) -> None:
+        self.samples: deque[tuple[float, int, int]] = deque()
+        self.events = 0
+        self.bytes = 0
+
+    def add(self, events: int, size: int) -> None:
+        self.events += events
+        self.bytes += size
+        now = time.monotonic()
+        self.samples.append((now, self.events, self.bytes))
+        while self.samples and now - self.samples[0][0] > RATE_WINDOW_S:
+            self.samples.popleft()
+
+    def per_second(self) -> tuple[float, float]:
+        if len(self.samples) < 2:
+            return 0.0, 0.0
+        (t0, e0, b0), (t1, e1, b1) = self.samples[0], self.samples[-1]
+        span = max(time.monotonic() - t0, t1 - t0, 1e-3)
+        return (e1 - e0) / span, (b1 - b0) / span
+
+
+class LinkSession:
+    """One link stream, dialled or accepted."""
+
+    def __init__(
+        self, mesh: Mesh, protocol: LinkProtocol, registry: dict[str, LinkSession]
+    ) -> None:
+        self.mesh = mesh
+        # Where the supervisor finds the latest session per peer.
+        self._registry = registry
+        self.protocol = protocol
+        self.peer = protocol.peer or "?"
+        self._outbox: deque[lpb.LinkFrame] = deque()
+        self._direct_buffered = 0
+        self._wake = asyncio.Event()
+        self._closed = asyncio.Event()
+        self.close_reason: CloseReason | None = None
+        self.close_detail = ""
+        self.opened = False
+        self.rate_in = Rate()
+        self.rate_out = Rate()
+        self.direct_dropped = 0
+
+    # ------------------------------------------------------------ LinkPort
+
+    def send(self, frame: lpb.LinkFrame) -> None:
+        self._outbox.append(frame)
+        self._wake.set()
+
+    def send_direct(self, batch: lpb.DirectBatch, count: int) -> None:
+        if self._direct_buffered + count > MAX_DIRECT_BUFFERED_EVENTS:
+            self.direct_dropped += count
+            return
+        self._direct_buffered += count
+        self.send(lpb.LinkFrame(direct=batch))
+
+    def set_digest(self, digest: int) -> None:
+        self.protocol.local_digest = digest
+
+    def replaced(self) -> None:
+        self.take_down(CloseReason.DUPLICATE_LINK, "a newer link to the same region took over")
+
+    def take_down(self, reason: CloseReason, detail: str = "") -> None:
+        self._perform(self.protocol.take_down(reason, detail))
+
+    # ------------------------------------------------------------ running
+
+    @property
+    def state(self) -> LinkState:
+        return self.protocol.state
+
+    async def run(
+        self,
+        read: Callable[[], Awaitable[Any]],
+        write: Callable[[lpb.LinkFrame], Awaitable[None]],
+    ) -> None:
+        """Run until the link closes; the stream is the caller's to end."""
+        self._perform(self.protocol.start(now_ms()))
+        tasks = [
+            asyncio.create_task(self._read_loop(read)),
+            asyncio.create_task(self._write_loop(write)),
+            asyncio.create_task(self._tick_loop()),
+        ]
+        try:
+            await self._closed.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if self.opened:
+                self.mesh.link_closed(self, self.describe_close())
+
+    def describe_close(self) -> str:
+        if self.close_reason is None:
+            return ""
+        detail = f" ({self.close_detail})" if self.close_detail else ""
+        return f"{self.close_reason.name.lower()}: {self.close_reason.value}{detail}"
+
+    async def _read_loop(self, read: Callable[[], Awaitable[Any]]) -> None:
+        try:
+            while True:
+                frame = await read()
+                if frame is grpc.aio.EOF:
+                    self._stream_ended("the peer ended the stream")
+                    return
+                if frame.WhichOneof("frame") == "direct":
+                    events = len(frame.direct.events)
+                    self.rate_in.add(events, frame.ByteSize())
+                self._perform(self.protocol.receive(frame, now_ms()))
+        except grpc.RpcError as exc:
+            self._stream_ended(f"stream failed: {exc.code().name}")
+        except Exception as exc:  # a frame that does not parse
+            log.warning("link %s: bad input: %r", self.peer, exc)
+            self._perform(self.protocol.take_down(CloseReason.BAD_FRAME, str(exc)[:200]))
+
+    async def _write_loop(self, write: Callable[[lpb.LinkFrame], Awaitable[None]]) -> None:
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while self._outbox:
+                    frame = self._outbox.popleft()
+                    if frame.WhichOneof("frame") == "direct":
+                        events = len(frame.direct.events)
+                        self._direct_buffered -= events
+                        self.rate_out.add(events, frame.ByteSize())
+                    await write(frame)
+                    if frame.WhichOneof("frame") == "refusal":
+                        self._closed.set()
+                        return
+        except grpc.RpcError as exc:
+            self._stream_ended(f"stream failed: {exc.code().name}")
+        except (asyncio.InvalidStateError, RuntimeError) as exc:
+            self._stream_ended(f"stream closed: {exc}")
+
+    async def _tick_loop(self) -> None:
+        interval = self.protocol.heartbeat_ms / 1000 / TICK_FRACTION
+        while True:
+            await asyncio.sleep(interval)
+            self._perform(self.protocol.tick(now_ms()))
+
+    def _stream_ended(self, detail: str) -> None:
+        if self.close_reason is None:
+            reason = CloseReason.STREAM_LOST if self.opened else CloseReason.UNREACHABLE
+            self.close_reason, self.close_detail = reason, detail
+        self._closed.set()
+
+    def _perform(self, actions: list[Any]) -> None:
+        for action in actions:
+            if isinstance(action, Send):
+                self.send(action.frame)
+            elif isinstance(action, Deliver):
+                self.mesh.received(self, action.frame)
+            elif isinstance(action, Opened):
+                self.peer = action.peer
+                self.opened = True
+                self._registry[self.peer] = self
+                self.mesh.link_opened(self)
+            elif isinstance(action, Resync):
+                self.mesh.resync(self)
+            elif isinstance(action, Close):
+                self.close_reason, self.close_detail = action.reason, action.detail
+                if self._outbox_has_refusal():
+                    # The writer closes once the peer has been told why; never wait long.
+                    asyncio.get_running_loop().call_later(REFUSAL_GRACE_S, self._closed.set)
+                else:
+                    self._closed.set()
+            # Store and Trim belong to guaranteed forwarding (not wired yet).
+
+    def _outbox_has_refusal(self) -> bool:
+        return any(f.WhichOneof("frame") == "refusal" for f in self._outbox)

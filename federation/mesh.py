@@ -1,0 +1,264 @@
+"""A region's place in the mesh: interest, link state and routes, shared by all its links.
+
+`Mesh` runs on the node's event loop and never blocks. It keeps this region's
+own interest and what it knows of every other region (interest and which of
+their links are up, both flooded over every link with versions), computes
+routes over the links that are up, and forwards direct events: one copy per
+next hop, each carrying its destinations and the regions it must not enter.
+Links reach it through `LinkPort`; local delivery is the node's, reached
+through `LocalDelivery`, so this package never imports `node`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from typing import Protocol
+
+from federation.interest import (
+    DeltaResult,
+    InterestDelta,
+    LocalInterest,
+    RemoteInterest,
+    interest_digest,
+)
+from federation.routes import RouteTable
+from plexus.v1 import link_pb2 as lpb
+
+log = logging.getLogger(__name__)
+
+
+class LocalDelivery(Protocol):
+    """What the node does with events that reached this region from a link."""
+
+    def deliver_direct(self, items: list[tuple[str, bytes]]) -> None:
+        """(topic, encoded event) pairs to hand to local subscribers."""
+
+
+class LinkPort(Protocol):
+    """An open link, as the mesh uses it."""
+
+    peer: str
+
+    def send(self, frame: lpb.LinkFrame) -> None: ...
+
+    def send_direct(self, batch: lpb.DirectBatch, count: int) -> None: ...
+
+    def set_digest(self, digest: int) -> None: ...
+
+    def replaced(self) -> None:
+        """A newer link to the same peer took over: close this one."""
+
+
+def _start_version() -> int:
+    # Versions must grow across restarts, or peers would ignore a restarted
+    # region's adverts as stale: start from the clock, in microseconds.
+    return time.time_ns() // 1000
+
+
+class Mesh:
+    def __init__(self, region: str, local: LocalDelivery) -> None:
+        self.region = region
+        self.local = local
+        self.interest = LocalInterest(region, version=_start_version())
+        self.remote = RemoteInterest(region)
+        self.routes = RouteTable(region)
+        # Every region's up links, as that region last advertised them.
+        self.link_states: dict[str, tuple[int, frozenset[str]]] = {}
+        self._link_state_version = _start_version()
+        self.links: dict[str, LinkPort] = {}
+
+    # ------------------------------------------------------------ local interest
+
+    def subscribe(self, pattern: str) -> None:
+        """A local subscription or queue subscription appeared."""
+        self._advertise(self.interest.add(pattern))
+
+    def unsubscribe(self, pattern: str) -> None:
+        self._advertise(self.interest.remove(pattern))
+
+    def _advertise(self, delta: InterestDelta | None) -> None:
+        if delta is None:
+            return
+        self._flood(lpb.LinkFrame(interest_delta=_delta_frame(delta)))
+        self._digest_changed()
+
+    # ------------------------------------------------------------ links
+
+    def link_opened(self, link: LinkPort) -> None:
+        """A link finished its handshake: full sync, then flood our new link state."""
+        old = self.links.get(link.peer)
+        if old is not None and old is not link:
+            old.replaced()
+        self.links[link.peer] = link
+        for frame in self._full_sync_frames(()):
+            link.send(frame)
+        self._own_links_changed()
+        link.set_digest(self.digest())
+        log.info("link to %s is up", link.peer)
+
+    def link_closed(self, link: LinkPort, reason: str) -> None:
+        if self.links.get(link.peer) is link:
+            del self.links[link.peer]
+            self._own_links_changed()
+            log.info("link to %s is down: %s", link.peer, reason)
+
+    def received(self, link: LinkPort, frame: lpb.LinkFrame) -> None:
+        """An interest, link-state or direct frame from `link`."""
+        kind = frame.WhichOneof("frame")
+        if kind == "direct":
+            self._on_direct(frame.direct)
+        elif kind == "interest_delta":
+            self._on_interest_delta(link, frame)
+        elif kind == "interest_full":
+            full = frame.interest_full
+            if self.remote.apply_full(full.region, full.version, full.patterns):
+                self._flood(frame, but=link.peer)
+                self._digest_changed()
+        elif kind == "link_state":
+            self._on_link_state(link, frame)
+        elif kind == "interest_request":
+            for reply in self._full_sync_frames(frame.interest_request.regions):
+                link.send(reply)
+
+    def resync(self, link: LinkPort) -> None:
+        """Our digests differ: ask the peer for everything it knows."""
+        link.send(lpb.LinkFrame(interest_request=lpb.InterestRequest()))
+
+    def _on_interest_delta(self, link: LinkPort, frame: lpb.LinkFrame) -> None:
+        d = frame.interest_delta
+        delta = InterestDelta(d.region, d.version, tuple(d.added), tuple(d.removed))
+        result = self.remote.apply_delta(delta)
+        if result is DeltaResult.APPLIED:
+            self._flood(frame, but=link.peer)
+            self._digest_changed()
+        elif result is DeltaResult.GAP:
+            request = lpb.InterestRequest(regions=[d.region])
+            link.send(lpb.LinkFrame(interest_request=request))
+
+    def _on_link_state(self, link: LinkPort, frame: lpb.LinkFrame) -> None:
+        state = frame.link_state
+        if state.region == self.region:
+            return
+        known = self.link_states.get(state.region)
+        if known is not None and known[0] >= state.version:
+            return
+        self.link_states[state.region] = (state.version, frozenset(state.up))
+        self._recompute_routes()
+        self._flood(frame, but=link.peer)
+
+    def _own_links_changed(self) -> None:
+        self._link_state_version += 1
+        up = frozenset(self.links)
+        self.link_states[self.region] = (self._link_state_version, up)
+        self._recompute_routes()
+        self._flood(lpb.LinkFrame(link_state=self._own_link_state()))
+
+    def _own_link_state(self) -> lpb.LinkState:
+        version, up = self.link_states.get(self.region, (self._link_state_version, frozenset()))
+        return lpb.LinkState(region=self.region, version=version, up=sorted(up))
+
+    def _recompute_routes(self) -> None:
+        # A link counts as up only when both ends say so.
+        up = set()
+        for region, (_version, neighbours) in self.link_states.items():
+            for peer in neighbours:
+                if region in self.link_states.get(peer, (0, frozenset()))[1]:
+                    up.add(frozenset((region, peer)))
+        self.routes.update(up)
+
+    def _full_sync_frames(self, regions: Iterable[str]) -> list[lpb.LinkFrame]:
+        wanted = set(regions)
+        frames = []
+        version, advertised = self.interest.snapshot()
+        if not wanted or self.region in wanted:
+            full = lpb.InterestFull(
+                region=self.region, version=version, patterns=sorted(advertised)
+            )
+            frames.append(lpb.LinkFrame(interest_full=full))
+            frames.append(lpb.LinkFrame(link_state=self._own_link_state()))
+        for region in sorted(self.remote.regions()):
+            if wanted and region not in wanted:
+                continue
+            full = lpb.InterestFull(
+                region=region,
+                version=self.remote.version_of(region),
+                patterns=sorted(self.remote.patterns_of(region)),
+            )
+            frames.append(lpb.LinkFrame(interest_full=full))
+        for region, (state_version, up) in sorted(self.link_states.items()):
+            if region != self.region and (not wanted or region in wanted):
+                state = lpb.LinkState(region=region, version=state_version, up=sorted(up))
+                frames.append(lpb.LinkFrame(link_state=state))
+        return frames
+
+    def _flood(self, frame: lpb.LinkFrame, but: str | None = None) -> None:
+        for peer, link in self.links.items():
+            if peer != but:
+                link.send(frame)
+
+    def digest(self) -> int:
+        return interest_digest({**self.remote.versions(), self.region: self.interest.version})
+
+    def _digest_changed(self) -> None:
+        digest = self.digest()
+        for link in self.links.values():
+            link.set_digest(digest)
+
+    # ------------------------------------------------------------ direct events
+
+    def route_direct(self, items: Iterable[tuple[str, bytes]]) -> None:
+        """Forward locally published direct events to every region interested in them."""
+        regions_for = self.remote.regions_for
+        groups: dict[frozenset[str], tuple[list[str], list[bytes]]] = {}
+        for topic, data in items:
+            regions = regions_for(topic)
+            if regions:
+                group = groups.get(regions)
+                if group is None:
+                    group = groups[regions] = ([], [])
+                group[0].append(topic)
+                group[1].append(data)
+        visited = frozenset((self.region,))
+        for regions, (topics, events) in groups.items():
+            self._forward(regions, visited, topics, events)
+
+    def wants(self, topic: str) -> bool:
+        """Does any other region hold interest in `topic`?"""
+        return bool(self.remote.regions_for(topic))
+
+    def _on_direct(self, batch: lpb.DirectBatch) -> None:
+        destinations = frozenset(batch.destinations)
+        if self.region in destinations:
+            self.local.deliver_direct(list(zip(batch.topics, batch.events, strict=True)))
+        rest = destinations - {self.region}
+        if rest:
+            visited = frozenset(batch.visited) | {self.region}
+            self._forward(rest, visited, list(batch.topics), list(batch.events))
+
+    def _forward(
+        self,
+        destinations: frozenset[str],
+        visited: frozenset[str],
+        topics: list[str],
+        events: list[bytes],
+    ) -> None:
+        forwarding = self.routes.forward(destinations, visited)
+        for copy in forwarding.copies:
+            link = self.links.get(copy.next_hop)
+            if link is None:
+                continue
+            batch = lpb.DirectBatch(
+                destinations=sorted(copy.destinations),
+                visited=sorted(copy.visited),
+                events=events,
+                topics=topics,
+            )
+            link.send_direct(batch, len(events))
+
+
+def _delta_frame(delta: InterestDelta) -> lpb.InterestDelta:
+    return lpb.InterestDelta(
+        region=delta.region, version=delta.version, added=delta.added, removed=delta.removed
+    )

@@ -1,0 +1,184 @@
+"""Keeps a region's links up: dials the links it owns, admits the ones it accepts.
+
+Of each link, the region whose name sorts first dials (`Topology.dialer`),
+re-dialling with exponential backoff and jitter after any failure; the other
+end accepts through the `Link` gRPC service. Operators can hold a link down
+(drills, tests); a held link is neither dialled nor accepted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+from collections.abc import AsyncIterator
+
+import grpc
+
+from federation.link import LinkSession, now_ms
+from federation.link_protocol import CloseReason, LinkProtocol, LinkState
+from federation.mesh import Mesh
+from federation.topology import Topology, TopologySource
+from plexus.v1 import link_pb2 as lpb
+from plexus.v1 import link_pb2_grpc as lrpc
+
+log = logging.getLogger(__name__)
+
+CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", 128 << 20),
+    ("grpc.max_send_message_length", 128 << 20),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
+
+
+class LinkSupervisor:
+    def __init__(self, region: str, source: TopologySource, mesh: Mesh) -> None:
+        self.region = region
+        self.source = source
+        self.mesh = mesh
+        self.held_down: set[str] = set()
+        # The latest session per peer (open, connecting or just closed), for `link list`.
+        self.sessions: dict[str, LinkSession] = {}
+        self._dialers: dict[str, asyncio.Task[None]] = {}
+        self._released: dict[str, asyncio.Event] = {}
+        self._unreachable: set[str] = set()
+
+    @property
+    def topology(self) -> Topology:
+        return self.source.current()
+
+    def start(self) -> None:
+        self._follow(self.topology)
+        self.source.watch(self._follow)
+
+    async def stop(self) -> None:
+        for session in list(self.sessions.values()):
+            session.take_down(CloseReason.SHUTDOWN)
+        for task in self._dialers.values():
+            task.cancel()
+        await asyncio.gather(*self._dialers.values(), return_exceptions=True)
+
+    def _follow(self, topology: Topology) -> None:
+        """Dial every link this region owns; stop dialling links that are gone."""
+        peers = topology.neighbours(self.region)
+        for peer in sorted(peers):
+            if topology.dialer(self.region, peer) == self.region and peer not in self._dialers:
+                self._dialers[peer] = asyncio.create_task(self._dial_forever(peer))
+        for peer in list(self._dialers):
+            if peer not in peers:
+                self._dialers.pop(peer).cancel()
+        for peer, session in list(self.sessions.items()):
+            if peer not in peers:
+                session.take_down(CloseReason.UNKNOWN_REGION, "link removed from the cluster")
+
+    # ------------------------------------------------------------ operator
+
+    def hold_down(self, peer: str) -> None:
+        self.held_down.add(peer)
+        self._released.setdefault(peer, asyncio.Event()).clear()
+        session = self.sessions.get(peer)
+        if session is not None:
+            session.take_down(CloseReason.TAKEN_DOWN)
+
+    def release(self, peer: str) -> None:
+        self.held_down.discard(peer)
+        self._released.setdefault(peer, asyncio.Event()).set()
+
+    # ------------------------------------------------------------ dialling
+
+    async def _dial_forever(self, peer: str) -> None:
+        settings = self.topology.settings
+        delay_ms = settings.reconnect_min_ms
+        while True:
+            if peer in self.held_down:
+                await self._released.setdefault(peer, asyncio.Event()).wait()
+            spec = self.topology.regions.get(peer)
+            if spec is None:
+                return
+            opened = await self._dial_once(peer, spec.grpc)
+            if opened:
+                delay_ms = settings.reconnect_min_ms
+            else:
+                delay_ms = min(delay_ms * 2, settings.reconnect_max_ms)
+            # Jitter keeps regions that lost each other from re-dialling in lockstep.
+            await asyncio.sleep(delay_ms * random.uniform(0.5, 1.5) / 1000)
+
+    async def _dial_once(self, peer: str, address: str) -> bool:
+        session = LinkSession(self.mesh, self._protocol(dialled_peer=peer), self.sessions)
+        self.sessions[peer] = session
+        async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+            call = lrpc.LinkStub(channel).Connect()
+            try:
+                await session.run(call.read, call.write)
+            finally:
+                call.cancel()
+        reason = session.close_reason
+        if reason is CloseReason.UNREACHABLE:
+            # Expected while the peer is down: one line per outage, not per attempt.
+            if peer not in self._unreachable:
+                self._unreachable.add(peer)
+                log.warning("link %s-%s: %s; retrying", self.region, peer, session.describe_close())
+        elif reason is not None and reason is not CloseReason.SHUTDOWN:
+            log.info("link %s-%s: %s", self.region, peer, session.describe_close())
+        if session.opened:
+            self._unreachable.discard(peer)
+        return session.opened
+
+    # ------------------------------------------------------------ accepting
+
+    async def accept(self, context: grpc.aio.ServicerContext) -> None:
+        session = LinkSession(self.mesh, self._protocol(dialled_peer=None), self.sessions)
+        await session.run(context.read, context.write)
+        if session.opened:
+            log.info("link %s-%s: %s", self.region, session.peer, session.describe_close())
+        elif session.close_reason is not None:
+            log.warning("link from %s refused: %s", context.peer(), session.describe_close())
+
+    def _admit(self, region: str) -> CloseReason | None:
+        if region not in self.topology.neighbours(self.region):
+            return CloseReason.UNKNOWN_REGION
+        if region in self.held_down:
+            return CloseReason.TAKEN_DOWN
+        return None
+
+    def _protocol(self, dialled_peer: str | None) -> LinkProtocol:
+        topology = self.topology
+        settings = topology.settings
+        return LinkProtocol(
+            cluster=topology.cluster,
+            secret=topology.secret,
+            region=self.region,
+            dialled_peer=dialled_peer,
+            admit=self._admit,
+            nonce=os.urandom(16),
+            received_upto=0,
+            heartbeat_ms=settings.heartbeat_ms,
+            dead_after_ms=settings.dead_after_ms,
+            now_ms=now_ms(),
+        )
+
+    # ------------------------------------------------------------ reporting
+
+    def link_states(self) -> dict[str, LinkState]:
+        states = {}
+        for peer in sorted(self.topology.neighbours(self.region)):
+            session = self.sessions.get(peer)
+            if peer in self.held_down or session is None:
+                states[peer] = LinkState.CLOSED
+            else:
+                states[peer] = session.state
+        return states
+
+
+class LinkService(lrpc.LinkServicer):
+    """The accepting end of links: the gRPC `plexus.v1.Link` service."""
+
+    def __init__(self, supervisor: LinkSupervisor) -> None:
+        self.supervisor = supervisor
+
+    async def Connect(
+        self, request_iterator: AsyncIterator[lpb.LinkFrame], context: grpc.aio.ServicerContext
+    ) -> None:
+        await self.supervisor.accept(context)
