@@ -162,17 +162,17 @@ class LinkProtocol:
         self.last_heard_ms = now_ms
         kind = frame.WhichOneof("frame")
         if kind is None:
-            return self._close(CloseReason.BAD_FRAME, "a frame with no content")
+            return self._refuse(CloseReason.BAD_FRAME, "a frame with no content")
         if kind == "refusal":
             return self._close(
                 CloseReason.REFUSED, f"{frame.refusal.reason}: {frame.refusal.detail}"
             )
         if self.state is LinkState.HANDSHAKE:
             if kind != "hello":
-                return self._close(CloseReason.PROTOCOL_ERROR, f"{kind} before hello")
+                return self._refuse(CloseReason.PROTOCOL_ERROR, f"{kind} before hello")
             return self._on_hello(frame.hello)
         if kind == "hello":
-            return self._close(CloseReason.PROTOCOL_ERROR, "a second hello")
+            return self._refuse(CloseReason.PROTOCOL_ERROR, "a second hello")
         if kind == "heartbeat":
             return self._on_heartbeat(frame.heartbeat, now_ms)
         if kind == "guaranteed":
@@ -288,7 +288,7 @@ class LinkProtocol:
         expected = self.stored_pending_upto + 1
         for event in fresh:
             if event.link_seq != expected:
-                return self._close(
+                return self._refuse(
                     CloseReason.PROTOCOL_ERROR,
                     f"guaranteed event {event.link_seq} where {expected} was due",
                 )
@@ -298,7 +298,7 @@ class LinkProtocol:
 
     def _on_ack(self, upto: int) -> list[Action]:
         if upto > self.sent_upto:
-            return self._close(
+            return self._refuse(
                 CloseReason.PROTOCOL_ERROR, f"ack of {upto}, only {self.sent_upto} sent"
             )
         if upto <= self.acked_upto:

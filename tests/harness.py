@@ -50,24 +50,22 @@ class NodeProcess:
         self.address = f"127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir.parent / f"{name}-{self.port}.log"
+        # Node flags other than the default name/listen/data (e.g. a cluster file).
+        self.start_command: list[str] | None = None
 
     def start(self, *extra: str) -> NodeProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
+        where = self.start_command or [
+            "--name",
+            self.name,
+            "--listen",
+            self.address,
+            "--data",
+            str(self.data_dir),
+        ]
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "node",
-                "run",
-                "--name",
-                self.name,
-                "--listen",
-                self.address,
-                "--data",
-                str(self.data_dir),
-                *extra,
-            ],
+            [sys.executable, "-m", "node", "run", *where, *extra],
             stdout=subprocess.PIPE,
             stderr=log,
         )
@@ -134,9 +132,70 @@ class Nodes:
 
     def restart(self, node: NodeProcess) -> NodeProcess:
         again = NodeProcess(node.name, node.data_dir, node.port)
+        again.start_command = node.start_command
         self.started.append(again)
         return again.start()
 
     def close(self) -> None:
         for node in self.started:
+            node.kill()
+
+
+class Cluster:
+    """Regions of one cluster file, each a real node process, for federation tests."""
+
+    def __init__(
+        self,
+        root: Path,
+        regions: list[str],
+        links: list[tuple[str, str]],
+        *,
+        secret: str = "test-secret",
+        heartbeat_ms: int = 100,
+        ports: dict[str, int] | None = None,
+    ) -> None:
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.file = root / "cluster.toml"
+        self.ports = {name: (ports or {}).get(name) or free_port() for name in regions}
+        self.nodes: dict[str, NodeProcess] = {}
+        lines = [
+            "[cluster]",
+            'name = "test"',
+            f'secret = "{secret}"',
+            "[settings]",
+            f"heartbeat_ms = {heartbeat_ms}",
+            "reconnect_min_ms = 50",
+            "reconnect_max_ms = 500",
+        ]
+        for name in regions:
+            lines += [
+                "[[region]]",
+                f'name = "{name}"',
+                f'grpc = "127.0.0.1:{self.ports[name]}"',
+                f'data = "{name}"',
+            ]
+        for a, b in links:
+            lines += ["[[link]]", f'regions = ["{a}", "{b}"]']
+        self.file.write_text("\n".join(lines) + "\n")
+
+    def address(self, region: str) -> str:
+        return f"127.0.0.1:{self.ports[region]}"
+
+    def start(self, *regions: str) -> None:
+        for name in regions or tuple(self.ports):
+            node = NodeProcess(name, self.root / name, self.ports[name])
+            node.start_command = ["--cluster", str(self.file), "--region", name]
+            self.nodes[name] = node.start()
+
+    def kill(self, region: str) -> None:
+        self.nodes[region].kill()
+
+    def restart(self, region: str) -> None:
+        """Start a killed region again on the same port and data directory."""
+        self.nodes[region].kill()
+        self.start(region)
+
+    def close(self) -> None:
+        for node in self.nodes.values():
             node.kill()

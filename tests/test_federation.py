@@ -1,0 +1,284 @@
+"""Regions linked over gRPC: interest propagation, routing over any topology, direct events."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from plexus import Client
+from plexus.v1 import link_pb2 as lpb
+from plexus.v1 import link_pb2_grpc as lrpc
+from plexus.v1 import plexus_pb2 as pb
+from plexus.v1 import plexus_pb2_grpc as rpc
+from tests.harness import Cluster
+
+LINKS_UP_S = 10.0
+
+
+@pytest.fixture
+def cluster_factory(tmp_path: Path):
+    made: list[Cluster] = []
+
+    def make(regions: list[str], links: list[tuple[str, str]], **options) -> Cluster:
+        cluster = Cluster(tmp_path / f"c{len(made)}", regions, links, **options)
+        made.append(cluster)
+        cluster.start()
+        return cluster
+
+    yield make
+    for cluster in made:
+        cluster.close()
+
+
+async def links_of(cluster: Cluster, region: str) -> pb.ListLinksResponse:
+    async with grpc.aio.insecure_channel(cluster.address(region)) as channel:
+        return await rpc.AdminStub(channel).ListLinks(pb.ListLinksRequest())
+
+
+async def set_link(cluster: Cluster, region: str, peer: str, up: bool) -> None:
+    async with grpc.aio.insecure_channel(cluster.address(region)) as channel:
+        await rpc.AdminStub(channel).SetLink(pb.SetLinkRequest(peer=peer, up=up))
+
+
+async def eventually(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+async def all_links_up(cluster: Cluster, links: list[tuple[str, str]]) -> None:
+    async def up() -> bool:
+        for a, b in links:
+            for region, peer in ((a, b), (b, a)):
+                states = {k.peer: k.state for k in (await links_of(cluster, region)).links}
+                if states.get(peer) != "up":
+                    return False
+        return True
+
+    await eventually(up, LINKS_UP_S, f"links {links} up")
+
+
+async def knows_interest(cluster: Cluster, region: str, of: str, pattern: str) -> None:
+    async def known() -> bool:
+        interest = {i.region: set(i.patterns) for i in (await links_of(cluster, region)).interest}
+        return pattern in interest.get(of, set())
+
+    await eventually(known, LINKS_UP_S, f"{region} to learn {of}'s interest in {pattern}")
+
+
+async def receive(sub, count: int, timeout: float = 10.0) -> list:
+    got: list = []
+    deadline = time.monotonic() + timeout
+    while len(got) < count and time.monotonic() < deadline:
+        got.extend(await sub.next_batch(timeout=max(0.01, deadline - time.monotonic())))
+    return got
+
+
+async def test_eu_subscription_receives_events_published_in_us(cluster_factory):
+    cluster = cluster_factory(["eu", "us"], [("eu", "us")])
+    await all_links_up(cluster, [("eu", "us")])
+    async with (
+        await Client.connect(cluster.address("eu")) as eu,
+        await Client.connect(cluster.address("us")) as us,
+    ):
+        async with eu.subscribe("orders/>") as sub:
+            await knows_interest(cluster, "us", "eu", "orders/>")
+            for i in range(500):
+                await us.publish(f"orders/us/{i}", b"%d" % i)
+            await us.publish("other/x", b"not for eu")
+            got = await receive(sub, 500)
+        assert [e.payload for e in got] == [b"%d" % i for i in range(500)]
+        assert all(e.origin_region == "us" for e in got)
+        # Only what eu asked for crossed the link.
+        await us.flush()
+        link = (await links_of(cluster, "us")).links[0]
+        assert link.events_out == 500
+
+
+async def test_removed_subscription_stops_pulling_events(cluster_factory):
+    cluster = cluster_factory(["eu", "us"], [("eu", "us")])
+    await all_links_up(cluster, [("eu", "us")])
+    async with (
+        await Client.connect(cluster.address("eu")) as eu,
+        await Client.connect(cluster.address("us")) as us,
+    ):
+        async with eu.subscribe("gone/>"):
+            await knows_interest(cluster, "us", "eu", "gone/>")
+
+        async def forgotten() -> bool:
+            interest = {i.region: set(i.patterns) for i in (await links_of(cluster, "us")).interest}
+            return "gone/>" not in interest.get("eu", set())
+
+        await eventually(forgotten, 5, "us to forget eu's interest")
+        for i in range(100):
+            await us.publish(f"gone/{i}", b"x")
+        await us.flush()
+        assert (await links_of(cluster, "us")).links[0].events_out == 0
+
+
+async def test_chain_carries_events_from_one_end_to_the_other_through_the_middle(cluster_factory):
+    links = [("a", "b"), ("b", "c")]
+    cluster = cluster_factory(["a", "b", "c"], links)
+    await all_links_up(cluster, links)
+    async with (
+        await Client.connect(cluster.address("c")) as c,
+        await Client.connect(cluster.address("a")) as a,
+        c.subscribe("chain/>") as sub,
+    ):
+        await knows_interest(cluster, "a", "c", "chain/>")
+        for i in range(200):
+            await a.publish(f"chain/{i}", b"%d" % i)
+        got = await receive(sub, 200)
+    assert [e.payload for e in got] == [b"%d" % i for i in range(200)]
+    route = {i.region: i.next_hop for i in (await links_of(cluster, "a")).interest}
+    assert route["c"] == "b"
+
+
+async def test_ring_reroutes_around_a_cut_link_and_routes_return(cluster_factory):
+    links = [("a", "b"), ("b", "c"), ("c", "d"), ("d", "a")]
+    cluster = cluster_factory(["a", "b", "c", "d"], links)
+    await all_links_up(cluster, links)
+    async with (
+        await Client.connect(cluster.address("b")) as b,
+        await Client.connect(cluster.address("a")) as a,
+        b.subscribe("ring/>") as sub,
+    ):
+        await knows_interest(cluster, "a", "b", "ring/>")
+        await set_link(cluster, "a", "b", up=False)
+
+        async def rerouted() -> bool:
+            hops = {i.region: i.next_hop for i in (await links_of(cluster, "a")).interest}
+            return hops.get("b") == "d"
+
+        await eventually(rerouted, 5, "a to route to b the long way (a-d-c-b)")
+        for i in range(100):
+            await a.publish(f"ring/{i}", b"%d" % i)
+        got = await receive(sub, 100)
+        assert [e.payload for e in got] == [b"%d" % i for i in range(100)]
+
+        await set_link(cluster, "a", "b", up=True)
+
+        async def direct_again() -> bool:
+            hops = {i.region: i.next_hop for i in (await links_of(cluster, "a")).interest}
+            return hops.get("b") == "b"
+
+        await eventually(direct_again, 10, "the direct route a-b to return")
+
+
+async def test_new_subscription_pulls_events_within_milliseconds(cluster_factory):
+    cluster = cluster_factory(["eu", "us"], [("eu", "us")])
+    await all_links_up(cluster, [("eu", "us")])
+    async with (
+        await Client.connect(cluster.address("eu")) as eu,
+        await Client.connect(cluster.address("us")) as us,
+    ):
+        started = time.monotonic()
+        async with eu.subscribe("fast/>") as sub:
+            # Publish until the first event crosses: that is when eu's interest reached us.
+            while True:
+                await us.publish("fast/x", b"x")
+                if await sub.next_batch(timeout=0.005):
+                    break
+            took = time.monotonic() - started
+    assert took < 0.5, f"first event after {took * 1000:.0f} ms"
+
+
+async def test_peer_with_the_wrong_secret_is_refused_and_nobody_crashes(
+    cluster_factory, tmp_path: Path
+):
+    cluster = cluster_factory(["eu", "us"], [("eu", "us")])
+    await all_links_up(cluster, [("eu", "us")])
+    # Another "eu" that knows where us is, but not the secret; eu dials us.
+    impostor = Cluster(
+        tmp_path / "impostor",
+        ["eu", "us"],
+        [("eu", "us")],
+        secret="wrong",
+        ports={"us": cluster.ports["us"]},
+    )
+    impostor.start("eu")
+    try:
+
+        async def refused() -> bool:
+            return "wrong_secret" in impostor.nodes["eu"].log_path.read_text().lower()
+
+        await eventually(refused, 10, "the impostor to be refused")
+        assert cluster.nodes["us"].running and impostor.nodes["eu"].running
+        await all_links_up(cluster, [("eu", "us")])
+    finally:
+        impostor.close()
+
+
+async def test_garbage_on_the_link_port_is_refused_without_harm(cluster_factory):
+    cluster = cluster_factory(["eu", "us"], [("eu", "us")])
+    await all_links_up(cluster, [("eu", "us")])
+    async with grpc.aio.insecure_channel(cluster.address("us")) as channel:
+        call = lrpc.LinkStub(channel).Connect()
+        await call.write(lpb.LinkFrame())  # a frame with nothing in it
+        await call.write(lpb.LinkFrame(guaranteed=lpb.GuaranteedBatch()))
+        answer = await call.read()
+        assert answer.WhichOneof("frame") == "refusal"
+        call.cancel()
+    raw = grpc.aio.insecure_channel(cluster.address("us"))
+    stream = raw.stream_stream("/plexus.v1.Link/Connect")
+
+    async def garbage() -> AsyncIterator[bytes]:
+        yield b"\xff\xff\xff\xff not protobuf"
+
+    answers = [lpb.LinkFrame.FromString(raw_answer) async for raw_answer in stream(garbage())]
+    assert [a.refusal.reason for a in answers] == ["BAD_FRAME"]
+    await raw.close()
+    assert cluster.nodes["us"].running
+    await all_links_up(cluster, [("eu", "us")])
+
+
+def random_connected_graph(names: list[str], rng: random.Random) -> list[tuple[str, str]]:
+    """A random spanning tree plus a few extra links."""
+    links = set()
+    for i in range(1, len(names)):
+        links.add(tuple(sorted((names[i], names[rng.randrange(i)]))))
+    for _ in range(rng.randint(0, len(names))):
+        a, b = rng.sample(names, 2)
+        links.add(tuple(sorted((a, b))))
+    return sorted(links)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_every_subscriber_gets_each_event_exactly_once_on_random_topologies(
+    cluster_factory, seed: int
+):
+    rng = random.Random(seed)
+    names = [f"r{i}" for i in range(rng.randint(4, 7))]
+    links = random_connected_graph(names, rng)
+    cluster = cluster_factory(names, links)
+    await all_links_up(cluster, links)
+    clients = {n: await Client.connect(cluster.address(n)) for n in names}
+    try:
+        subs = {n: clients[n].subscribe("loop/>") for n in names}
+        for sub in subs.values():
+            await sub.ready()
+        for n in names:
+            for other in names:
+                if other != n:
+                    await knows_interest(cluster, n, other, "loop/>")
+        for n in names:
+            for i in range(20):
+                await clients[n].publish(f"loop/{n}/{i}", f"{n}-{i}".encode())
+        expected = {f"{n}-{i}".encode() for n in names for i in range(20)}
+        for n, sub in subs.items():
+            got = [e.payload for e in await receive(sub, len(expected), timeout=15)]
+            assert sorted(got) == sorted(expected), f"{n} on {links}"
+            assert not await sub.next_batch(timeout=0.2), f"{n} got extra copies on {links}"
+    finally:
+        for client in clients.values():
+            await client.close()
