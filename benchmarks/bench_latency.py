@@ -115,7 +115,14 @@ def subscriber_worker(results: Any, address: str, pattern: str, ready: Any, done
 
 @report_errors
 def publisher_worker(
-    results: Any, address: str, topic: str, guaranteed: bool, ready: Any, go: Any, done: Any
+    results: Any,
+    address: str,
+    topic: str,
+    guaranteed: bool,
+    rate: int,
+    ready: Any,
+    go: Any,
+    done: Any,
 ) -> None:
     async def main() -> dict[str, Any]:
         async with await Client.connect(address) as client:
@@ -123,9 +130,9 @@ def publisher_worker(
             await client.flush()
             ready.set()
             go.wait()
-            events = WARMUP_EVENTS + int(RATE * SECONDS)
+            events = WARMUP_EVENTS + int(rate * SECONDS)
             started = time.monotonic_ns()
-            sent, acked = await paced(client, topic, events, RATE, guaranteed)
+            sent, acked = await paced(client, topic, events, rate, guaranteed)
             achieved = events * 1e9 / (time.monotonic_ns() - started)
             await client.flush()
             await asyncio.sleep(0.01)  # the last acks' done callbacks
@@ -143,14 +150,14 @@ def publisher_worker(
 # ------------------------------------------------------------------ runs
 
 
-def direct_run() -> dict[str, Any]:
+def direct_run(rate: int = RATE) -> dict[str, Any]:
     wait_for_quiet()
     load_before = load()
     with Node() as node, Workers() as workers:
         sub_ready, pub_ready, go, done = (workers.event() for _ in range(4))
         workers.start("subscriber", subscriber_worker, node.address, "lat/>", sub_ready, done)
         workers.start(
-            "publisher", publisher_worker, node.address, "lat/x", False, pub_ready, go, done
+            "publisher", publisher_worker, node.address, "lat/x", False, rate, pub_ready, go, done
         )
         workers.wait(sub_ready, pub_ready)
         with profile("latency-direct", {"node": node.pid, **workers.pids}):
@@ -159,7 +166,7 @@ def direct_run() -> dict[str, Any]:
     return {**roles["subscriber"], "rate": roles["publisher"]["rate"], "load": load_before}
 
 
-def guaranteed_run() -> dict[str, Any]:
+def guaranteed_run(rate: int = RATE) -> dict[str, Any]:
     wait_for_quiet()
     load_before = load()
     with Node() as node, Workers() as workers:
@@ -171,7 +178,7 @@ def guaranteed_run() -> dict[str, Any]:
         asyncio.run(create())
         pub_ready, go, done = (workers.event() for _ in range(3))
         workers.start(
-            "publisher", publisher_worker, node.address, "lat/g", True, pub_ready, go, done
+            "publisher", publisher_worker, node.address, "lat/g", True, rate, pub_ready, go, done
         )
         workers.wait(pub_ready)
         with profile("latency-guaranteed", {"node": node.pid, **workers.pids}):
