@@ -27,8 +27,11 @@ from federation.link_protocol import (
     Opened,
     Resync,
     Send,
+    Store,
+    Trim,
 )
 from federation.mesh import Mesh
+from federation.spools import LinkSpools
 from plexus.v1 import link_pb2 as lpb
 
 log = logging.getLogger(__name__)
@@ -37,6 +40,7 @@ MAX_DIRECT_BUFFERED_EVENTS = 100_000
 TICK_FRACTION = 4  # ticks per heartbeat interval
 RATE_WINDOW_S = 2.0
 REFUSAL_GRACE_S = 1.0
+SPOOL_READ = 1000  # spooled events per read and per frame
 
 
 def now_ms() -> int:
@@ -71,9 +75,16 @@ class LinkSession:
     """One link stream, dialled or accepted."""
 
     def __init__(
-        self, mesh: Mesh, protocol: LinkProtocol, registry: dict[str, LinkSession]
+        self,
+        mesh: Mesh,
+        protocol: LinkProtocol,
+        registry: dict[str, LinkSession],
+        spools: LinkSpools,
     ) -> None:
         self.mesh = mesh
+        self.spools = spools
+        self._room = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
         # Where the supervisor finds the latest session per peer.
         self._registry = registry
         self.protocol = protocol
@@ -132,6 +143,7 @@ class LinkSession:
         try:
             await self._closed.wait()
         finally:
+            tasks.extend(self._tasks)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -204,8 +216,17 @@ class LinkSession:
                 self.opened = True
                 self._registry[self.peer] = self
                 self.mesh.link_opened(self)
+                if self.peer in self.spools.links:
+                    self._tasks.append(asyncio.create_task(self._send_spool()))
             elif isinstance(action, Resync):
                 self.mesh.resync(self)
+            elif isinstance(action, Store):
+                self.mesh.store_guaranteed(
+                    self, action.events, action.upto, self._stored(action.upto)
+                )
+            elif isinstance(action, Trim):
+                self._room.set()
+                self._tasks.append(asyncio.create_task(self.spools.trim(self.peer, action.upto)))
             elif isinstance(action, Close):
                 self.close_reason, self.close_detail = action.reason, action.detail
                 if self._outbox_has_refusal():
@@ -213,7 +234,38 @@ class LinkSession:
                     asyncio.get_running_loop().call_later(REFUSAL_GRACE_S, self._closed.set)
                 else:
                     self._closed.set()
-            # Store and Trim belong to guaranteed forwarding (not wired yet).
+
+    def _stored(self, upto: int) -> Callable[[], None]:
+        def done() -> None:
+            self._perform(self.protocol.stored(upto))
+
+        return done
+
+    async def _send_spool(self) -> None:
+        """Send spooled guaranteed events in order, as fast as the peer acks them."""
+        link = self.spools.links[self.peer]
+        store = self.spools.store
+        while True:
+            room = self.protocol.room()
+            if room <= 0:
+                self._room.clear()
+                await self._room.wait()
+                continue
+            link.changed.clear()  # before reading, so no commit after the read is missed
+            batch = await asyncio.to_thread(
+                store.read_spool, link.link_id, self.protocol.sent_upto, min(room, SPOOL_READ)
+            )
+            if not batch:
+                await link.changed.wait()
+                continue
+            events = []
+            for item in batch:
+                event = lpb.GuaranteedEvent.FromString(item.envelope)
+                event.link_seq, event.event = item.link_seq, item.data
+                events.append(event)
+            self.protocol.sent(batch[-1].link_seq)
+            self.rate_out.add(len(events), sum(len(item.data) for item in batch))
+            self.send(lpb.LinkFrame(guaranteed=lpb.GuaranteedBatch(events=events)))
 
     def _outbox_has_refusal(self) -> bool:
         return any(f.WhichOneof("frame") == "refusal" for f in self._outbox)

@@ -125,6 +125,7 @@ class LinkProtocol:
         dead_after_ms: int,
         now_ms: int,
         send_window: int = DEFAULT_SEND_WINDOW,
+        received_mark: Callable[[str], int] | None = None,
     ) -> None:
         self.cluster = cluster
         self.region = region
@@ -149,6 +150,9 @@ class LinkProtocol:
         self.sent_upto = 0
         self.acked_upto = 0
         self.send_window = send_window
+        # The accepting end learns which peer it has from the hello: then it
+        # looks up what it already stored from that peer.
+        self._received_mark = received_mark
 
     # ------------------------------------------------------------ inputs
 
@@ -258,6 +262,8 @@ class LinkProtocol:
             if refusal is not None:
                 return self._refuse(refusal, f"region {hello.region!r}")
         self.peer = hello.region
+        if not self.dialler and self._received_mark is not None:
+            self.received_upto = self.stored_pending_upto = self._received_mark(hello.region)
         self.state = LinkState.OPEN
         self.sent_upto = self.acked_upto = hello.received_upto
         actions: list[Action] = [] if self.dialler else [Send(self._hello())]
@@ -285,14 +291,16 @@ class LinkProtocol:
         if not fresh:
             # All duplicates of what we stored: say so again, the first ack was lost.
             return [Send(lpb.LinkFrame(ack=lpb.LinkAck(upto=self.received_upto)))]
-        expected = self.stored_pending_upto + 1
+        # Sequences only grow (a failed commit on the sender may leave a hole; the
+        # stream itself loses nothing, and a new stream resumes from our mark).
+        previous = self.stored_pending_upto
         for event in fresh:
-            if event.link_seq != expected:
+            if event.link_seq <= previous:
                 return self._refuse(
                     CloseReason.PROTOCOL_ERROR,
-                    f"guaranteed event {event.link_seq} where {expected} was due",
+                    f"guaranteed event {event.link_seq} after {previous}",
                 )
-            expected += 1
+            previous = event.link_seq
         self.stored_pending_upto = fresh[-1].link_seq
         return [Store(fresh, fresh[-1].link_seq)]
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from federation.interest import (
@@ -23,7 +23,7 @@ from federation.interest import (
     RemoteInterest,
     interest_digest,
 )
-from federation.routes import RouteTable
+from federation.routes import Copy, RouteTable
 from plexus.v1 import link_pb2 as lpb
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,12 @@ class LocalDelivery(Protocol):
 
     def deliver_direct(self, items: list[tuple[str, bytes]]) -> None:
         """(topic, encoded event) pairs to hand to local subscribers."""
+
+    def store_guaranteed(
+        self, peer: str, events: list[lpb.GuaranteedEvent], upto: int, done: Callable[[], None]
+    ) -> None:
+        """Store events from `peer` in local queues and onward spools, with the link's
+        received mark, in one commit; then call `done` (which acks them to the peer)."""
 
 
 class LinkPort(Protocol):
@@ -64,6 +70,9 @@ class Mesh:
         self.interest = LocalInterest(region, version=_start_version())
         self.remote = RemoteInterest(region)
         self.routes = RouteTable(region)
+        # Routes over every configured link, up or not: where guaranteed events for a
+        # region that is cut off wait (spooled) until a way to it comes back.
+        self.configured_routes = RouteTable(region)
         # Every region's up links, as that region last advertised them.
         self.link_states: dict[str, tuple[int, frozenset[str]]] = {}
         self._link_state_version = _start_version()
@@ -205,6 +214,29 @@ class Mesh:
         digest = self.digest()
         for link in self.links.values():
             link.set_digest(digest)
+
+    # ------------------------------------------------------------ guaranteed events
+
+    def set_configured_links(self, links: Iterable[frozenset[str]]) -> None:
+        self.configured_routes.update(links)
+
+    def guaranteed_regions(self, topic: str) -> frozenset[str]:
+        """Regions that hold interest in `topic` (guaranteed events go to each)."""
+        return self.remote.regions_for(topic)
+
+    def plan(self, destinations: frozenset[str], visited: frozenset[str]) -> list[Copy]:
+        """One copy per next hop: over links that are up, else over configured links."""
+        forwarding = self.routes.forward(destinations, visited)
+        copies = list(forwarding.copies)
+        if forwarding.unreachable:
+            fallback = self.configured_routes.forward(forwarding.unreachable, visited)
+            copies.extend(fallback.copies)
+        return copies
+
+    def store_guaranteed(
+        self, link: LinkPort, events: list[lpb.GuaranteedEvent], upto: int, done: Callable[[], None]
+    ) -> None:
+        self.local.store_guaranteed(link.peer, events, upto, done)
 
     # ------------------------------------------------------------ direct events
 

@@ -19,6 +19,7 @@ import grpc
 from federation.link import LinkSession, now_ms
 from federation.link_protocol import CloseReason, LinkProtocol, LinkState
 from federation.mesh import Mesh
+from federation.spools import LinkSpools
 from federation.topology import Topology, TopologySource
 from plexus.v1 import link_pb2 as lpb
 from plexus.v1 import link_pb2_grpc as lrpc
@@ -34,10 +35,11 @@ CHANNEL_OPTIONS = [
 
 
 class LinkSupervisor:
-    def __init__(self, region: str, source: TopologySource, mesh: Mesh) -> None:
+    def __init__(self, region: str, source: TopologySource, mesh: Mesh, spools: LinkSpools) -> None:
         self.region = region
         self.source = source
         self.mesh = mesh
+        self.spools = spools
         self.held_down: set[str] = set()
         # The latest session per peer (open, connecting or just closed), for `link list`.
         self.sessions: dict[str, LinkSession] = {}
@@ -49,7 +51,8 @@ class LinkSupervisor:
     def topology(self) -> Topology:
         return self.source.current()
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        await self.spools.open_all(self.topology.neighbours(self.region))
         self._follow(self.topology)
         self.source.watch(self._follow)
 
@@ -63,6 +66,7 @@ class LinkSupervisor:
     def _follow(self, topology: Topology) -> None:
         """Dial every link this region owns; stop dialling links that are gone."""
         peers = topology.neighbours(self.region)
+        self.mesh.set_configured_links(topology.links)
         for peer in sorted(peers):
             if topology.dialer(self.region, peer) == self.region and peer not in self._dialers:
                 self._dialers[peer] = asyncio.create_task(self._dial_forever(peer))
@@ -106,7 +110,9 @@ class LinkSupervisor:
             await asyncio.sleep(delay_ms * random.uniform(0.5, 1.5) / 1000)
 
     async def _dial_once(self, peer: str, address: str) -> bool:
-        session = LinkSession(self.mesh, self._protocol(dialled_peer=peer), self.sessions)
+        session = LinkSession(
+            self.mesh, self._protocol(dialled_peer=peer), self.sessions, self.spools
+        )
         self.sessions[peer] = session
         async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
             call = lrpc.LinkStub(channel).Connect()
@@ -129,7 +135,9 @@ class LinkSupervisor:
     # ------------------------------------------------------------ accepting
 
     async def accept(self, context: grpc.aio.ServicerContext) -> None:
-        session = LinkSession(self.mesh, self._protocol(dialled_peer=None), self.sessions)
+        session = LinkSession(
+            self.mesh, self._protocol(dialled_peer=None), self.sessions, self.spools
+        )
         await session.run(context.read, context.write)
         if session.opened:
             log.info("link %s-%s: %s", self.region, session.peer, session.describe_close())
@@ -153,11 +161,16 @@ class LinkSupervisor:
             dialled_peer=dialled_peer,
             admit=self._admit,
             nonce=os.urandom(16),
-            received_upto=0,
+            received_upto=self._received_upto(dialled_peer),
+            received_mark=self._received_upto,
             heartbeat_ms=settings.heartbeat_ms,
             dead_after_ms=settings.dead_after_ms,
             now_ms=now_ms(),
         )
+
+    def _received_upto(self, peer: str | None) -> int:
+        link = self.spools.links.get(peer) if peer else None
+        return link.received_upto if link else 0
 
     # ------------------------------------------------------------ reporting
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from node import framing
 from node.commits import Commits
@@ -23,7 +23,7 @@ from node.queues import Queue, QueueTable, now_ms
 from plexus.errors import InvalidArgument, InvalidTopic, PlexusError
 from plexus.topics import validate_topic
 from plexus.v1 import plexus_pb2 as pb
-from storage.spool import Spool, StoredEvent
+from storage.spool import Forward, Spool, StoredEvent
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,50 @@ class _Pending(NamedTuple):
     topic: str
     queues: tuple[Queue, ...]
     stored: StoredEvent
+
+
+class Forwarding(Protocol):
+    """Link spools for guaranteed events bound to other regions (federation's forwarder)."""
+
+    def wants(self, topic: str) -> bool: ...
+
+    def forwards(
+        self,
+        topic: str,
+        size: int,
+        destinations: frozenset[str] | None = None,
+        visited: frozenset[str] | None = None,
+    ) -> tuple[Forward, ...]: ...
+
+    def release(self, forwards: Iterable[Forward], size: int) -> None: ...
+
+    def committed(self, forwards: Iterable[Forward]) -> None: ...
+
+
+class NoForwarding:
+    """A node outside any cluster."""
+
+    def wants(self, topic: str) -> bool:
+        return False
+
+    def forwards(
+        self,
+        topic: str,
+        size: int,
+        destinations: frozenset[str] | None = None,
+        visited: frozenset[str] | None = None,
+    ) -> tuple[Forward, ...]:
+        return ()
+
+    def release(self, forwards: Iterable[Forward], size: int) -> None:
+        pass
+
+    def committed(self, forwards: Iterable[Forward]) -> None:
+        pass
+
+
+# Records, inside a commit, the last link sequence stored from a peer.
+RecordReceived = Callable[[Any], None]
 
 
 class RemoteRouting(Protocol):
@@ -92,6 +136,7 @@ class Publisher:
         self.next_seq = spool.last_seq() + 1
         self._valid_topics: set[str] = set()
         self.remote: RemoteRouting = NoRemoteRouting()
+        self.forwarder: Forwarding = NoForwarding()
 
     def publish(
         self, request: pb.PublishRequest, raw: bytes, first_index: int, on_acks: AckSink
@@ -200,18 +245,77 @@ class Publisher:
             full = queue.check_room(size)
             if full is not None:
                 return _refusal(index, full)
+        forwards: tuple[Forward, ...] = ()
+        if self.forwarder.wants(topic):
+            try:
+                forwards = self.forwarder.forwards(topic, size)
+            except PlexusError as exc:  # a link's spool is full
+                return _refusal(index, exc)
         data = event.SerializeToString()
-        for queue in queues:
-            queue.reserved_depth += 1
-            queue.reserved_bytes += size
+        self._reserve(queues, size)
         expires = at_ms + event.ttl_ms if event.ttl_ms else 0
-        stored = StoredEvent(self.next_seq, data, self.queues.ids_of(queues), expires, size)
+        ids = self.queues.ids_of(queues)
+        stored = StoredEvent(self.next_seq, data, ids, expires, size, forwards)
         self.next_seq += 1
         pending.append(_Pending(index, event.id, topic, queues, stored))
         return None
 
+    @staticmethod
+    def _reserve(queues: tuple[Queue, ...], size: int) -> None:
+        for queue in queues:
+            queue.reserved_depth += 1
+            queue.reserved_bytes += size
+
+    def store_relayed(
+        self,
+        events: list[Any],
+        upto: int,
+        record_received: RecordReceived,
+        done: Callable[[], None],
+    ) -> None:
+        """Guaranteed events that arrived over a link: into local queues (when this region
+        is a destination) and onward spools, with the link's received mark, in one commit."""
+        pending: list[_Pending] = []
+        for relayed in events:
+            destinations = frozenset(relayed.destinations)
+            topic, data = relayed.topic, relayed.event
+            size = len(data)
+            queues = self.queues.match(topic) if self.region in destinations else ()
+            # No limit check: the publisher has its ack; a full queue takes it all the same.
+            self._reserve(queues, size)
+            rest = destinations - {self.region}
+            forwards: tuple[Forward, ...] = ()
+            if rest:
+                visited = frozenset(relayed.visited) | {self.region}
+                forwards = self.forwarder.forwards(topic, size, rest, visited)
+            ids = self.queues.ids_of(queues)
+            stored = StoredEvent(self.next_seq, data, ids, 0, size, forwards)
+            self.next_seq += 1
+            pending.append(
+                _Pending(
+                    -1, 0, topic if queues or self.region in destinations else "", queues, stored
+                )
+            )
+        to_store = [p.stored for p in pending if p.queues or p.stored.forwards]
+        spool = self.spool
+
+        def write(txn: Any) -> None:
+            spool.put_events(txn, to_store)
+            record_received(txn)
+
+        def committed(fut: asyncio.Future[None]) -> None:
+            error = fut.exception()
+            if error is not None:
+                log.error("storing %d relayed events failed: %r", len(pending), error)
+                self._release(pending)
+                return
+            self._landed(pending)
+            done()
+
+        self.commits.submit(write).add_done_callback(committed)
+
     def _store(self, pending: list[_Pending], on_acks: AckSink) -> asyncio.Future[None]:
-        to_store = [p.stored for p in pending if p.queues]
+        to_store = [p.stored for p in pending if p.queues or p.stored.forwards]
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if not to_store:
             self._acked(pending, on_acks)
@@ -232,24 +336,36 @@ class Publisher:
         return done
 
     def _acked(self, pending: list[_Pending], on_acks: AckSink) -> None:
+        self._landed(pending)
+        self.counters.guaranteed_in += len(pending)
+        on_acks(_ack_runs(pending))
+
+    def _landed(self, pending: list[_Pending]) -> None:
+        """Committed: queues take their entries, links their spooled events."""
         by_queue: dict[Queue, list[Entry]] = {}
+        forwards = []
         for p in pending:
-            seq, data, _ids, expires, size = p.stored
+            seq, data, _ids, expires, size, forwarded = p.stored
+            forwards.extend(forwarded)
             for queue in p.queues:
                 entry = Entry(seq, size, expires, data=data)
                 by_queue.setdefault(queue, []).append(entry)
         for queue, entries in by_queue.items():
             self.queues.stored(queue, entries)
-        self.counters.guaranteed_in += len(pending)
-        # Direct subscribers see guaranteed events too, once they are safe.
-        self.router.fan_out((p.topic, p.stored.data) for p in pending)
-        on_acks(_ack_runs(pending))
+        if forwards:
+            self.forwarder.committed(forwards)
+        # Direct subscribers here see guaranteed events too, once they are safe.
+        self.router.fan_out((p.topic, p.stored.data) for p in pending if p.topic)
 
-    def _failed(self, pending: list[_Pending], error: BaseException, on_acks: AckSink) -> None:
+    def _release(self, pending: list[_Pending]) -> None:
         for p in pending:
             for queue in p.queues:
                 queue.reserved_depth -= 1
                 queue.reserved_bytes -= p.stored.size
+            self.forwarder.release(p.stored.forwards, p.stored.size)
+
+    def _failed(self, pending: list[_Pending], error: BaseException, on_acks: AckSink) -> None:
+        self._release(pending)
         if not isinstance(error, PlexusError):
             log.error("storing %d guaranteed events failed: %r", len(pending), error)
             error = PlexusError(f"storage failure: {error}")

@@ -6,12 +6,16 @@ import asyncio
 import logging
 import signal
 import socket
+from collections.abc import Callable
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from federation.forwarding import GuaranteedForwarder
 from federation.mesh import Mesh
+from federation.spools import LinkSpools
 from federation.supervisor import LinkService, LinkSupervisor
 from federation.topology import StaticTopology, Topology
 from node.admin_service import AdminService, add_admin_service
@@ -65,15 +69,19 @@ async def run_node(config: NodeConfig, topology: Topology | None = None) -> None
         spool = Spool(env)
         mesh = supervisor = None
         router = DirectRouter()
+        local = _Local(router)
         if topology is not None:
-            mesh = Mesh(config.name, _Local(router))
-            supervisor = LinkSupervisor(config.name, StaticTopology(topology), mesh)
+            mesh = Mesh(config.name, local)
+            local.spools = LinkSpools(spool, topology.settings, commits.submit)
+            supervisor = LinkSupervisor(config.name, StaticTopology(topology), mesh, local.spools)
             router.interest = mesh
         queues = QueueTable(spool, commits, config, mesh)
         queues.recover(spool.last_seq())
         publisher = Publisher(config.name, router, queues, spool, commits, config.max_payload_bytes)
-        if mesh is not None:
+        local.publisher = publisher
+        if mesh is not None and local.spools is not None:
             publisher.remote = mesh
+            publisher.forwarder = GuaranteedForwarder(mesh, local.spools)
 
         _check_port_free(config.listen)
         server = grpc.aio.server(options=GRPC_OPTIONS)
@@ -110,7 +118,7 @@ async def run_node(config: NodeConfig, topology: Topology | None = None) -> None
         log.info("node %s serving on %s, data in %s", config.name, address, config.data)
         sweeper = asyncio.create_task(_sweep_expired(queues))
         if supervisor is not None:
-            supervisor.start()
+            await supervisor.start()
         await stop.wait()
         log.info("node %s stopping", config.name)
         sweeper.cancel()
@@ -130,9 +138,27 @@ class _Local:
 
     def __init__(self, router: DirectRouter) -> None:
         self.router = router
+        self.publisher: Publisher | None = None
+        self.spools: LinkSpools | None = None
 
     def deliver_direct(self, items: list[tuple[str, bytes]]) -> None:
         self.router.fan_out(items)
+
+    def store_guaranteed(
+        self, peer: str, events: list[Any], upto: int, done: Callable[[], None]
+    ) -> None:
+        assert self.publisher is not None and self.spools is not None
+        link = self.spools.links[peer]
+        store = self.spools.store
+
+        def record(txn: Any) -> None:
+            store.set_received(txn, link.link_id, upto)
+
+        def landed() -> None:
+            link.received_upto = upto
+            done()
+
+        self.publisher.store_relayed(events, upto, record, landed)
 
 
 def _check_port_free(address: str) -> None:

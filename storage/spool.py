@@ -6,10 +6,14 @@ Databases in the node's LMDB environment:
              b"queue:" + name  -> u32 queue id + config bytes (owned by the caller)
              b"next-queue-id"  -> u32
     events   seq (u64 BE)      -> the encoded event, stored once
-    refs     seq (u64 BE)      -> u32 number of queue entries still pointing at it,
-                                  absent when that number is 1 (the common case)
+    refs     seq (u64 BE)      -> u32 number of queue and spool entries still pointing
+                                  at it, absent when that number is 1 (the common case)
     entries  queue id (u32 BE) + seq (u64 BE)
                                -> delivery count (u16), expiry ms (u64), size (u32)
+    spools   link id (u32 BE) + link seq (u64 BE)
+                               -> seq (u64) + what the link sends with it (caller's bytes)
+             meta b"link:" + peer -> u32 link id; b"link-sent:" + peer -> u64 last link seq
+             spooled; b"link-received:" + peer -> u64 last link seq stored from the peer
 
 Sequences are node-local, strictly increasing, and double as delivery tags.
 Write methods take the writer's transaction; read methods open their own.
@@ -33,14 +37,31 @@ _ENTRY_VALUE = struct.Struct(">HQI")
 _QUEUE_PREFIX = b"queue:"
 
 
+class Forward(NamedTuple):
+    """An event's place in the outbound spool of a link."""
+
+    link_id: int
+    link_seq: int
+    # What the link sends along with the event (destinations, visited, topic).
+    envelope: bytes
+
+
 class StoredEvent(NamedTuple):
-    """A guaranteed event to store and the queues it goes into (a tuple: made per event)."""
+    """A guaranteed event to store and the queues and link spools it goes into."""
 
     seq: int
     data: bytes
     queue_ids: tuple[int, ...]
     expires_at_ms: int
     size: int
+    forwards: tuple[Forward, ...] = ()
+
+
+class SpooledEvent(NamedTuple):
+    link_seq: int
+    seq: int
+    envelope: bytes
+    data: bytes
 
 
 @dataclass(slots=True)
@@ -69,6 +90,7 @@ class Spool:
         self.events = env.db(b"events")
         self.refs = env.db(b"refs")
         self.entries = env.db(b"entries")
+        self.spools = env.db(b"spools")
 
     # ------------------------------------------------------------ writes
 
@@ -94,7 +116,106 @@ class Spool:
                 for queue_id in ev.queue_ids
             ]
         )
+        forwards = [(ev.seq, f) for ev in batch for f in ev.forwards]
+        if forwards:
+            self._put_forwards(txn, forwards)
         txn.put(b"seq", _U64.pack(batch[-1].seq), db=self.meta)
+
+    def _put_forwards(self, txn: lmdb.Transaction, forwards: list[tuple[int, Forward]]) -> None:
+        txn.cursor(db=self.spools).putmulti(
+            [
+                (_ENTRY_KEY.pack(f.link_id, f.link_seq), _U64.pack(seq) + f.envelope)
+                for seq, f in forwards
+            ]
+        )
+        last: dict[int, int] = {}
+        for _seq, f in forwards:
+            last[f.link_id] = max(last.get(f.link_id, 0), f.link_seq)
+        for link_id, link_seq in last.items():
+            txn.put(b"link-sent:" + _U32.pack(link_id), _U64.pack(link_seq), db=self.meta)
+
+    # ------------------------------------------------------------ link spools
+
+    def link_id(self, txn: lmdb.Transaction, peer: str) -> int:
+        """The id of the link to `peer`, allocated on first use."""
+        key = b"link:" + peer.encode()
+        raw = txn.get(key, db=self.meta)
+        if raw is not None:
+            return int(_U32.unpack(raw)[0])
+        raw = txn.get(b"next-link-id", db=self.meta)
+        link_id = _U32.unpack(raw)[0] if raw else 1
+        txn.put(b"next-link-id", _U32.pack(link_id + 1), db=self.meta)
+        txn.put(key, _U32.pack(link_id), db=self.meta)
+        return int(link_id)
+
+    def set_received(self, txn: lmdb.Transaction, link_id: int, upto: int) -> None:
+        """The last link seq stored from the peer of `link_id`, in the same commit."""
+        txn.put(b"link-received:" + _U32.pack(link_id), _U64.pack(upto), db=self.meta)
+
+    def trim(self, txn: lmdb.Transaction, link_id: int, upto: int) -> tuple[int, int]:
+        """Delete spooled events up to `upto` (the peer stored them): (how many, bytes)."""
+        cursor = txn.cursor(db=self.spools)
+        prefix = _U32.pack(link_id)
+        removed = size = 0
+        if cursor.set_range(prefix):
+            while cursor.key()[:4] == prefix:
+                link_seq = _ENTRY_KEY.unpack(cursor.key())[1]
+                if link_seq > upto:
+                    break
+                seq_key = cursor.value()[:8]
+                if not cursor.delete():
+                    break
+                size += len(txn.get(seq_key, db=self.events) or b"")
+                self._release(txn, _U64.unpack(seq_key)[0])
+                removed += 1
+        return removed, size
+
+    def link_marks(self, peer: str) -> tuple[int, int, int]:
+        """(link id or 0, last link seq spooled, last link seq received) for a peer."""
+        with self._env.reading() as txn:
+            raw = txn.get(b"link:" + peer.encode(), db=self.meta)
+            if raw is None:
+                return 0, 0, 0
+            link_id = _U32.unpack(raw)[0]
+            sent = txn.get(b"link-sent:" + raw, db=self.meta)
+            received = txn.get(b"link-received:" + raw, db=self.meta)
+        return (
+            int(link_id),
+            _U64.unpack(sent)[0] if sent else 0,
+            _U64.unpack(received)[0] if received else 0,
+        )
+
+    def read_spool(self, link_id: int, after: int, limit: int) -> list[SpooledEvent]:
+        """Up to `limit` spooled events of a link after link seq `after`, with their data."""
+        found = []
+        with self._env.reading() as txn:
+            cursor = txn.cursor(db=self.spools)
+            if not cursor.set_range(_ENTRY_KEY.pack(link_id, after + 1)):
+                return found
+            prefix = _U32.pack(link_id)
+            for key, value in cursor:
+                if key[:4] != prefix or len(found) >= limit:
+                    break
+                seq = _U64.unpack(value[:8])[0]
+                data = txn.get(_U64.pack(seq), db=self.events)
+                if data is not None:
+                    found.append(SpooledEvent(_ENTRY_KEY.unpack(key)[1], seq, value[8:], data))
+        return found
+
+    def spool_totals(self, link_id: int) -> tuple[int, int]:
+        """(events, payload bytes) spooled for a link, by scanning it."""
+        count = size = 0
+        with self._env.reading() as txn:
+            cursor = txn.cursor(db=self.spools)
+            prefix = _U32.pack(link_id)
+            if cursor.set_range(prefix):
+                for key, value in cursor:
+                    if key[:4] != prefix:
+                        break
+                    data = txn.get(value[:8], db=self.events)
+                    count += 1
+                    size += len(data or b"")
+        return count, size
 
     def remove_entries(self, txn: lmdb.Transaction, queue_id: int, seqs: Iterable[int]) -> int:
         """Delete entries (acked or dropped) and release their events; returns how many."""

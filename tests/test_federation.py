@@ -282,3 +282,64 @@ async def test_every_subscriber_gets_each_event_exactly_once_on_random_topologie
     finally:
         for client in clients.values():
             await client.close()
+
+
+async def consume_all(client: Client, queue: str, idle_s: float = 1.0) -> list:
+    """Consume and ack until the queue has been quiet for `idle_s`."""
+    got = []
+    async with client.consume(queue, prefetch=1000) as consumer:
+        while True:
+            batch = await consumer.next_batch(timeout=idle_s)
+            if not batch:
+                break
+            got.extend(batch)
+            for delivery in batch:
+                delivery.ack()
+        await consumer.drain()
+    return got
+
+
+async def test_guaranteed_events_reach_a_queue_in_another_region_exactly_once(cluster_factory):
+    links = [("ap", "eu"), ("eu", "us")]  # a chain: us -> eu -> ap
+    cluster = cluster_factory(["ap", "eu", "us"], links)
+    await all_links_up(cluster, links)
+    async with (
+        await Client.connect(cluster.address("ap")) as ap,
+        await Client.connect(cluster.address("us")) as us,
+    ):
+        await ap.create_queue("apq", ["xg/>"])
+        await knows_interest(cluster, "us", "ap", "xg/>")
+        acks = [us.publish_nowait(f"xg/{i}", b"g%d" % i, guaranteed=True) for i in range(1000)]
+        await asyncio.gather(*acks)
+        got = await consume_all(ap, "apq")
+    payloads = [d.payload for d in got]
+    assert sorted(payloads) == sorted(b"g%d" % i for i in range(1000))
+    assert len(payloads) == len(set(payloads))
+    assert all(d.origin_region == "us" for d in got)
+
+
+async def test_link_cut_under_load_loses_nothing_and_duplicates_nothing(cluster_factory):
+    cluster = cluster_factory(["eu", "us"], [("eu", "us")])
+    await all_links_up(cluster, [("eu", "us")])
+    async with (
+        await Client.connect(cluster.address("eu")) as eu,
+        await Client.connect(cluster.address("us")) as us,
+    ):
+        await eu.create_queue("cutq", ["cut/>"])
+        await knows_interest(cluster, "us", "eu", "cut/>")
+        acks = []
+        for i in range(3000):
+            acks.append(us.publish_nowait(f"cut/{i}", b"c%d" % i, guaranteed=True))
+            if i == 1000:
+                await set_link(cluster, "us", "eu", up=False)
+            if i % 200 == 0:
+                await asyncio.sleep(0)
+        await asyncio.gather(*acks)
+        spooled = (await links_of(cluster, "us")).links[0]
+        assert spooled.state != "up"
+        await set_link(cluster, "us", "eu", up=True)
+        await all_links_up(cluster, [("eu", "us")])
+        got = await consume_all(eu, "cutq", idle_s=2.0)
+    payloads = [d.payload for d in got]
+    assert len(payloads) == len(set(payloads)), "duplicates in the queue"
+    assert set(payloads) == {b"c%d" % i for i in range(3000)}

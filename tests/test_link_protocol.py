@@ -245,9 +245,15 @@ def test_partly_duplicate_batch_stores_only_the_new_events():
     assert [e.link_seq for e in store.events] == [3]
 
 
-def test_a_gap_in_link_sequences_closes_the_link():
+def test_link_sequences_going_backwards_close_the_link():
     _, b = opened()
-    assert of(b.receive(guaranteed(2), 1), Close)[0].reason is CloseReason.PROTOCOL_ERROR
+    assert of(b.receive(guaranteed(3, 2), 1), Close)[0].reason is CloseReason.PROTOCOL_ERROR
+
+
+def test_a_hole_in_link_sequences_is_accepted():
+    _, b = opened()
+    (store,) = of(b.receive(guaranteed(1, 3), 1), Store)
+    assert [e.link_seq for e in store.events] == [1, 3]
 
 
 def test_an_ack_for_more_than_was_sent_closes_the_link():

@@ -1,0 +1,129 @@
+"""Outbound spools of a region's links: guaranteed events waiting for the next hop to store them.
+
+Each link has an LMDB spool (storage/spool.py) written in the same commit as
+the local queues, so a publisher's ack means "stored here and spooled
+towards every other region that wants it". This module keeps the in-memory
+side: link ids, the next link sequence, depth and bytes against the per-link
+quota, and a wake-up for the link's sender when something new is spooled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import lmdb
+
+from federation.topology import ClusterSettings
+from plexus.errors import ResourceExhausted
+from plexus.v1 import link_pb2 as lpb
+from storage.spool import Forward, Spool
+
+# Runs a change in the node's group-commit writer; resolves once durable.
+Commit = Callable[[Callable[[lmdb.Transaction], Any]], Awaitable[Any]]
+
+
+class SpoolFull(ResourceExhausted):
+    def __init__(self, peer: str, quota_bytes: int) -> None:
+        self.peer, self.quota_bytes = peer, quota_bytes
+        super().__init__(
+            f"the spool of the link to {peer!r} is full ({quota_bytes} bytes): "
+            "the link has been down or slow for too long"
+        )
+
+
+@dataclass
+class LinkSpool:
+    peer: str
+    link_id: int
+    next_seq: int
+    received_upto: int
+    depth: int = 0
+    bytes: int = 0
+    # Monotonic time the oldest spooled event was spooled (0: empty or unknown).
+    oldest_s: float = 0.0
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    over_quota: int = 0
+
+
+class LinkSpools:
+    """The spools of every link of this region."""
+
+    def __init__(self, spool: Spool, settings: ClusterSettings, commit: Commit) -> None:
+        self.store = spool
+        self.settings = settings
+        self.commit = commit
+        self.links: dict[str, LinkSpool] = {}
+
+    async def open_all(self, peers: Iterable[str]) -> None:
+        """Allocate (or find) the link ids of `peers` and resume their spools from disk."""
+        store = self.store
+        wanted = sorted(set(peers) - set(self.links))
+
+        def allocate(txn: lmdb.Transaction) -> dict[str, int]:
+            return {peer: store.link_id(txn, peer) for peer in wanted}
+
+        for peer, link_id in (await self.commit(allocate)).items():
+            self.open(peer, link_id)
+
+    async def trim(self, peer: str, upto: int) -> None:
+        """The peer stored everything up to `upto`: delete it here."""
+        link = self.links[peer]
+        store = self.store
+        count, size = await self.commit(lambda txn: store.trim(txn, link.link_id, upto))
+        self.released(peer, size, count)
+
+    def open(self, peer: str, link_id: int) -> LinkSpool:
+        """Know the link to `peer` (its id allocated in storage), resuming from disk."""
+        _id, sent, received = self.store.link_marks(peer)
+        depth, size = self.store.spool_totals(link_id)
+        link = LinkSpool(peer, link_id, sent + 1, received, depth, size)
+        if depth:
+            link.oldest_s = time.monotonic()
+        self.links[peer] = link
+        return link
+
+    def reserve(self, peer: str, size: int, envelope: bytes, *, enforce_quota: bool) -> Forward:
+        """A place in `peer`'s spool for an event of `size` bytes; SpoolFull past the quota."""
+        link = self.links[peer]
+        quota = self.settings.link_spool_quota_bytes
+        if link.bytes + size > quota:
+            if enforce_quota:
+                raise SpoolFull(peer, quota)
+            link.over_quota += 1  # relayed events are never dropped: counted instead
+        forward = Forward(link.link_id, link.next_seq, envelope)
+        link.next_seq += 1
+        link.depth += 1
+        link.bytes += size
+        if not link.oldest_s:
+            link.oldest_s = time.monotonic()
+        return forward
+
+    def released(self, peer: str, size: int, count: int) -> None:
+        """Events of `peer`'s spool whose commit failed or that the peer stored."""
+        link = self.links[peer]
+        link.depth = max(0, link.depth - count)
+        link.bytes = max(0, link.bytes - size)
+        if not link.depth:
+            link.oldest_s = 0.0
+
+    def spooled(self, peers: set[str]) -> None:
+        """New events are committed in these spools: wake their senders."""
+        for peer in peers:
+            self.links[peer].changed.set()
+
+    def oldest_age_ms(self, peer: str) -> int:
+        link = self.links.get(peer)
+        if link is None or not link.oldest_s:
+            return 0
+        return int((time.monotonic() - link.oldest_s) * 1000)
+
+
+def envelope(destinations: frozenset[str], visited: frozenset[str], topic: str) -> bytes:
+    """What a link sends along with a spooled event, stored with it."""
+    return lpb.GuaranteedEvent(
+        destinations=sorted(destinations), visited=sorted(visited), topic=topic
+    ).SerializeToString()
