@@ -343,3 +343,52 @@ async def test_link_cut_under_load_loses_nothing_and_duplicates_nothing(cluster_
     payloads = [d.payload for d in got]
     assert len(payloads) == len(set(payloads)), "duplicates in the queue"
     assert set(payloads) == {b"c%d" % i for i in range(3000)}
+
+
+async def publish_until_stopped(client: Client, prefix: str, stop: asyncio.Event) -> set[bytes]:
+    """Publish guaranteed events until `stop`; returns the payloads the node acked."""
+    acked: set[bytes] = set()
+    i = 0
+    while not stop.is_set():
+        batch = [(b"%s-%d" % (prefix.encode(), i + k)) for k in range(50)]
+        i += 50
+        futures = [client.publish_nowait(f"{prefix}/x", p, guaranteed=True) for p in batch]
+        for payload, result in zip(
+            batch, await asyncio.gather(*futures, return_exceptions=True), strict=True
+        ):
+            if not isinstance(result, BaseException):
+                acked.add(payload)
+    return acked
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 2])
+async def test_kill_9_of_the_middle_region_of_a_chain_loses_and_duplicates_nothing(
+    cluster_factory, seed: int
+):
+    links = [("a", "b"), ("b", "c")]
+    cluster = cluster_factory(["a", "b", "c"], links)
+    await all_links_up(cluster, links)
+    async with (
+        await Client.connect(cluster.address("c")) as c,
+        await Client.connect(cluster.address("a")) as a,
+    ):
+        await c.create_queue("midq", ["mid/>"])
+        await knows_interest(cluster, "a", "c", "mid/>")
+        stop = asyncio.Event()
+        publisher = asyncio.create_task(publish_until_stopped(a, "mid", stop))
+        await asyncio.sleep(random.Random(seed).uniform(0.3, 1.0))  # the moment of the crash
+        cluster.kill("b")
+        await asyncio.sleep(0.3)  # b stays down a while: a spools meanwhile
+        cluster.restart("b")
+        await all_links_up(cluster, links)
+        await asyncio.sleep(0.3)  # and publishing goes on a while after the recovery
+        stop.set()
+        acked = await publisher
+
+        got = await consume_all(c, "midq", idle_s=3.0)
+    payloads = [d.payload for d in got]
+    assert acked, "nothing was acked"
+    assert len(payloads) == len(set(payloads)), "an event reached the queue twice"
+    missing = acked - set(payloads)
+    assert not missing, f"{len(missing)} acked events never arrived, e.g. {sorted(missing)[:3]}"
