@@ -5,8 +5,9 @@ port in a temporary directory and stops it in a `finally`; client work that
 must not share a core with the measuring process runs in worker processes
 started with `spawn` (`start_worker`), also stopped in a `finally`.
 
-Setting PLEXUS_BENCH_PROFILE=DIR makes `profile()` record py-spy profiles
-(raw, collapsed stacks) of the node and the workers into DIR during a run.
+Setting PLEXUS_BENCH_PROFILE=DIR (`run_all.py --profile DIR`) makes
+`profile()` record py-spy profiles (raw, collapsed stacks) of the node and the
+workers into DIR during a run; the figures of a profiled run are lower.
 """
 
 from __future__ import annotations
@@ -281,7 +282,7 @@ def load() -> str:
     return f"{os.getloadavg()[0]:.2f}"
 
 
-def wait_for_quiet(max_load: float = 1.5, max_wait_s: float = 20.0) -> None:
+def wait_for_quiet(max_load: float = 1.5, max_wait_s: float = 8.0) -> None:
     """Give a busy machine (other engineers' tests) a moment before measuring."""
     deadline = time.monotonic() + max_wait_s
     while os.getloadavg()[0] > max_load and time.monotonic() < deadline:

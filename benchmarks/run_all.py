@@ -3,7 +3,7 @@
 Each module under benchmarks/ named here has `run() -> list[dict]`; a row with
 a `target` is a figure from issue 2 and goes in the summary too.
 
-    .venv/bin/python benchmarks/run_all.py [--only NAME ...] [--markdown FILE]
+    .venv/bin/python benchmarks/run_all.py [--only NAME ...] [--markdown FILE] [--profile DIR]
 
 `--markdown FILE` writes the machine, the tables and the summary as markdown:
 between the lines `<!-- bench:begin -->` and `<!-- bench:end -->` when FILE
@@ -24,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import figure, fmt_number, load, machine
+from common import PROFILE_ENV, figure, fmt_number, load, machine
 from rich.console import Console
 from rich.table import Table
 
@@ -147,7 +147,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Run the Plexus benchmarks.")
     parser.add_argument("--only", nargs="+", choices=list(BENCHMARKS), help="run only these")
     parser.add_argument("--markdown", type=Path, help="write the tables as markdown to FILE")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="record py-spy profiles (collapsed stacks) of the node and clients into DIR",
+    )
     args = parser.parse_args(argv)
+    if args.profile:
+        os.environ[PROFILE_ENV] = str(args.profile.resolve())
 
     console = Console()
     if not console.is_terminal:
