@@ -74,6 +74,10 @@ class AdminService(rpc.AdminServicer):
             dialler=supervisor.topology.dialer(self.region, peer) == self.region,
             held_down=peer in supervisor.held_down,
         )
+        spool = supervisor.spools.links.get(peer)
+        if spool is not None:
+            info.spool_depth = spool.depth
+            info.spool_oldest_age_ms = supervisor.spools.oldest_age_ms(peer)
         session = supervisor.sessions.get(peer)
         if session is not None:
             info.reason = "" if state is LinkState.OPEN else session.describe_close()
