@@ -12,6 +12,7 @@ import grpc
 import pytest
 
 from plexus import Client
+from plexus.errors import ResourceExhausted
 from plexus.v1 import link_pb2 as lpb
 from plexus.v1 import link_pb2_grpc as lrpc
 from plexus.v1 import plexus_pb2 as pb
@@ -336,7 +337,7 @@ async def test_link_cut_under_load_loses_nothing_and_duplicates_nothing(cluster_
                 await asyncio.sleep(0)
         await asyncio.gather(*acks)
         spooled = (await links_of(cluster, "us")).links[0]
-        assert spooled.state != "up"
+        assert spooled.state != "up" and spooled.spool_depth > 0
         await set_link(cluster, "us", "eu", up=True)
         await all_links_up(cluster, [("eu", "us")])
         got = await consume_all(eu, "cutq", idle_s=2.0)
@@ -392,3 +393,33 @@ async def test_kill_9_of_the_middle_region_of_a_chain_loses_and_duplicates_nothi
     assert len(payloads) == len(set(payloads)), "an event reached the queue twice"
     missing = acked - set(payloads)
     assert not missing, f"{len(missing)} acked events never arrived, e.g. {sorted(missing)[:3]}"
+
+
+async def test_full_link_spool_refuses_publishes_naming_the_link_then_drains(cluster_factory):
+    cluster = cluster_factory(
+        ["eu", "us"], [("eu", "us")], settings={"link_spool_quota_bytes": 1 << 20}
+    )
+    await all_links_up(cluster, [("eu", "us")])
+    async with (
+        await Client.connect(cluster.address("eu")) as eu,
+        await Client.connect(cluster.address("us")) as us,
+    ):
+        await eu.create_queue("fullq", ["full/>"])
+        await knows_interest(cluster, "us", "eu", "full/>")
+        await set_link(cluster, "us", "eu", up=False)
+        payload = b"p" * 10_000
+        accepted = 0
+        with pytest.raises(ResourceExhausted, match="link to 'eu' is full"):
+            for _ in range(200):
+                await us.publish("full/x", payload, guaranteed=True)
+                accepted += 1
+        assert 50 < accepted < 110
+        await set_link(cluster, "us", "eu", up=True)
+
+        async def drained() -> bool:
+            return (await links_of(cluster, "us")).links[0].spool_depth == 0
+
+        await eventually(drained, 10, "the spool to drain")
+        await us.publish("full/x", payload, guaranteed=True)
+        got = await consume_all(eu, "fullq")
+    assert len(got) == accepted + 1
