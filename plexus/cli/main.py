@@ -119,6 +119,7 @@ def info(server: str, as_json: bool) -> None:
 
 
 def _register() -> None:
+    from plexus.cli.link import link_group
     from plexus.cli.publish import pub
     from plexus.cli.queue import queue_group
     from plexus.cli.subscribe import sub
@@ -126,6 +127,7 @@ def _register() -> None:
     cli.add_command(pub)
     cli.add_command(sub)
     cli.add_command(queue_group)
+    cli.add_command(link_group)
 
 
 _register()

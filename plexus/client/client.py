@@ -10,7 +10,7 @@ from grpc import aio
 
 from plexus.client.channel import open_channel, parse_address, translate_rpc_error
 from plexus.client.consumer import Consumer
-from plexus.client.info import NodeInfo, QueueInfo
+from plexus.client.info import LinkInfo, LinksView, NodeInfo, QueueInfo
 from plexus.client.publisher import PublishStream
 from plexus.client.subscription import Subscription
 from plexus.errors import InvalidArgument, Unavailable
@@ -42,6 +42,7 @@ class Client:
         self.address = address
         self._channel = channel
         self._stub = pb_grpc.BrokerStub(channel)
+        self._admin = pb_grpc.AdminStub(channel)
         self._stream: PublishStream | None = None
         self._valid_topics: set[str] = set()
         self._closed = False
@@ -274,6 +275,27 @@ class Client:
     async def node_info(self) -> NodeInfo:
         info = await self._unary(self._stub.GetNodeInfo, pb.NodeInfoRequest())
         return NodeInfo.from_proto(info)
+
+    # ------------------------------------------------------------ links (Admin)
+
+    async def list_links(self) -> LinksView:
+        """The node's region, its links and the interest it learned from each region.
+
+        A node that is not part of a cluster answers with no links.
+        """
+        resp = await self._unary(self._admin.ListLinks, pb.ListLinksRequest())
+        return LinksView.from_proto(resp)
+
+    async def set_link(self, peer: str, up: bool) -> LinkInfo:
+        """Take the link to region `peer` down (`up=False`) and hold it down, or
+        let it come back (`up=True`); returns the link as it is right after.
+
+        Raises NotFound when the node's region has no link to `peer`.
+        """
+        if not isinstance(peer, str) or not peer:
+            raise InvalidArgument(f"peer must be a region name, got {peer!r}")
+        resp = await self._unary(self._admin.SetLink, pb.SetLinkRequest(peer=peer, up=up))
+        return LinkInfo.from_proto(resp.link)
 
     async def _unary(self, method, request, timeout: float = 30.0):  # type: ignore[no-untyped-def]
         if self._closed:

@@ -1,4 +1,4 @@
-"""Typed views of what the node reports: queues and node info."""
+"""Typed views of what the node reports: queues, node info, links and interest."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 from plexus.v1 import plexus_pb2 as pb
 
-__all__ = ["NodeInfo", "QueueInfo"]
+__all__ = ["LinkInfo", "LinksView", "NodeInfo", "QueueInfo", "RegionInterest"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,3 +82,102 @@ class NodeInfo:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class LinkInfo:
+    """One link of a region, seen from that region's end.
+
+    `state` is "up", "connecting" or "down"; `reason` says why the link is
+    down or was last closed ("" when up); `held_down` is true while an
+    operator holds it down (`plexus link down`).
+    """
+
+    peer: str
+    state: str
+    reason: str
+    dialler: bool
+    rtt_ms: float
+    events_in_per_s: float
+    events_out_per_s: float
+    bytes_in_per_s: float
+    bytes_out_per_s: float
+    events_in: int
+    events_out: int
+    direct_dropped: int
+    spool_depth: int
+    spool_oldest_age_ms: int
+    held_down: bool
+
+    @property
+    def up(self) -> bool:
+        return self.state == "up"
+
+    @classmethod
+    def from_proto(cls, info: pb.LinkInfo) -> LinkInfo:
+        return cls(**{name: getattr(info, name) for name in cls.__dataclass_fields__})
+
+    def to_dict(self, region: str | None = None) -> dict[str, Any]:
+        """A JSON-ready dict; given this end's region, with `regions: [region, peer]`."""
+        data = asdict(self)
+        if region is None:
+            return data
+        return {"peer": self.peer, "regions": [region, self.peer], **data}
+
+
+@dataclass(frozen=True, slots=True)
+class RegionInterest:
+    """The patterns a region is known to subscribe to, and the way there."""
+
+    region: str
+    version: int
+    patterns: tuple[str, ...]
+    # The neighbour events for the region go through ("" for this region or when unreachable).
+    next_hop: str
+    reachable: bool
+
+    @classmethod
+    def from_proto(cls, interest: pb.RegionInterest) -> RegionInterest:
+        return cls(
+            region=interest.region,
+            version=interest.version,
+            patterns=tuple(interest.patterns),
+            next_hop=interest.next_hop,
+            reachable=interest.reachable,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["patterns"] = list(self.patterns)
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class LinksView:
+    """A region's links and the interest it learned: this region first, then the others.
+
+    A node that is not part of a cluster has no links and no interest.
+    """
+
+    region: str
+    links: tuple[LinkInfo, ...]
+    interest: tuple[RegionInterest, ...]
+
+    @classmethod
+    def from_proto(cls, resp: pb.ListLinksResponse) -> LinksView:
+        return cls(
+            region=resp.region,
+            links=tuple(LinkInfo.from_proto(link) for link in resp.links),
+            interest=tuple(RegionInterest.from_proto(i) for i in resp.interest),
+        )
+
+    def link(self, peer: str) -> LinkInfo | None:
+        """The link to `peer`, or None when this region has no such link."""
+        return next((link for link in self.links if link.peer == peer), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "region": self.region,
+            "links": [link.to_dict(self.region) for link in self.links],
+            "interest": [i.to_dict() for i in self.interest],
+        }
