@@ -260,7 +260,7 @@ class LinkProtocol:
         if not self.dialler:
             refusal = self._admit(hello.region)
             if refusal is not None:
-                return self._refuse(refusal, f"region {hello.region!r}")
+                return self._refuse(refusal, f"{refusal.value} (region {hello.region!r})")
         self.peer = hello.region
         if not self.dialler and self._received_mark is not None:
             self.received_upto = self.stored_pending_upto = self._received_mark(hello.region)

@@ -423,3 +423,66 @@ async def test_full_link_spool_refuses_publishes_naming_the_link_then_drains(clu
         await us.publish("full/x", payload, guaranteed=True)
         got = await consume_all(eu, "fullq")
     assert len(got) == accepted + 1
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+async def test_interest_views_heal_after_links_reset_during_10000_subscription_changes(
+    cluster_factory,
+):
+    names = ["a", "b", "c"]
+    links = [("a", "b"), ("b", "c"), ("a", "c")]
+    heartbeat_ms = 200
+    cluster = cluster_factory(names, links, heartbeat_ms=heartbeat_ms)
+    await all_links_up(cluster, links)
+    rng = random.Random(7)
+    clients = {n: await Client.connect(cluster.address(n)) for n in names}
+    open_subs: dict[str, list] = {n: [] for n in names}
+    stop = asyncio.Event()
+
+    async def flap() -> None:
+        while not stop.is_set():
+            a, b = rng.choice(links)
+            await set_link(cluster, a, b, up=False)
+            await asyncio.sleep(rng.uniform(0.01, 0.2))  # the link stays down a random while
+            await set_link(cluster, a, b, up=True)
+            await asyncio.sleep(rng.uniform(0.01, 0.2))
+
+    flapper = asyncio.create_task(flap())
+    try:
+        changes = 0
+        while changes < 10_000:
+            region = rng.choice(names)
+            subs = open_subs[region]
+            if subs and rng.random() < 0.5:
+                await subs.pop(rng.randrange(len(subs))).close()
+            else:
+                pattern = f"t{rng.randrange(40)}/{rng.choice(['*', '>', 'x', 'y*'])}"
+                sub = clients[region].subscribe(pattern)
+                await sub.ready()
+                subs.append(sub)
+            changes += 1
+    finally:
+        stop.set()
+        await flapper
+    for a, b in links:
+        await set_link(cluster, a, b, up=True)
+    await all_links_up(cluster, links)
+    healed_by = time.monotonic() + 2 * heartbeat_ms / 1000
+
+    async def views_right() -> bool:
+        truth = {}
+        views = {}
+        for n in names:
+            reply = await links_of(cluster, n)
+            interest = {i.region: set(i.patterns) for i in reply.interest}
+            truth[n] = interest[n]
+            views[n] = interest
+        return all(views[n][m] == truth[m] for n in names for m in names)
+
+    await eventually(views_right, 10, "every region's view of every other's interest to heal")
+    assert time.monotonic() <= healed_by + 0.5, "healing took longer than two heartbeats"
+    for n in names:
+        for sub in open_subs[n]:
+            await sub.close()
+        await clients[n].close()
