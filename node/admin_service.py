@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -10,15 +12,72 @@ from federation.link_protocol import LinkState
 from federation.mesh import Mesh
 from federation.supervisor import LinkSupervisor
 from plexus.errors import NotFound, PlexusError
+from plexus.topics import validate_topic
 from plexus.v1 import plexus_pb2 as pb
 from plexus.v1 import plexus_pb2_grpc as rpc
 
+# For a topic: how many local direct subscribers match, and which local queues.
+LocalView = Callable[[str], tuple[int, list[str]]]
+ASK_REGION_TIMEOUT_S = 3.0
+
 
 class AdminService(rpc.AdminServicer):
-    def __init__(self, region: str, supervisor: LinkSupervisor | None, mesh: Mesh | None) -> None:
+    def __init__(
+        self,
+        region: str,
+        supervisor: LinkSupervisor | None,
+        mesh: Mesh | None,
+        local_view: LocalView,
+    ) -> None:
         self.region = region
         self.supervisor = supervisor
         self.mesh = mesh
+        self.local_view = local_view
+
+    async def Explain(self, request: pb.ExplainRequest, context: Any) -> pb.ExplainResponse:
+        topic = request.topic
+        try:
+            validate_topic(topic)
+        except PlexusError as exc:
+            await context.abort(exc.status_code, str(exc))
+            raise
+        subscribers, queues = self.local_view(topic)
+        here = pb.ExplainedRegion(
+            region=self.region,
+            path=[self.region],
+            subscribers=subscribers,
+            queues=queues,
+            reachable=True,
+        )
+        reply = pb.ExplainResponse(topic=topic, regions=[here])
+        if request.local_only or self.mesh is None or self.supervisor is None:
+            return reply
+        mesh, topology = self.mesh, self.supervisor.topology
+        regions = sorted(mesh.remote.regions_for(topic))
+        answers = await asyncio.gather(
+            *(self._ask(topology.regions[r].grpc, topic) for r in regions if r in topology.regions)
+        )
+        reachable = mesh.routes.reachable()
+        for region, answer in zip(regions, answers, strict=True):
+            up = region in reachable
+            path = mesh.routes.path(region) if up else mesh.configured_routes.path(region)
+            entry = pb.ExplainedRegion(region=region, path=path, reachable=up)
+            if isinstance(answer, pb.ExplainedRegion):
+                entry.subscribers, entry.queues[:] = answer.subscribers, list(answer.queues)
+            else:
+                entry.error = answer
+            reply.regions.append(entry)
+        return reply
+
+    async def _ask(self, address: str, topic: str) -> pb.ExplainedRegion | str:
+        try:
+            async with grpc.aio.insecure_channel(address) as channel:
+                answer = await rpc.AdminStub(channel).Explain(
+                    pb.ExplainRequest(topic=topic, local_only=True), timeout=ASK_REGION_TIMEOUT_S
+                )
+            return answer.regions[0]
+        except grpc.aio.AioRpcError as exc:
+            return f"could not ask {address}: {exc.code().name}"
 
     async def ListLinks(self, request: pb.ListLinksRequest, context: Any) -> pb.ListLinksResponse:
         reply = pb.ListLinksResponse(region=self.region)

@@ -95,7 +95,11 @@ async def run_node(config: NodeConfig, topology: Topology | None = None) -> None
         address = f"{host}:{port}"
         service = BrokerService(config, address, env, router, queues, publisher)
         server.add_generic_rpc_handlers((handlers(service),))
-        add_admin_service(server, AdminService(config.name, supervisor, mesh))
+
+        def local_view(topic: str) -> tuple[int, list[str]]:
+            return len(router.index.match(topic)), sorted(q.name for q in queues.match(topic))
+
+        add_admin_service(server, AdminService(config.name, supervisor, mesh, local_view))
         if supervisor is not None:
             lrpc.add_LinkServicer_to_server(LinkService(supervisor), server)
         health_servicer = health.aio.HealthServicer()

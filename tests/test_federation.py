@@ -470,19 +470,88 @@ async def test_interest_views_heal_after_links_reset_during_10000_subscription_c
     await all_links_up(cluster, links)
     healed_by = time.monotonic() + 2 * heartbeat_ms / 1000
 
-    async def views_right() -> bool:
-        truth = {}
-        views = {}
-        for n in names:
-            reply = await links_of(cluster, n)
-            interest = {i.region: set(i.patterns) for i in reply.interest}
-            truth[n] = interest[n]
-            views[n] = interest
-        return all(views[n][m] == truth[m] for n in names for m in names)
-
-    await eventually(views_right, 10, "every region's view of every other's interest to heal")
+    await views_agree(cluster, names)
     assert time.monotonic() <= healed_by + 0.5, "healing took longer than two heartbeats"
     for n in names:
         for sub in open_subs[n]:
             await sub.close()
         await clients[n].close()
+
+
+async def views_agree(cluster: Cluster, names: list[str], timeout: float = 10.0) -> None:
+    """Wait until every region's view of every region's interest is that region's own."""
+
+    async def agree() -> bool:
+        views = {}
+        for n in names:
+            views[n] = {i.region: set(i.patterns) for i in (await links_of(cluster, n)).interest}
+        return all(views[n].get(m) == views[m][m] for n in names for m in names)
+
+    await eventually(agree, timeout, "interest views to agree")
+
+
+async def spools_drained(cluster: Cluster, names: list[str], timeout: float = 10.0) -> None:
+    async def drained() -> bool:
+        for n in names:
+            if any(k.spool_depth for k in (await links_of(cluster, n)).links):
+                return False
+        return True
+
+    await eventually(drained, timeout, "every link spool to drain")
+
+
+@pytest.mark.slow
+async def test_explain_agrees_with_real_delivery_for_random_topics(cluster_factory):
+    names = ["a", "b", "c"]
+    links = [("a", "b"), ("b", "c")]
+    cluster = cluster_factory(names, links)
+    await all_links_up(cluster, links)
+    rng = random.Random(11)
+    levels = ["x", "y", "xy"]
+
+    def pattern() -> str:
+        parts = [rng.choice([*levels, "*", "x*"]) for _ in range(rng.randint(1, 2))]
+        return "/".join(["ex", *parts, *([">"] if rng.random() < 0.3 else [])])
+
+    clients = {n: await Client.connect(cluster.address(n)) for n in names}
+    subs = {}
+    try:
+        for n in names:
+            for k in range(3):
+                subs[(n, k)] = clients[n].subscribe(pattern())
+                await subs[(n, k)].ready()
+            await clients[n].create_queue(f"q{n}", [pattern(), pattern()])
+        await views_agree(cluster, names)
+        topics = sorted(
+            {
+                "ex/" + "/".join(rng.choice(levels) for _ in range(rng.randint(1, 3)))
+                for _ in range(40)
+            }
+        )
+        explained = {t: await clients["a"].explain(t) for t in topics}
+        for t in topics:
+            await clients["a"].publish(t, t.encode(), guaranteed=True)
+        await spools_drained(cluster, names)  # every relayed event is stored at its hop
+        received: dict[tuple[str, int], list[bytes]] = {}
+        for key, sub in subs.items():
+            received[key] = [e.payload for e in await sub.next_batch(timeout=0.5)]
+            while more := await sub.next_batch(timeout=0.1):
+                received[key].extend(e.payload for e in more)
+        queued = {
+            n: [d.payload for d in await consume_all(clients[n], f"q{n}", 0.5)] for n in names
+        }
+        for t in topics:
+            by_region = {r["region"]: r for r in explained[t]}
+            for n in names:
+                got = sum(received[(n, k)].count(t.encode()) for k in range(3))
+                said = by_region.get(n, {"subscribers": 0, "queues": []})
+                assert got == said["subscribers"], f"{t} in {n}: {got} got it, explain said {said}"
+                in_queue = t.encode() in queued[n]
+                assert in_queue == (f"q{n}" in said["queues"]), f"{t} queue in {n}: {said}"
+            for r in explained[t]:
+                assert r["path"][0] == "a" and r["path"][-1] == r["region"]
+    finally:
+        for sub in subs.values():
+            await sub.close()
+        for client in clients.values():
+            await client.close()

@@ -119,6 +119,7 @@ def info(server: str, as_json: bool) -> None:
 
 
 def _register() -> None:
+    from plexus.cli.explain import explain
     from plexus.cli.link import link_group
     from plexus.cli.publish import pub
     from plexus.cli.queue import queue_group
@@ -128,6 +129,7 @@ def _register() -> None:
     cli.add_command(sub)
     cli.add_command(queue_group)
     cli.add_command(link_group)
+    cli.add_command(explain)
 
 
 _register()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from types import TracebackType
+from typing import Any
 
 import grpc
 from grpc import aio
@@ -14,6 +15,7 @@ from plexus.client.info import LinkInfo, LinksView, NodeInfo, QueueInfo
 from plexus.client.publisher import PublishStream
 from plexus.client.subscription import Subscription
 from plexus.errors import InvalidArgument, Unavailable
+from plexus.topics import validate_topic
 from plexus.v1 import plexus_pb2 as pb
 from plexus.v1 import plexus_pb2_grpc as pb_grpc
 
@@ -190,8 +192,6 @@ class Client:
         return self._stream
 
     def _check_topic(self, topic: str) -> None:
-        from plexus.topics import validate_topic
-
         validate_topic(topic)
         if len(self._valid_topics) >= _VALID_TOPICS_CACHED:
             self._valid_topics.clear()
@@ -285,6 +285,27 @@ class Client:
         """
         resp = await self._unary(self._admin.ListLinks, pb.ListLinksRequest())
         return LinksView.from_proto(resp)
+
+    async def explain(self, topic: str) -> list[dict[str, Any]]:
+        """Where an event on `topic` published at this node would go, without sending one.
+
+        One dict per region (this one first): `region`, `path` (regions the event
+        passes through), `subscribers` (matching direct subscribers there),
+        `queues` (queues there that would store it), `reachable`, `error`.
+        """
+        validate_topic(topic)
+        resp = await self._unary(self._admin.Explain, pb.ExplainRequest(topic=topic))
+        return [
+            {
+                "region": r.region,
+                "path": list(r.path),
+                "subscribers": r.subscribers,
+                "queues": list(r.queues),
+                "reachable": r.reachable,
+                "error": r.error,
+            }
+            for r in resp.regions
+        ]
 
     async def set_link(self, peer: str, up: bool) -> LinkInfo:
         """Take the link to region `peer` down (`up=False`) and hold it down, or

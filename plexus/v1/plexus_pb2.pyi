@@ -326,24 +326,28 @@ class SetLinkResponse(_message.Message):
     def __init__(self, link: _Optional[_Union[LinkInfo, _Mapping]] = ...) -> None: ...
 
 class ExplainRequest(_message.Message):
-    __slots__ = ("topic",)
+    __slots__ = ("topic", "local_only")
     TOPIC_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_ONLY_FIELD_NUMBER: _ClassVar[int]
     topic: str
-    def __init__(self, topic: _Optional[str] = ...) -> None: ...
+    local_only: bool
+    def __init__(self, topic: _Optional[str] = ..., local_only: _Optional[bool] = ...) -> None: ...
 
 class ExplainedRegion(_message.Message):
-    __slots__ = ("region", "path", "subscribers", "queues", "reachable")
+    __slots__ = ("region", "path", "subscribers", "queues", "reachable", "error")
     REGION_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     SUBSCRIBERS_FIELD_NUMBER: _ClassVar[int]
     QUEUES_FIELD_NUMBER: _ClassVar[int]
     REACHABLE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
     region: str
     path: _containers.RepeatedScalarFieldContainer[str]
     subscribers: int
     queues: _containers.RepeatedScalarFieldContainer[str]
     reachable: bool
-    def __init__(self, region: _Optional[str] = ..., path: _Optional[_Iterable[str]] = ..., subscribers: _Optional[int] = ..., queues: _Optional[_Iterable[str]] = ..., reachable: _Optional[bool] = ...) -> None: ...
+    error: str
+    def __init__(self, region: _Optional[str] = ..., path: _Optional[_Iterable[str]] = ..., subscribers: _Optional[int] = ..., queues: _Optional[_Iterable[str]] = ..., reachable: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
 
 class ExplainResponse(_message.Message):
     __slots__ = ("topic", "regions")
