@@ -10,6 +10,7 @@ quota, and a wake-up for the link's sender when something new is spooled.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ from federation.topology import ClusterSettings
 from plexus.errors import ResourceExhausted
 from plexus.v1 import link_pb2 as lpb
 from storage.spool import Forward, Spool
+
+log = logging.getLogger(__name__)
 
 # Runs a change in the node's group-commit writer; resolves once durable.
 Commit = Callable[[Callable[[lmdb.Transaction], Any]], Awaitable[Any]]
@@ -46,7 +49,11 @@ class LinkSpool:
     # Monotonic time the oldest spooled event was spooled (0: empty or unknown).
     oldest_s: float = 0.0
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    # Relayed events spooled past the quota (never refused: their publisher has its ack).
     over_quota: int = 0
+    # Events dropped to make room under the discard-oldest policy.
+    discarded: int = 0
+    shedding: bool = False
 
 
 class LinkSpools:
@@ -57,6 +64,7 @@ class LinkSpools:
         self.settings = settings
         self.commit = commit
         self.links: dict[str, LinkSpool] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def open_all(self, peers: Iterable[str]) -> None:
         """Allocate (or find) the link ids of `peers` and resume their spools from disk."""
@@ -91,9 +99,12 @@ class LinkSpools:
         link = self.links[peer]
         quota = self.settings.link_spool_quota_bytes
         if link.bytes + size > quota:
-            if enforce_quota:
+            if self.settings.spool_full == "discard-oldest":
+                self._shed(link, link.bytes + size - quota)
+            elif enforce_quota:
                 raise SpoolFull(peer, quota)
-            link.over_quota += 1  # relayed events are never dropped: counted instead
+            else:
+                link.over_quota += 1  # relayed events are never refused: counted instead
         forward = Forward(link.link_id, link.next_seq, envelope)
         link.next_seq += 1
         link.depth += 1
@@ -101,6 +112,32 @@ class LinkSpools:
         if not link.oldest_s:
             link.oldest_s = time.monotonic()
         return forward
+
+    def _shed(self, link: LinkSpool, free_bytes: int) -> None:
+        """Make room by dropping the link's oldest spooled events (policy discard-oldest)."""
+        if link.shedding:
+            return
+        link.shedding = True
+        store, link_id = self.store, link.link_id
+
+        def drop(txn: lmdb.Transaction) -> tuple[int, int]:
+            return store.drop_oldest(txn, link_id, free_bytes)
+
+        async def shed() -> None:
+            try:
+                count, size = await self.commit(drop)
+            finally:
+                link.shedding = False
+            link.discarded += count
+            self.released(link.peer, size, count)
+            log.warning(
+                "spool of the link to %s over quota: discarded its %d oldest events",
+                link.peer,
+                count,
+            )
+
+        self._tasks.add(task := asyncio.get_running_loop().create_task(shed()))
+        task.add_done_callback(self._tasks.discard)
 
     def released(self, peer: str, size: int, count: int) -> None:
         """Events of `peer`'s spool whose commit failed or that the peer stored."""

@@ -137,6 +137,7 @@ class AdminService(rpc.AdminServicer):
         if spool is not None:
             info.spool_depth = spool.depth
             info.spool_oldest_age_ms = supervisor.spools.oldest_age_ms(peer)
+            info.spool_discarded = spool.discarded
         session = supervisor.sessions.get(peer)
         if session is not None:
             info.reason = "" if state is LinkState.OPEN else session.describe_close()

@@ -170,6 +170,21 @@ class Spool:
                 removed += 1
         return removed, size
 
+    def drop_oldest(self, txn: lmdb.Transaction, link_id: int, free_bytes: int) -> tuple[int, int]:
+        """Delete a link's oldest spooled events until `free_bytes` are freed: (count, bytes)."""
+        cursor = txn.cursor(db=self.spools)
+        prefix = _U32.pack(link_id)
+        removed = size = 0
+        if cursor.set_range(prefix):
+            while size < free_bytes and cursor.key()[:4] == prefix:
+                seq_key = cursor.value()[:8]
+                if not cursor.delete():
+                    break
+                size += len(txn.get(seq_key, db=self.events) or b"")
+                self._release(txn, _U64.unpack(seq_key)[0])
+                removed += 1
+        return removed, size
+
     def link_marks(self, peer: str) -> tuple[int, int, int]:
         """(link id or 0, last link seq spooled, last link seq received) for a peer."""
         with self._env.reading() as txn:

@@ -153,7 +153,7 @@ class Cluster:
         secret: str = "test-secret",
         heartbeat_ms: int = 100,
         ports: dict[str, int] | None = None,
-        settings: dict[str, int] | None = None,
+        settings: dict[str, int | str] | None = None,
     ) -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
@@ -168,7 +168,7 @@ class Cluster:
             f"heartbeat_ms = {heartbeat_ms}",
             "reconnect_min_ms = 50",
             "reconnect_max_ms = 500",
-            *(f"{key} = {value}" for key, value in (settings or {}).items()),
+            *(f"{key} = {value!r}".replace("'", '"') for key, value in (settings or {}).items()),
         ]
         for name in regions:
             lines += [

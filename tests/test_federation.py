@@ -555,3 +555,28 @@ async def test_explain_agrees_with_real_delivery_for_random_topics(cluster_facto
             await sub.close()
         for client in clients.values():
             await client.close()
+
+
+async def test_discard_oldest_policy_keeps_the_newest_events_and_counts_the_rest(cluster_factory):
+    cluster = cluster_factory(
+        ["eu", "us"],
+        [("eu", "us")],
+        settings={"link_spool_quota_bytes": 1 << 20, "spool_full": "discard-oldest"},
+    )
+    await all_links_up(cluster, [("eu", "us")])
+    async with (
+        await Client.connect(cluster.address("eu")) as eu,
+        await Client.connect(cluster.address("us")) as us,
+    ):
+        await eu.create_queue("newest", ["new/>"])
+        await knows_interest(cluster, "us", "eu", "new/>")
+        await set_link(cluster, "us", "eu", up=False)
+        for i in range(300):
+            await us.publish("new/x", b"%04d" % i + b"p" * 10_000, guaranteed=True)
+        await set_link(cluster, "us", "eu", up=True)
+        await spools_drained(cluster, ["us"])
+        discarded = (await links_of(cluster, "us")).links[0].spool_discarded
+        assert discarded > 0
+        got = [int(d.payload[:4]) for d in await consume_all(eu, "newest")]
+    assert got == sorted(got) and got[-1] == 299
+    assert len(got) + discarded == 300

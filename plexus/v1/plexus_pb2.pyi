@@ -250,7 +250,7 @@ class NodeInfo(_message.Message):
     def __init__(self, region: _Optional[str] = ..., version: _Optional[str] = ..., protocol_version: _Optional[int] = ..., listen_address: _Optional[str] = ..., data_dir: _Optional[str] = ..., uptime_ms: _Optional[int] = ..., subscriptions: _Optional[int] = ..., queues: _Optional[int] = ..., direct_in: _Optional[int] = ..., direct_out: _Optional[int] = ..., guaranteed_in: _Optional[int] = ..., guaranteed_out: _Optional[int] = ..., discarded: _Optional[int] = ..., storage_map_bytes: _Optional[int] = ..., storage_used_bytes: _Optional[int] = ...) -> None: ...
 
 class LinkInfo(_message.Message):
-    __slots__ = ("peer", "state", "reason", "dialler", "rtt_ms", "events_in_per_s", "events_out_per_s", "bytes_in_per_s", "bytes_out_per_s", "events_in", "events_out", "direct_dropped", "spool_depth", "spool_oldest_age_ms", "held_down")
+    __slots__ = ("peer", "state", "reason", "dialler", "rtt_ms", "events_in_per_s", "events_out_per_s", "bytes_in_per_s", "bytes_out_per_s", "events_in", "events_out", "direct_dropped", "spool_depth", "spool_oldest_age_ms", "held_down", "spool_discarded")
     PEER_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
@@ -266,6 +266,7 @@ class LinkInfo(_message.Message):
     SPOOL_DEPTH_FIELD_NUMBER: _ClassVar[int]
     SPOOL_OLDEST_AGE_MS_FIELD_NUMBER: _ClassVar[int]
     HELD_DOWN_FIELD_NUMBER: _ClassVar[int]
+    SPOOL_DISCARDED_FIELD_NUMBER: _ClassVar[int]
     peer: str
     state: str
     reason: str
@@ -281,7 +282,8 @@ class LinkInfo(_message.Message):
     spool_depth: int
     spool_oldest_age_ms: int
     held_down: bool
-    def __init__(self, peer: _Optional[str] = ..., state: _Optional[str] = ..., reason: _Optional[str] = ..., dialler: _Optional[bool] = ..., rtt_ms: _Optional[float] = ..., events_in_per_s: _Optional[float] = ..., events_out_per_s: _Optional[float] = ..., bytes_in_per_s: _Optional[float] = ..., bytes_out_per_s: _Optional[float] = ..., events_in: _Optional[int] = ..., events_out: _Optional[int] = ..., direct_dropped: _Optional[int] = ..., spool_depth: _Optional[int] = ..., spool_oldest_age_ms: _Optional[int] = ..., held_down: _Optional[bool] = ...) -> None: ...
+    spool_discarded: int
+    def __init__(self, peer: _Optional[str] = ..., state: _Optional[str] = ..., reason: _Optional[str] = ..., dialler: _Optional[bool] = ..., rtt_ms: _Optional[float] = ..., events_in_per_s: _Optional[float] = ..., events_out_per_s: _Optional[float] = ..., bytes_in_per_s: _Optional[float] = ..., bytes_out_per_s: _Optional[float] = ..., events_in: _Optional[int] = ..., events_out: _Optional[int] = ..., direct_dropped: _Optional[int] = ..., spool_depth: _Optional[int] = ..., spool_oldest_age_ms: _Optional[int] = ..., held_down: _Optional[bool] = ..., spool_discarded: _Optional[int] = ...) -> None: ...
 
 class RegionInterest(_message.Message):
     __slots__ = ("region", "version", "patterns", "next_hop", "reachable")
