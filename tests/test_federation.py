@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -580,3 +582,25 @@ async def test_discard_oldest_policy_keeps_the_newest_events_and_counts_the_rest
         got = [int(d.payload[:4]) for d in await consume_all(eu, "newest")]
     assert got == sorted(got) and got[-1] == 299
     assert len(got) + discarded == 300
+
+
+async def test_a_silent_peer_is_declared_down_within_the_dead_interval(cluster_factory):
+    cluster = cluster_factory(["eu", "us"], [("eu", "us")], heartbeat_ms=100)
+    await all_links_up(cluster, [("eu", "us")])
+    frozen = cluster.nodes["us"].proc
+    assert frozen is not None
+    os.kill(frozen.pid, signal.SIGSTOP)  # alive but silent: no frame, no close
+    try:
+        started = time.monotonic()
+
+        async def down() -> bool:
+            return (await links_of(cluster, "eu")).links[0].state != "up"
+
+        await eventually(down, 5, "eu to declare the silent us down")
+        took = time.monotonic() - started
+        reason = (await links_of(cluster, "eu")).links[0].reason
+        assert "silent" in reason, reason
+        assert took < 2.0, f"declared down after {took:.1f} s (6 heartbeats of 100 ms)"
+    finally:
+        os.kill(frozen.pid, signal.SIGCONT)
+    await all_links_up(cluster, [("eu", "us")])

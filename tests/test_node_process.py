@@ -55,3 +55,25 @@ def test_bad_flags_are_named(tmp_path: Path):
 def test_sigterm_stops_the_node_cleanly(nodes: Nodes):
     node = nodes.start("us")
     assert node.stop() == 0
+
+
+def test_bad_cluster_file_and_unknown_region_are_named(tmp_path: Path):
+    cluster = tmp_path / "c.toml"
+    cluster.write_text(
+        '[cluster]\nname = "t"\nsecret = "s"\n'
+        '[[region]]\nname = "us"\ngrpc = "127.0.0.1:1"\n'
+        '[[link]]\nregions = ["us", "xx"]\n'
+    )
+    result = run_node("--cluster", str(cluster), "--region", "us")
+    assert_one_line_error(result, str(cluster), "unknown region 'xx'")
+    cluster.write_text(
+        '[cluster]\nname = "t"\nsecret = "s"\n[[region]]\nname = "us"\ngrpc = "127.0.0.1:1"\n'
+    )
+    result = run_node("--cluster", str(cluster), "--region", "eu")
+    assert_one_line_error(result, "region 'eu' is not in")
+
+
+def test_cluster_needs_a_region(tmp_path: Path):
+    result = run_node("--cluster", str(tmp_path / "c.toml"))
+    assert result.returncode == 2 and "--region" in result.stderr
+    assert "Traceback" not in result.stderr
