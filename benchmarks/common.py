@@ -282,7 +282,7 @@ def load() -> str:
     return f"{os.getloadavg()[0]:.2f}"
 
 
-def wait_for_quiet(max_load: float = 1.5, max_wait_s: float = 8.0) -> None:
+def wait_for_quiet(max_load: float = 1.5, max_wait_s: float = 5.0) -> None:
     """Give a busy machine (other engineers' tests) a moment before measuring."""
     deadline = time.monotonic() + max_wait_s
     while os.getloadavg()[0] > max_load and time.monotonic() < deadline:

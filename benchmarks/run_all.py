@@ -39,6 +39,8 @@ BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 SUMMARY_COLUMNS = ("benchmark", "measure", "value", "unit", "target", "met", "peers")
 # Columns of a benchmark's table; every other key goes in `detail` as k=v.
 MAIN_COLUMNS = ("measure", "value", "unit", "target", "met")
+# Peers are shown in the summary only.
+SKIP_IN_DETAIL = frozenset({*MAIN_COLUMNS, "benchmark", "peers"})
 CONSOLE_WIDTH = 160
 INDEX_TARGET = 500_000
 
