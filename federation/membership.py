@@ -1,0 +1,395 @@
+"""Cluster membership replicated with Raft (pysyncobj): regions, links, settings.
+
+`RaftMembership` is a `TopologySource`: the node's links follow the replicated
+state as it changes. pysyncobj runs on its own thread; every applied command
+hands an immutable snapshot to the event loop with `call_soon_threadsafe`, and
+commands go out with a callback that resolves an asyncio future, retried
+within a deadline. Events never pass through Raft: a region cut off from the
+Raft majority keeps routing, it only cannot change membership.
+
+Replicated methods follow pysyncobj's rules (see the workspace notes): they
+run on every node, also during journal replay, so they read no clock, do no
+I/O, check no leadership, and are idempotent; they answer with a result
+string instead of raising.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
+
+from federation.topology import ClusterSettings, RegionSpec, Topology
+from plexus.errors import AlreadyExists, FailedPrecondition, NotFound, PlexusError, Unavailable
+
+log = logging.getLogger(__name__)
+
+COMMAND_TIMEOUT_S = 5.0
+RETRY_PAUSE_S = 0.1
+# Failures after which the same command may succeed when tried again.
+_RETRIABLE = {
+    FAIL_REASON.MISSING_LEADER,
+    FAIL_REASON.LEADER_CHANGED,
+    FAIL_REASON.NOT_LEADER,
+    FAIL_REASON.DISCARDED,
+    FAIL_REASON.REQUEST_DENIED,
+    FAIL_REASON.UNKNOWN_OUTCOME,
+    FAIL_REASON.QUEUE_FULL,
+}
+OK = "ok"
+
+
+class MembershipState(SyncObjConsumer):
+    """The replicated state. Plain dicts and lists: pysyncobj pickles it into its dump."""
+
+    def __init__(self, on_change: Callable[[dict[str, Any]], None]) -> None:
+        # Set before SyncObjConsumer.__init__: attributes that exist then are not replicated.
+        self._on_change = on_change
+        super().__init__()
+        self.cluster = ""
+        self.regions: dict[str, dict[str, str]] = {}
+        self.links: list[list[str]] = []
+        self.settings: dict[str, Any] = {}
+        self.version = 0
+
+    @replicated
+    def seed(
+        self,
+        cluster: str,
+        regions: dict[str, dict[str, str]],
+        links: list[list[str]],
+        settings: dict[str, Any],
+    ) -> str:
+        """The cluster as the first cluster file described it; ignored once seeded."""
+        if self.regions:
+            return "seeded already"
+        self.cluster = cluster
+        self.regions = {name: dict(spec) for name, spec in regions.items()}
+        self.links = sorted(sorted(link) for link in links)
+        self.settings = dict(settings)
+        return self._changed()
+
+    @replicated
+    def add_region(self, name: str, spec: dict[str, str], links: list[str]) -> str:
+        if name in self.regions:
+            return "exists"
+        unknown = [peer for peer in links if peer not in self.regions]
+        if unknown:
+            return f"unknown:{unknown[0]}"
+        self.regions[name] = dict(spec)
+        for peer in links:
+            self.links.append(sorted((name, peer)))
+        self.links.sort()
+        return self._changed()
+
+    @replicated
+    def remove_region(self, name: str) -> str:
+        if name not in self.regions:
+            return "missing"
+        del self.regions[name]
+        self.links = [link for link in self.links if name not in link]
+        return self._changed()
+
+    @replicated
+    def add_link(self, a: str, b: str) -> str:
+        for region in (a, b):
+            if region not in self.regions:
+                return f"unknown:{region}"
+        if a == b:
+            return "self"
+        link = sorted((a, b))
+        if link in self.links:
+            return "exists"
+        self.links.append(link)
+        self.links.sort()
+        return self._changed()
+
+    @replicated
+    def remove_link(self, a: str, b: str) -> str:
+        link = sorted((a, b))
+        if link not in self.links:
+            return "missing"
+        self.links.remove(link)
+        return self._changed()
+
+    def _changed(self) -> str:
+        self.version += 1
+        self._on_change(self.snapshot())
+        return OK
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "cluster": self.cluster,
+            "regions": {name: dict(spec) for name, spec in self.regions.items()},
+            "links": [list(link) for link in self.links],
+            "settings": dict(self.settings),
+            "version": self.version,
+        }
+
+    def _deserialize(self, data: dict[str, Any]) -> None:
+        # A restart loads the dump file: tell the node what it holds.
+        super()._deserialize(data)
+        if self.regions:
+            self._on_change(self.snapshot())
+
+
+@dataclass(frozen=True)
+class RaftStatus:
+    role: str  # leader, follower, candidate
+    term: int
+    leader: str | None
+    commit_index: int
+    has_quorum: bool
+
+
+class RaftMembership:
+    """A TopologySource backed by the Raft-replicated membership."""
+
+    def __init__(
+        self,
+        region: str,
+        self_raft: str,
+        other_rafts: Iterable[str],
+        secret: str,
+        data_dir: Path,
+        seed: Topology | None,
+    ) -> None:
+        self.region = region
+        self.self_raft = self_raft
+        self.secret = secret
+        self._seed = seed
+        self._other_rafts = sorted(set(other_rafts) - {self_raft})
+        self._data_dir = data_dir
+        self._watchers: list[Callable[[Topology], None]] = []
+        self._topology = seed
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._changes = asyncio.Lock()
+        self._state = MembershipState(self._applied)
+        self._sync: SyncObj | None = None
+        self._seeding: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Start Raft; with a seed, make sure the cluster is seeded (first writer wins)."""
+        self._loop = asyncio.get_running_loop()
+        raft_dir = self._data_dir / "raft"
+        raft_dir.mkdir(parents=True, exist_ok=True)
+        conf = SyncObjConf(
+            password=self.secret,
+            dynamicMembershipChange=True,
+            journalFile=str(raft_dir / "journal"),
+            fullDumpFile=str(raft_dir / "dump"),
+            useFork=False,
+            connectionTimeout=30.0,
+            connectionRetryTime=0.5,
+            raftMinTimeout=0.2,
+            raftMaxTimeout=0.5,
+            appendEntriesPeriod=0.05,
+            leaderFallbackTimeout=3.0,
+            commandsWaitLeader=False,
+        )
+        self._sync = SyncObj(self.self_raft, self._other_rafts, conf=conf, consumers=[self._state])
+        if self._seed is not None and not self._state.regions:
+            self._seeding = asyncio.create_task(self._seed_until_done(self._seed))
+
+    async def _seed_until_done(self, seed: Topology) -> None:
+        # Needs a Raft leader: until one is elected, the node runs on the file's topology.
+        while not self._state.regions:
+            try:
+                await self._command(
+                    self._state.seed,
+                    seed.cluster,
+                    {name: _spec_dict(spec) for name, spec in seed.regions.items()},
+                    [sorted(link) for link in seed.links],
+                    dataclasses.asdict(seed.settings),
+                )
+            except Unavailable:
+                log.info("membership: no Raft majority yet; seeding again")
+
+    def stop(self) -> None:
+        if self._seeding is not None:
+            self._seeding.cancel()
+        if self._sync is not None:
+            self._sync.destroy()
+            self._sync = None
+
+    # ------------------------------------------------------------ TopologySource
+
+    def current(self) -> Topology:
+        if self._topology is None:
+            raise Unavailable("the cluster membership has not arrived yet")
+        return self._topology
+
+    def watch(self, callback: Callable[[Topology], None]) -> None:
+        self._watchers.append(callback)
+
+    def _applied(self, snapshot: dict[str, Any]) -> None:
+        # On pysyncobj's thread (or during replay before the loop runs): hand over.
+        if self._loop is None or self._loop.is_closed():
+            self._publish(snapshot)
+            return
+        self._loop.call_soon_threadsafe(self._publish, snapshot)
+
+    def _publish(self, snapshot: dict[str, Any]) -> None:
+        if not snapshot["regions"]:
+            return
+        topology = Topology(
+            cluster=snapshot["cluster"],
+            secret=self.secret,
+            regions={
+                name: RegionSpec(name=name, **spec) for name, spec in snapshot["regions"].items()
+            },
+            links=frozenset(frozenset(link) for link in snapshot["links"]),
+            settings=ClusterSettings(**snapshot["settings"]),
+            version=snapshot["version"],
+        )
+        if topology == self._topology:
+            return
+        self._topology = topology
+        for callback in list(self._watchers):
+            callback(topology)
+
+    # ------------------------------------------------------------ changes
+
+    async def add_region(self, spec: RegionSpec, links: Iterable[str]) -> Topology:
+        """Add a region and its links, then its Raft node (one change at a time)."""
+        async with self._changes:
+            result = await self._command(
+                self._state.add_region, spec.name, _spec_dict(spec), list(links)
+            )
+            _raise_for(result, spec.name)
+            if spec.raft:
+                await self._membership(self._sync_obj().addNodeToCluster, spec.raft, wait=False)
+            return self.current()
+
+    async def remove_region(self, name: str) -> Topology:
+        async with self._changes:
+            spec = self.current().regions.get(name)
+            if spec is None:
+                raise NotFound(f"no region named {name!r} in the cluster")
+            if spec.raft == self.self_raft:
+                raise FailedPrecondition(
+                    f"region {name!r} cannot remove itself: ask another region"
+                )
+            if spec.raft:
+                await self._membership(self._sync_obj().removeNodeFromCluster, spec.raft, wait=True)
+            _raise_for(await self._command(self._state.remove_region, name), name)
+            return self.current()
+
+    async def add_link(self, a: str, b: str) -> Topology:
+        async with self._changes:
+            _raise_for(await self._command(self._state.add_link, a, b), f"{a}-{b}")
+            return self.current()
+
+    async def remove_link(self, a: str, b: str) -> Topology:
+        async with self._changes:
+            _raise_for(await self._command(self._state.remove_link, a, b), f"{a}-{b}")
+            return self.current()
+
+    def members(self) -> list[str]:
+        """Raft addresses of every member (this one included)."""
+        sync = self._sync_obj()
+        return sorted({self.self_raft, *(node.address for node in sync.otherNodes)})
+
+    def status(self) -> RaftStatus:
+        status = self._sync_obj().getStatus()
+        role = {0: "follower", 1: "candidate", 2: "leader"}.get(status["state"], "unknown")
+        leader = status["leader"]
+        return RaftStatus(
+            role=role,
+            term=int(status["raft_term"]),
+            leader=getattr(leader, "address", None) if leader is not None else None,
+            commit_index=int(status["commit_idx"]),
+            has_quorum=bool(status["has_quorum"]),
+        )
+
+    def _sync_obj(self) -> SyncObj:
+        if self._sync is None:
+            raise Unavailable("membership is not running")
+        return self._sync
+
+    async def _command(self, method: Callable[..., Any], *args: Any) -> Any:
+        """Apply a replicated command, retrying what may succeed later, within a deadline."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + COMMAND_TIMEOUT_S
+        while True:
+            future: asyncio.Future[tuple[Any, int]] = loop.create_future()
+
+            def done(
+                result: Any, error: int, future: asyncio.Future[tuple[Any, int]] = future
+            ) -> None:
+                loop.call_soon_threadsafe(_resolve, future, (result, error))
+
+            method(*args, callback=done)
+            try:
+                result, error = await asyncio.wait_for(future, max(0.1, deadline - loop.time()))
+            except TimeoutError:
+                raise _no_majority() from None
+            if error == FAIL_REASON.SUCCESS:
+                return result
+            if error not in _RETRIABLE or loop.time() > deadline:
+                raise _no_majority()
+            await asyncio.sleep(RETRY_PAUSE_S)
+
+    async def _membership(self, change: Callable[..., None], address: str, wait: bool) -> None:
+        """A Raft membership change; `wait=False` for an add (it completes when the node runs)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + COMMAND_TIMEOUT_S
+        while True:
+            future: asyncio.Future[int] = loop.create_future()
+
+            def done(_result: Any, error: int, future: asyncio.Future[int] = future) -> None:
+                loop.call_soon_threadsafe(_resolve, future, error)
+
+            change(address, callback=done)
+            if not wait:
+                return
+            try:
+                error = await asyncio.wait_for(future, max(0.1, deadline - loop.time()))
+            except TimeoutError:
+                raise _no_majority() from None
+            if error == FAIL_REASON.SUCCESS:
+                return
+            if error not in _RETRIABLE or loop.time() > deadline:
+                raise _no_majority()
+            await asyncio.sleep(RETRY_PAUSE_S)
+
+
+def _resolve(future: asyncio.Future[Any], value: Any) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+def _no_majority() -> PlexusError:
+    return Unavailable(
+        "membership cannot change now: this region does not reach a majority of the "
+        "cluster's Raft members (events still flow)"
+    )
+
+
+def _raise_for(result: str, what: str) -> None:
+    if result == OK:
+        return
+    if result == "exists":
+        raise AlreadyExists(f"{what} already exists in the cluster")
+    if result == "missing":
+        raise NotFound(f"{what} is not in the cluster")
+    if result.startswith("unknown:"):
+        raise NotFound(f"no region named {result.split(':', 1)[1]!r} in the cluster")
+    if result == "self":
+        raise FailedPrecondition(f"a link joins two different regions, got {what}")
+    raise FailedPrecondition(f"{what}: {result}")
+
+
+def _spec_dict(spec: RegionSpec) -> dict[str, str]:
+    out = {"grpc": spec.grpc}
+    if spec.raft:
+        out["raft"] = spec.raft
+    return out
