@@ -119,6 +119,7 @@ def info(server: str, as_json: bool) -> None:
 
 
 def _register() -> None:
+    from plexus.cli.cluster import add_commands as add_cluster_commands
     from plexus.cli.explain import explain
     from plexus.cli.link import link_group
     from plexus.cli.publish import pub
@@ -130,6 +131,7 @@ def _register() -> None:
     cli.add_command(queue_group)
     cli.add_command(link_group)
     cli.add_command(explain)
+    add_cluster_commands(cli)  # up, down, status, region, fault
 
 
 _register()

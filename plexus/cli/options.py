@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import os
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import click
+from click.core import ParameterSource
 
 from plexus.errors import PlexusError
 
@@ -32,7 +34,30 @@ def _check_server(ctx: click.Context, param: click.Parameter, value: str) -> str
 
 
 def server_option(func: F) -> F:
-    """`--server HOST:PORT`, from $PLEXUS_SERVER by default, else 127.0.0.1:7000."""
+    """`--server HOST:PORT` (from $PLEXUS_SERVER by default, else 127.0.0.1:7000), or
+    `--region NAME`: a region of the local cluster in $PLEXUS_STATE_DIR (see `plexus up`).
+
+    The command receives `server` either way; `--region` is resolved here, in one place.
+    """
+
+    @functools.wraps(func)
+    def resolved(*args: Any, region: str | None, **kwargs: Any) -> Any:
+        if region is not None:
+            ctx = click.get_current_context()
+            if ctx.get_parameter_source("server") is ParameterSource.COMMANDLINE:
+                raise click.UsageError("give --server or --region, not both", ctx=ctx)
+            from plexus.local.state import resolve_region
+
+            kwargs["server"] = resolve_region(region)
+        return func(*args, **kwargs)
+
+    with_region = click.option(
+        "--region",
+        metavar="NAME",
+        default=None,
+        help="A region of the local cluster ($PLEXUS_STATE_DIR, see 'plexus up'), "
+        "instead of --server.",
+    )(resolved)
     return click.option(
         "--server",
         default=lambda: os.environ.get(SERVER_ENV) or DEFAULT_SERVER,
@@ -40,7 +65,7 @@ def server_option(func: F) -> F:
         callback=_check_server,
         metavar="HOST:PORT",
         help="Address of the node to talk to.",
-    )(func)
+    )(with_region)  # type: ignore[return-value]
 
 
 def parse_headers(

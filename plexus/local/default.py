@@ -1,0 +1,61 @@
+"""The embedded default cluster: regions us, eu and ap, fully linked, on free loopback ports."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import socket
+from contextlib import ExitStack
+from pathlib import Path
+
+__all__ = ["DEFAULT_NAME", "DEFAULT_REGIONS", "default_cluster_toml", "free_ports"]
+
+DEFAULT_NAME = "local"
+DEFAULT_REGIONS = ("us", "eu", "ap")
+HOST = "127.0.0.1"
+
+
+def free_ports(count: int, host: str = HOST) -> list[int]:
+    """`count` distinct ports free right now on `host` (all held open until all are picked)."""
+    with ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind((host, 0))
+            ports.append(sock.getsockname()[1])
+        return ports
+
+
+def default_cluster_toml(data_dir: dict[str, Path], secret: str) -> str:
+    """The cluster file of the default cluster, with ports picked now.
+
+    Each region gets a gRPC port and a membership (Raft) port; the file is
+    written into the state directory so a restart reuses the same ports.
+    """
+    ports = free_ports(2 * len(DEFAULT_REGIONS))
+    lines = [
+        "# The default local cluster of `plexus up`: us, eu and ap, each linked to both others.",
+        "# Ports were picked free when it was first started; restarts reuse them.",
+        "",
+        "[cluster]",
+        f'name = "{DEFAULT_NAME}"',
+        f"secret = {json.dumps(secret)}",
+        "",
+        "[settings]",
+        "heartbeat_ms = 250              # quick failure detection on one machine",
+        "dead_after_heartbeats = 6",
+        "reconnect_min_ms = 50",
+        "reconnect_max_ms = 2000",
+    ]
+    for i, name in enumerate(DEFAULT_REGIONS):
+        lines += [
+            "",
+            "[[region]]",
+            f'name = "{name}"',
+            f'grpc = "{HOST}:{ports[2 * i]}"',
+            f'raft = "{HOST}:{ports[2 * i + 1]}"',
+            f"data = {json.dumps(str(data_dir[name]))}",
+        ]
+    for a, b in itertools.combinations(DEFAULT_REGIONS, 2):
+        lines += ["", "[[link]]", f'regions = ["{a}", "{b}"]']
+    return "\n".join(lines) + "\n"

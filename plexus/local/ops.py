@@ -1,0 +1,475 @@
+"""What the local-cluster commands do: up, down, status, region start, faults.
+
+Each operation works on one state directory (see `state`); the CLI prints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from plexus.errors import PlexusError
+from plexus.local.clusterfile import ClusterSpec, read_cluster_file, rewrite_data_paths, spec_of
+from plexus.local.default import DEFAULT_REGIONS, default_cluster_toml
+from plexus.local.launcher import (
+    NodeFailed,
+    Started,
+    find_processes,
+    is_running,
+    kill_now,
+    node_command,
+    start_node,
+    stop_processes,
+    wait_listening,
+)
+from plexus.local.state import ClusterRecord, LocalClusterError, RegionRecord, StateDir
+
+if TYPE_CHECKING:
+    from plexus.client import Client
+    from plexus.client.info import LinksView
+
+__all__ = [
+    "UpResult",
+    "cut_link",
+    "down",
+    "heal_link",
+    "kill_region",
+    "start_region",
+    "status",
+    "up",
+]
+
+DEFAULT_TIMEOUT_S = 30.0
+LINK_POLL_S = 0.05
+CONNECT_TIMEOUT_S = 2.0
+
+
+@dataclass
+class UpResult:
+    record: ClusterRecord
+    started: list[str] = field(default_factory=list)  # regions started by this call
+    elapsed_s: float = 0.0
+
+    @property
+    def already_up(self) -> bool:
+        return not self.started
+
+
+# ------------------------------------------------------------------ up / down
+
+
+def up(state: StateDir, config: Path | None, timeout_s: float = DEFAULT_TIMEOUT_S) -> UpResult:
+    """Start the cluster of `state` (made from `config` or the default the first time).
+
+    Starts only the regions that are not running; returns once every region
+    serves and every link is up. When a node fails, the nodes this call started
+    are stopped again and a LocalClusterError carries the node's one-line error.
+    """
+    t0 = time.monotonic()
+    with state.locked():
+        fresh = not state.exists()
+        if fresh:
+            record = _create(state, config)
+        else:
+            record = state.load()
+            if config is not None and str(config.absolute()) != record.source:
+                raise LocalClusterError(
+                    f"{state.path} holds cluster {record.cluster} started from {record.source}: "
+                    "'plexus down --purge' first, or use another --state-dir"
+                )
+        marker = record.cluster_file
+        to_start = [r for r in record.regions if not is_running(r.pid, marker)]
+        if not to_start:
+            return UpResult(record, [], time.monotonic() - t0)
+        deadline = t0 + timeout_s
+        try:
+            _start(state, record, to_start, deadline)
+            asyncio.run(_wait_links(record, [r.name for r in record.regions], deadline))
+        except BaseException:
+            if fresh:
+                _discard(state, record)
+            raise
+        return UpResult(record, [r.name for r in to_start], time.monotonic() - t0)
+
+
+def _create(state: StateDir, config: Path | None) -> ClusterRecord:
+    """Write the cluster file into the state dir and the record (no pids yet)."""
+    state.path.mkdir(parents=True, exist_ok=True)
+    if config is None:
+        data = {name: state.data_dir(name) for name in DEFAULT_REGIONS}
+        text = default_cluster_toml(data, secrets.token_hex(16))
+        import tomllib
+
+        spec = spec_of(tomllib.loads(text))
+        source = "default"
+    else:
+        spec, original = read_cluster_file(config)
+        data_dirs = [state.data_dir(r.name) if _safe_name(r.name) else None for r in spec.regions]
+        text = rewrite_data_paths(original, _per_table(original, spec, data_dirs))
+        source = str(config.absolute())
+    state.cluster_file.write_text(text, encoding="utf-8")
+    if not spec.regions:
+        # Nothing we can start: let the node say what is wrong with the file.
+        _discard_files(state)
+        raise LocalClusterError(_node_verdict(state, config, "?", text))
+    regions = [
+        RegionRecord(
+            name=r.name,
+            grpc=r.grpc,
+            raft=r.raft,
+            data=str(state.data_dir(r.name)),
+            log=str(state.log_path(r.name)),
+            command=node_command(state.cluster_file, r.name),
+        )
+        for r in spec.regions
+    ]
+    record = ClusterRecord(
+        cluster=spec.name,
+        source=source,
+        cluster_file=str(state.cluster_file),
+        links=[list(link) for link in spec.links],
+        regions=regions,
+    )
+    state.save(record)
+    return record
+
+
+def _safe_name(name: str) -> bool:
+    return bool(name) and "/" not in name and name not in (".", "..")
+
+
+def _per_table(text: str, spec: ClusterSpec, dirs: list[Path | None]) -> list[Path | None]:
+    """Data dirs in the order of the `[[region]]` tables (regions the reader skipped get None)."""
+    import tomllib
+
+    tables = tomllib.loads(text).get("region")
+    by_name = {r.name: d for r, d in zip(spec.regions, dirs, strict=True)}
+    out: list[Path | None] = []
+    for table in tables if isinstance(tables, list) else []:
+        name = table.get("name") if isinstance(table, dict) else None
+        out.append(by_name.pop(name, None) if isinstance(name, str) else None)
+    return out
+
+
+def _node_verdict(state: StateDir, config: Path | None, region: str, text: str) -> str:
+    """Run the node on the cluster file just to get its error (it validates before serving)."""
+    import subprocess
+
+    state.cluster_file.write_text(text, encoding="utf-8")
+    try:
+        out = subprocess.run(
+            node_command(state.cluster_file, region),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=15,
+        )
+        line = _error_of(out.stderr) or "the cluster file has no regions"
+    finally:
+        _discard_files(state)
+    return _name_source(line, state, str(config) if config else "the default cluster")
+
+
+def _error_of(text: str) -> str:
+    from plexus.local.launcher import error_line
+
+    return error_line(text)
+
+
+def _name_source(line: str, state: StateDir, source: str) -> str:
+    """The node names the copy in the state dir; name the file the user gave instead."""
+    return line.replace(str(state.cluster_file), source)
+
+
+def _start(
+    state: StateDir, record: ClusterRecord, regions: list[RegionRecord], deadline: float
+) -> list[Started]:
+    """Start `regions` and wait until each serves; on failure stop them all and raise."""
+    started: list[Started] = []
+    try:
+        for region in regions:
+            Path(region.data).mkdir(parents=True, exist_ok=True)
+            node = start_node(region.name, region.command, Path(region.log), state.path)
+            started.append(node)
+            region.pid = node.pid
+        state.save(record)
+        wait_listening(started, deadline)
+    except BaseException as exc:
+        stop_processes([s.pid for s in started], record.cluster_file, grace_s=5.0)
+        for s in started:
+            s.process.poll()
+        for region in regions:
+            region.pid = None
+        if state.exists():
+            state.save(record)
+        if isinstance(exc, NodeFailed):
+            source = record.source if record.source != "default" else "the default cluster"
+            line = _name_source(exc.line, state, source)
+            log = record.region(exc.name).log
+            raise LocalClusterError(
+                f"region {exc.name} did not start: {line} (log: {log})"
+            ) from None
+        raise
+    return started
+
+
+def _discard(state: StateDir, record: ClusterRecord) -> None:
+    """Undo a first `up` that failed: nothing of it stays in the state dir."""
+    stop_processes([r.pid for r in record.regions if r.pid], record.cluster_file, grace_s=5.0)
+    _discard_files(state)
+    shutil.rmtree(state.path / "regions", ignore_errors=True)
+
+
+def _discard_files(state: StateDir) -> None:
+    for path in (state.record_path, state.cluster_file):
+        path.unlink(missing_ok=True)
+
+
+def down(state: StateDir, purge: bool = False, grace_s: float = 10.0) -> list[str]:
+    """Stop every node of the state dir (SIGTERM, then SIGKILL after `grace_s`); names stopped.
+
+    Data stays unless `purge`, which deletes the whole state directory.
+    """
+    with state.locked():
+        record = state.load()
+        marker = record.cluster_file
+        running = [r for r in record.regions if is_running(r.pid, marker)]
+        strays = set(find_processes(marker)) - {r.pid for r in running}
+        stop_processes([r.pid for r in running if r.pid] + sorted(strays), marker, grace_s)
+        for region in record.regions:
+            region.pid = None
+        state.save(record)
+    if purge:
+        shutil.rmtree(state.path, ignore_errors=True)
+    return [r.name for r in running]
+
+
+# ------------------------------------------------------------------ regions and faults
+
+
+def start_region(
+    state: StateDir, name: str, timeout_s: float = DEFAULT_TIMEOUT_S
+) -> tuple[RegionRecord, bool, float]:
+    """Restart region `name` with its recorded command; (region, started?, seconds)."""
+    t0 = time.monotonic()
+    with state.locked():
+        record = state.load()
+        region = record.region(name)
+        if is_running(region.pid, record.cluster_file):
+            return region, False, 0.0
+        deadline = t0 + timeout_s
+        _start(state, record, [region], deadline)
+        running = [r.name for r in record.regions if is_running(r.pid, record.cluster_file)]
+        asyncio.run(_wait_links(record, running, deadline, touching=name))
+        return region, True, time.monotonic() - t0
+
+
+def kill_region(state: StateDir, name: str) -> int:
+    """kill -9 the node of region `name`; returns its pid."""
+    record = state.load()
+    region = record.region(name)
+    if not region.pid or not is_running(region.pid, record.cluster_file):
+        raise LocalClusterError(f"region {name} is not running")
+    pid = region.pid
+    kill_now(pid, record.cluster_file)
+    return pid
+
+
+def _running_region(record: ClusterRecord, name: str) -> RegionRecord:
+    region = record.region(name)
+    if not is_running(region.pid, record.cluster_file):
+        raise LocalClusterError(
+            f"region {name} is not running: 'plexus region start {name}' restarts it"
+        )
+    return region
+
+
+def _linked(record: ClusterRecord, a: str, b: str) -> None:
+    record.region(a)
+    record.region(b)
+    if {a, b} not in [set(link) for link in record.links]:
+        raise LocalClusterError(f"there is no link between {a} and {b} in cluster {record.cluster}")
+
+
+def cut_link(state: StateDir, a: str, b: str) -> dict[str, Any]:
+    """Take the link a-b down (held down at a) and wait until a reports it down."""
+    record = state.load()
+    _linked(record, a, b)
+    region = _running_region(record, a)
+
+    async def go() -> dict[str, Any]:
+        from plexus.client import Client
+
+        async with await Client.connect(region.grpc, timeout=CONNECT_TIMEOUT_S) as client:
+            link = await client.set_link(b, up=False)
+        return link.to_dict(a)
+
+    return asyncio.run(go())
+
+
+def heal_link(state: StateDir, a: str, b: str, timeout_s: float = 10.0) -> bool:
+    """Release the link a-b at a; True once both ends report it up within `timeout_s`."""
+    record = state.load()
+    _linked(record, a, b)
+    region = _running_region(record, a)
+
+    async def go() -> bool:
+        from plexus.client import Client
+
+        async with await Client.connect(region.grpc, timeout=CONNECT_TIMEOUT_S) as client:
+            await client.set_link(b, up=True)
+        if not is_running(record.region(b).pid, record.cluster_file):
+            return False
+        try:
+            await _wait_links(record, [a, b], time.monotonic() + timeout_s, touching=a)
+        except LocalClusterError:
+            return False
+        return True
+
+    return asyncio.run(go())
+
+
+# ------------------------------------------------------------------ waiting for links
+
+
+async def _wait_links(
+    record: ClusterRecord, running: list[str], deadline: float, touching: str | None = None
+) -> None:
+    """Until every link between `running` regions (or those of `touching`) is up at both ends."""
+    from plexus.client import Client
+
+    wanted = [
+        (a, b)
+        for a, b in record.links
+        if a in running and b in running and (touching is None or touching in (a, b))
+    ]
+    if not wanted:
+        return
+    names = sorted({n for link in wanted for n in link})
+    clients: dict[str, Client] = {}
+    try:
+        for name in names:
+            clients[name] = await Client.connect(
+                record.region(name).grpc, timeout=max(0.5, deadline - time.monotonic())
+            )
+        while True:
+            views = await asyncio.gather(*(clients[n].list_links() for n in names))
+            by_name = dict(zip(names, views, strict=True))
+            down = [(a, b) for a, b in wanted if _link_state(by_name[a], by_name[b], a, b) != "up"]
+            if not down:
+                return
+            if time.monotonic() > deadline:
+                shown = ", ".join(f"{a}-{b}" for a, b in down)
+                raise LocalClusterError(f"links not up in time: {shown} (see 'plexus status')")
+            await asyncio.sleep(LINK_POLL_S)
+    except PlexusError as exc:
+        if isinstance(exc, LocalClusterError):
+            raise
+        raise LocalClusterError(f"waiting for links: {exc}") from None
+    finally:
+        for client in clients.values():
+            await client.close()
+
+
+def _link_state(va: LinksView | None, vb: LinksView | None, a: str, b: str) -> str:
+    """ "up" only if both ends say up; "down" if an end is gone or says down; else "connecting"."""
+    la = va.link(b) if va is not None else None
+    lb = vb.link(a) if vb is not None else None
+    if la is None or lb is None:
+        return "down"
+    if la.up and lb.up:
+        return "up"
+    if "down" in (la.state, lb.state):
+        return "down"
+    return "connecting"
+
+
+# ------------------------------------------------------------------ status
+
+
+def status(state: StateDir) -> dict[str, Any]:
+    """The cluster as `plexus status --json` prints it."""
+    record = state.load()
+    return asyncio.run(_status(record))
+
+
+async def _status(record: ClusterRecord) -> dict[str, Any]:
+    marker = record.cluster_file
+    running = {r.name: is_running(r.pid, marker) for r in record.regions}
+    asked = await asyncio.gather(
+        *(_ask(r) if running[r.name] else _nothing() for r in record.regions)
+    )
+    views: dict[str, Any] = {}
+    queues: list[dict[str, Any]] = []
+    regions: list[dict[str, Any]] = []
+    for region, answer in zip(record.regions, asked, strict=True):
+        view, region_queues, error = answer
+        views[region.name] = view
+        entry: dict[str, Any] = {
+            "name": region.name,
+            "address": region.grpc,
+            "grpc": region.grpc,
+            "pid": region.pid if running[region.name] else None,
+            "state": "running" if running[region.name] else "stopped",
+            # Filled by the membership layer (role, term); the address is known already.
+            "raft": {"address": region.raft} if region.raft else None,
+            "data": region.data,
+            "log": region.log,
+        }
+        if error:
+            entry["error"] = error
+        regions.append(entry)
+        for q in region_queues:
+            queues.append(
+                {
+                    "region": region.name,
+                    "name": q.name,
+                    "depth": q.depth,
+                    "consumers": q.consumers,
+                    "unacked": q.unacked,
+                }
+            )
+    links = []
+    for a, b in record.links:
+        va, vb = views.get(a), views.get(b)
+        la = va.link(b) if va is not None else None
+        lb = vb.link(a) if vb is not None else None
+        spool = {a: la.spool_depth if la else None, b: lb.spool_depth if lb else None}
+        links.append(
+            {
+                "regions": [a, b],
+                "state": _link_state(va, vb, a, b),
+                "ends": {a: la.state if la else None, b: lb.state if lb else None},
+                "held_down": bool((la and la.held_down) or (lb and lb.held_down)),
+                "spool_depth": sum(v for v in spool.values() if v),
+                "spool": spool,
+            }
+        )
+    return {
+        "cluster": record.cluster,
+        "source": record.source,
+        "cluster_file": record.cluster_file,
+        "regions": regions,
+        "links": links,
+        "queues": queues,
+    }
+
+
+async def _nothing() -> tuple[None, list[Any], str | None]:
+    return None, [], None
+
+
+async def _ask(region: RegionRecord) -> tuple[LinksView | None, list[Any], str | None]:
+    from plexus.client import Client
+
+    try:
+        async with await Client.connect(region.grpc, timeout=CONNECT_TIMEOUT_S) as client:
+            view, queues = await asyncio.gather(client.list_links(), client.list_queues())
+        return view, queues, None
+    except PlexusError as exc:
+        return None, [], str(exc)

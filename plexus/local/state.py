@@ -1,0 +1,166 @@
+"""The state directory of a local cluster and the JSON record kept in it.
+
+    STATE/
+      cluster.toml            the cluster file the nodes run (generated or copied)
+      cluster.json            the record: cluster, source, links, regions with pids
+      lock                    held while up/down/start change the record
+      regions/NAME/data       the region's data directory
+      regions/NAME/node.log   its stdout and stderr
+
+Every node's command line names STATE/cluster.toml, so `pgrep -f STATE` finds them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from plexus.errors import PlexusError
+
+__all__ = [
+    "STATE_ENV",
+    "ClusterRecord",
+    "LocalClusterError",
+    "RegionRecord",
+    "StateDir",
+    "default_state_dir",
+    "resolve_region",
+]
+
+STATE_ENV = "PLEXUS_STATE_DIR"
+RECORD_VERSION = 1
+
+
+class LocalClusterError(PlexusError):
+    """A local cluster command that cannot go on: no cluster, unknown region, a node that failed."""
+
+
+def default_state_dir() -> Path:
+    """$PLEXUS_STATE_DIR, else $XDG_STATE_HOME/plexus, else ~/.local/state/plexus."""
+    given = os.environ.get(STATE_ENV)
+    if given:
+        return Path(given).expanduser().absolute()
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base).expanduser().absolute() / "plexus"
+
+
+@dataclass
+class RegionRecord:
+    name: str
+    grpc: str
+    raft: str | None
+    data: str
+    log: str
+    pid: int | None = None
+    # The exact command that starts this region's node (kept so restarts are identical).
+    command: list[str] = field(default_factory=list)
+
+    @property
+    def address(self) -> str:
+        return self.grpc
+
+
+@dataclass
+class ClusterRecord:
+    cluster: str
+    source: str  # "default" or the absolute path of the config file it was made from
+    cluster_file: str
+    links: list[list[str]]
+    regions: list[RegionRecord]
+    version: int = RECORD_VERSION
+
+    def region(self, name: str) -> RegionRecord:
+        for region in self.regions:
+            if region.name == name:
+                return region
+        known = ", ".join(r.name for r in self.regions) or "none"
+        raise LocalClusterError(
+            f"no region {name!r} in local cluster {self.cluster} (regions: {known})"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ClusterRecord:
+        regions = [RegionRecord(**r) for r in data["regions"]]
+        return cls(
+            cluster=data["cluster"],
+            source=data["source"],
+            cluster_file=data["cluster_file"],
+            links=[list(link) for link in data["links"]],
+            regions=regions,
+            version=data.get("version", RECORD_VERSION),
+        )
+
+
+class StateDir:
+    """Paths inside one state directory, and reading and writing its record."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path).expanduser().absolute()
+
+    @property
+    def record_path(self) -> Path:
+        return self.path / "cluster.json"
+
+    @property
+    def cluster_file(self) -> Path:
+        return self.path / "cluster.toml"
+
+    def region_dir(self, name: str) -> Path:
+        return self.path / "regions" / name
+
+    def data_dir(self, name: str) -> Path:
+        return self.region_dir(name) / "data"
+
+    def log_path(self, name: str) -> Path:
+        return self.region_dir(name) / "node.log"
+
+    def exists(self) -> bool:
+        return self.record_path.is_file()
+
+    def load(self) -> ClusterRecord:
+        """The record; a one-line error when there is no local cluster here."""
+        try:
+            data = json.loads(self.record_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise LocalClusterError(
+                f"no local cluster in {self.path}: start one with 'plexus up'"
+            ) from None
+        except (OSError, ValueError) as exc:
+            raise LocalClusterError(f"{self.record_path}: unreadable record: {exc}") from None
+        try:
+            return ClusterRecord.from_dict(data)
+        except (KeyError, TypeError) as exc:
+            raise LocalClusterError(f"{self.record_path}: unreadable record: {exc!r}") from None
+
+    def save(self, record: ClusterRecord) -> None:
+        """Write the record atomically (readers never see half of it)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        tmp = self.record_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(record.to_dict(), indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, self.record_path)
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Held by commands that start or stop nodes, so two of them never interleave."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.path / "lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def resolve_region(name: str, state_dir: Path | str | None = None) -> str:
+    """The gRPC address of region `name` of the local cluster (state dir from $PLEXUS_STATE_DIR)."""
+    state = StateDir(state_dir if state_dir is not None else default_state_dir())
+    return state.load().region(name).grpc
