@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
+import hmac
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -250,7 +252,9 @@ class RaftMembership:
             settings=ClusterSettings(**snapshot["settings"]),
             version=snapshot["version"],
         )
-        if topology == self._topology:
+        # Catching up replays older states (a joining region sees the cluster
+        # before it was added): only ever move forward.
+        if self._topology is not None and topology.version <= self._topology.version:
             return
         self._topology = topology
         for callback in list(self._watchers):
@@ -360,6 +364,12 @@ class RaftMembership:
             if error not in _RETRIABLE or loop.time() > deadline:
                 raise _no_majority()
             await asyncio.sleep(RETRY_PAUSE_S)
+
+
+def join_proof(secret: str, cluster: str, region: str) -> bytes:
+    """What a joining region shows to prove it knows the cluster secret."""
+    message = f"plexus-join-v1|{cluster}|{region}".encode()
+    return hmac.new(secret.encode(), message, hashlib.sha256).digest()
 
 
 def _resolve(future: asyncio.Future[Any], value: Any) -> None:

@@ -131,6 +131,16 @@ class Mesh:
             for reply in self._full_sync_frames(frame.interest_request.regions):
                 link.send(reply)
 
+    def known_regions(self) -> set[str]:
+        return set(self.remote.regions()) | set(self.link_states) - {self.region}
+
+    def forget(self, region: str) -> None:
+        """A region left the cluster: drop its interest and its links from routing."""
+        self.remote.forget(region)
+        self.link_states.pop(region, None)
+        self._recompute_routes()
+        self._digest_changed()
+
     def resync(self, link: LinkPort) -> None:
         """Our digests differ: ask the peer for everything it knows."""
         link.send(lpb.LinkFrame(interest_request=lpb.InterestRequest()))

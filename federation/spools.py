@@ -113,6 +113,15 @@ class LinkSpools:
             link.oldest_s = time.monotonic()
         return forward
 
+    async def drop_all(self, peer: str) -> int:
+        """Forget a link that left the cluster, deleting what was spooled for it."""
+        link = self.links.pop(peer, None)
+        if link is None:
+            return 0
+        store = self.store
+        count, _size = await self.commit(lambda txn: store.trim(txn, link.link_id, 2**63))
+        return int(count)
+
     def _shed(self, link: LinkSpool, free_bytes: int) -> None:
         """Make room by dropping the link's oldest spooled events (policy discard-oldest)."""
         if link.shedding:

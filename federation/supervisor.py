@@ -46,6 +46,8 @@ class LinkSupervisor:
         self._dialers: dict[str, asyncio.Task[None]] = {}
         self._released: dict[str, asyncio.Event] = {}
         self._unreachable: set[str] = set()
+        self._started = False
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def topology(self) -> Topology:
@@ -53,21 +55,38 @@ class LinkSupervisor:
 
     async def start(self) -> None:
         await self.spools.open_all(self.topology.neighbours(self.region))
+        self._started = True
         self._follow(self.topology)
         self.source.watch(self._follow)
+
+    async def _open_then_dial(self, topology: Topology, peers: set[str]) -> None:
+        """New links: their spools need ids on disk before anything is spooled or sent."""
+        await self.spools.open_all(peers)
+        self._follow(self.topology)
+
+    async def _drop_spool(self, peer: str) -> None:
+        """A link left the cluster: what was spooled for it can go nowhere. Say so."""
+        dropped = await self.spools.drop_all(peer)
+        if dropped:
+            log.warning(
+                "link %s-%s left the cluster: dropped %d events spooled for it",
+                self.region,
+                peer,
+                dropped,
+            )
 
     async def stop(self) -> None:
         for session in list(self.sessions.values()):
             session.take_down(CloseReason.SHUTDOWN)
-        for task in self._dialers.values():
+        for task in [*self._dialers.values(), *self._tasks]:
             task.cancel()
-        await asyncio.gather(*self._dialers.values(), return_exceptions=True)
+        await asyncio.gather(*self._dialers.values(), *self._tasks, return_exceptions=True)
 
     def _follow(self, topology: Topology) -> None:
         """Dial every link this region owns; stop dialling links that are gone."""
         peers = topology.neighbours(self.region)
         self.mesh.set_configured_links(topology.links)
-        for peer in sorted(peers):
+        for peer in sorted(peers & set(self.spools.links)):
             if topology.dialer(self.region, peer) == self.region and peer not in self._dialers:
                 self._dialers[peer] = asyncio.create_task(self._dial_forever(peer))
         for peer in list(self._dialers):
@@ -76,6 +95,14 @@ class LinkSupervisor:
         for peer, session in list(self.sessions.items()):
             if peer not in peers:
                 session.take_down(CloseReason.UNKNOWN_REGION, "link removed from the cluster")
+                del self.sessions[peer]
+        for region in self.mesh.known_regions() - set(topology.regions):
+            self.mesh.forget(region)
+        new_peers = peers - set(self.spools.links)
+        if new_peers and self._started:
+            self._tasks.add(asyncio.create_task(self._open_then_dial(topology, new_peers)))
+        for peer in set(self.spools.links) - peers:
+            self._tasks.add(asyncio.create_task(self._drop_spool(peer)))
 
     # ------------------------------------------------------------ operator
 

@@ -31,6 +31,16 @@ def cli() -> None:
     help="Cluster file (cluster-configs/): run one region of it, linked to the others.",
 )
 @click.option("--region", help="With --cluster: which region this node is.")
+@click.option(
+    "--join",
+    "join_via",
+    metavar="HOST:PORT",
+    help="With --cluster: join it as a new region through this member's gRPC address.",
+)
+@click.option("--raft", metavar="HOST:PORT", help="With --join: this region's Raft address.")
+@click.option(
+    "--link", "links", multiple=True, metavar="REGION", help="With --join: link to this region."
+)
 @click.option("--name", help="Region name, e.g. us.")
 @click.option("--listen", help="gRPC address HOST:PORT (port 0 picks a free one).")
 @click.option("--data", type=click.Path(path_type=Path), help="Data directory.")
@@ -46,12 +56,16 @@ def run(
     config_file: Path | None,
     cluster_file: Path | None,
     region: str | None,
+    join_via: str | None,
+    raft: str | None,
+    links: tuple[str, ...],
     log_level: str,
     **flags: object,
 ) -> None:
     """Run a region node until SIGTERM or SIGINT."""
     from federation.cluster_file import load_cluster_file, region_spec
     from node.config import load_config
+    from node.joining import JoinRequest
     from node.server import run_node
 
     logging.basicConfig(
@@ -60,17 +74,23 @@ def run(
         stream=sys.stderr,
     )
     try:
-        topology = None
+        topology = join = None
         if cluster_file is not None:
             if not region:
                 raise click.UsageError("--cluster needs --region NAME")
             topology = load_cluster_file(cluster_file)
-            spec = region_spec(topology, region)
-            flags = {"name": region, "listen": spec.grpc, "data": spec.data, **_given(flags)}
-        elif region:
-            raise click.UsageError("--region needs --cluster FILE")
+            if join_via:
+                if not raft:
+                    raise click.UsageError("--join needs --raft HOST:PORT")
+                join = JoinRequest(join_via, raft, links)
+                flags = {"name": region, **_given(flags)}
+            else:
+                spec = region_spec(topology, region)
+                flags = {"name": region, "listen": spec.grpc, "data": spec.data, **_given(flags)}
+        elif region or join_via:
+            raise click.UsageError("--region and --join need --cluster FILE")
         config = load_config(config_file, flags)
-        _run(run_node(config, topology))
+        _run(run_node(config, topology, join))
     except PlexusError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)

@@ -3,22 +3,32 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import hmac
+import logging
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 
 from federation.link_protocol import LinkState
+from federation.membership import RaftMembership, join_proof
 from federation.mesh import Mesh
 from federation.supervisor import LinkSupervisor
-from plexus.errors import NotFound, PlexusError
+from federation.topology import RegionSpec
+from plexus.errors import FailedPrecondition, NotFound, PermissionDenied, PlexusError
 from plexus.topics import validate_topic
 from plexus.v1 import plexus_pb2 as pb
 from plexus.v1 import plexus_pb2_grpc as rpc
 
+log = logging.getLogger(__name__)
+
 # For a topic: how many local direct subscribers match, and which local queues.
 LocalView = Callable[[str], tuple[int, list[str]]]
 ASK_REGION_TIMEOUT_S = 3.0
+DRAIN_TIMEOUT_MS = 30_000
+DRAIN_POLL_S = 0.05
+STOP_AFTER_REPLY_S = 0.2
 
 
 class AdminService(rpc.AdminServicer):
@@ -28,11 +38,117 @@ class AdminService(rpc.AdminServicer):
         supervisor: LinkSupervisor | None,
         mesh: Mesh | None,
         local_view: LocalView,
+        membership: RaftMembership | None = None,
+        request_stop: Callable[[], None] = lambda: None,
     ) -> None:
         self.region = region
+        self.request_stop = request_stop
         self.supervisor = supervisor
         self.mesh = mesh
         self.local_view = local_view
+        self.membership = membership
+
+    # ------------------------------------------------------------ membership
+
+    async def GetMembership(self, request: pb.MembershipRequest, context: Any) -> pb.MembershipInfo:
+        return self._membership_info()
+
+    async def AddRegion(self, request: pb.AddRegionRequest, context: Any) -> pb.AddRegionResponse:
+        async def change() -> pb.AddRegionResponse:
+            membership = self._raft()
+            new = request.region
+            cluster = membership.current().cluster
+            if not hmac.compare_digest(
+                request.proof, join_proof(membership.secret, cluster, new.name)
+            ):
+                raise PermissionDenied(f"region {new.name!r} does not know the cluster secret")
+            spec = RegionSpec(name=new.name, grpc=new.grpc, raft=new.raft or None)
+            await membership.add_region(spec, list(request.links))
+            return pb.AddRegionResponse(
+                membership=self._membership_info(),
+                raft_members=sorted({*membership.members(), new.raft}),
+            )
+
+        return await self._answer(context, change)
+
+    async def RemoveRegion(
+        self, request: pb.RemoveRegionRequest, context: Any
+    ) -> pb.MembershipInfo:
+        async def change() -> pb.MembershipInfo:
+            membership = self._raft()
+            spec = membership.current().regions.get(request.name)
+            if spec is None:
+                raise NotFound(f"no region named {request.name!r} in the cluster")
+            if request.name == self.region:
+                raise FailedPrecondition(
+                    f"region {self.region!r} cannot remove itself: ask another region"
+                )
+            left = await _shut_down(spec.grpc, request.force)
+            if left:
+                log.warning("region %s stopped with %d events spooled", request.name, left)
+            await membership.remove_region(request.name)
+            return self._membership_info()
+
+        return await self._answer(context, change)
+
+    async def Shutdown(self, request: pb.ShutdownRequest, context: Any) -> pb.ShutdownResponse:
+        """Drain this region's outbound spools (unless forced), then stop the node."""
+        deadline = time.monotonic() + (request.drain_timeout_ms or DRAIN_TIMEOUT_MS) / 1000
+        spools = self.supervisor.spools if self.supervisor is not None else None
+        left = 0
+        while spools is not None:
+            left = sum(link.depth for link in spools.links.values())
+            if not left or request.force or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(DRAIN_POLL_S)
+        log.info("region %s leaves the cluster (%d events still spooled)", self.region, left)
+        asyncio.get_running_loop().call_later(STOP_AFTER_REPLY_S, self.request_stop)
+        return pb.ShutdownResponse(spooled_left=left)
+
+    async def AddLink(self, request: pb.LinkChangeRequest, context: Any) -> pb.MembershipInfo:
+        async def change() -> pb.MembershipInfo:
+            await self._raft().add_link(request.a, request.b)
+            return self._membership_info()
+
+        return await self._answer(context, change)
+
+    async def RemoveLink(self, request: pb.LinkChangeRequest, context: Any) -> pb.MembershipInfo:
+        async def change() -> pb.MembershipInfo:
+            await self._raft().remove_link(request.a, request.b)
+            return self._membership_info()
+
+        return await self._answer(context, change)
+
+    async def _answer(self, context: Any, change: Callable[[], Awaitable[Any]]) -> Any:
+        try:
+            return await change()
+        except PlexusError as exc:
+            await context.abort(exc.status_code, str(exc))
+            raise
+
+    def _raft(self) -> RaftMembership:
+        if self.membership is None:
+            raise FailedPrecondition(
+                f"region {self.region!r} runs without replicated membership "
+                "(a cluster file without raft addresses, or no cluster)"
+            )
+        return self.membership
+
+    def _membership_info(self) -> pb.MembershipInfo:
+        info = pb.MembershipInfo(region=self.region)
+        if self.supervisor is None:
+            return info
+        topology = self.supervisor.topology
+        info.cluster, info.version = topology.cluster, topology.version
+        for name, spec in topology.regions.items():
+            info.regions.append(pb.RegionMember(name=name, grpc=spec.grpc, raft=spec.raft or ""))
+        info.links.extend(sorted("-".join(sorted(link)) for link in topology.links))
+        if self.membership is not None:
+            status = self.membership.status()
+            info.raft_role, info.raft_term = status.role, status.term
+            info.raft_leader = status.leader or ""
+            info.raft_commit_index, info.raft_has_quorum = status.commit_index, status.has_quorum
+        return info
 
     async def Explain(self, request: pb.ExplainRequest, context: Any) -> pb.ExplainResponse:
         topic = request.topic
@@ -147,6 +263,19 @@ class AdminService(rpc.AdminServicer):
             info.events_in, info.events_out = session.rate_in.events, session.rate_out.events
             info.direct_dropped = session.direct_dropped
         return info
+
+
+async def _shut_down(address: str, force: bool) -> int:
+    """Ask a region to drain and stop; 0 if it cannot be reached (it is down already)."""
+    try:
+        async with grpc.aio.insecure_channel(address) as channel:
+            reply = await rpc.AdminStub(channel).Shutdown(
+                pb.ShutdownRequest(drain_timeout_ms=DRAIN_TIMEOUT_MS, force=force),
+                timeout=DRAIN_TIMEOUT_MS / 1000 + 5,
+            )
+        return int(reply.spooled_left)
+    except grpc.aio.AioRpcError:
+        return 0
 
 
 def add_admin_service(server: grpc.aio.Server, service: AdminService) -> None:

@@ -22,6 +22,7 @@ from node.admin_service import AdminService, add_admin_service
 from node.commits import Commits
 from node.config import NodeConfig
 from node.direct import DirectRouter
+from node.joining import JoinRequest, start_membership
 from node.publishing import Publisher
 from node.queues import QueueTable
 from node.service import SERVICE, BrokerService, handlers
@@ -54,7 +55,9 @@ class PortInUse(FailedPrecondition):
         super().__init__(f"cannot listen on {address}: the address is in use or not local")
 
 
-async def run_node(config: NodeConfig, topology: Topology | None = None) -> None:
+async def run_node(
+    config: NodeConfig, topology: Topology | None = None, join: JoinRequest | None = None
+) -> None:
     """Run a node until SIGTERM or SIGINT; raises PlexusError when it cannot start.
 
     With a `topology`, the node is region `config.name` of that cluster: it
@@ -70,10 +73,13 @@ async def run_node(config: NodeConfig, topology: Topology | None = None) -> None
         mesh = supervisor = None
         router = DirectRouter()
         local = _Local(router)
+        membership = None
         if topology is not None:
+            membership = await start_membership(config, topology, join)
+            source = membership or StaticTopology(topology)
             mesh = Mesh(config.name, local)
             local.spools = LinkSpools(spool, topology.settings, commits.submit)
-            supervisor = LinkSupervisor(config.name, StaticTopology(topology), mesh, local.spools)
+            supervisor = LinkSupervisor(config.name, source, mesh, local.spools)
             router.interest = mesh
         queues = QueueTable(spool, commits, config, mesh)
         queues.recover(spool.last_seq())
@@ -99,7 +105,11 @@ async def run_node(config: NodeConfig, topology: Topology | None = None) -> None
         def local_view(topic: str) -> tuple[int, list[str]]:
             return len(router.index.match(topic)), sorted(q.name for q in queues.match(topic))
 
-        add_admin_service(server, AdminService(config.name, supervisor, mesh, local_view))
+        stop = asyncio.Event()
+        add_admin_service(
+            server,
+            AdminService(config.name, supervisor, mesh, local_view, membership, stop.set),
+        )
         if supervisor is not None:
             lrpc.add_LinkServicer_to_server(LinkService(supervisor), server)
         health_servicer = health.aio.HealthServicer()
@@ -115,7 +125,6 @@ async def run_node(config: NodeConfig, topology: Topology | None = None) -> None
         for name in ("", SERVICE):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
 
-        stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         print(f"plexus node {config.name} listening on {address}", flush=True)
@@ -123,11 +132,20 @@ async def run_node(config: NodeConfig, topology: Topology | None = None) -> None
         sweeper = asyncio.create_task(_sweep_expired(queues))
         if supervisor is not None:
             await supervisor.start()
+
+            def follow(now: Topology) -> None:
+                if config.name not in now.regions:
+                    log.info("region %s was removed from the cluster: stopping", config.name)
+                    stop.set()
+
+            supervisor.source.watch(follow)
         await stop.wait()
         log.info("node %s stopping", config.name)
         sweeper.cancel()
         if supervisor is not None:
             await supervisor.stop()
+        if membership is not None:
+            membership.stop()
         for name in ("", SERVICE):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     finally:

@@ -84,6 +84,10 @@ class DataDirLocked(FailedPrecondition):
         super().__init__(f"data directory {path} is in use by {owner}")
 
 
+class PermissionDenied(PlexusError):
+    status_code = grpc.StatusCode.PERMISSION_DENIED
+
+
 class Unavailable(PlexusError):
     status_code = grpc.StatusCode.UNAVAILABLE
     retriable = True
@@ -107,6 +111,7 @@ _BY_CODE: dict[grpc.StatusCode, type[PlexusError]] = {
         AlreadyExists,
         ResourceExhausted,
         FailedPrecondition,
+        PermissionDenied,
         Unavailable,
     )
 }

@@ -358,3 +358,89 @@ class ExplainResponse(_message.Message):
     topic: str
     regions: _containers.RepeatedCompositeFieldContainer[ExplainedRegion]
     def __init__(self, topic: _Optional[str] = ..., regions: _Optional[_Iterable[_Union[ExplainedRegion, _Mapping]]] = ...) -> None: ...
+
+class RegionMember(_message.Message):
+    __slots__ = ("name", "grpc", "raft")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    GRPC_FIELD_NUMBER: _ClassVar[int]
+    RAFT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    grpc: str
+    raft: str
+    def __init__(self, name: _Optional[str] = ..., grpc: _Optional[str] = ..., raft: _Optional[str] = ...) -> None: ...
+
+class MembershipRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class MembershipInfo(_message.Message):
+    __slots__ = ("cluster", "region", "raft_role", "raft_term", "raft_leader", "raft_commit_index", "raft_has_quorum", "version", "regions", "links")
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    RAFT_ROLE_FIELD_NUMBER: _ClassVar[int]
+    RAFT_TERM_FIELD_NUMBER: _ClassVar[int]
+    RAFT_LEADER_FIELD_NUMBER: _ClassVar[int]
+    RAFT_COMMIT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    RAFT_HAS_QUORUM_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    REGIONS_FIELD_NUMBER: _ClassVar[int]
+    LINKS_FIELD_NUMBER: _ClassVar[int]
+    cluster: str
+    region: str
+    raft_role: str
+    raft_term: int
+    raft_leader: str
+    raft_commit_index: int
+    raft_has_quorum: bool
+    version: int
+    regions: _containers.RepeatedCompositeFieldContainer[RegionMember]
+    links: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, cluster: _Optional[str] = ..., region: _Optional[str] = ..., raft_role: _Optional[str] = ..., raft_term: _Optional[int] = ..., raft_leader: _Optional[str] = ..., raft_commit_index: _Optional[int] = ..., raft_has_quorum: _Optional[bool] = ..., version: _Optional[int] = ..., regions: _Optional[_Iterable[_Union[RegionMember, _Mapping]]] = ..., links: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class AddRegionRequest(_message.Message):
+    __slots__ = ("region", "links", "proof")
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    LINKS_FIELD_NUMBER: _ClassVar[int]
+    PROOF_FIELD_NUMBER: _ClassVar[int]
+    region: RegionMember
+    links: _containers.RepeatedScalarFieldContainer[str]
+    proof: bytes
+    def __init__(self, region: _Optional[_Union[RegionMember, _Mapping]] = ..., links: _Optional[_Iterable[str]] = ..., proof: _Optional[bytes] = ...) -> None: ...
+
+class AddRegionResponse(_message.Message):
+    __slots__ = ("membership", "raft_members")
+    MEMBERSHIP_FIELD_NUMBER: _ClassVar[int]
+    RAFT_MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    membership: MembershipInfo
+    raft_members: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, membership: _Optional[_Union[MembershipInfo, _Mapping]] = ..., raft_members: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RemoveRegionRequest(_message.Message):
+    __slots__ = ("name", "force")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    force: bool
+    def __init__(self, name: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
+
+class ShutdownRequest(_message.Message):
+    __slots__ = ("drain_timeout_ms", "force")
+    DRAIN_TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    drain_timeout_ms: int
+    force: bool
+    def __init__(self, drain_timeout_ms: _Optional[int] = ..., force: _Optional[bool] = ...) -> None: ...
+
+class ShutdownResponse(_message.Message):
+    __slots__ = ("spooled_left",)
+    SPOOLED_LEFT_FIELD_NUMBER: _ClassVar[int]
+    spooled_left: int
+    def __init__(self, spooled_left: _Optional[int] = ...) -> None: ...
+
+class LinkChangeRequest(_message.Message):
+    __slots__ = ("a", "b")
+    A_FIELD_NUMBER: _ClassVar[int]
+    B_FIELD_NUMBER: _ClassVar[int]
+    a: str
+    b: str
+    def __init__(self, a: _Optional[str] = ..., b: _Optional[str] = ...) -> None: ...

@@ -26,7 +26,7 @@ if _version_not_supported:
 
 
 class AdminStub:
-    """Operations on a region's federation: links, interest, routes.
+    """Operations on a region's federation: links, interest, routes, membership.
     """
 
     def __init__(self, channel):
@@ -35,6 +35,36 @@ class AdminStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.GetMembership = channel.unary_unary(
+                '/plexus.v1.Admin/GetMembership',
+                request_serializer=plexus_dot_v1_dot_plexus__pb2.MembershipRequest.SerializeToString,
+                response_deserializer=plexus_dot_v1_dot_plexus__pb2.MembershipInfo.FromString,
+                _registered_method=True)
+        self.AddRegion = channel.unary_unary(
+                '/plexus.v1.Admin/AddRegion',
+                request_serializer=plexus_dot_v1_dot_plexus__pb2.AddRegionRequest.SerializeToString,
+                response_deserializer=plexus_dot_v1_dot_plexus__pb2.AddRegionResponse.FromString,
+                _registered_method=True)
+        self.RemoveRegion = channel.unary_unary(
+                '/plexus.v1.Admin/RemoveRegion',
+                request_serializer=plexus_dot_v1_dot_plexus__pb2.RemoveRegionRequest.SerializeToString,
+                response_deserializer=plexus_dot_v1_dot_plexus__pb2.MembershipInfo.FromString,
+                _registered_method=True)
+        self.Shutdown = channel.unary_unary(
+                '/plexus.v1.Admin/Shutdown',
+                request_serializer=plexus_dot_v1_dot_plexus__pb2.ShutdownRequest.SerializeToString,
+                response_deserializer=plexus_dot_v1_dot_plexus__pb2.ShutdownResponse.FromString,
+                _registered_method=True)
+        self.AddLink = channel.unary_unary(
+                '/plexus.v1.Admin/AddLink',
+                request_serializer=plexus_dot_v1_dot_plexus__pb2.LinkChangeRequest.SerializeToString,
+                response_deserializer=plexus_dot_v1_dot_plexus__pb2.MembershipInfo.FromString,
+                _registered_method=True)
+        self.RemoveLink = channel.unary_unary(
+                '/plexus.v1.Admin/RemoveLink',
+                request_serializer=plexus_dot_v1_dot_plexus__pb2.LinkChangeRequest.SerializeToString,
+                response_deserializer=plexus_dot_v1_dot_plexus__pb2.MembershipInfo.FromString,
+                _registered_method=True)
         self.ListLinks = channel.unary_unary(
                 '/plexus.v1.Admin/ListLinks',
                 request_serializer=plexus_dot_v1_dot_plexus__pb2.ListLinksRequest.SerializeToString,
@@ -53,8 +83,47 @@ class AdminStub:
 
 
 class AdminServicer:
-    """Operations on a region's federation: links, interest, routes.
+    """Operations on a region's federation: links, interest, routes, membership.
     """
+
+    def GetMembership(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddRegion(self, request, context):
+        """Add a region to the cluster (what a joining node asks any member).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveRegion(self, request, context):
+        """Remove a region: it drains its spools (unless forced) and stops, then it
+        leaves Raft and the membership.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Shutdown(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddLink(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveLink(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
     def ListLinks(self, request, context):
         """Missing associated documentation comment in .proto file."""
@@ -79,6 +148,36 @@ class AdminServicer:
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'GetMembership': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMembership,
+                    request_deserializer=plexus_dot_v1_dot_plexus__pb2.MembershipRequest.FromString,
+                    response_serializer=plexus_dot_v1_dot_plexus__pb2.MembershipInfo.SerializeToString,
+            ),
+            'AddRegion': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddRegion,
+                    request_deserializer=plexus_dot_v1_dot_plexus__pb2.AddRegionRequest.FromString,
+                    response_serializer=plexus_dot_v1_dot_plexus__pb2.AddRegionResponse.SerializeToString,
+            ),
+            'RemoveRegion': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveRegion,
+                    request_deserializer=plexus_dot_v1_dot_plexus__pb2.RemoveRegionRequest.FromString,
+                    response_serializer=plexus_dot_v1_dot_plexus__pb2.MembershipInfo.SerializeToString,
+            ),
+            'Shutdown': grpc.unary_unary_rpc_method_handler(
+                    servicer.Shutdown,
+                    request_deserializer=plexus_dot_v1_dot_plexus__pb2.ShutdownRequest.FromString,
+                    response_serializer=plexus_dot_v1_dot_plexus__pb2.ShutdownResponse.SerializeToString,
+            ),
+            'AddLink': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddLink,
+                    request_deserializer=plexus_dot_v1_dot_plexus__pb2.LinkChangeRequest.FromString,
+                    response_serializer=plexus_dot_v1_dot_plexus__pb2.MembershipInfo.SerializeToString,
+            ),
+            'RemoveLink': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveLink,
+                    request_deserializer=plexus_dot_v1_dot_plexus__pb2.LinkChangeRequest.FromString,
+                    response_serializer=plexus_dot_v1_dot_plexus__pb2.MembershipInfo.SerializeToString,
+            ),
             'ListLinks': grpc.unary_unary_rpc_method_handler(
                     servicer.ListLinks,
                     request_deserializer=plexus_dot_v1_dot_plexus__pb2.ListLinksRequest.FromString,
@@ -103,8 +202,170 @@ def add_AdminServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Admin:
-    """Operations on a region's federation: links, interest, routes.
+    """Operations on a region's federation: links, interest, routes, membership.
     """
+
+    @staticmethod
+    def GetMembership(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/plexus.v1.Admin/GetMembership',
+            plexus_dot_v1_dot_plexus__pb2.MembershipRequest.SerializeToString,
+            plexus_dot_v1_dot_plexus__pb2.MembershipInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddRegion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/plexus.v1.Admin/AddRegion',
+            plexus_dot_v1_dot_plexus__pb2.AddRegionRequest.SerializeToString,
+            plexus_dot_v1_dot_plexus__pb2.AddRegionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveRegion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/plexus.v1.Admin/RemoveRegion',
+            plexus_dot_v1_dot_plexus__pb2.RemoveRegionRequest.SerializeToString,
+            plexus_dot_v1_dot_plexus__pb2.MembershipInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Shutdown(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/plexus.v1.Admin/Shutdown',
+            plexus_dot_v1_dot_plexus__pb2.ShutdownRequest.SerializeToString,
+            plexus_dot_v1_dot_plexus__pb2.ShutdownResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddLink(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/plexus.v1.Admin/AddLink',
+            plexus_dot_v1_dot_plexus__pb2.LinkChangeRequest.SerializeToString,
+            plexus_dot_v1_dot_plexus__pb2.MembershipInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveLink(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/plexus.v1.Admin/RemoveLink',
+            plexus_dot_v1_dot_plexus__pb2.LinkChangeRequest.SerializeToString,
+            plexus_dot_v1_dot_plexus__pb2.MembershipInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def ListLinks(request,
