@@ -208,21 +208,32 @@ def _start(
         if state.exists():
             state.save(record)
         if isinstance(exc, NodeFailed):
-            source = record.source if record.source != "default" else "the default cluster"
-            line = _name_source(exc.line, state, source)
-            log = record.region(exc.name).log
-            raise LocalClusterError(
-                f"region {exc.name} did not start: {line} (log: {log})"
-            ) from None
+            raise LocalClusterError(_failure(state, record, exc)) from None
         raise
     return started
+
+
+def _failure(state: StateDir, record: ClusterRecord, exc: NodeFailed) -> str:
+    """The node's one line, naming the file the user gave, and the key when it is an address."""
+    source = record.source if record.source != "default" else "the default cluster"
+    line = _name_source(exc.line, state, source)
+    region = record.region(exc.name)
+    index = record.regions.index(region)
+    where = ""
+    for key in ("grpc", "raft"):
+        address = getattr(region, key)
+        if address and address in line and source not in line:
+            where = f"{source}: region[{index}].{key} ({exc.name}): "
+            break
+    return f"region {exc.name} did not start: {where}{line} (log: {region.log})"
 
 
 def _discard(state: StateDir, record: ClusterRecord) -> None:
     """Undo a first `up` that failed: nothing of it stays in the state dir."""
     stop_processes([r.pid for r in record.regions if r.pid], record.cluster_file, grace_s=5.0)
     _discard_files(state)
-    shutil.rmtree(state.path / "regions", ignore_errors=True)
+    for region in record.regions:  # the logs stay: the error points at them
+        shutil.rmtree(region.data, ignore_errors=True)
 
 
 def _discard_files(state: StateDir) -> None:
