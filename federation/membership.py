@@ -175,6 +175,8 @@ class RaftMembership:
         self._state = MembershipState(self._applied)
         self._sync: SyncObj | None = None
         self._seeding: asyncio.Task[None] | None = None
+        # Set once the replicated state holds the cluster (seeded, joined or restored).
+        self._ready = asyncio.Event()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -257,6 +259,7 @@ class RaftMembership:
         if self._topology is not None and topology.version <= self._topology.version:
             return
         self._topology = topology
+        self._ready.set()
         for callback in list(self._watchers):
             callback(topology)
 
@@ -265,6 +268,7 @@ class RaftMembership:
     async def add_region(self, spec: RegionSpec, links: Iterable[str]) -> Topology:
         """Add a region and its links, then its Raft node (one change at a time)."""
         async with self._changes:
+            await self._replicated_state()
             result = await self._command(
                 self._state.add_region, spec.name, _spec_dict(spec), list(links)
             )
@@ -275,6 +279,7 @@ class RaftMembership:
 
     async def remove_region(self, name: str) -> Topology:
         async with self._changes:
+            await self._replicated_state()
             spec = self.current().regions.get(name)
             if spec is None:
                 raise NotFound(f"no region named {name!r} in the cluster")
@@ -289,13 +294,22 @@ class RaftMembership:
 
     async def add_link(self, a: str, b: str) -> Topology:
         async with self._changes:
+            await self._replicated_state()
             _raise_for(await self._command(self._state.add_link, a, b), f"{a}-{b}")
             return self.current()
 
     async def remove_link(self, a: str, b: str) -> Topology:
         async with self._changes:
+            await self._replicated_state()
             _raise_for(await self._command(self._state.remove_link, a, b), f"{a}-{b}")
             return self.current()
+
+    async def _replicated_state(self) -> None:
+        """Changes apply to the replicated state: wait (bounded) until it holds the cluster."""
+        try:
+            await asyncio.wait_for(self._ready.wait(), COMMAND_TIMEOUT_S)
+        except TimeoutError:
+            raise _no_majority() from None
 
     def members(self) -> list[str]:
         """Raft addresses of every member (this one included)."""

@@ -154,6 +154,7 @@ class Cluster:
         heartbeat_ms: int = 100,
         ports: dict[str, int] | None = None,
         settings: dict[str, int | str] | None = None,
+        raft: bool = False,
     ) -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
@@ -170,12 +171,14 @@ class Cluster:
             "reconnect_max_ms = 500",
             *(f"{key} = {value!r}".replace("'", '"') for key, value in (settings or {}).items()),
         ]
+        self.raft_ports = {name: free_port() for name in regions} if raft else {}
         for name in regions:
             lines += [
                 "[[region]]",
                 f'name = "{name}"',
                 f'grpc = "127.0.0.1:{self.ports[name]}"',
                 f'data = "{name}"',
+                *([f'raft = "127.0.0.1:{self.raft_ports[name]}"'] if raft else []),
             ]
         for a, b in links:
             lines += ["[[link]]", f'regions = ["{a}", "{b}"]']
@@ -194,9 +197,35 @@ class Cluster:
         self.nodes[region].kill()
 
     def restart(self, region: str) -> None:
-        """Start a killed region again on the same port and data directory."""
-        self.nodes[region].kill()
-        self.start(region)
+        """Start a killed region again on the same command, port and data directory."""
+        old = self.nodes[region]
+        old.kill()
+        node = NodeProcess(region, old.data_dir, old.port)
+        node.start_command = old.start_command
+        self.nodes[region] = node.start()
+
+    def join(self, region: str, via: str, links: list[str]) -> NodeProcess:
+        """Start a new region that joins the running cluster through region `via`."""
+        self.ports[region] = free_port()
+        self.raft_ports[region] = free_port()
+        node = NodeProcess(region, self.root / region, self.ports[region])
+        node.start_command = [
+            "--cluster",
+            str(self.file),
+            "--region",
+            region,
+            "--join",
+            self.address(via),
+            "--raft",
+            f"127.0.0.1:{self.raft_ports[region]}",
+            "--listen",
+            self.address(region),
+            "--data",
+            str(self.root / region),
+            *(arg for peer in links for arg in ("--link", peer)),
+        ]
+        self.nodes[region] = node.start()
+        return node
 
     def close(self) -> None:
         for node in self.nodes.values():

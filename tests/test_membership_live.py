@@ -1,0 +1,183 @@
+"""Live membership with real processes: regions join and leave, leaders fail, clusters restart."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from plexus import Client
+from plexus.v1 import plexus_pb2 as pb
+from plexus.v1 import plexus_pb2_grpc as rpc
+from tests.harness import Cluster
+from tests.test_federation import (
+    all_links_up,
+    consume_all,
+    eventually,
+    knows_interest,
+    receive,
+    views_agree,
+)
+
+NAMES = ["us", "eu", "ap"]
+LINKS = [("us", "eu"), ("eu", "ap"), ("us", "ap")]
+
+
+@pytest.fixture
+def cluster(tmp_path: Path):
+    made = Cluster(tmp_path / "c", NAMES, LINKS, raft=True)
+    made.start()
+    yield made
+    made.close()
+
+
+async def membership(cluster: Cluster, region: str) -> pb.MembershipInfo:
+    async with grpc.aio.insecure_channel(cluster.address(region)) as channel:
+        return await rpc.AdminStub(channel).GetMembership(pb.MembershipRequest())
+
+
+async def admin(cluster: Cluster, region: str):
+    channel = grpc.aio.insecure_channel(cluster.address(region))
+    return channel, rpc.AdminStub(channel)
+
+
+async def leader(cluster: Cluster, among: list[str]) -> str:
+    """The region whose node is the Raft leader, once one is elected."""
+    found: list[str] = []
+
+    async def elected() -> bool:
+        for region in among:
+            try:
+                if (await membership(cluster, region)).raft_role == "leader":
+                    found.append(region)
+                    return True
+            except grpc.aio.AioRpcError:
+                continue
+        return False
+
+    await eventually(elected, 10, "a Raft leader")
+    return found[-1]
+
+
+async def test_a_region_added_live_receives_events_published_elsewhere(cluster: Cluster):
+    await all_links_up(cluster, LINKS)
+    await leader(cluster, NAMES)
+    started = time.monotonic()
+    cluster.join("sa", via="eu", links=["us"])
+    await all_links_up(cluster, [("sa", "us")])
+    async with (
+        await Client.connect(cluster.address("sa")) as sa,
+        await Client.connect(cluster.address("ap")) as ap,sa.subscribe("live/>") as sub
+    ):
+        await knows_interest(cluster, "ap", "sa", "live/>")
+        took = time.monotonic() - started
+        for i in range(300):
+            await ap.publish(f"live/{i}", b"%d" % i)
+        got = await receive(sub, 300)
+    assert [e.payload for e in got] == [b"%d" % i for i in range(300)]
+    assert took < 10, f"sa served events from ap {took:.1f} s after it was started"
+    names = {r.name for r in (await membership(cluster, "us")).regions}
+    assert names == {"us", "eu", "ap", "sa"}
+
+
+async def test_a_region_removed_live_is_gone_and_the_others_lose_nothing(cluster: Cluster):
+    await all_links_up(cluster, LINKS)
+    await leader(cluster, NAMES)
+    async with (
+        await Client.connect(cluster.address("eu")) as eu,
+        await Client.connect(cluster.address("us")) as us,
+    ):
+        await eu.create_queue("stay", ["rm/>"])
+        await knows_interest(cluster, "us", "eu", "rm/>")
+        acks = [us.publish_nowait(f"rm/{i}", b"%d" % i, guaranteed=True) for i in range(500)]
+        channel, stub = await admin(cluster, "us")
+        async with channel:
+            reply = await stub.RemoveRegion(pb.RemoveRegionRequest(name="ap"))
+        assert {r.name for r in reply.regions} == {"us", "eu"}
+        acks += [us.publish_nowait(f"rm/{i}", b"%d" % i, guaranteed=True) for i in range(500, 1000)]
+        await asyncio.gather(*acks)
+        cluster.nodes["ap"].proc.wait(10)  # ap stopped itself
+        got = await consume_all(eu, "stay")
+    assert sorted(d.payload for d in got) == sorted(b"%d" % i for i in range(1000))
+    assert "ap" not in {r.name for r in (await membership(cluster, "eu")).regions}
+
+
+async def test_removing_the_raft_leaders_region_works(cluster: Cluster):
+    await all_links_up(cluster, LINKS)
+    chief = await leader(cluster, NAMES)
+    other = next(n for n in NAMES if n != chief)
+    channel, stub = await admin(cluster, other)
+    async with channel:
+        await stub.RemoveRegion(pb.RemoveRegionRequest(name=chief))
+    rest = [n for n in NAMES if n != chief]
+    new = await leader(cluster, rest)
+    assert new in rest
+    assert chief not in {r.name for r in (await membership(cluster, new)).regions}
+
+
+async def test_a_region_cannot_remove_itself_and_unknown_regions_are_named(cluster: Cluster):
+    await leader(cluster, NAMES)
+    channel, stub = await admin(cluster, "us")
+    async with channel:
+        with pytest.raises(grpc.aio.AioRpcError, match="cannot remove itself"):
+            await stub.RemoveRegion(pb.RemoveRegionRequest(name="us"))
+        with pytest.raises(grpc.aio.AioRpcError, match="'mars'"):
+            await stub.RemoveRegion(pb.RemoveRegionRequest(name="mars"))
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.AddRegion(pb.AddRegionRequest(region=pb.RegionMember(name="x"), proof=b"no"))
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_killing_the_raft_leader_elects_another_and_changes_work_again(cluster: Cluster):
+    await all_links_up(cluster, LINKS)
+    chief = await leader(cluster, NAMES)
+    cluster.kill(chief)
+    rest = [n for n in NAMES if n != chief]
+    killed_at = time.monotonic()
+    await leader(cluster, rest)
+    a, b = rest
+    channel, stub = await admin(cluster, a)
+    async with channel:
+        reply = await stub.RemoveLink(pb.LinkChangeRequest(a=a, b=b))
+    took = time.monotonic() - killed_at
+    assert f"{min(a, b)}-{max(a, b)}" not in reply.links
+    assert took < 5, f"membership changed again {took:.1f} s after the leader died"
+
+
+@pytest.mark.slow
+async def test_a_full_restart_keeps_membership_queues_and_spooled_events(cluster: Cluster):
+    await all_links_up(cluster, LINKS)
+    await leader(cluster, NAMES)
+    channel, stub = await admin(cluster, "us")
+    async with channel:
+        await stub.RemoveLink(pb.LinkChangeRequest(a="us", b="ap"))
+    async with await Client.connect(cluster.address("ap")) as ap:
+        await ap.create_queue("kept", ["keep/>"])
+    await knows_interest(cluster, "us", "ap", "keep/>")
+    channel, stub = await admin(cluster, "eu")
+    async with channel:
+        await stub.SetLink(pb.SetLinkRequest(peer="ap", up=False))  # events wait in eu's spool
+    async with await Client.connect(cluster.address("us")) as us:
+        for i in range(200):
+            await us.publish(f"keep/{i}", b"%d" % i, guaranteed=True)
+    for region in NAMES:
+        cluster.nodes[region].stop()
+    for region in NAMES:
+        cluster.restart(region)
+    await all_links_up(cluster, [("us", "eu"), ("eu", "ap")])
+
+    async def restored() -> bool:
+        # The journal is replayed once a leader is elected again.
+        infos = [await membership(cluster, region) for region in NAMES]
+        return all("ap-us" not in info.links for info in infos)
+
+    await eventually(restored, 10, "every region to replay the membership journal")
+    info = await membership(cluster, "ap")
+    assert {r.name for r in info.regions} == set(NAMES)
+    await views_agree(cluster, NAMES)
+    async with await Client.connect(cluster.address("ap")) as ap:
+        got = await consume_all(ap, "kept", idle_s=2.0)
+    assert sorted(d.payload for d in got) == sorted(b"%d" % i for i in range(200))
