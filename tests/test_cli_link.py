@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,7 +15,7 @@ import pytest
 
 from plexus.client import Client
 from plexus.errors import NotFound
-from tests.harness import READY_TIMEOUT_S, NodeProcess, free_port
+from tests.harness import Cluster, NodeProcess, free_port
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -30,92 +27,17 @@ LINK_DEADLINE_S = 15.0
 # ------------------------------------------------------------------ a 2-region cluster
 
 
-class RegionProcess:
-    """One region of a cluster file: `python -m node run --cluster FILE --region NAME`."""
-
-    def __init__(self, cluster_file: Path, name: str, address: str) -> None:
-        self.name = name
-        self.address = address
-        self.log_path = cluster_file.parent / f"{name}.log"
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "node",
-                    "run",
-                    "--cluster",
-                    str(cluster_file),
-                    "--region",
-                    name,
-                ],
-                stdout=subprocess.PIPE,
-                stderr=log,
-            )
-
-    def wait_ready(self) -> RegionProcess:
-        ready = threading.Event()
-
-        def watch() -> None:
-            assert self.proc.stdout is not None
-            for line in self.proc.stdout:
-                if b"listening on" in line:
-                    ready.set()
-
-        threading.Thread(target=watch, daemon=True).start()
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while not ready.wait(0.05):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.kill()
-                raise AssertionError(
-                    f"region {self.name} did not start: {self.log_path.read_text()[-2000:]}"
-                )
-        return self
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-
-
-def start_cluster(root: Path, started: list[RegionProcess]) -> dict[str, RegionProcess]:
-    """Regions eu and us linked to each other; every process goes into `started`."""
-    ports = {"eu": free_port(), "us": free_port()}
-    lines = ["[cluster]", 'name = "t"', 'secret = "s"', "[settings]", "heartbeat_ms = 100"]
-    for name, port in ports.items():
-        lines += [
-            "[[region]]",
-            f'name = "{name}"',
-            f'grpc = "127.0.0.1:{port}"',
-            f'data = "{name}"',
-        ]
-    lines += ["[[link]]", 'regions = ["eu", "us"]']
-    cluster_file = root / "cluster.toml"
-    cluster_file.write_text("\n".join(lines) + "\n")
-    regions = {}
-    for name, port in ports.items():
-        region = RegionProcess(cluster_file, name, f"127.0.0.1:{port}")
-        started.append(region)
-        regions[name] = region
-    for region in regions.values():
-        region.wait_ready()
-    return regions
-
-
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[dict[str, RegionProcess]]:
+def cluster(tmp_path: Path) -> Iterator[dict[str, NodeProcess]]:
     """Regions `eu` and `us`, linked, with their links up; killed after the test."""
-    started: list[RegionProcess] = []
+    made = Cluster(tmp_path, ["eu", "us"], [("eu", "us")])
     try:
-        regions = start_cluster(tmp_path, started)
-        for name in regions:
-            poll_links(regions[name].address, lambda view: all_up(view), "links up")
-        yield regions
+        made.start()
+        for node in made.nodes.values():
+            poll_links(node.address, lambda view: all_up(view), "links up")
+        yield made.nodes
     finally:
-        for region in started:
-            region.kill()
+        made.close()
 
 
 # ------------------------------------------------------------------ running the CLI
@@ -194,7 +116,7 @@ LINK_KEYS = [
 
 
 def test_link_list_json_shows_the_link_up_on_both_ends(
-    cluster: dict[str, RegionProcess],
+    cluster: dict[str, NodeProcess],
 ) -> None:
     for here, peer in (("eu", "us"), ("us", "eu")):
         view = links_json(cluster[here].address)
@@ -216,7 +138,7 @@ def test_link_list_json_shows_the_link_up_on_both_ends(
         assert theirs["next_hop"] == peer and theirs["reachable"] is True
 
 
-def test_link_list_table_and_learned_interest(cluster: dict[str, RegionProcess]) -> None:
+def test_link_list_table_and_learned_interest(cluster: dict[str, NodeProcess]) -> None:
     eu, us = cluster["eu"].address, cluster["us"].address
     sub = subprocess.Popen(
         [*PLEXUS, "sub", "orders/>", "--timeout", "60", "--server", us],
@@ -247,7 +169,7 @@ def test_link_list_table_and_learned_interest(cluster: dict[str, RegionProcess])
     assert "1: orders/>" in out
 
 
-def test_link_down_and_up_from_the_dialler(cluster: dict[str, RegionProcess]) -> None:
+def test_link_down_and_up_from_the_dialler(cluster: dict[str, NodeProcess]) -> None:
     eu, us = cluster["eu"].address, cluster["us"].address
     proc = plexus(eu, "link", "down", "us")
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
@@ -274,7 +196,7 @@ def test_link_down_and_up_from_the_dialler(cluster: dict[str, RegionProcess]) ->
 
 
 def test_link_held_down_by_the_acceptor_stays_down_until_released(
-    cluster: dict[str, RegionProcess],
+    cluster: dict[str, NodeProcess],
 ) -> None:
     eu, us = cluster["eu"].address, cluster["us"].address
     proc = plexus(us, "link", "down", "eu", "--json")
@@ -298,7 +220,7 @@ def test_link_held_down_by_the_acceptor_stays_down_until_released(
     poll_links(us, all_up, "us's link to eu up again")
 
 
-def test_unknown_peer_is_a_one_line_error(cluster: dict[str, RegionProcess]) -> None:
+def test_unknown_peer_is_a_one_line_error(cluster: dict[str, NodeProcess]) -> None:
     eu = cluster["eu"].address
     for verb in ("down", "up"):
         assert_one_line_error(plexus(eu, "link", verb, "mars"), "mars", "no link")
@@ -307,7 +229,7 @@ def test_unknown_peer_is_a_one_line_error(cluster: dict[str, RegionProcess]) -> 
     assert all_up(links_json(eu))
 
 
-def test_sdk_list_links_and_set_link(cluster: dict[str, RegionProcess]) -> None:
+def test_sdk_list_links_and_set_link(cluster: dict[str, NodeProcess]) -> None:
     async def go() -> None:
         async with await Client.connect(cluster["us"].address) as client:
             view = await client.list_links()
