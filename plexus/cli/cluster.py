@@ -115,7 +115,7 @@ def up(config: Path | None, state_dir: Path, timeout: float, as_json: bool) -> N
     width = max(len(r.name) for r in record.regions)
     for region in record.regions:
         click.echo(f"  {region.name:<{width}}  {region.grpc:<21}  pid {region.pid}")
-    if record.links:
+    if record.links and not result.already_up:
         shown = ", ".join(f"{a}-{b}" for a, b in record.links)
         click.echo(f"links up: {shown}")
     first = record.regions[0].name
