@@ -250,6 +250,49 @@ def region_start(name: str, state_dir: Path, timeout: float, as_json: bool) -> N
         click.echo(f"region {name} is already running (pid {region.pid})")
 
 
+@region_group.command("add")
+@click.argument("name")
+@click.option("--link", "links", multiple=True, metavar="REGION", help="Link it to REGION.")
+@state_dir_option
+@_timeout_option(30.0)
+@_json_option
+def region_add(
+    name: str, links: tuple[str, ...], state_dir: Path, timeout: float, as_json: bool
+) -> None:
+    """Start a new local region NAME and join it to the running cluster, live."""
+    from plexus.cli.output import print_json
+    from plexus.local import membership
+
+    region, seconds = membership.add_region(_state(state_dir), name, list(links), timeout)
+    if as_json:
+        print_json(
+            {
+                "name": name,
+                "address": region.grpc,
+                "raft": region.raft,
+                "pid": region.pid,
+                "links": list(links),
+                "ready_s": round(seconds, 3),
+            }
+        )
+    else:
+        linked = f", linked to {', '.join(links)}" if links else ""
+        click.echo(f"region {name} joined on {region.grpc}{linked}, links up, in {seconds:.2f} s")
+
+
+@region_group.command("remove")
+@click.argument("name")
+@click.option("--force", is_flag=True, help="Do not wait for its spools to drain.")
+@state_dir_option
+def region_remove(name: str, force: bool, state_dir: Path) -> None:
+    """Remove region NAME live: it drains its spools and stops, then leaves the cluster."""
+    from plexus.local import membership
+
+    view = membership.remove_region(_state(state_dir), name, force)
+    left = ", ".join(r["name"] for r in view["regions"])
+    click.echo(f"region {name} removed; regions now: {left}")
+
+
 @click.group("fault")
 def fault_group() -> None:
     """Drills on the local cluster: kill a region, cut and heal a link."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -12,6 +13,7 @@ from plexus.cli.options import run, server_option
 
 if TYPE_CHECKING:
     from plexus.client.info import LinkInfo, LinksView, RegionInterest
+    from plexus.local.state import StateDir
 
 __all__ = ["link_group"]
 
@@ -228,3 +230,43 @@ def _age(ms: int) -> str:
     if ms < 120_000:
         return f"{ms / 1000:.1f} s"
     return f"{ms / 60_000:.1f} min"
+
+
+@link_group.command("add")
+@click.argument("a")
+@click.argument("b")
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Local cluster state directory (default: $PLEXUS_STATE_DIR).",
+)
+def add(a: str, b: str, state_dir: Path | None) -> None:
+    """Link regions A and B of the local cluster (one replicated change; routes follow)."""
+    from plexus.local import membership
+
+    membership.add_link(_local_state(state_dir), a, b)
+    click.echo(f"link {a}-{b} added")
+
+
+@link_group.command("remove")
+@click.argument("a")
+@click.argument("b")
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Local cluster state directory (default: $PLEXUS_STATE_DIR).",
+)
+def remove(a: str, b: str, state_dir: Path | None) -> None:
+    """Remove the link between regions A and B of the local cluster."""
+    from plexus.local import membership
+
+    membership.remove_link(_local_state(state_dir), a, b)
+    click.echo(f"link {a}-{b} removed")
+
+
+def _local_state(state_dir: Path | None) -> StateDir:
+    from plexus.local.state import StateDir, default_state_dir
+
+    return StateDir(state_dir or default_state_dir())

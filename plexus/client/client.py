@@ -286,6 +286,27 @@ class Client:
         resp = await self._unary(self._admin.ListLinks, pb.ListLinksRequest())
         return LinksView.from_proto(resp)
 
+    async def membership(self) -> dict[str, Any]:
+        """The cluster's replicated membership as this node sees it: regions, links, and
+        its Raft role, term and leader ("" role when the cluster runs without Raft)."""
+        info = await self._unary(self._admin.GetMembership, pb.MembershipRequest())
+        return _membership_dict(info)
+
+    async def remove_region(self, name: str, *, force: bool = False) -> dict[str, Any]:
+        """Remove region `name` from the cluster: it drains its spools (unless `force`) and
+        stops, then leaves Raft. Ask any region but the one removed."""
+        request = pb.RemoveRegionRequest(name=name, force=force)
+        return _membership_dict(await self._unary(self._admin.RemoveRegion, request))
+
+    async def add_link(self, a: str, b: str) -> dict[str, Any]:
+        """Link regions `a` and `b` (one replicated change); routes follow."""
+        request = pb.LinkChangeRequest(a=a, b=b)
+        return _membership_dict(await self._unary(self._admin.AddLink, request))
+
+    async def remove_link(self, a: str, b: str) -> dict[str, Any]:
+        request = pb.LinkChangeRequest(a=a, b=b)
+        return _membership_dict(await self._unary(self._admin.RemoveLink, request))
+
     async def explain(self, topic: str) -> list[dict[str, Any]]:
         """Where an event on `topic` published at this node would go, without sending one.
 
@@ -349,3 +370,20 @@ def _unreachable_reason(exc: grpc.RpcError, timeout: float) -> str:
         if needle in details:
             return reason
     return details.splitlines()[0] if details else "unavailable"
+
+
+def _membership_dict(info: pb.MembershipInfo) -> dict[str, Any]:
+    return {
+        "cluster": info.cluster,
+        "region": info.region,
+        "version": info.version,
+        "raft": {
+            "role": info.raft_role,
+            "term": info.raft_term,
+            "leader": info.raft_leader,
+            "commit_index": info.raft_commit_index,
+            "has_quorum": info.raft_has_quorum,
+        },
+        "regions": [{"name": r.name, "grpc": r.grpc, "raft": r.raft} for r in info.regions],
+        "links": [link.split("-", 1) for link in info.links],
+    }

@@ -88,8 +88,11 @@ def up(state: StateDir, config: Path | None, timeout_s: float = DEFAULT_TIMEOUT_
             return UpResult(record, [], time.monotonic() - t0)
         deadline = t0 + timeout_s
         try:
-            _start(state, record, to_start, deadline)
-            asyncio.run(_wait_links(record, [r.name for r in record.regions], deadline))
+            start_regions(state, record, to_start, deadline)
+            asyncio.run(wait_links(record, [r.name for r in record.regions], deadline))
+            from plexus.local.membership import wait_leader  # it builds on this module
+
+            asyncio.run(wait_leader(record, deadline))
         except BaseException:
             if fresh:
                 _discard(state, record)
@@ -186,7 +189,7 @@ def _name_source(line: str, state: StateDir, source: str) -> str:
     return line.replace(str(state.cluster_file), source)
 
 
-def _start(
+def start_regions(
     state: StateDir, record: ClusterRecord, regions: list[RegionRecord], deadline: float
 ) -> list[Started]:
     """Start `regions` and wait until each serves; on failure stop them all and raise."""
@@ -274,9 +277,9 @@ def start_region(
         if is_running(region.pid, record.cluster_file):
             return region, False, 0.0
         deadline = t0 + timeout_s
-        _start(state, record, [region], deadline)
+        start_regions(state, record, [region], deadline)
         running = [r.name for r in record.regions if is_running(r.pid, record.cluster_file)]
-        asyncio.run(_wait_links(record, running, deadline, touching=name))
+        asyncio.run(wait_links(record, running, deadline, touching=name))
         return region, True, time.monotonic() - t0
 
 
@@ -337,7 +340,7 @@ def heal_link(state: StateDir, a: str, b: str, timeout_s: float = 10.0) -> bool:
         if not is_running(record.region(b).pid, record.cluster_file):
             return False
         try:
-            await _wait_links(record, [a, b], time.monotonic() + timeout_s, touching=a)
+            await wait_links(record, [a, b], time.monotonic() + timeout_s, touching=a)
         except LocalClusterError:
             return False
         return True
@@ -348,7 +351,7 @@ def heal_link(state: StateDir, a: str, b: str, timeout_s: float = 10.0) -> bool:
 # ------------------------------------------------------------------ waiting for links
 
 
-async def _wait_links(
+async def wait_links(
     record: ClusterRecord, running: list[str], deadline: float, touching: str | None = None
 ) -> None:
     """Until every link between `running` regions (or those of `touching`) is up at both ends."""
@@ -419,7 +422,7 @@ async def _status(record: ClusterRecord) -> dict[str, Any]:
     queues: list[dict[str, Any]] = []
     regions: list[dict[str, Any]] = []
     for region, answer in zip(record.regions, asked, strict=True):
-        view, region_queues, error = answer
+        view, region_queues, membership, error = answer
         views[region.name] = view
         entry: dict[str, Any] = {
             "name": region.name,
@@ -427,8 +430,9 @@ async def _status(record: ClusterRecord) -> dict[str, Any]:
             "grpc": region.grpc,
             "pid": region.pid if running[region.name] else None,
             "state": "running" if running[region.name] else "stopped",
-            # Filled by the membership layer (role, term); the address is known already.
-            "raft": {"address": region.raft} if region.raft else None,
+            "raft": {"address": region.raft, **membership["raft"]}
+            if region.raft and membership
+            else ({"address": region.raft} if region.raft else None),
             "data": region.data,
             "log": region.log,
         }
@@ -471,16 +475,20 @@ async def _status(record: ClusterRecord) -> dict[str, Any]:
     }
 
 
-async def _nothing() -> tuple[None, list[Any], str | None]:
-    return None, [], None
+async def _nothing() -> tuple[None, list[Any], None, str | None]:
+    return None, [], None, None
 
 
-async def _ask(region: RegionRecord) -> tuple[LinksView | None, list[Any], str | None]:
+async def _ask(
+    region: RegionRecord,
+) -> tuple[LinksView | None, list[Any], dict[str, Any] | None, str | None]:
     from plexus.client import Client
 
     try:
         async with await Client.connect(region.grpc, timeout=CONNECT_TIMEOUT_S) as client:
-            view, queues = await asyncio.gather(client.list_links(), client.list_queues())
-        return view, queues, None
+            view, queues, membership = await asyncio.gather(
+                client.list_links(), client.list_queues(), client.membership()
+            )
+        return view, queues, membership, None
     except PlexusError as exc:
-        return None, [], str(exc)
+        return None, [], None, str(exc)
