@@ -318,3 +318,43 @@ def test_port_in_use_stops_what_was_started(local: Local, tmp_path: Path) -> Non
     assert f"127.0.0.1:{port}" in line and "region[1].grpc" in line and str(config) in line
     assert not local.processes()
     assert not (local.state / "cluster.json").exists()
+
+
+def test_region_added_live_receives_events_and_removed_region_is_gone(default: Local) -> None:
+    added = default.run("region", "add", "sa", "--link", "us", "--json")
+    assert json.loads(added.stdout)["links"] == ["us"]
+    status = default.status()
+    assert {r["name"] for r in status["regions"]} == {"us", "eu", "ap", "sa"}
+    assert {r["raft"]["role"] for r in status["regions"]} >= {"leader", "follower"}
+    sub = subprocess.Popen(
+        [*PLEXUS, "sub", "lv/>", "--region", "sa", "--count", "20", "--json", "--timeout", "30"],
+        env=default.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_interest(default.address("eu"), "lv/x", "sa")
+        default.run("pub", "lv/{seq}", "v{seq}", "--count", "20", "--region", "eu")
+        out, err = sub.communicate(timeout=30)
+    finally:
+        if sub.poll() is None:
+            sub.kill()
+            sub.communicate()
+    assert len(out.splitlines()) == 20, err
+    default.run("region", "remove", "ap")
+    assert {r["name"] for r in default.status()["regions"]} == {"us", "eu", "sa"}
+    assert "named 'sa' already exists" in default.fails("region", "add", "sa")
+    assert "mars" in default.fails("region", "remove", "mars")
+
+
+def test_link_add_and_remove_change_the_live_topology(default: Local) -> None:
+    default.run("link", "remove", "us", "eu")
+    assert {frozenset(link["regions"]) for link in default.status()["links"]} == {
+        frozenset(("us", "ap")),
+        frozenset(("eu", "ap")),
+    }
+    default.run("link", "add", "us", "eu")
+    default.wait_link("us", "eu", "up")
+    assert "already exists" in default.fails("link", "add", "us", "eu")
+    assert "mars" in default.fails("link", "add", "us", "mars")
