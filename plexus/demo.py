@@ -1,146 +1,124 @@
-"""`python -m plexus.demo` (`make demo`): a node, direct pub/sub, guaranteed delivery.
+"""`python -m plexus.demo` (`make demo`): a local 3-region mesh and a short tour of it.
 
-Starts a node in a temporary directory on a free loopback port, walks through
-direct publish/subscribe and guaranteed delivery through a queue with the SDK,
-and stops the node again, even when something fails.
+`plexus up` of the default cluster (us, eu, ap, fully linked) in a temporary
+state directory; then, with the SDK: direct events published in us reach a
+subscriber in eu, guaranteed events published in us land in a queue in ap,
+and a region added live (sa) receives events published elsewhere. The
+cluster is stopped and its state deleted at the end, even when something fails.
 """
 
 from __future__ import annotations
 
 import asyncio
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-from pathlib import Path
 
 from rich.console import Console
 
 from plexus.client import Client
+from plexus.local import membership, ops
+from plexus.local.state import StateDir
 
-NODE_START_TIMEOUT_S = 10.0
-NODE_STOP_TIMEOUT_S = 5.0
+INTEREST_TIMEOUT_S = 10.0
+RECEIVE_TIMEOUT_S = 5.0
 
 console = Console(highlight=False)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class DemoNode:
-    """A node process in a temporary data directory, stopped on exit."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.address = f"127.0.0.1:{free_port()}"
-        self.log_path = data_dir / "node.log"
-        self.data_dir = data_dir / "us"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> DemoNode:
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "node", "run", "--name", "us",
-                 "--listen", self.address, "--data", str(self.data_dir)],
-                stdout=subprocess.PIPE,
-                stderr=log,
-            )  # fmt: skip
-        ready = threading.Event()
-
-        def watch() -> None:
-            assert self.proc is not None and self.proc.stdout is not None
-            for line in self.proc.stdout:
-                if b"listening on" in line:
-                    ready.set()
-
-        threading.Thread(target=watch, daemon=True).start()
-        deadline = time.monotonic() + NODE_START_TIMEOUT_S
-        while not ready.wait(0.05):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                tail = self.log_path.read_text(errors="replace")[-1500:]
-                raise RuntimeError(f"the node did not start:\n{tail}")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        proc = self.proc
-        if proc is None or proc.poll() is not None:
+async def wait_routed(client: Client, topic: str, region: str, queue: str | None = None) -> None:
+    """Until the client's region would route `topic` to a subscriber (or `queue`) in `region`."""
+    deadline = time.monotonic() + INTEREST_TIMEOUT_S
+    while True:
+        view = {r["region"]: r for r in await client.explain(topic)}
+        there = view.get(region, {})
+        if (queue in there.get("queues", [])) if queue else there.get("subscribers"):
             return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(NODE_STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{region} never showed interest in {topic}")
+        await asyncio.sleep(0.02)
 
 
-async def direct_pub_sub(client: Client) -> None:
-    console.rule("[bold]1. Direct events: at-most-once, memory only, lowest latency")
-    console.print("subscribing to [cyan]orders/>[/cyan] (matches every topic under orders/)")
-    async with client.subscribe("orders/>") as sub:  # returns once the subscription is live
-        topics = ["orders/us/created", "orders/eu/created", "payments/us/settled"]
-        for i, topic in enumerate(topics):
-            await client.publish(topic, f'{{"order": {i}}}')
-            console.print(f"  published  [cyan]{topic}[/cyan]")
-        await client.flush()
-        for _ in range(2):
-            event = await asyncio.wait_for(sub.__anext__(), 5.0)
+async def direct_across_regions(us: Client, eu: Client) -> None:
+    console.rule("[bold]1. Direct events: a subscription in eu pulls events published in us")
+    async with eu.subscribe("orders/>") as sub:
+        await wait_routed(us, "orders/us/1", "eu")
+        console.print("eu subscribes to [cyan]orders/>[/cyan]; us learns that interest")
+        for i in range(3):
+            await us.publish(f"orders/us/{i}", f'{{"order": {i}}}')
+        await us.publish("payments/us/1", "not for eu")
+        for _ in range(3):
+            event = await asyncio.wait_for(sub.__anext__(), RECEIVE_TIMEOUT_S)
             console.print(
-                f"  [green]received[/green]   [cyan]{event.topic}[/cyan] "
-                f"{event.payload.decode()}  (id {event.id}, region {event.origin_region})"
+                f"  eu [green]received[/green] [cyan]{event.topic}[/cyan] "
+                f"{event.payload.decode()} from region {event.origin_region}"
             )
-        console.print("  payments/us/settled did not match orders/> and was not delivered")
+        console.print("  payments/us/1 matched no interest in eu and never crossed the link")
 
 
-async def guaranteed_delivery(client: Client) -> None:
-    console.rule("[bold]2. Guaranteed events: durable in a queue, acked by the consumer")
-    await client.create_queue("billing", ["orders/>"], max_deliveries=5)
-    console.print("created queue [magenta]billing[/magenta] subscribed to [cyan]orders/>[/cyan]")
+async def guaranteed_across_regions(us: Client, ap: Client) -> None:
+    console.rule("[bold]2. Guaranteed events: stored and forwarded to a queue in ap")
+    await ap.create_queue("billing", ["orders/>"])
+    await wait_routed(us, "orders/us/1", "ap", queue="billing")
+    console.print("ap creates queue [magenta]billing[/magenta] on [cyan]orders/>[/cyan]")
     for i in range(5):
-        event_id = await client.publish(f"orders/us/{i}", f"invoice {i}", guaranteed=True)
-        console.print(f"  published  orders/us/{i}, durable on disk as event {event_id}")
-    depth = (await client.describe_queue("billing")).depth
-    console.print(f"queue [magenta]billing[/magenta] holds {depth} events")
-    async with client.consume("billing", prefetch=10) as consumer:
+        event_id = await us.publish(f"orders/us/{i}", f"invoice {i}", guaranteed=True)
+        console.print(f"  us published orders/us/{i}: durable and spooled (event {event_id})")
+    async with ap.consume("billing", prefetch=10) as consumer:
         for _ in range(5):
-            delivery = await asyncio.wait_for(consumer.__anext__(), 5.0)
+            delivery = await asyncio.wait_for(consumer.__anext__(), RECEIVE_TIMEOUT_S)
             await delivery.ack()
             console.print(
-                f"  [green]consumed[/green]   {delivery.topic} {delivery.payload.decode()!r} "
-                f"(delivery {delivery.delivery_count}), ack confirmed durable"
+                f"  ap [green]consumed[/green] {delivery.topic} {delivery.payload.decode()!r}, "
+                "ack confirmed durable"
             )
-    info = await client.describe_queue("billing")
-    console.print(f"queue [magenta]billing[/magenta]: depth {info.depth}, {info.events_out} out")
 
 
-async def tour(address: str) -> None:
-    async with await Client.connect(address) as client:
-        node = await client.node_info()
-        console.print(f"node [bold]{node.region}[/bold] {node.version} serving on {address}")
-        await direct_pub_sub(client)
-        await guaranteed_delivery(client)
+async def region_added_live(state: StateDir, eu: Client) -> None:
+    console.rule("[bold]3. A region added live: sa joins, linked to us")
+    region, seconds = await asyncio.to_thread(membership.add_region, state, "sa", ["us"])
+    console.print(f"sa joined on {region.grpc} in {seconds:.2f} s (Raft-replicated membership)")
+    async with await Client.connect(region.grpc) as sa, sa.subscribe("alerts/>") as sub:
+        await wait_routed(eu, "alerts/eu/1", "sa")
+        await eu.publish("alerts/eu/1", "hello sa")
+        event = await asyncio.wait_for(sub.__anext__(), RECEIVE_TIMEOUT_S)
+        console.print(
+            f"  sa [green]received[/green] {event.topic} {event.payload.decode()!r} "
+            f"from {event.origin_region}, routed eu -> us -> sa"
+        )
+
+
+async def tour(state: StateDir, addresses: dict[str, str]) -> None:
+    async with (
+        await Client.connect(addresses["us"]) as us,
+        await Client.connect(addresses["eu"]) as eu,
+        await Client.connect(addresses["ap"]) as ap,
+    ):
+        await direct_across_regions(us, eu)
+        await guaranteed_across_regions(us, ap)
+        await region_added_live(state, eu)
 
 
 def main() -> int:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="plexus-demo-") as tmp:
-        console.print("[bold]Plexus demo[/bold]: starting a node in a temporary directory")
+        state = StateDir(tmp)
+        console.print("[bold]Plexus demo[/bold]: plexus up (us, eu, ap, fully linked)")
         try:
-            with DemoNode(Path(tmp)) as node:
-                asyncio.run(tour(node.address))
+            result = ops.up(state, None)
+            addresses = {r.name: r.grpc for r in result.record.regions}
+            console.print(
+                f"cluster up in {result.elapsed_s:.2f} s: "
+                + ", ".join(f"{name} {address}" for name, address in addresses.items())
+            )
+            asyncio.run(tour(state, addresses))
         except Exception as exc:
             console.print(f"[red]demo failed:[/red] {exc}")
             return 1
+        finally:
+            ops.down(state, purge=True)
     console.rule()
-    console.print(f"node stopped; demo done in {time.monotonic() - started:.1f} s")
+    console.print(f"cluster stopped; demo done in {time.monotonic() - started:.1f} s")
     return 0
 
 

@@ -277,11 +277,12 @@ def test_node_run_passes_everything_to_the_node() -> None:
     assert "--listen" in proc.stdout and "--data" in proc.stdout
 
 
-def test_demo_runs_and_stops_its_node() -> None:
+def test_demo_runs_a_local_cluster_and_stops_it() -> None:
     started = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-m", "plexus.demo"], capture_output=True, text=True, timeout=60
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert time.monotonic() - started < 15
-    assert "consumed" in proc.stdout and "node stopped" in proc.stdout
+    assert "eu received" in proc.stdout and "ap consumed" in proc.stdout
+    assert "sa received" in proc.stdout and "cluster stopped" in proc.stdout
