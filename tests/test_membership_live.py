@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import pytest
 from plexus import Client
 from plexus.v1 import plexus_pb2 as pb
 from plexus.v1 import plexus_pb2_grpc as rpc
-from tests.harness import Cluster
+from tests.harness import Cluster, free_port
 from tests.test_federation import (
     all_links_up,
     consume_all,
@@ -70,7 +72,8 @@ async def test_a_region_added_live_receives_events_published_elsewhere(cluster: 
     await all_links_up(cluster, [("sa", "us")])
     async with (
         await Client.connect(cluster.address("sa")) as sa,
-        await Client.connect(cluster.address("ap")) as ap,sa.subscribe("live/>") as sub
+        await Client.connect(cluster.address("ap")) as ap,
+        sa.subscribe("live/>") as sub,
     ):
         await knows_interest(cluster, "ap", "sa", "live/>")
         took = time.monotonic() - started
@@ -181,3 +184,42 @@ async def test_a_full_restart_keeps_membership_queues_and_spooled_events(cluster
     async with await Client.connect(cluster.address("ap")) as ap:
         got = await consume_all(ap, "kept", idle_s=2.0)
     assert sorted(d.payload for d in got) == sorted(b"%d" % i for i in range(200))
+
+
+async def test_a_node_joining_with_the_wrong_secret_is_refused_with_one_line(
+    cluster: Cluster, tmp_path: Path
+):
+    await leader(cluster, NAMES)
+    wrong = tmp_path / "wrong.toml"
+    wrong.write_text(cluster.file.read_text().replace('secret = "test-secret"', 'secret = "x"'))
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "node", "run", "--cluster", str(wrong), "--region", "zz",
+         "--join", cluster.address("us"), "--raft", f"127.0.0.1:{free_port()}",
+         "--listen", f"127.0.0.1:{free_port()}", "--data", str(tmp_path / "zz")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "does not know the cluster secret" in result.stderr
+    assert "zz" not in {r.name for r in (await membership(cluster, "us")).regions}
+
+
+async def test_killing_a_follower_during_a_membership_change_leaves_the_cluster_consistent(
+    cluster: Cluster,
+):
+    await all_links_up(cluster, LINKS)
+    chief = await leader(cluster, NAMES)
+    follower = next(n for n in NAMES if n != chief)
+    channel, stub = await admin(cluster, chief)
+    async with channel:
+        change = asyncio.ensure_future(stub.RemoveLink(pb.LinkChangeRequest(a="us", b="eu")))
+        cluster.kill(follower)
+        await change  # two of three voters remain: the change commits
+    cluster.restart(follower)
+
+    async def agreed() -> bool:
+        infos = [await membership(cluster, n) for n in NAMES]
+        return all("eu-us" not in info.links for info in infos)
+
+    await eventually(agreed, 15, "the restarted follower to catch up")
