@@ -78,9 +78,7 @@ def with_detail(rows: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], l
     out = []
     for row in rows:
         main = {k: row[k] for k in MAIN_COLUMNS if k in row}
-        extra = [
-            f"{k}={fmt_number(v)}" for k, v in row.items() if k not in (*MAIN_COLUMNS, "benchmark")
-        ]
+        extra = [f"{k}={fmt_number(v)}" for k, v in row.items() if k not in SKIP_IN_DETAIL]
         main["detail"] = "; ".join(extra)
         out.append(main)
     cols = [c for c in (*MAIN_COLUMNS, "detail") if any(c in r for r in out)]
