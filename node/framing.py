@@ -19,9 +19,11 @@ _NOT_REDELIVERED = b"\xa8\x01\x00"  # field 21 = false, overriding a client's tr
 _TAG_DISCARDED = b"\xb0\x01"  # field 22, varint
 _TAG_DELIVERY_TAG = b"\xb8\x01"  # field 23, varint
 _TAG_QUEUE = b"\xc2\x01"  # field 24, length-delimited
-# The fields only a node sets on delivery, and their wire tags.
+# The fields only a node sets on delivery. Their wire tags are two bytes each,
+# the second always 0x01: these are the first bytes.
 DELIVERY_FIELDS = ("delivery_count", "redelivered", "discarded_before", "delivery_tag", "queue")
-DELIVERY_FIELD_TAGS = (b"\xa0\x01", b"\xa8\x01", b"\xb0\x01", b"\xb8\x01", b"\xc2\x01")
+_DELIVERY_TAG_FIRST = frozenset((0xA0, 0xA8, 0xB0, 0xB8, 0xC2))
+_MODE_TAG = 0x20  # Event.mode; 0x20 0x01 is mode = GUARANTEED
 _TAG_BATCH_EVENT = b"\x0a"  # EventBatch.events, field 1
 _TAG_CONSUME_EVENTS = b"\x12"  # ConsumeResponse.events, field 2
 
@@ -43,6 +45,27 @@ def varint(value: int) -> bytes:
     if value < 16384:
         return _SMALL_VARINTS[value]
     return _encode_varint(value)
+
+
+def scan_request(raw: bytes) -> tuple[bool, bool]:
+    """(may hold guaranteed events, may hold delivery fields) of an encoded PublishRequest.
+
+    Both tell-tales end in byte 0x01, which memchr finds fast; only those
+    places are looked at. A payload can look like either (then the caller
+    checks event by event), but a request that holds one always shows it.
+    """
+    guaranteed = forged = False
+    at = raw.find(b"\x01", 1)
+    while at != -1:
+        before = raw[at - 1]
+        if before == _MODE_TAG:
+            guaranteed = True
+        elif before in _DELIVERY_TAG_FIRST:
+            forged = True
+            if guaranteed:
+                break
+        at = raw.find(b"\x01", at + 1)
+    return guaranteed, forged
 
 
 def unframe(framed: bytes) -> bytes:

@@ -28,7 +28,6 @@ from storage.spool import Forward, Spool, StoredEvent
 log = logging.getLogger(__name__)
 
 GUARANTEED = pb.GUARANTEED
-_GUARANTEED_FIELD = b"\x20\x01"  # Event.mode = GUARANTEED on the wire
 VALID_TOPIC_CACHE = 65_536
 
 
@@ -148,8 +147,8 @@ class Publisher:
         """
         events = request.events
         # Substring scans in C rule out, for most batches, per-event work in Python.
-        maybe_guaranteed = _GUARANTEED_FIELD in raw
-        if any(tag in raw for tag in framing.DELIVERY_FIELD_TAGS):
+        maybe_guaranteed, maybe_forged = framing.scan_request(raw)
+        if maybe_forged:
             _clear_delivery_fields(events)
         at_ms = now_ms()
         region = self.region

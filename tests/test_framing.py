@@ -167,3 +167,32 @@ def test_consume_events_with_no_frames_is_an_empty_batch() -> None:
     response.ParseFromString(framing.consume_events([]))
     assert response.WhichOneof("action") == "events"
     assert len(response.events.events) == 0
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.binary(max_size=300),
+            st.sampled_from([0, 1]),
+            st.sampled_from(
+                [None, "delivery_count", "redelivered", "discarded_before", "delivery_tag", "queue"]
+            ),
+        ),
+        max_size=6,
+    )
+)
+def test_scan_request_never_misses_guaranteed_events_or_delivery_fields(events) -> None:
+    request = pb.PublishRequest()
+    for payload, mode, forged in events:
+        event = request.events.add(topic="t/x", payload=payload, mode=mode)
+        if forged == "queue":
+            event.queue = "q"
+        elif forged == "redelivered":
+            event.redelivered = True
+        elif forged is not None:
+            setattr(event, forged, 1)
+    guaranteed, delivery = framing.scan_request(request.SerializeToString())
+    if any(mode == 1 for _, mode, _ in events):
+        assert guaranteed
+    if any(forged for _, _, forged in events):
+        assert delivery
