@@ -27,11 +27,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import cpu_seconds, figure, free_port, rss  # noqa: E402
+from common import cpu_seconds, figure, free_port, rss
 
-from plexus.client import Client  # noqa: E402
-from plexus.local import membership, ops  # noqa: E402
-from plexus.local.state import StateDir  # noqa: E402
+from plexus.client import Client
+from plexus.local import membership, ops
+from plexus.local.state import StateDir
 
 RUNS = 3
 IDLE_S = 5.0
