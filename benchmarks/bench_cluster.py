@@ -64,12 +64,12 @@ async def _first_event(sub_address: str, pub_address: str, topic: str) -> None:
     async with (
         await Client.connect(sub_address) as sub_client,
         await Client.connect(pub_address) as pub_client,
+        sub_client.subscribe(topic.rsplit("/", 1)[0] + "/>") as sub,
     ):
-        async with sub_client.subscribe(topic.rsplit("/", 1)[0] + "/>") as sub:
-            while True:
-                await pub_client.publish(topic, b"x")
-                if await sub.next_batch(timeout=0.01):
-                    return
+        while True:
+            await pub_client.publish(topic, b"x")
+            if await sub.next_batch(timeout=0.01):
+                return
 
 
 def bench_region_add() -> dict[str, Any]:

@@ -178,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         console.print(rich_table(title, *with_detail(rows)))
     summary = summary_rows(results)
     if summary:
-        console.print(rich_table("Summary against issue 2", summary, SUMMARY_COLUMNS))
+        console.print(rich_table("Summary against the issues' targets", summary, SUMMARY_COLUMNS))
     seconds = time.monotonic() - t0
     console.print(f"done in {seconds:.0f} s; load average now {os.getloadavg()[0]:.2f}")
     if args.markdown:
