@@ -27,13 +27,15 @@ from typing import Any
 
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
 
-from federation.topology import ClusterSettings, RegionSpec, Topology
+from federation.topology import MAX_RAFT_VOTERS, ClusterSettings, RegionSpec, Topology
 from plexus.errors import AlreadyExists, FailedPrecondition, NotFound, PlexusError, Unavailable
 
 log = logging.getLogger(__name__)
 
 COMMAND_TIMEOUT_S = 5.0
 RETRY_PAUSE_S = 0.1
+# How long an add waits to hear of a refusal (another change still in progress).
+ADD_SETTLE_S = 1.0
 # Failures after which the same command may succeed when tried again.
 _RETRIABLE = {
     FAIL_REASON.MISSING_LEADER,
@@ -58,6 +60,8 @@ class MembershipState(SyncObjConsumer):
         self.regions: dict[str, dict[str, str]] = {}
         self.links: list[list[str]] = []
         self.settings: dict[str, Any] = {}
+        # Regions whose nodes vote in Raft (at most MAX_RAFT_VOTERS); the others follow.
+        self.voters: list[str] = []
         self.version = 0
 
     @replicated
@@ -67,10 +71,12 @@ class MembershipState(SyncObjConsumer):
         regions: dict[str, dict[str, str]],
         links: list[list[str]],
         settings: dict[str, Any],
+        voters: list[str],
     ) -> str:
         """The cluster as the first cluster file described it; ignored once seeded."""
         if self.regions:
             return "seeded already"
+        self.voters = sorted(voters)
         self.cluster = cluster
         self.regions = {name: dict(spec) for name, spec in regions.items()}
         self.links = sorted(sorted(link) for link in links)
@@ -85,6 +91,8 @@ class MembershipState(SyncObjConsumer):
         if unknown:
             return f"unknown:{unknown[0]}"
         self.regions[name] = dict(spec)
+        if spec.get("raft") and len(self.voters) < MAX_RAFT_VOTERS:
+            self.voters.append(name)
         for peer in links:
             self.links.append(sorted((name, peer)))
         self.links.sort()
@@ -96,6 +104,14 @@ class MembershipState(SyncObjConsumer):
             return "missing"
         del self.regions[name]
         self.links = [link for link in self.links if name not in link]
+        if name in self.voters:
+            self.voters.remove(name)
+            # Keep the voters' number up: the first follower by name takes the place.
+            followers = sorted(
+                r for r, spec in self.regions.items() if spec.get("raft") and r not in self.voters
+            )
+            if followers:
+                self.voters.append(followers[0])
         return self._changed()
 
     @replicated
@@ -132,6 +148,7 @@ class MembershipState(SyncObjConsumer):
             "links": [list(link) for link in self.links],
             "settings": dict(self.settings),
             "version": self.version,
+            "voters": sorted(self.voters),
         }
 
     def _deserialize(self, data: dict[str, Any]) -> None:
@@ -213,6 +230,7 @@ class RaftMembership:
                     {name: _spec_dict(spec) for name, spec in seed.regions.items()},
                     [sorted(link) for link in seed.links],
                     dataclasses.asdict(seed.settings),
+                    seed.raft_voters(),
                 )
             except Unavailable:
                 log.info("membership: no Raft majority yet; seeding again")
@@ -244,6 +262,9 @@ class RaftMembership:
     def _publish(self, snapshot: dict[str, Any]) -> None:
         if not snapshot["regions"]:
             return
+        # The replicated state holds the cluster: changes may go ahead (they are
+        # ordered by the Raft log, whatever this node has applied so far).
+        self._ready.set()
         topology = Topology(
             cluster=snapshot["cluster"],
             secret=self.secret,
@@ -253,13 +274,13 @@ class RaftMembership:
             links=frozenset(frozenset(link) for link in snapshot["links"]),
             settings=ClusterSettings(**snapshot["settings"]),
             version=snapshot["version"],
+            voters=frozenset(snapshot.get("voters", ())),
         )
         # Catching up replays older states (a joining region sees the cluster
         # before it was added): only ever move forward.
         if self._topology is not None and topology.version <= self._topology.version:
             return
         self._topology = topology
-        self._ready.set()
         for callback in list(self._watchers):
             callback(topology)
 
@@ -273,7 +294,7 @@ class RaftMembership:
                 self._state.add_region, spec.name, _spec_dict(spec), list(links)
             )
             _raise_for(result, spec.name)
-            if spec.raft:
+            if spec.raft and spec.name in self.current().voters:
                 await self._membership(self._sync_obj().addNodeToCluster, spec.raft, wait=False)
             return self.current()
 
@@ -287,10 +308,17 @@ class RaftMembership:
                 raise FailedPrecondition(
                     f"region {name!r} cannot remove itself: ask another region"
                 )
-            if spec.raft:
+            voters_before = set(self.current().raft_voters())
+            if spec.raft and name in voters_before:
                 await self._membership(self._sync_obj().removeNodeFromCluster, spec.raft, wait=True)
             _raise_for(await self._command(self._state.remove_region, name), name)
-            return self.current()
+            after = self.current()
+            for promoted in set(after.raft_voters()) - voters_before:
+                # It joins Raft when it sees itself a voter (federation/region_membership.py).
+                raft = after.regions[promoted].raft
+                if raft:
+                    await self._membership(self._sync_obj().addNodeToCluster, raft, wait=False)
+            return after
 
     async def add_link(self, a: str, b: str) -> Topology:
         async with self._changes:
@@ -310,11 +338,6 @@ class RaftMembership:
             await asyncio.wait_for(self._ready.wait(), COMMAND_TIMEOUT_S)
         except TimeoutError:
             raise _no_majority() from None
-
-    def members(self) -> list[str]:
-        """Raft addresses of every member (this one included)."""
-        sync = self._sync_obj()
-        return sorted({self.self_raft, *(node.address for node in sync.otherNodes)})
 
     def status(self) -> RaftStatus:
         status = self._sync_obj().getStatus()
@@ -357,7 +380,12 @@ class RaftMembership:
             await asyncio.sleep(RETRY_PAUSE_S)
 
     async def _membership(self, change: Callable[..., None], address: str, wait: bool) -> None:
-        """A Raft membership change; `wait=False` for an add (it completes when the node runs)."""
+        """A Raft membership change, retried while another one is still in progress.
+
+        With `wait=False` (adding a node, which completes only once that node
+        runs Raft) a change that is neither refused nor done after a short
+        while is left to complete on its own.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + COMMAND_TIMEOUT_S
         while True:
@@ -367,11 +395,12 @@ class RaftMembership:
                 loop.call_soon_threadsafe(_resolve, future, error)
 
             change(address, callback=done)
-            if not wait:
-                return
+            patience = max(0.1, deadline - loop.time()) if wait else ADD_SETTLE_S
             try:
-                error = await asyncio.wait_for(future, max(0.1, deadline - loop.time()))
+                error = await asyncio.wait_for(future, patience)
             except TimeoutError:
+                if not wait:
+                    return
                 raise _no_majority() from None
             if error == FAIL_REASON.SUCCESS:
                 return

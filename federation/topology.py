@@ -41,6 +41,8 @@ SPOOL_FULL_POLICIES: tuple[str, ...] = get_args(SpoolFullPolicy)
 
 # Inclusive bounds for the integer settings. Heartbeats faster than 10 ms would
 # cost more than the events; fewer than 2 missed beats would flap on one GC pause.
+MAX_RAFT_VOTERS = 5
+
 SETTINGS_RANGES: Mapping[str, tuple[int, int]] = MappingProxyType(
     {
         "heartbeat_ms": (10, 60_000),
@@ -140,6 +142,8 @@ class Topology:
     settings: ClusterSettings = field(default_factory=ClusterSettings)
     version: int = 0
     source: str = field(default="", compare=False)
+    # Regions whose nodes vote in Raft; empty means the default choice (`raft_voters`).
+    voters: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         # Copy, so a caller mutating its dict cannot change a published snapshot.
@@ -175,8 +179,20 @@ class Topology:
                 self.links,
                 self.settings,
                 self.version,
+                self.voters,
             )
         )
+
+    def raft_voters(self) -> list[str]:
+        """Regions that vote in Raft: those recorded, else the first `MAX_RAFT_VOTERS` by name.
+
+        Beyond five regions the others follow the membership without voting, so
+        a large cluster keeps its Raft traffic (and its elections) small.
+        """
+        if self.voters:
+            return sorted(self.voters)
+        with_raft = sorted(name for name, spec in self.regions.items() if spec.raft)
+        return with_raft[:MAX_RAFT_VOTERS]
 
     def neighbours(self, region: str) -> frozenset[str]:
         """Regions linked to `region` (empty for a region not in the cluster)."""

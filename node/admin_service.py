@@ -12,8 +12,9 @@ from typing import Any
 import grpc
 
 from federation.link_protocol import LinkState
-from federation.membership import RaftMembership, join_proof
+from federation.membership import join_proof
 from federation.mesh import Mesh
+from federation.region_membership import RegionMembership
 from federation.supervisor import LinkSupervisor
 from federation.topology import RegionSpec
 from plexus.errors import FailedPrecondition, NotFound, PermissionDenied, PlexusError
@@ -38,7 +39,7 @@ class AdminService(rpc.AdminServicer):
         supervisor: LinkSupervisor | None,
         mesh: Mesh | None,
         local_view: LocalView,
-        membership: RaftMembership | None = None,
+        membership: RegionMembership | None = None,
         request_stop: Callable[[], None] = lambda: None,
     ) -> None:
         self.region = region
@@ -63,10 +64,12 @@ class AdminService(rpc.AdminServicer):
             ):
                 raise PermissionDenied(f"region {new.name!r} does not know the cluster secret")
             spec = RegionSpec(name=new.name, grpc=new.grpc, raft=new.raft or None)
-            await membership.add_region(spec, list(request.links))
+            after = await membership.add_region(spec, list(request.links))
+            voters = after.raft_voters()
             return pb.AddRegionResponse(
                 membership=self._membership_info(),
-                raft_members=sorted({*membership.members(), new.raft}),
+                raft_members=sorted(after.regions[r].raft or "" for r in voters),
+                voter=new.name in voters,
             )
 
         return await self._answer(context, change)
@@ -126,7 +129,7 @@ class AdminService(rpc.AdminServicer):
             await context.abort(exc.status_code, str(exc))
             raise
 
-    def _raft(self) -> RaftMembership:
+    def _raft(self) -> RegionMembership:
         if self.membership is None:
             raise FailedPrecondition(
                 f"region {self.region!r} runs without replicated membership "
@@ -140,8 +143,13 @@ class AdminService(rpc.AdminServicer):
             return info
         topology = self.supervisor.topology
         info.cluster, info.version = topology.cluster, topology.version
+        voters = set(topology.raft_voters()) if self.membership is not None else set()
         for name, spec in topology.regions.items():
-            info.regions.append(pb.RegionMember(name=name, grpc=spec.grpc, raft=spec.raft or ""))
+            info.regions.append(
+                pb.RegionMember(
+                    name=name, grpc=spec.grpc, raft=spec.raft or "", voter=name in voters
+                )
+            )
         info.links.extend(sorted("-".join(sorted(link)) for link in topology.links))
         if self.membership is not None:
             status = self.membership.status()

@@ -223,3 +223,49 @@ async def test_killing_a_follower_during_a_membership_change_leaves_the_cluster_
         return all("eu-us" not in info.links for info in infos)
 
     await eventually(agreed, 15, "the restarted follower to catch up")
+
+
+@pytest.mark.slow
+async def test_beyond_five_regions_five_vote_and_a_follower_replaces_a_removed_voter(
+    tmp_path: Path,
+):
+    names = ["a", "b", "c", "d", "e", "f", "g"]
+    ring = [(names[i], names[(i + 1) % len(names)]) for i in range(len(names))]
+    big = Cluster(tmp_path / "big", names, ring, raft=True)
+    big.start()
+    try:
+        await leader(big, names[:5])
+
+        async def roles() -> dict[str, str]:
+            return {n: (await membership(big, n)).raft_role for n in names if n in big.nodes}
+
+        async def five_voters() -> bool:
+            seen = await roles()
+            return sorted(n for n, r in seen.items() if r == "non-voter") == ["f", "g"]
+
+        await eventually(five_voters, 15, "a-e to vote and f, g to follow")
+        channel, stub = await admin(big, "b")
+        async with channel:
+            await stub.AddLink(pb.LinkChangeRequest(a="a", b="d"))
+            with pytest.raises(grpc.aio.AioRpcError, match="does not vote"):
+                follower_channel, follower = await admin(big, "g")
+                async with follower_channel:
+                    await follower.AddLink(pb.LinkChangeRequest(a="b", b="e"))
+
+            async def followed() -> bool:
+                return "a-d" in (await membership(big, "g")).links
+
+            await eventually(followed, 10, "the follower g to see the new link")
+            await stub.RemoveRegion(pb.RemoveRegionRequest(name="a"))
+
+        async def promoted() -> bool:
+            info = await membership(big, "f")
+            return info.raft_role in ("leader", "follower") and bool(info.raft_leader)
+
+        await eventually(promoted, 15, "f to be promoted to a Raft voter")
+        channel, stub = await admin(big, "f")
+        async with channel:
+            reply = await stub.RemoveLink(pb.LinkChangeRequest(a="c", b="d"))
+        assert "c-d" not in reply.links
+    finally:
+        big.close()

@@ -360,14 +360,16 @@ class ExplainResponse(_message.Message):
     def __init__(self, topic: _Optional[str] = ..., regions: _Optional[_Iterable[_Union[ExplainedRegion, _Mapping]]] = ...) -> None: ...
 
 class RegionMember(_message.Message):
-    __slots__ = ("name", "grpc", "raft")
+    __slots__ = ("name", "grpc", "raft", "voter")
     NAME_FIELD_NUMBER: _ClassVar[int]
     GRPC_FIELD_NUMBER: _ClassVar[int]
     RAFT_FIELD_NUMBER: _ClassVar[int]
+    VOTER_FIELD_NUMBER: _ClassVar[int]
     name: str
     grpc: str
     raft: str
-    def __init__(self, name: _Optional[str] = ..., grpc: _Optional[str] = ..., raft: _Optional[str] = ...) -> None: ...
+    voter: bool
+    def __init__(self, name: _Optional[str] = ..., grpc: _Optional[str] = ..., raft: _Optional[str] = ..., voter: _Optional[bool] = ...) -> None: ...
 
 class MembershipRequest(_message.Message):
     __slots__ = ()
@@ -408,12 +410,14 @@ class AddRegionRequest(_message.Message):
     def __init__(self, region: _Optional[_Union[RegionMember, _Mapping]] = ..., links: _Optional[_Iterable[str]] = ..., proof: _Optional[bytes] = ...) -> None: ...
 
 class AddRegionResponse(_message.Message):
-    __slots__ = ("membership", "raft_members")
+    __slots__ = ("membership", "raft_members", "voter")
     MEMBERSHIP_FIELD_NUMBER: _ClassVar[int]
     RAFT_MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    VOTER_FIELD_NUMBER: _ClassVar[int]
     membership: MembershipInfo
     raft_members: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, membership: _Optional[_Union[MembershipInfo, _Mapping]] = ..., raft_members: _Optional[_Iterable[str]] = ...) -> None: ...
+    voter: bool
+    def __init__(self, membership: _Optional[_Union[MembershipInfo, _Mapping]] = ..., raft_members: _Optional[_Iterable[str]] = ..., voter: _Optional[bool] = ...) -> None: ...
 
 class RemoveRegionRequest(_message.Message):
     __slots__ = ("name", "force")

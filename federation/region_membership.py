@@ -1,0 +1,160 @@
+"""A region's view of the membership: as a Raft voter, or as a follower of the voters.
+
+At most five regions vote in Raft (`Topology.raft_voters`). The others do not
+run Raft at all: they poll a voter's `Admin.GetMembership` and follow its
+snapshots, so a large cluster's Raft traffic and elections stay small. When a
+voter leaves, the replicated state promotes a follower; that region then
+starts its Raft node with the voters' addresses and stops polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+
+from federation.membership import RaftMembership, RaftStatus
+from federation.topology import RegionSpec, Topology
+from plexus.errors import FailedPrecondition
+from plexus.v1 import plexus_pb2 as pb
+from plexus.v1 import plexus_pb2_grpc as rpc
+
+log = logging.getLogger(__name__)
+
+FOLLOW_POLL_S = 1.0
+ASK_TIMEOUT_S = 2.0
+NON_VOTER = "non-voter"
+
+
+def topology_from(info: pb.MembershipInfo, secret: str, like: Topology) -> Topology:
+    """A topology from a voter's answer (settings are the cluster's, known already)."""
+    regions = {
+        r.name: RegionSpec(name=r.name, grpc=r.grpc, raft=r.raft or None) for r in info.regions
+    }
+    return Topology(
+        cluster=info.cluster,
+        secret=secret,
+        regions=regions,
+        links=frozenset(frozenset(link.split("-", 1)) for link in info.links),
+        settings=like.settings,
+        version=info.version,
+        voters=frozenset(r.name for r in info.regions if r.voter),
+    )
+
+
+class RegionMembership:
+    """TopologySource and membership changes for one region, voter or not."""
+
+    def __init__(self, region: str, raft: str, secret: str, data_dir: Path, seed: Topology) -> None:
+        self.region = region
+        self.raft_address = raft
+        self.secret = secret
+        self._data_dir = data_dir
+        self._topology = seed
+        self._watchers: list[Callable[[Topology], None]] = []
+        self.raft: RaftMembership | None = None
+        self._follower: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        if self.region in self._topology.raft_voters():
+            await self._start_raft()
+        else:
+            log.info("region %s follows the membership (not a Raft voter)", self.region)
+            self._follower = asyncio.create_task(self._follow())
+
+    def stop(self) -> None:
+        if self._follower is not None:
+            self._follower.cancel()
+        if self.raft is not None:
+            self.raft.stop()
+
+    # ------------------------------------------------------------ TopologySource
+
+    def current(self) -> Topology:
+        return self._topology
+
+    def watch(self, callback: Callable[[Topology], None]) -> None:
+        self._watchers.append(callback)
+
+    def _publish(self, topology: Topology) -> None:
+        if topology.version <= self._topology.version and self._topology.version:
+            return
+        self._topology = topology
+        for callback in list(self._watchers):
+            callback(topology)
+        if self.raft is None and self.region in topology.raft_voters():
+            if self._follower is not None:
+                self._follower.cancel()
+                self._follower = None
+            log.info("region %s is promoted to a Raft voter", self.region)
+            asyncio.get_running_loop().create_task(self._start_raft())
+
+    # ------------------------------------------------------------ roles
+
+    async def _start_raft(self) -> None:
+        topology = self._topology
+        voters = [topology.regions[r].raft for r in topology.raft_voters() if r in topology.regions]
+        raft = RaftMembership(
+            self.region,
+            self.raft_address,
+            [address for address in voters if address],
+            self.secret,
+            self._data_dir,
+            topology,
+        )
+        raft.watch(self._publish)
+        await raft.start()
+        self.raft = raft
+
+    async def _follow(self) -> None:
+        """Poll the voters' membership, one at a time, and follow it."""
+        turn = 0
+        while True:
+            voters = [
+                self._topology.regions[r].grpc
+                for r in self._topology.raft_voters()
+                if r in self._topology.regions
+            ]
+            if voters:
+                address = voters[turn % len(voters)]
+                turn += 1
+                try:
+                    async with grpc.aio.insecure_channel(address) as channel:
+                        info = await rpc.AdminStub(channel).GetMembership(
+                            pb.MembershipRequest(), timeout=ASK_TIMEOUT_S
+                        )
+                    if info.version:
+                        self._publish(topology_from(info, self.secret, self._topology))
+                except grpc.aio.AioRpcError:
+                    pass  # that voter is down: the next one is asked next time
+            await asyncio.sleep(FOLLOW_POLL_S)
+
+    # ------------------------------------------------------------ changes
+
+    def _voter(self) -> RaftMembership:
+        if self.raft is None:
+            voters = ", ".join(self._topology.raft_voters())
+            raise FailedPrecondition(
+                f"region {self.region!r} does not vote in Raft: ask a voter ({voters})"
+            )
+        return self.raft
+
+    async def add_region(self, spec: RegionSpec, links: list[str]) -> Topology:
+        return await self._voter().add_region(spec, links)
+
+    async def remove_region(self, name: str) -> Topology:
+        return await self._voter().remove_region(name)
+
+    async def add_link(self, a: str, b: str) -> Topology:
+        return await self._voter().add_link(a, b)
+
+    async def remove_link(self, a: str, b: str) -> Topology:
+        return await self._voter().remove_link(a, b)
+
+    def status(self) -> RaftStatus:
+        if self.raft is None:
+            return RaftStatus(role=NON_VOTER, term=0, leader=None, commit_index=0, has_quorum=False)
+        return self.raft.status()
