@@ -111,26 +111,33 @@ class RegionMembership:
 
     async def _follow(self) -> None:
         """Poll the voters' membership, one at a time, and follow it."""
+        channels: dict[str, grpc.aio.Channel] = {}
         turn = 0
-        while True:
-            voters = [
-                self._topology.regions[r].grpc
-                for r in self._topology.raft_voters()
-                if r in self._topology.regions
-            ]
-            if voters:
-                address = voters[turn % len(voters)]
-                turn += 1
-                try:
-                    async with grpc.aio.insecure_channel(address) as channel:
+        try:
+            while True:
+                voters = [
+                    self._topology.regions[r].grpc
+                    for r in self._topology.raft_voters()
+                    if r in self._topology.regions
+                ]
+                if voters:
+                    address = voters[turn % len(voters)]
+                    turn += 1
+                    channel = channels.get(address)
+                    if channel is None:
+                        channel = channels[address] = grpc.aio.insecure_channel(address)
+                    try:
                         info = await rpc.AdminStub(channel).GetMembership(
                             pb.MembershipRequest(), timeout=ASK_TIMEOUT_S
                         )
-                    if info.version:
-                        self._publish(topology_from(info, self.secret, self._topology))
-                except grpc.aio.AioRpcError:
-                    pass  # that voter is down: the next one is asked next time
-            await asyncio.sleep(FOLLOW_POLL_S)
+                        if info.version:
+                            self._publish(topology_from(info, self.secret, self._topology))
+                    except grpc.aio.AioRpcError:
+                        pass  # that voter is down: the next one is asked next time
+                await asyncio.sleep(FOLLOW_POLL_S)
+        finally:
+            for channel in channels.values():
+                await channel.close()
 
     # ------------------------------------------------------------ changes
 

@@ -121,10 +121,20 @@ async def wait_leader(record: ClusterRecord, deadline: float) -> str | None:
 
 
 def _any_running(record: ClusterRecord, but: str | None = None) -> RegionRecord:
-    for region in record.regions:
-        if region.name != but and is_running(region.pid, record.cluster_file):
+    """A running region that votes in Raft (only voters make membership changes)."""
+    running = [
+        r for r in record.regions if r.name != but and is_running(r.pid, record.cluster_file)
+    ]
+    if not running:
+        raise LocalClusterError(f"no region of {record.cluster} is running: 'plexus up' starts it")
+    for region in running:
+        try:
+            view = asyncio.run(_ask(region, lambda c: c.membership()))
+        except PlexusError:
+            continue
+        if view["raft"]["role"] in ("leader", "follower", "candidate", ""):
             return region
-    raise LocalClusterError(f"no region of {record.cluster} is running: 'plexus up' starts it")
+    return running[0]
 
 
 async def _ask(region: RegionRecord, call: Any) -> Any:
