@@ -269,3 +269,25 @@ async def test_beyond_five_regions_five_vote_and_a_follower_replaces_a_removed_v
         assert "c-d" not in reply.links
     finally:
         big.close()
+
+
+async def test_a_one_region_cluster_grows_region_by_region(tmp_path: Path):
+    solo = Cluster(tmp_path / "solo", ["aa"], [], raft=True)
+    solo.start()
+    try:
+        await leader(solo, ["aa"])
+        solo.join("bb", via="aa", links=["aa"])
+        solo.join("cc", via="aa", links=["bb"])
+        await all_links_up(solo, [("aa", "bb"), ("bb", "cc")])
+
+        async def three_voters() -> bool:
+            info = await membership(solo, "cc")
+            return {r.name for r in info.regions if r.voter} == {"aa", "bb", "cc"}
+
+        await eventually(three_voters, 10, "three voting regions")
+        channel, stub = await admin(solo, "cc")
+        async with channel:
+            reply = await stub.AddLink(pb.LinkChangeRequest(a="aa", b="cc"))
+        assert "aa-cc" in reply.links
+    finally:
+        solo.close()
