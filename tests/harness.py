@@ -6,6 +6,8 @@ whatever a failed test left behind.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
 import signal
 import socket
@@ -15,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 READY_TIMEOUT_S = 20.0
 _used_ports: set[int] = set()
@@ -38,6 +41,20 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str = "conditi
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.01)
+
+
+async def eventually(predicate: Callable[[], Any], timeout: float, what: str) -> None:
+    """Await `predicate()` (a coroutine or a plain value) until true; fail after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.02)
 
 
 class NodeProcess:

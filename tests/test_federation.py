@@ -19,7 +19,7 @@ from plexus.v1 import link_pb2 as lpb
 from plexus.v1 import link_pb2_grpc as lrpc
 from plexus.v1 import plexus_pb2 as pb
 from plexus.v1 import plexus_pb2_grpc as rpc
-from tests.harness import Cluster
+from tests.harness import Cluster, eventually
 
 LINKS_UP_S = 10.0
 
@@ -47,14 +47,6 @@ async def links_of(cluster: Cluster, region: str) -> pb.ListLinksResponse:
 async def set_link(cluster: Cluster, region: str, peer: str, up: bool) -> None:
     async with grpc.aio.insecure_channel(cluster.address(region)) as channel:
         await rpc.AdminStub(channel).SetLink(pb.SetLinkRequest(peer=peer, up=up))
-
-
-async def eventually(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 async def all_links_up(cluster: Cluster, links: list[tuple[str, str]]) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from pathlib import Path
 
 import pytest
@@ -11,7 +9,7 @@ import pytest
 from federation.membership import RaftMembership
 from federation.topology import ClusterSettings, RegionSpec, Topology
 from plexus.errors import AlreadyExists, FailedPrecondition, NotFound
-from tests.harness import free_port
+from tests.harness import eventually, free_port
 
 
 def seed_topology(names: list[str]) -> Topology:
@@ -21,14 +19,6 @@ def seed_topology(names: list[str]) -> Topology:
     }
     links = frozenset(frozenset((a, b)) for i, a in enumerate(names) for b in names[i + 1 :])
     return Topology("t", "secret", regions, links, ClusterSettings())
-
-
-async def eventually(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 @pytest.fixture

@@ -14,11 +14,10 @@ import pytest
 from plexus import Client
 from plexus.v1 import plexus_pb2 as pb
 from plexus.v1 import plexus_pb2_grpc as rpc
-from tests.harness import Cluster, free_port
+from tests.harness import Cluster, eventually, free_port
 from tests.test_federation import (
     all_links_up,
     consume_all,
-    eventually,
     knows_interest,
     receive,
     views_agree,
