@@ -41,9 +41,11 @@ class AdminService(rpc.AdminServicer):
         local_view: LocalView,
         membership: RegionMembership | None = None,
         request_stop: Callable[[], None] = lambda: None,
+        refuse_publishes: Callable[[PlexusError], None] = lambda _error: None,
     ) -> None:
         self.region = region
         self.request_stop = request_stop
+        self.refuse_publishes = refuse_publishes
         self.supervisor = supervisor
         self.mesh = mesh
         self.local_view = local_view
@@ -95,7 +97,10 @@ class AdminService(rpc.AdminServicer):
         return await self._answer(context, change)
 
     async def Shutdown(self, request: pb.ShutdownRequest, context: Any) -> pb.ShutdownResponse:
-        """Drain this region's outbound spools (unless forced), then stop the node."""
+        """Refuse new publishes, drain the outbound spools (unless forced), then stop."""
+        self.refuse_publishes(
+            FailedPrecondition(f"region {self.region!r} is leaving the cluster: publish elsewhere")
+        )
         deadline = time.monotonic() + (request.drain_timeout_ms or DRAIN_TIMEOUT_MS) / 1000
         spools = self.supervisor.spools if self.supervisor is not None else None
         left = 0

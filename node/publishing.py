@@ -136,6 +136,8 @@ class Publisher:
         self._valid_topics: set[str] = set()
         self.remote: RemoteRouting = NoRemoteRouting()
         self.forwarder: Forwarding = NoForwarding()
+        # Set while the region leaves the cluster: every publish is refused with it.
+        self.leaving: PlexusError | None = None
 
     def publish(
         self, request: pb.PublishRequest, raw: bytes, first_index: int, on_acks: AckSink
@@ -146,6 +148,9 @@ class Publisher:
         batch is acked or refused, or None when there was nothing to store.
         """
         events = request.events
+        if self.leaving is not None:
+            on_acks([_refusal(first_index + i, self.leaving) for i in range(len(events))])
+            return None
         # Substring scans in C rule out, for most batches, per-event work in Python.
         maybe_guaranteed, maybe_forged = framing.scan_request(raw)
         if maybe_forged:

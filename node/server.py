@@ -108,7 +108,15 @@ async def run_node(
         stop = asyncio.Event()
         add_admin_service(
             server,
-            AdminService(config.name, supervisor, mesh, local_view, membership, stop.set),
+            AdminService(
+                config.name,
+                supervisor,
+                mesh,
+                local_view,
+                membership,
+                stop.set,
+                lambda error: setattr(publisher, "leaving", error),
+            ),
         )
         if supervisor is not None:
             lrpc.add_LinkServicer_to_server(LinkService(supervisor), server)

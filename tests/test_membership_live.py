@@ -12,6 +12,7 @@ import grpc
 import pytest
 
 from plexus import Client
+from plexus.errors import FailedPrecondition
 from plexus.v1 import plexus_pb2 as pb
 from plexus.v1 import plexus_pb2_grpc as rpc
 from tests.harness import Cluster, eventually, free_port
@@ -290,3 +291,29 @@ async def test_a_one_region_cluster_grows_region_by_region(tmp_path: Path):
         assert "aa-cc" in reply.links
     finally:
         solo.close()
+
+
+async def test_a_leaving_region_refuses_publishes_while_it_drains(cluster: Cluster):
+    await all_links_up(cluster, LINKS)
+    async with await Client.connect(cluster.address("eu")) as eu:
+        await eu.create_queue("drain", ["dr/>"])
+    await knows_interest(cluster, "us", "eu", "dr/>")
+    channel, us_admin = await admin(cluster, "us")
+    async with channel, await Client.connect(cluster.address("us")) as us:
+        await us_admin.SetLink(pb.SetLinkRequest(peer="eu", up=False))
+        await us_admin.SetLink(pb.SetLinkRequest(peer="ap", up=False))
+        await us.publish("dr/x", b"spooled", guaranteed=True)  # waits in us's spool
+        leaving = asyncio.ensure_future(
+            us_admin.Shutdown(pb.ShutdownRequest(drain_timeout_ms=1500))
+        )
+
+        async def refused() -> bool:
+            try:
+                await us.publish("dr/y", b"late", guaranteed=True)
+            except FailedPrecondition as exc:
+                return "leaving the cluster" in str(exc)
+            return False
+
+        await eventually(refused, 5, "us to refuse publishes while it drains")
+        reply = await leaving
+    assert reply.spooled_left >= 1  # reported, not silently dropped
