@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from plexus.cli.cluster import state_dir_option
 from plexus.cli.options import run, server_option
 
 if TYPE_CHECKING:
     from plexus.client.info import LinkInfo, LinksView, RegionInterest
-    from plexus.local.state import StateDir
 
 __all__ = ["link_group"]
 
@@ -235,38 +235,24 @@ def _age(ms: int) -> str:
 @link_group.command("add")
 @click.argument("a")
 @click.argument("b")
-@click.option(
-    "--state-dir",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Local cluster state directory (default: $PLEXUS_STATE_DIR).",
-)
-def add(a: str, b: str, state_dir: Path | None) -> None:
+@state_dir_option
+def add(a: str, b: str, state_dir: Path) -> None:
     """Link regions A and B of the local cluster (one replicated change; routes follow)."""
     from plexus.local import membership
+    from plexus.local.state import StateDir
 
-    membership.add_link(_local_state(state_dir), a, b)
+    membership.add_link(StateDir(state_dir), a, b)
     click.echo(f"link {a}-{b} added")
 
 
 @link_group.command("remove")
 @click.argument("a")
 @click.argument("b")
-@click.option(
-    "--state-dir",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Local cluster state directory (default: $PLEXUS_STATE_DIR).",
-)
-def remove(a: str, b: str, state_dir: Path | None) -> None:
+@state_dir_option
+def remove(a: str, b: str, state_dir: Path) -> None:
     """Remove the link between regions A and B of the local cluster."""
     from plexus.local import membership
+    from plexus.local.state import StateDir
 
-    membership.remove_link(_local_state(state_dir), a, b)
+    membership.remove_link(StateDir(state_dir), a, b)
     click.echo(f"link {a}-{b} removed")
-
-
-def _local_state(state_dir: Path | None) -> StateDir:
-    from plexus.local.state import StateDir, default_state_dir
-
-    return StateDir(state_dir or default_state_dir())
