@@ -125,12 +125,14 @@ def _register() -> None:
     from plexus.cli.publish import pub
     from plexus.cli.queue import queue_group
     from plexus.cli.subscribe import sub
+    from plexus.cli.top import top
 
     cli.add_command(pub)
     cli.add_command(sub)
     cli.add_command(queue_group)
     cli.add_command(link_group)
     cli.add_command(explain)
+    cli.add_command(top)
     add_cluster_commands(cli)  # up, down, status, region, fault
 
 

@@ -463,6 +463,9 @@ async def _status(record: ClusterRecord) -> dict[str, Any]:
                 "held_down": bool((la and la.held_down) or (lb and lb.held_down)),
                 "spool_depth": sum(v for v in spool.values() if v),
                 "spool": spool,
+                # Events per second each way, as each sending end counts them.
+                "rate_ab": la.events_out_per_s if la else 0.0,
+                "rate_ba": lb.events_out_per_s if lb else 0.0,
             }
         )
     return {

@@ -1,0 +1,1 @@
+"""`plexus top`: the terminal UI (Textual)."""
