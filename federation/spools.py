@@ -75,7 +75,8 @@ class LinkSpools:
             return {peer: store.link_id(txn, peer) for peer in wanted}
 
         for peer, link_id in (await self.commit(allocate)).items():
-            self.open(peer, link_id)
+            # Resuming scans the link's spool on disk: not on the event loop.
+            self.links[peer] = await asyncio.to_thread(self._resume, peer, link_id)
 
     async def trim(self, peer: str, upto: int) -> None:
         """The peer stored everything up to `upto`: delete it here."""
@@ -84,14 +85,13 @@ class LinkSpools:
         count, size = await self.commit(lambda txn: store.trim(txn, link.link_id, upto))
         self.released(peer, size, count)
 
-    def open(self, peer: str, link_id: int) -> LinkSpool:
-        """Know the link to `peer` (its id allocated in storage), resuming from disk."""
+    def _resume(self, peer: str, link_id: int) -> LinkSpool:
+        """The link to `peer` (its id allocated in storage) as its spool on disk left it."""
         _id, sent, received = self.store.link_marks(peer)
         depth, size = self.store.spool_totals(link_id)
         link = LinkSpool(peer, link_id, sent + 1, received, depth, size)
         if depth:
             link.oldest_s = time.monotonic()
-        self.links[peer] = link
         return link
 
     def reserve(self, peer: str, size: int, envelope: bytes, *, enforce_quota: bool) -> Forward:
