@@ -340,9 +340,10 @@ async def test_link_cut_under_load_loses_nothing_and_duplicates_nothing(cluster_
     assert set(payloads) == {b"c%d" % i for i in range(3000)}
 
 
-async def publish_until_stopped(client: Client, prefix: str, stop: asyncio.Event) -> set[bytes]:
-    """Publish guaranteed events until `stop`; returns the payloads the node acked."""
-    acked: set[bytes] = set()
+async def publish_until_stopped(
+    client: Client, prefix: str, stop: asyncio.Event, acked: set[bytes]
+) -> None:
+    """Publish guaranteed events until `stop`, adding the payloads the node acked to `acked`."""
     i = 0
     while not stop.is_set():
         batch = [(b"%s-%d" % (prefix.encode(), i + k)) for k in range(50)]
@@ -353,7 +354,6 @@ async def publish_until_stopped(client: Client, prefix: str, stop: asyncio.Event
         ):
             if not isinstance(result, BaseException):
                 acked.add(payload)
-    return acked
 
 
 @pytest.mark.slow
@@ -371,15 +371,22 @@ async def test_kill_9_of_the_middle_region_of_a_chain_loses_and_duplicates_nothi
         await c.create_queue("midq", ["mid/>"])
         await knows_interest(cluster, "a", "c", "mid/>")
         stop = asyncio.Event()
-        publisher = asyncio.create_task(publish_until_stopped(a, "mid", stop))
-        await asyncio.sleep(random.Random(seed).uniform(0.3, 1.0))  # the moment of the crash
+        acked: set[bytes] = set()
+        publisher = asyncio.create_task(publish_until_stopped(a, "mid", stop, acked))
+        crash_after = random.Random(seed).randint(200, 2000)  # the moment of the crash
+        await eventually(lambda: len(acked) >= crash_after, 30, f"{crash_after} acks")
         cluster.kill("b")
-        await asyncio.sleep(0.3)  # b stays down a while: a spools meanwhile
+
+        async def a_spools_for_b() -> bool:
+            return any(k.spool_depth for k in (await links_of(cluster, "a")).links)
+
+        await eventually(a_spools_for_b, 10, "a to spool events while b is down")
         cluster.restart("b")
         await all_links_up(cluster, links)
-        await asyncio.sleep(0.3)  # and publishing goes on a while after the recovery
+        recovered_at = len(acked)
+        await eventually(lambda: len(acked) >= recovered_at + 500, 30, "acks after recovery")
         stop.set()
-        acked = await publisher
+        await publisher
 
         got = await consume_all(c, "midq", idle_s=3.0)
     payloads = [d.payload for d in got]

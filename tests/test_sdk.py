@@ -252,7 +252,8 @@ async def test_pending_guaranteed_publishes_fail_unavailable_when_node_dies(
     async with await Client.connect(node.address) as client:
         await client.create_queue("doomed", ["d/>"])
         futures = [client.publish_nowait("d/x", b"p" * 100, guaranteed=True) for _ in range(30_000)]
-        await asyncio.sleep(0.01)
+        # Kill once the stream is flowing: the first acks are in, most are not.
+        await asyncio.wait(futures, return_when=asyncio.FIRST_COMPLETED)
         node.kill()
         results = await asyncio.wait_for(
             asyncio.gather(*futures, return_exceptions=True), timeout=20
