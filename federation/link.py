@@ -37,7 +37,7 @@ from plexus.v1 import link_pb2 as lpb
 log = logging.getLogger(__name__)
 
 MAX_DIRECT_BUFFERED_EVENTS = 100_000
-TICK_FRACTION = 4  # ticks per heartbeat interval
+MIN_TICK_MS = 5  # a late timer never spins the loop
 RATE_WINDOW_S = 2.0
 REFUSAL_GRACE_S = 1.0
 SPOOL_READ = 1000  # spooled events per read and per frame
@@ -194,10 +194,13 @@ class LinkSession:
             self._stream_ended(f"stream closed: {exc}")
 
     async def _tick_loop(self) -> None:
-        interval = self.protocol.heartbeat_ms / 1000 / TICK_FRACTION
         while True:
-            await asyncio.sleep(interval)
-            self._perform(self.protocol.tick(now_ms()))
+            now = now_ms()
+            self._perform(self.protocol.tick(now))
+            due = self.protocol.next_tick_ms(now)
+            if due is None:
+                return
+            await asyncio.sleep(max(due - now_ms(), MIN_TICK_MS) / 1000)
 
     def _stream_ended(self, detail: str) -> None:
         if self.close_reason is None:

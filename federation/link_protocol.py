@@ -142,6 +142,10 @@ class LinkProtocol:
         self.last_heard_ms = now_ms
         self.last_heartbeat_ms = 0
         self.rtt_ms: float | None = None
+        # The peer's last heartbeat (its clock) and when it arrived (ours): the
+        # next beat echoes both, so round trips need no frames of their own.
+        self.peer_beat_sent_ms = 0
+        self.peer_beat_heard_ms = 0
         self.local_digest = 0
         self.digest_mismatches = 0
         # Guaranteed events: what we stored from the peer, and our send window.
@@ -186,7 +190,7 @@ class LinkProtocol:
         return [Deliver(frame)]
 
     def tick(self, now_ms: int) -> list[Action]:
-        """Call often (e.g. every heartbeat / 4): heartbeats and silence detection."""
+        """Heartbeats and silence detection; call again at `next_tick_ms()`."""
         if self.state is LinkState.CLOSED:
             return []
         if self.state is LinkState.HANDSHAKE:
@@ -199,8 +203,23 @@ class LinkProtocol:
         if now_ms - self.last_heartbeat_ms >= self.heartbeat_ms:
             self.last_heartbeat_ms = now_ms
             beat = lpb.Heartbeat(sent_ms=now_ms, interest_digest=self.local_digest)
+            if self.peer_beat_sent_ms:
+                beat.echo_ms = self.peer_beat_sent_ms
+                beat.echo_held_ms = now_ms - self.peer_beat_heard_ms
             return [Send(lpb.LinkFrame(heartbeat=beat))]
         return []
+
+    def next_tick_ms(self, now_ms: int) -> int | None:
+        """When `tick` has something to do next (None once closed): an idle link wakes per beat.
+
+        During the handshake, once a beat too: the link may open meanwhile.
+        """
+        if self.state is LinkState.CLOSED:
+            return None
+        if self.state is LinkState.HANDSHAKE:
+            return min(self.started_ms + self.dead_after_ms + 1, now_ms + self.heartbeat_ms)
+        silent_at = self.last_heard_ms + self.dead_after_ms + 1
+        return min(self.last_heartbeat_ms + self.heartbeat_ms, silent_at)
 
     def stored(self, upto: int) -> list[Action]:
         """Guaranteed events up to `upto` from the peer are durable: ack them."""
@@ -273,10 +292,9 @@ class LinkProtocol:
     def _on_heartbeat(self, beat: lpb.Heartbeat, now_ms: int) -> list[Action]:
         actions: list[Action] = []
         if beat.echo_ms:
-            self.rtt_ms = float(now_ms - beat.echo_ms)
+            self.rtt_ms = float(max(0, now_ms - beat.echo_ms - beat.echo_held_ms))
         if beat.sent_ms:
-            echo = lpb.Heartbeat(echo_ms=beat.sent_ms, interest_digest=self.local_digest)
-            actions.append(Send(lpb.LinkFrame(heartbeat=echo)))
+            self.peer_beat_sent_ms, self.peer_beat_heard_ms = beat.sent_ms, now_ms
             if beat.interest_digest != self.local_digest:
                 self.digest_mismatches += 1
                 # Two in a row: a single one is often a delta still in flight.

@@ -166,12 +166,14 @@ def opened() -> tuple[LinkProtocol, LinkProtocol]:
     return a, b
 
 
-def test_heartbeats_go_out_every_interval_and_measure_round_trip():
+def test_heartbeats_go_out_every_interval_and_the_next_beat_echoes_for_round_trip():
     a, b = opened()
     (beat,) = sent(a.tick(HEARTBEAT_MS))
     assert a.tick(HEARTBEAT_MS + 10) == []
-    echo = sent(b.receive(beat, HEARTBEAT_MS + 3))
-    a.receive(echo[0], HEARTBEAT_MS + 7)
+    assert sent(b.receive(beat, HEARTBEAT_MS + 3)) == []  # no frame just to echo
+    (answer,) = sent(b.tick(HEARTBEAT_MS + 53))  # b's own beat, 50 ms later
+    assert answer.heartbeat.echo_held_ms == 50
+    a.receive(answer, HEARTBEAT_MS + 57)
     assert a.rtt_ms == 7
 
 
@@ -180,6 +182,22 @@ def test_silent_peer_is_declared_down_within_the_dead_interval():
     assert not of(a.tick(DEAD_MS), Close)
     (close,) = of(a.tick(DEAD_MS + 1), Close)
     assert close.reason is CloseReason.PEER_SILENT and a.state is LinkState.CLOSED
+
+
+def test_next_tick_is_the_next_heartbeat_or_the_silence_deadline():
+    a, _ = opened()
+    assert a.next_tick_ms(0) == HEARTBEAT_MS
+    sent(a.tick(HEARTBEAT_MS))
+    assert a.next_tick_ms(HEARTBEAT_MS) == 2 * HEARTBEAT_MS
+    a.tick(DEAD_MS + 1)
+    assert a.state is LinkState.CLOSED and a.next_tick_ms(DEAD_MS + 1) is None
+
+
+def test_a_handshake_is_looked_at_each_beat_until_its_deadline():
+    a = end("eu", "us")
+    a.start(0)
+    assert a.next_tick_ms(0) == HEARTBEAT_MS
+    assert a.next_tick_ms(DEAD_MS - 10) == DEAD_MS + 1
 
 
 def test_handshake_that_never_finishes_times_out():

@@ -131,11 +131,13 @@ class LinkAck(_message.Message):
     def __init__(self, upto: _Optional[int] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
-    __slots__ = ("sent_ms", "echo_ms", "interest_digest")
+    __slots__ = ("sent_ms", "echo_ms", "echo_held_ms", "interest_digest")
     SENT_MS_FIELD_NUMBER: _ClassVar[int]
     ECHO_MS_FIELD_NUMBER: _ClassVar[int]
+    ECHO_HELD_MS_FIELD_NUMBER: _ClassVar[int]
     INTEREST_DIGEST_FIELD_NUMBER: _ClassVar[int]
     sent_ms: int
     echo_ms: int
+    echo_held_ms: int
     interest_digest: int
-    def __init__(self, sent_ms: _Optional[int] = ..., echo_ms: _Optional[int] = ..., interest_digest: _Optional[int] = ...) -> None: ...
+    def __init__(self, sent_ms: _Optional[int] = ..., echo_ms: _Optional[int] = ..., echo_held_ms: _Optional[int] = ..., interest_digest: _Optional[int] = ...) -> None: ...
