@@ -122,8 +122,7 @@ def twelve_regions(shape: str, directory: Path) -> Path:
     else:
         links = [(TWELVE[i], TWELVE[(i + 1) % 12]) for i in range(12)]
         links += [(TWELVE[i], TWELVE[(i + 5) % 12]) for i in range(0, 12, 3)]
-    lines = ["[cluster]", f'name = "{shape}-12"', 'secret = "bench"', "[settings]",
-             "heartbeat_ms = 500"]  # fmt: skip
+    lines = ["[cluster]", f'name = "{shape}-12"', 'secret = "bench"']  # default settings
     for name in TWELVE:
         lines += ["[[region]]", f'name = "{name}"', f'grpc = "127.0.0.1:{free_port()}"',
                   f'raft = "127.0.0.1:{free_port()}"', f'data = "{name}"']  # fmt: skip

@@ -1,10 +1,12 @@
 """A region's view of the membership: as a Raft voter, or as a follower of the voters.
 
-At most five regions vote in Raft (`Topology.raft_voters`). The others do not
-run Raft at all: they poll a voter's `Admin.GetMembership` and follow its
-snapshots, so a large cluster's Raft traffic and elections stay small. When a
-voter leaves, the replicated state promotes a follower; that region then
-starts its Raft node with the voters' addresses and stops polling.
+Three regions (or five, by the cluster's settings) vote in Raft
+(`Topology.raft_voters`). The others do not run Raft at all: they watch a
+voter's `Admin.WatchMembership` stream and follow its snapshots, so a large
+cluster's Raft traffic and elections stay small and an idle follower does
+nothing on a timer. When a voter leaves, the replicated state promotes a
+follower; that region then starts its Raft node with the voters' addresses
+and stops watching.
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ from plexus.v1 import plexus_pb2_grpc as rpc
 
 log = logging.getLogger(__name__)
 
-FOLLOW_POLL_S = 1.0
-ASK_TIMEOUT_S = 2.0
+# A voter sends the membership at least every 10 s (WATCH_BEAT_S): silence
+# for longer means it is gone, and the next voter is watched.
+WATCH_SILENCE_S = 25.0
+NEXT_VOTER_PAUSE_S = 0.5
 NON_VOTER = "non-voter"
 
 
@@ -110,34 +114,32 @@ class RegionMembership:
         self.raft = raft
 
     async def _follow(self) -> None:
-        """Poll the voters' membership, one at a time, and follow it."""
-        channels: dict[str, grpc.aio.Channel] = {}
+        """Watch the voters' membership, one voter at a time, and follow it."""
         turn = 0
-        try:
-            while True:
-                voters = [
-                    self._topology.regions[r].grpc
-                    for r in self._topology.raft_voters()
-                    if r in self._topology.regions
-                ]
-                if voters:
-                    address = voters[turn % len(voters)]
-                    turn += 1
-                    channel = channels.get(address)
-                    if channel is None:
-                        channel = channels[address] = grpc.aio.insecure_channel(address)
-                    try:
-                        info = await rpc.AdminStub(channel).GetMembership(
-                            pb.MembershipRequest(), timeout=ASK_TIMEOUT_S
-                        )
-                        if info.version:
-                            self._publish(topology_from(info, self.secret, self._topology))
-                    except grpc.aio.AioRpcError:
-                        pass  # that voter is down: the next one is asked next time
-                await asyncio.sleep(FOLLOW_POLL_S)
-        finally:
-            for channel in channels.values():
-                await channel.close()
+        while True:
+            voters = [
+                self._topology.regions[r].grpc
+                for r in self._topology.raft_voters()
+                if r in self._topology.regions
+            ]
+            if voters:
+                turn += 1
+                await self._watch_voter(voters[turn % len(voters)])
+            await asyncio.sleep(NEXT_VOTER_PAUSE_S)
+
+    async def _watch_voter(self, address: str) -> None:
+        """Follow one voter's membership stream until it ends, fails or falls silent."""
+        async with grpc.aio.insecure_channel(address) as channel:
+            stream = rpc.AdminStub(channel).WatchMembership(pb.MembershipRequest())
+            try:
+                while True:
+                    info = await asyncio.wait_for(stream.read(), WATCH_SILENCE_S)
+                    if info is grpc.aio.EOF:
+                        return
+                    if info.version:
+                        self._publish(topology_from(info, self.secret, self._topology))
+            except (grpc.aio.AioRpcError, TimeoutError):
+                return  # that voter is down or gone: the next one is watched
 
     # ------------------------------------------------------------ changes
 

@@ -39,10 +39,12 @@ REGION_NAME_RULE = "must be 1-32 lower-case letters, digits or '-', starting wit
 SpoolFullPolicy = Literal["reject", "discard-oldest"]
 SPOOL_FULL_POLICIES: tuple[str, ...] = get_args(SpoolFullPolicy)
 
+# How many regions may vote in Raft: three tolerate one lost voter, five two;
+# every voter more costs each of them heartbeats (docs/benchmarks.md).
+RAFT_VOTER_COUNTS = (3, 5)
+
 # Inclusive bounds for the integer settings. Heartbeats faster than 10 ms would
 # cost more than the events; fewer than 2 missed beats would flap on one GC pause.
-MAX_RAFT_VOTERS = 5
-
 SETTINGS_RANGES: Mapping[str, tuple[int, int]] = MappingProxyType(
     {
         "heartbeat_ms": (10, 60_000),
@@ -88,6 +90,9 @@ def settings_problems(values: Mapping[str, Any]) -> list[tuple[str, str]]:
     if policy is not None and policy not in SPOOL_FULL_POLICIES:
         choices = " or ".join(repr(p) for p in SPOOL_FULL_POLICIES)
         problems.append(("spool_full", f"{policy!r} is not {choices}"))
+    voters = values.get("raft_voters")
+    if voters is not None and voters not in RAFT_VOTER_COUNTS:
+        problems.append(("raft_voters", f"{voters!r} is not 3 or 5"))
     low_ms, high_ms = values.get("reconnect_min_ms"), values.get("reconnect_max_ms")
     if isinstance(low_ms, int) and isinstance(high_ms, int) and low_ms > high_ms:
         problems.append(("reconnect_min_ms", f"{low_ms} is above reconnect_max_ms ({high_ms})"))
@@ -108,13 +113,17 @@ class RegionSpec:
 class ClusterSettings:
     """Settings every region of a cluster shares."""
 
-    heartbeat_ms: int = 500
+    # An idle link's heartbeat, each way (it also carries the round trip and
+    # the interest digest). Each one costs both ends CPU: see docs/benchmarks.md.
+    heartbeat_ms: int = 1000
     # A silent peer is declared down after this many heartbeat intervals.
-    dead_after_heartbeats: int = 6
+    dead_after_heartbeats: int = 3
     link_spool_quota_bytes: int = 256 << 20
     spool_full: SpoolFullPolicy = "reject"
     reconnect_min_ms: int = 100
     reconnect_max_ms: int = 5000
+    # Regions beyond this many follow the membership without voting in Raft.
+    raft_voters: int = 3
 
     def __post_init__(self) -> None:
         problems = settings_problems(vars(self))
@@ -184,15 +193,15 @@ class Topology:
         )
 
     def raft_voters(self) -> list[str]:
-        """Regions that vote in Raft: those recorded, else the first `MAX_RAFT_VOTERS` by name.
+        """Regions that vote in Raft: those recorded, else the first `settings.raft_voters` by name.
 
-        Beyond five regions the others follow the membership without voting, so
-        a large cluster keeps its Raft traffic (and its elections) small.
+        The other regions follow the membership without voting, so a large
+        cluster keeps its Raft traffic (and its elections) small.
         """
         if self.voters:
             return sorted(self.voters)
         with_raft = sorted(name for name, spec in self.regions.items() if spec.raft)
-        return with_raft[:MAX_RAFT_VOTERS]
+        return with_raft[: self.settings.raft_voters]
 
     def neighbours(self, region: str) -> frozenset[str]:
         """Regions linked to `region` (empty for a region not in the cluster)."""

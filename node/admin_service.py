@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -16,7 +17,7 @@ from federation.membership import join_proof
 from federation.mesh import Mesh
 from federation.region_membership import RegionMembership
 from federation.supervisor import LinkSupervisor
-from federation.topology import RegionSpec
+from federation.topology import RegionSpec, Topology
 from plexus.errors import FailedPrecondition, NotFound, PermissionDenied, PlexusError
 from plexus.topics import validate_topic
 from plexus.v1 import plexus_pb2 as pb
@@ -30,6 +31,8 @@ ASK_REGION_TIMEOUT_S = 3.0
 DRAIN_TIMEOUT_MS = 30_000
 DRAIN_POLL_S = 0.05
 STOP_AFTER_REPLY_S = 0.2
+# A watched membership is sent again at least this often, changed or not.
+WATCH_BEAT_S = 10.0
 
 
 class AdminService(rpc.AdminServicer):
@@ -50,11 +53,33 @@ class AdminService(rpc.AdminServicer):
         self.mesh = mesh
         self.local_view = local_view
         self.membership = membership
+        # One event per WatchMembership call, set when the membership changes.
+        self._watches: set[asyncio.Event] = set()
+        if membership is not None:
+            membership.watch(self._wake_watches)
 
     # ------------------------------------------------------------ membership
 
     async def GetMembership(self, request: pb.MembershipRequest, context: Any) -> pb.MembershipInfo:
         return self._membership_info()
+
+    async def WatchMembership(
+        self, request: pb.MembershipRequest, context: Any
+    ) -> AsyncIterator[pb.MembershipInfo]:
+        changed = asyncio.Event()
+        self._watches.add(changed)
+        try:
+            while True:
+                changed.clear()
+                yield self._membership_info()
+                with contextlib.suppress(TimeoutError):  # the beat: the same again
+                    await asyncio.wait_for(changed.wait(), WATCH_BEAT_S)
+        finally:
+            self._watches.discard(changed)
+
+    def _wake_watches(self, _topology: Topology) -> None:
+        for changed in self._watches:
+            changed.set()
 
     async def AddRegion(self, request: pb.AddRegionRequest, context: Any) -> pb.AddRegionResponse:
         async def change() -> pb.AddRegionResponse:

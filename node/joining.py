@@ -5,7 +5,7 @@ membership seeded from the file. A new region joins by asking any member
 (over gRPC, proving it knows the cluster secret) to add it; the member answers
 with the membership; the new node starts its Raft node with every voter's
 address (pysyncobj needs the full list: a node started with one seed
-campaigns on its own), or, beyond five voters, follows without voting.
+campaigns on its own), or, once the cluster has its voters, follows without voting.
 """
 
 from __future__ import annotations

@@ -116,7 +116,17 @@ def test_settings_are_read(tmp_path: Path):
     text = GOOD + '\n[settings]\nheartbeat_ms = 200\nspool_full = "discard-oldest"\n'
     settings = load_cluster_file(write(tmp_path, text)).settings
     assert (settings.heartbeat_ms, settings.spool_full) == (200, "discard-oldest")
-    assert settings.dead_after_ms == 1200
+    assert settings.dead_after_ms == 600  # three beats by default
+
+
+def test_three_regions_vote_unless_the_file_asks_for_five(tmp_path: Path):
+    six = HEAD + "".join(
+        region(name, 7101 + i, raft=f"127.0.0.1:{7201 + i}") for i, name in enumerate("abcdef")
+    )
+    six += "".join(link("a", name) for name in "bcdef")
+    assert load_cluster_file(write(tmp_path, six)).raft_voters() == ["a", "b", "c"]
+    five = load_cluster_file(write(tmp_path, six + "[settings]\nraft_voters = 5\n"))
+    assert five.raft_voters() == ["a", "b", "c", "d", "e"]
 
 
 def test_a_single_region_needs_no_links(tmp_path: Path):
@@ -177,6 +187,7 @@ BAD_BODIES = [
         US + "[settings]\nreconnect_min_ms = 900\nreconnect_max_ms = 500\n",
         "settings.reconnect_min_ms: 900 is above reconnect_max_ms (500)",
     ),
+    (US + "[settings]\nraft_voters = 4\n", "settings.raft_voters: 4 is not 3 or 5"),
     (US + "[settings]\nheartbeat = 100\n", "settings.heartbeat: unknown key (did you mean"),
     (US + "[clusters]\n", "clusters: unknown key (did you mean 'cluster'?)"),
 ]

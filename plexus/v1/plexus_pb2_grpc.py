@@ -40,6 +40,11 @@ class AdminStub:
                 request_serializer=plexus_dot_v1_dot_plexus__pb2.MembershipRequest.SerializeToString,
                 response_deserializer=plexus_dot_v1_dot_plexus__pb2.MembershipInfo.FromString,
                 _registered_method=True)
+        self.WatchMembership = channel.unary_stream(
+                '/plexus.v1.Admin/WatchMembership',
+                request_serializer=plexus_dot_v1_dot_plexus__pb2.MembershipRequest.SerializeToString,
+                response_deserializer=plexus_dot_v1_dot_plexus__pb2.MembershipInfo.FromString,
+                _registered_method=True)
         self.AddRegion = channel.unary_unary(
                 '/plexus.v1.Admin/AddRegion',
                 request_serializer=plexus_dot_v1_dot_plexus__pb2.AddRegionRequest.SerializeToString,
@@ -88,6 +93,15 @@ class AdminServicer:
 
     def GetMembership(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchMembership(self, request, context):
+        """The membership now, then again after each change, and at least every ten
+        seconds so a watcher can tell a quiet cluster from a lost server. Regions
+        that do not vote in Raft follow the membership this way.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -150,6 +164,11 @@ def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'GetMembership': grpc.unary_unary_rpc_method_handler(
                     servicer.GetMembership,
+                    request_deserializer=plexus_dot_v1_dot_plexus__pb2.MembershipRequest.FromString,
+                    response_serializer=plexus_dot_v1_dot_plexus__pb2.MembershipInfo.SerializeToString,
+            ),
+            'WatchMembership': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchMembership,
                     request_deserializer=plexus_dot_v1_dot_plexus__pb2.MembershipRequest.FromString,
                     response_serializer=plexus_dot_v1_dot_plexus__pb2.MembershipInfo.SerializeToString,
             ),
@@ -220,6 +239,33 @@ class Admin:
             request,
             target,
             '/plexus.v1.Admin/GetMembership',
+            plexus_dot_v1_dot_plexus__pb2.MembershipRequest.SerializeToString,
+            plexus_dot_v1_dot_plexus__pb2.MembershipInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchMembership(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/plexus.v1.Admin/WatchMembership',
             plexus_dot_v1_dot_plexus__pb2.MembershipRequest.SerializeToString,
             plexus_dot_v1_dot_plexus__pb2.MembershipInfo.FromString,
             options,
