@@ -175,6 +175,18 @@ class DescribeQueueRequest(_message.Message):
     name: str
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
+class PurgeQueueRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class PurgeQueueResponse(_message.Message):
+    __slots__ = ("purged",)
+    PURGED_FIELD_NUMBER: _ClassVar[int]
+    purged: int
+    def __init__(self, purged: _Optional[int] = ...) -> None: ...
+
 class ConsumeStart(_message.Message):
     __slots__ = ("queue", "credits")
     QUEUE_FIELD_NUMBER: _ClassVar[int]
@@ -448,3 +460,69 @@ class LinkChangeRequest(_message.Message):
     a: str
     b: str
     def __init__(self, a: _Optional[str] = ..., b: _Optional[str] = ...) -> None: ...
+
+class ListClientsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ClientInfo(_message.Message):
+    __slots__ = ("id", "peer", "connected_since_ms", "publishers", "subscriptions", "consuming", "events_published", "events_delivered", "events_discarded")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    PEER_FIELD_NUMBER: _ClassVar[int]
+    CONNECTED_SINCE_MS_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHERS_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIPTIONS_FIELD_NUMBER: _ClassVar[int]
+    CONSUMING_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_PUBLISHED_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_DELIVERED_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_DISCARDED_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    peer: str
+    connected_since_ms: int
+    publishers: int
+    subscriptions: _containers.RepeatedScalarFieldContainer[str]
+    consuming: _containers.RepeatedScalarFieldContainer[str]
+    events_published: int
+    events_delivered: int
+    events_discarded: int
+    def __init__(self, id: _Optional[int] = ..., peer: _Optional[str] = ..., connected_since_ms: _Optional[int] = ..., publishers: _Optional[int] = ..., subscriptions: _Optional[_Iterable[str]] = ..., consuming: _Optional[_Iterable[str]] = ..., events_published: _Optional[int] = ..., events_delivered: _Optional[int] = ..., events_discarded: _Optional[int] = ...) -> None: ...
+
+class ListClientsResponse(_message.Message):
+    __slots__ = ("clients",)
+    CLIENTS_FIELD_NUMBER: _ClassVar[int]
+    clients: _containers.RepeatedCompositeFieldContainer[ClientInfo]
+    def __init__(self, clients: _Optional[_Iterable[_Union[ClientInfo, _Mapping]]] = ...) -> None: ...
+
+class ListSubscriptionsRequest(_message.Message):
+    __slots__ = ("contains", "limit")
+    CONTAINS_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    contains: str
+    limit: int
+    def __init__(self, contains: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class SubscriptionInfo(_message.Message):
+    __slots__ = ("pattern", "queue", "client_id", "delivered", "discarded", "buffered", "buffer_events")
+    PATTERN_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    DELIVERED_FIELD_NUMBER: _ClassVar[int]
+    DISCARDED_FIELD_NUMBER: _ClassVar[int]
+    BUFFERED_FIELD_NUMBER: _ClassVar[int]
+    BUFFER_EVENTS_FIELD_NUMBER: _ClassVar[int]
+    pattern: str
+    queue: str
+    client_id: int
+    delivered: int
+    discarded: int
+    buffered: int
+    buffer_events: int
+    def __init__(self, pattern: _Optional[str] = ..., queue: _Optional[str] = ..., client_id: _Optional[int] = ..., delivered: _Optional[int] = ..., discarded: _Optional[int] = ..., buffered: _Optional[int] = ..., buffer_events: _Optional[int] = ...) -> None: ...
+
+class ListSubscriptionsResponse(_message.Message):
+    __slots__ = ("subscriptions", "total")
+    SUBSCRIPTIONS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    subscriptions: _containers.RepeatedCompositeFieldContainer[SubscriptionInfo]
+    total: int
+    def __init__(self, subscriptions: _Optional[_Iterable[_Union[SubscriptionInfo, _Mapping]]] = ..., total: _Optional[int] = ...) -> None: ...

@@ -85,6 +85,16 @@ class AdminStub:
                 request_serializer=plexus_dot_v1_dot_plexus__pb2.ExplainRequest.SerializeToString,
                 response_deserializer=plexus_dot_v1_dot_plexus__pb2.ExplainResponse.FromString,
                 _registered_method=True)
+        self.ListClients = channel.unary_unary(
+                '/plexus.v1.Admin/ListClients',
+                request_serializer=plexus_dot_v1_dot_plexus__pb2.ListClientsRequest.SerializeToString,
+                response_deserializer=plexus_dot_v1_dot_plexus__pb2.ListClientsResponse.FromString,
+                _registered_method=True)
+        self.ListSubscriptions = channel.unary_unary(
+                '/plexus.v1.Admin/ListSubscriptions',
+                request_serializer=plexus_dot_v1_dot_plexus__pb2.ListSubscriptionsRequest.SerializeToString,
+                response_deserializer=plexus_dot_v1_dot_plexus__pb2.ListSubscriptionsResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -159,6 +169,21 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListClients(self, request, context):
+        """The clients connected to this node now, with what they do and their counts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSubscriptions(self, request, context):
+        """This node's subscriptions, direct and queue, searched by text, at most
+        `limit` of them and how many matched.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -211,6 +236,16 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.Explain,
                     request_deserializer=plexus_dot_v1_dot_plexus__pb2.ExplainRequest.FromString,
                     response_serializer=plexus_dot_v1_dot_plexus__pb2.ExplainResponse.SerializeToString,
+            ),
+            'ListClients': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListClients,
+                    request_deserializer=plexus_dot_v1_dot_plexus__pb2.ListClientsRequest.FromString,
+                    response_serializer=plexus_dot_v1_dot_plexus__pb2.ListClientsResponse.SerializeToString,
+            ),
+            'ListSubscriptions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSubscriptions,
+                    request_deserializer=plexus_dot_v1_dot_plexus__pb2.ListSubscriptionsRequest.FromString,
+                    response_serializer=plexus_dot_v1_dot_plexus__pb2.ListSubscriptionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -494,6 +529,60 @@ class Admin:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def ListClients(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/plexus.v1.Admin/ListClients',
+            plexus_dot_v1_dot_plexus__pb2.ListClientsRequest.SerializeToString,
+            plexus_dot_v1_dot_plexus__pb2.ListClientsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSubscriptions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/plexus.v1.Admin/ListSubscriptions',
+            plexus_dot_v1_dot_plexus__pb2.ListSubscriptionsRequest.SerializeToString,
+            plexus_dot_v1_dot_plexus__pb2.ListSubscriptionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class BrokerStub:
     """The client API of a region node.
@@ -534,6 +623,11 @@ class BrokerStub:
                 '/plexus.v1.Broker/DescribeQueue',
                 request_serializer=plexus_dot_v1_dot_plexus__pb2.DescribeQueueRequest.SerializeToString,
                 response_deserializer=plexus_dot_v1_dot_plexus__pb2.QueueInfo.FromString,
+                _registered_method=True)
+        self.PurgeQueue = channel.unary_unary(
+                '/plexus.v1.Broker/PurgeQueue',
+                request_serializer=plexus_dot_v1_dot_plexus__pb2.PurgeQueueRequest.SerializeToString,
+                response_deserializer=plexus_dot_v1_dot_plexus__pb2.PurgeQueueResponse.FromString,
                 _registered_method=True)
         self.Consume = channel.stream_stream(
                 '/plexus.v1.Broker/Consume',
@@ -589,6 +683,18 @@ class BrokerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PurgeQueue(self, request, context):
+        """Drop every event queued and not yet delivered, durably; an event's
+        storage is freed once no other queue or link spool holds it. Deliveries
+        in flight (sent to a consumer and not yet acked) stay with their
+        consumers, as RabbitMQ's purge leaves unacked messages: acked, they are
+        gone; nacked or let go, they are queued again. Events stored while the
+        purge runs may stay. NOT_FOUND for an unknown queue.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Consume(self, request_iterator, context):
         """Consume a queue with credits, acks and nacks.
         """
@@ -634,6 +740,11 @@ def add_BrokerServicer_to_server(servicer, server):
                     servicer.DescribeQueue,
                     request_deserializer=plexus_dot_v1_dot_plexus__pb2.DescribeQueueRequest.FromString,
                     response_serializer=plexus_dot_v1_dot_plexus__pb2.QueueInfo.SerializeToString,
+            ),
+            'PurgeQueue': grpc.unary_unary_rpc_method_handler(
+                    servicer.PurgeQueue,
+                    request_deserializer=plexus_dot_v1_dot_plexus__pb2.PurgeQueueRequest.FromString,
+                    response_serializer=plexus_dot_v1_dot_plexus__pb2.PurgeQueueResponse.SerializeToString,
             ),
             'Consume': grpc.stream_stream_rpc_method_handler(
                     servicer.Consume,
@@ -809,6 +920,33 @@ class Broker:
             '/plexus.v1.Broker/DescribeQueue',
             plexus_dot_v1_dot_plexus__pb2.DescribeQueueRequest.SerializeToString,
             plexus_dot_v1_dot_plexus__pb2.QueueInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PurgeQueue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/plexus.v1.Broker/PurgeQueue',
+            plexus_dot_v1_dot_plexus__pb2.PurgeQueueRequest.SerializeToString,
+            plexus_dot_v1_dot_plexus__pb2.PurgeQueueResponse.FromString,
             options,
             channel_credentials,
             insecure,
