@@ -18,6 +18,8 @@ from federation.mesh import Mesh
 from federation.region_membership import RegionMembership
 from federation.supervisor import LinkSupervisor
 from federation.topology import RegionSpec, Topology
+from node.clients import ClientRegistry
+from node.subscription_list import SubscriptionList
 from plexus.errors import FailedPrecondition, NotFound, PermissionDenied, PlexusError
 from plexus.topics import validate_topic
 from plexus.v1 import plexus_pb2 as pb
@@ -45,8 +47,13 @@ class AdminService(rpc.AdminServicer):
         membership: RegionMembership | None = None,
         request_stop: Callable[[], None] = lambda: None,
         refuse_publishes: Callable[[PlexusError], None] = lambda _error: None,
+        *,
+        clients: ClientRegistry,
+        subscriptions: SubscriptionList,
     ) -> None:
         self.region = region
+        self.clients = clients
+        self.subscriptions = subscriptions
         self.request_stop = request_stop
         self.refuse_publishes = refuse_publishes
         self.supervisor = supervisor
@@ -232,6 +239,20 @@ class AdminService(rpc.AdminServicer):
             return answer.regions[0]
         except grpc.aio.AioRpcError as exc:
             return f"could not ask {address}: {exc.code().name}"
+
+    # ------------------------------------------------------------ clients, subscriptions
+
+    async def ListClients(
+        self, request: pb.ListClientsRequest, context: Any
+    ) -> pb.ListClientsResponse:
+        return pb.ListClientsResponse(clients=self.clients.infos())
+
+    async def ListSubscriptions(
+        self, request: pb.ListSubscriptionsRequest, context: Any
+    ) -> pb.ListSubscriptionsResponse:
+        return self.subscriptions.find(request.contains, request.limit)
+
+    # ------------------------------------------------------------ links
 
     async def ListLinks(self, request: pb.ListLinksRequest, context: Any) -> pb.ListLinksResponse:
         reply = pb.ListLinksResponse(region=self.region)

@@ -25,6 +25,7 @@ class Subscriber:
     __slots__ = (
         "buffer",
         "capacity",
+        "client_id",
         "delivered",
         "discarded",
         "id",
@@ -38,6 +39,8 @@ class Subscriber:
         self.id = next(_ids)
         self.pattern = pattern
         self.capacity = capacity
+        # The connected client holding the subscription, set by node/clients.py.
+        self.client_id = 0
         # Encoded events (one frame or a whole batch each) and how many events they hold.
         self.buffer: list[bytes] = []
         self.size = 0

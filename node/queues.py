@@ -32,6 +32,8 @@ QUEUE_NAME = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
 DMQ_SUFFIX = ".dmq"
 MAX_SUBSCRIPTIONS_PER_QUEUE = 1000
 LOAD_BATCH = 2048
+# Entries a purge looks at per commit, so publishes still commit while a big queue is purged.
+PURGE_PAGE = 10_000
 
 _consumer_ids = itertools.count(1)
 
@@ -49,6 +51,8 @@ class Consumer:
         self.confirmed: list[int] = []
         self.wake = asyncio.Event()
         self.closed_reason: str | None = None
+        # Events sent on the stream, counted per write.
+        self.delivered = 0
 
     def close(self, reason: str) -> None:
         self.closed_reason = reason
@@ -75,6 +79,11 @@ class Queue:
         self.events_out = 0
         self.dispatch_scheduled = False
         self.deleted = False
+        # While purging, nothing is delivered and nothing is loaded from disk.
+        self.purging = False
+        # Bumped by each purge: a load that read from disk before it is stale.
+        self.purges = 0
+        self.purge_lock = asyncio.Lock()
 
     def check_room(self, size: int) -> QueueFull | None:
         limits = self.config.limits
@@ -239,6 +248,47 @@ class QueueTable:
                 consumer.close(f"queue {q.name!r} was deleted")
         log.info("queue %s deleted with %d events", name, dropped)
 
+    async def purge(self, name: str) -> int:
+        """Drop every entry queued and not in flight, durably; returns how many.
+
+        Deliveries in flight stay with their consumers. The queue delivers
+        nothing while purging; each page of deletes commits on its own and its
+        entries leave the in-memory window once that commit is done.
+        """
+        queue = self.get(name)
+        async with queue.purge_lock:
+            queue.purging = True
+            queue.purges += 1
+            try:
+                purged = await self._purge(queue)
+            finally:
+                queue.purging = False
+                self._schedule(queue)
+        log.info(
+            "queue %s purged: %d events dropped, %d in flight kept",
+            name,
+            purged,
+            len(queue.delivery.inflight),
+        )
+        return purged
+
+    async def _purge(self, queue: Queue) -> int:
+        keep = frozenset(queue.delivery.inflight)
+        spool, queue_id = self._spool, queue.queue_id
+        purged = after = 0
+        while not queue.deleted:
+            page = await self._commits.submit(
+                lambda txn, after=after: spool.purge_entries(txn, queue_id, after, keep, PURGE_PAGE)
+            )
+            queue.delivery.drop(page.seqs)
+            queue.depth -= len(page.seqs)
+            queue.bytes -= page.size
+            purged += len(page.seqs)
+            if not page.more:
+                break
+            after = page.last_seq
+        return purged
+
     def get(self, name: str) -> Queue:
         queue = self.by_name.get(name)
         if queue is None:
@@ -352,7 +402,7 @@ class QueueTable:
 
     def _dispatch(self, queue: Queue) -> None:
         queue.dispatch_scheduled = False
-        if queue.deleted:
+        if queue.deleted or queue.purging:
             return
         delivery = queue.delivery
         pulled = delivery.pull(now_ms())
@@ -374,6 +424,8 @@ class QueueTable:
         """Move expired ready entries of every queue to its dead-message queue."""
         now = now_ms()
         for queue in list(self.by_name.values()):
+            if queue.purging:
+                continue
             gone = queue.delivery.expire(now)
             if gone:
                 self._bury(queue, [(e, DeadReason.EXPIRED) for e in gone])
@@ -427,11 +479,16 @@ class QueueTable:
         """Read the next entries of a spilled queue from disk, off the event loop."""
         after = queue.delivery.last_loaded_seq
         spool = self._spool
+        purges = queue.purges
         try:
             records, events = await asyncio.to_thread(_read_window, spool, queue.queue_id, after)
         except Exception:
             log.exception("queue %s: reading from storage failed", queue.name)
             queue.delivery.loading = False
+            return
+        if queue.purges != purges:  # what was read may have been purged since: read again
+            queue.delivery.loading = False
+            self._schedule(queue)
             return
         entries = []
         for record, data in zip(records, events, strict=True):

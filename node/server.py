@@ -19,6 +19,7 @@ from federation.spools import LinkSpools
 from federation.supervisor import LinkService, LinkSupervisor
 from federation.topology import StaticTopology, Topology
 from node.admin_service import AdminService, add_admin_service
+from node.clients import ClientRegistry
 from node.commits import Commits
 from node.config import NodeConfig
 from node.direct import DirectRouter
@@ -26,6 +27,7 @@ from node.joining import JoinRequest, start_membership
 from node.publishing import Publisher
 from node.queues import QueueTable
 from node.service import SERVICE, BrokerService, handlers
+from node.subscription_list import SubscriptionList
 from plexus.errors import FailedPrecondition
 from plexus.v1 import link_pb2_grpc as lrpc
 from plexus.v1 import plexus_pb2  # noqa: F401  (registers plexus.v1 for reflection)
@@ -99,7 +101,8 @@ async def run_node(
             raise PortInUse(config.listen)
         host = config.listen.rpartition(":")[0]
         address = f"{host}:{port}"
-        service = BrokerService(config, address, env, router, queues, publisher)
+        clients = ClientRegistry()
+        service = BrokerService(config, address, env, router, queues, publisher, clients)
         server.add_generic_rpc_handlers((handlers(service),))
 
         def local_view(topic: str) -> tuple[int, list[str]]:
@@ -116,6 +119,8 @@ async def run_node(
                 membership,
                 stop.set,
                 lambda error: setattr(publisher, "leaving", error),
+                clients=clients,
+                subscriptions=SubscriptionList(router, queues),
             ),
         )
         if supervisor is not None:

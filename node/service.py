@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 
 from node import framing
+from node.clients import ClientRegistry, ConnectedClient
 from node.config import NodeConfig
 from node.direct import DirectRouter, Subscriber
 from node.publishing import Publisher
@@ -45,8 +46,10 @@ class BrokerService:
         router: DirectRouter,
         queues: QueueTable,
         publisher: Publisher,
+        clients: ClientRegistry,
     ) -> None:
         self.config = config
+        self.clients = clients
         self.listen_address = listen_address
         self.env = env
         self.router = router
@@ -58,6 +61,10 @@ class BrokerService:
     # ------------------------------------------------------------ publish
 
     async def publish(self, context: grpc.aio.ServicerContext) -> None:
+        with self.clients.publishing(context.peer()) as client:
+            await self._publish(context, client)
+
+    async def _publish(self, context: grpc.aio.ServicerContext, client: ConnectedClient) -> None:
         stream = _PublishStream(context)
         writer = asyncio.create_task(stream.write_responses())
         index = 0
@@ -68,6 +75,7 @@ class BrokerService:
                     break
                 raw, request = received
                 count = len(request.events)
+                client.published += count
                 flush = request.flush  # read first: routing reuses the request's bytes
                 done = (
                     self.publisher.publish(request, raw, index, stream.on_acks) if count else None
@@ -102,17 +110,18 @@ class BrokerService:
         capacity = request.buffer_events or self.config.subscriber_buffer_events
         capacity = min(capacity, 1_000_000)
         subscriber = Subscriber(request.pattern, capacity)
-        self.router.add(subscriber)
-        try:
-            # Headers tell the client the subscription is live (see Subscription.ready).
-            await context.send_initial_metadata((("plexus-subscribed", "1"),))
-            while True:
-                await subscriber.wake.wait()
-                subscriber.wake.clear()
-                if subscriber.buffer:
-                    await context.write(subscriber.take())
-        finally:
-            self.router.remove(subscriber)
+        with self.clients.subscribing(context.peer(), subscriber):
+            self.router.add(subscriber)
+            try:
+                # Headers tell the client the subscription is live (see Subscription.ready).
+                await context.send_initial_metadata((("plexus-subscribed", "1"),))
+                while True:
+                    await subscriber.wake.wait()
+                    subscriber.wake.clear()
+                    if subscriber.buffer:
+                        await context.write(subscriber.take())
+            finally:
+                self.router.remove(subscriber)
 
     # ------------------------------------------------------------ queues
 
@@ -135,6 +144,11 @@ class BrokerService:
     async def describe_queue(self, request: pb.DescribeQueueRequest, context: Any) -> pb.QueueInfo:
         return self.queues.get(request.name).info()
 
+    async def purge_queue(
+        self, request: pb.PurgeQueueRequest, context: Any
+    ) -> pb.PurgeQueueResponse:
+        return pb.PurgeQueueResponse(purged=await self.queues.purge(request.name))
+
     async def consume(self, context: grpc.aio.ServicerContext) -> None:
         first = await context.read()
         if first is grpc.aio.EOF:
@@ -143,6 +157,16 @@ class BrokerService:
             raise FailedPrecondition("the first message on a Consume stream must be 'start'")
         queue = self.queues.get(first.start.queue)
         consumer = Consumer()
+        with self.clients.consuming(context.peer(), queue.name, consumer):
+            await self._consume(context, first, queue, consumer)
+
+    async def _consume(
+        self,
+        context: grpc.aio.ServicerContext,
+        first: pb.ConsumeRequest,
+        queue: Queue,
+        consumer: Consumer,
+    ) -> None:
         started = pb.ConsumeResponse(started=queue.info())
         await context.write(started.SerializeToString())
         self.queues.bind(queue, consumer, min(first.start.credits, MAX_CONSUMER_CREDITS))
@@ -184,6 +208,7 @@ class BrokerService:
                 frames = consumer.outbox[:MAX_FRAMES_PER_WRITE]
                 del consumer.outbox[:MAX_FRAMES_PER_WRITE]
                 self.guaranteed_out += len(frames)
+                consumer.delivered += len(frames)
                 await context.write(framing.consume_events(frames))
             if consumer.confirmed:
                 tags, consumer.confirmed = consumer.confirmed, []
@@ -304,6 +329,7 @@ def handlers(service: BrokerService) -> grpc.GenericRpcHandler:
             "DeleteQueue": unary(service.delete_queue, pb.DeleteQueueRequest),
             "ListQueues": unary(service.list_queues, pb.ListQueuesRequest),
             "DescribeQueue": unary(service.describe_queue, pb.DescribeQueueRequest),
+            "PurgeQueue": unary(service.purge_queue, pb.PurgeQueueRequest),
             "Consume": grpc.stream_stream_rpc_method_handler(
                 consume, request_deserializer=pb.ConsumeRequest.FromString
             ),

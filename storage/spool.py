@@ -22,7 +22,7 @@ Write methods take the writer's transaction; read methods open their own.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -55,6 +55,17 @@ class StoredEvent(NamedTuple):
     expires_at_ms: int
     size: int
     forwards: tuple[Forward, ...] = ()
+
+
+class PurgedPage(NamedTuple):
+    """What one page of a purge deleted from a queue."""
+
+    seqs: list[int]
+    size: int
+    # The last seq looked at: the next page starts after it.
+    last_seq: int
+    # The queue may hold more entries after `last_seq`.
+    more: bool
 
 
 class SpooledEvent(NamedTuple):
@@ -240,6 +251,38 @@ class Spool:
                 self._release(txn, seq)
                 removed += 1
         return removed
+
+    def purge_entries(
+        self,
+        txn: lmdb.Transaction,
+        queue_id: int,
+        after_seq: int,
+        keep: Container[int],
+        limit: int,
+    ) -> PurgedPage:
+        """Delete a queue's entries with seq > after_seq, except `keep`, looking at up
+        to `limit` of them, and release their events."""
+        cursor = txn.cursor(db=self.entries)
+        prefix = _U32.pack(queue_id)
+        seqs: list[int] = []
+        size = looked = 0
+        last = after_seq
+        if not cursor.set_range(_ENTRY_KEY.pack(queue_id, after_seq + 1)):
+            return PurgedPage(seqs, size, last, False)
+        while cursor.key()[:4] == prefix:
+            if looked >= limit:
+                return PurgedPage(seqs, size, last, True)
+            looked += 1
+            last = _ENTRY_KEY.unpack(cursor.key())[1]
+            if last in keep:
+                cursor.next()
+                continue
+            size += _ENTRY_VALUE.unpack(cursor.value())[2]
+            if not cursor.delete():
+                break
+            self._release(txn, last)
+            seqs.append(last)
+        return PurgedPage(seqs, size, last, False)
 
     def move_entries(
         self, txn: lmdb.Transaction, from_queue: int, to_queue: int, seqs: Iterable[int]

@@ -204,6 +204,34 @@ def test_delete_queue_drops_only_its_entries_and_releases_their_events(
     assert stored_refs(env, spool) == {}
 
 
+def test_purge_pages_delete_all_but_kept_entries_and_release_only_unshared_events(
+    env: Environment, spool: Spool
+) -> None:
+    a, b = write(env, lambda txn: [spool.put_queue(txn, n, n.encode()) for n in ("a", "b")])
+    events = [event(seq, a) for seq in range(1, 8)] + [event(8, a, b), event(9, b)]
+    write(env, lambda txn: spool.put_events(txn, events))
+    keep = {3}  # in flight: stays queued
+    pages = []
+    after = 0
+    while True:
+        page = write(env, lambda txn, after=after: spool.purge_entries(txn, a, after, keep, 3))
+        pages.append(page)
+        if not page.more:
+            break
+        after = page.last_seq
+    assert [p.seqs for p in pages] == [[1, 2], [4, 5, 6], [7, 8]]
+    assert sum(p.size for p in pages) == sum(e.size for e in events[:8] if e.seq != 3)
+    assert seqs_of(spool, a) == [3]
+    assert seqs_of(spool, b) == [8, 9]
+    # Purged events are gone unless another queue still holds them.
+    assert sorted(stored_events(env, spool)) == [3, 8, 9]
+    assert stored_refs(env, spool) == {}
+    # The last queue in the key space purges cleanly up to the end of the database.
+    page = write(env, lambda txn: spool.purge_entries(txn, b, 0, set(), 100))
+    assert (page.seqs, page.more) == ([8, 9], False)
+    assert write(env, lambda txn: spool.purge_entries(txn, b, 0, set(), 100)).seqs == []
+
+
 def test_queues_lists_stored_configs_and_ids_are_never_reused(
     env: Environment, spool: Spool
 ) -> None:

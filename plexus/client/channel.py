@@ -34,6 +34,9 @@ CHANNEL_OPTIONS: list[tuple[str, int]] = [
     ("grpc.keepalive_time_ms", 300_000),
     ("grpc.keepalive_timeout_ms", 20_000),
     ("grpc.keepalive_permit_without_calls", 0),
+    # One connection per Client: gRPC would otherwise share one between every
+    # channel to the same node in a process, and the node lists clients by connection.
+    ("grpc.use_local_subchannel_pool", 1),
     # Fail fast towards a node that is down instead of backing off for long.
     ("grpc.initial_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 2_000),

@@ -11,7 +11,14 @@ from grpc import aio
 
 from plexus.client.channel import open_channel, parse_address, translate_rpc_error
 from plexus.client.consumer import Consumer
-from plexus.client.info import LinkInfo, LinksView, NodeInfo, QueueInfo
+from plexus.client.info import (
+    ClientInfo,
+    LinkInfo,
+    LinksView,
+    NodeInfo,
+    QueueInfo,
+    SubscriptionsView,
+)
 from plexus.client.publisher import PublishStream
 from plexus.client.subscription import Subscription
 from plexus.errors import InvalidArgument, Unavailable
@@ -24,6 +31,8 @@ __all__ = ["MAX_PAYLOAD_BYTES", "Client"]
 MAX_PAYLOAD_BYTES = 1024 * 1024
 # Distinct topics remembered as valid, so hot topics are validated once.
 _VALID_TOPICS_CACHED = 10_000
+# Subscriptions listed per call at most (the node's cap too).
+MAX_SUBSCRIPTIONS_LISTED = 10_000
 
 
 class Client:
@@ -272,9 +281,38 @@ class Client:
         info = await self._unary(self._stub.DescribeQueue, pb.DescribeQueueRequest(name=name))
         return QueueInfo.from_proto(info)
 
+    async def purge_queue(self, name: str) -> int:
+        """Drop every event queued in `name` and not yet delivered; returns how many.
+
+        Deliveries in flight stay with their consumers (acked, they are gone;
+        nacked or let go, they are queued again). Raises NotFound for an
+        unknown queue.
+        """
+        resp = await self._unary(self._stub.PurgeQueue, pb.PurgeQueueRequest(name=name))
+        return int(resp.purged)
+
     async def node_info(self) -> NodeInfo:
         info = await self._unary(self._stub.GetNodeInfo, pb.NodeInfoRequest())
         return NodeInfo.from_proto(info)
+
+    async def clients(self) -> list[ClientInfo]:
+        """The clients connected to the node now (connections with a stream open)."""
+        resp = await self._unary(self._admin.ListClients, pb.ListClientsRequest())
+        return [ClientInfo.from_proto(c) for c in resp.clients]
+
+    async def subscriptions(self, *, contains: str = "", limit: int = 200) -> SubscriptionsView:
+        """The node's direct and queue subscriptions whose pattern or queue name contains
+        `contains` (case-sensitive), at most `limit` of them, by pattern, with how many
+        matched in all."""
+        if not isinstance(contains, str):
+            raise InvalidArgument(f"contains must be text, got {type(contains).__name__}")
+        if not 1 <= limit <= MAX_SUBSCRIPTIONS_LISTED:
+            raise InvalidArgument(
+                f"limit must be from 1 to {MAX_SUBSCRIPTIONS_LISTED}, got {limit}"
+            )
+        request = pb.ListSubscriptionsRequest(contains=contains, limit=limit)
+        resp = await self._unary(self._admin.ListSubscriptions, request)
+        return SubscriptionsView.from_proto(resp)
 
     # ------------------------------------------------------------ links (Admin)
 

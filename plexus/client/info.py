@@ -1,4 +1,5 @@
-"""Typed views of what the node reports: queues, node info, links and interest."""
+"""Typed views of what the node reports: queues, node info, links and interest, clients
+and subscriptions."""
 
 from __future__ import annotations
 
@@ -7,7 +8,16 @@ from typing import Any
 
 from plexus.v1 import plexus_pb2 as pb
 
-__all__ = ["LinkInfo", "LinksView", "NodeInfo", "QueueInfo", "RegionInterest"]
+__all__ = [
+    "ClientInfo",
+    "LinkInfo",
+    "LinksView",
+    "NodeInfo",
+    "QueueInfo",
+    "RegionInterest",
+    "SubscriptionInfo",
+    "SubscriptionsView",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,3 +191,91 @@ class LinksView:
             "links": [link.to_dict(self.region) for link in self.links],
             "interest": [i.to_dict() for i in self.interest],
         }
+
+
+@dataclass(frozen=True, slots=True)
+class ClientInfo:
+    """A client connected to the node: one connection with streams open.
+
+    `peer` is its address as gRPC reports it; `subscriptions` holds the pattern
+    of each direct subscription it has open, `consuming` the queue of each
+    Consume stream. The counts run from when it connected.
+    """
+
+    id: int
+    peer: str
+    connected_since_ms: int
+    publishers: int
+    subscriptions: tuple[str, ...]
+    consuming: tuple[str, ...]
+    events_published: int
+    events_delivered: int
+    events_discarded: int
+
+    @classmethod
+    def from_proto(cls, info: pb.ClientInfo) -> ClientInfo:
+        return cls(
+            id=info.id,
+            peer=info.peer,
+            connected_since_ms=info.connected_since_ms,
+            publishers=info.publishers,
+            subscriptions=tuple(info.subscriptions),
+            consuming=tuple(info.consuming),
+            events_published=info.events_published,
+            events_delivered=info.events_delivered,
+            events_discarded=info.events_discarded,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["subscriptions"] = list(self.subscriptions)
+        data["consuming"] = list(self.consuming)
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionInfo:
+    """One subscription of the node: a direct subscriber's, or a queue's (`queue` set).
+
+    For a direct subscription: the client holding it (`ClientInfo.id`), the
+    events delivered to it and discarded because its buffer was full, and its
+    buffer's fill and size. A queue's subscription has zeros there.
+    """
+
+    pattern: str
+    queue: str
+    client_id: int
+    delivered: int
+    discarded: int
+    buffered: int
+    buffer_events: int
+
+    @property
+    def direct(self) -> bool:
+        return not self.queue
+
+    @classmethod
+    def from_proto(cls, info: pb.SubscriptionInfo) -> SubscriptionInfo:
+        return cls(**{name: getattr(info, name) for name in cls.__dataclass_fields__})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionsView:
+    """The subscriptions that matched a search, at most the limit asked, and how many
+    matched in all (`total`, more than `len(subscriptions)` when the limit cut the list)."""
+
+    subscriptions: tuple[SubscriptionInfo, ...]
+    total: int
+
+    @classmethod
+    def from_proto(cls, resp: pb.ListSubscriptionsResponse) -> SubscriptionsView:
+        return cls(
+            subscriptions=tuple(SubscriptionInfo.from_proto(s) for s in resp.subscriptions),
+            total=resp.total,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"subscriptions": [s.to_dict() for s in self.subscriptions], "total": self.total}
