@@ -119,6 +119,7 @@ def info(server: str, as_json: bool) -> None:
 
 
 def _register() -> None:
+    from plexus.cli.clients import clients, subscriptions
     from plexus.cli.cluster import add_commands as add_cluster_commands
     from plexus.cli.explain import explain
     from plexus.cli.link import link_group
@@ -132,6 +133,8 @@ def _register() -> None:
     cli.add_command(queue_group)
     cli.add_command(link_group)
     cli.add_command(explain)
+    cli.add_command(clients)
+    cli.add_command(subscriptions)
     cli.add_command(top)
     add_cluster_commands(cli)  # up, down, status, region, fault
 

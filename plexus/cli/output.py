@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Iterable
 from typing import Any, BinaryIO
 
 from plexus.client.event import Event
-from plexus.client.info import NodeInfo, QueueInfo
+from plexus.client.info import ClientInfo, NodeInfo, QueueInfo, SubscriptionsView
 
-__all__ = ["EventPrinter", "print_json", "print_node_info", "print_queue", "print_queues"]
+__all__ = [
+    "EventPrinter",
+    "print_clients",
+    "print_json",
+    "print_node_info",
+    "print_queue",
+    "print_queues",
+    "print_subscriptions",
+]
 
 
 class EventPrinter:
@@ -144,4 +153,60 @@ def print_node_info(info: NodeInfo) -> None:
     ]
     for field, value in rows:
         table.add_row(field, value)
+    _console().print(table)
+
+
+def _streams(c: ClientInfo) -> str:
+    kinds = (
+        (c.publishers, "pub"),
+        (len(c.subscriptions), "sub"),
+        (len(c.consuming), "consume"),
+    )
+    return ", ".join(f"{count} {kind}" for count, kind in kinds if count) or "-"
+
+
+def print_clients(clients: list[ClientInfo]) -> None:
+    from rich import box
+    from rich.table import Table
+
+    now_ms = time.time_ns() // 1_000_000
+    title = f"{len(clients)} client{'s' if len(clients) != 1 else ''}"
+    # Light rules and one space of padding: seven columns fit 80 characters.
+    table = Table(
+        title=title, box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True, pad_edge=False
+    )
+    table.add_column("id", justify="right")
+    table.add_column("peer", no_wrap=True)
+    table.add_column("since", justify="right")
+    table.add_column("streams")
+    for column in ("published", "delivered", "discarded"):
+        table.add_column(column, justify="right")
+    for c in clients:
+        table.add_row(
+            str(c.id),
+            c.peer.removeprefix("ipv4:").removeprefix("ipv6:"),
+            _age(now_ms - c.connected_since_ms),
+            _streams(c),
+            str(c.events_published),
+            str(c.events_delivered),
+            str(c.events_discarded),
+        )
+    _console().print(table)
+
+
+def print_subscriptions(view: SubscriptionsView, contains: str) -> None:
+    from rich.table import Table
+
+    title = f"{len(view.subscriptions)} of {view.total} subscriptions"
+    table = Table(title=title + (f" containing {contains!r}" if contains else ""))
+    table.add_column("pattern")
+    table.add_column("holder")
+    for column in ("delivered", "discarded", "buffered"):
+        table.add_column(column, justify="right")
+    for s in view.subscriptions:
+        if s.direct:
+            counts = (str(s.delivered), str(s.discarded), f"{s.buffered}/{s.buffer_events}")
+            table.add_row(s.pattern, f"client {s.client_id}", *counts)
+        else:
+            table.add_row(s.pattern, f"queue {s.queue}", "-", "-", "-")
     _console().print(table)

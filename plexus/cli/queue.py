@@ -1,6 +1,8 @@
-"""`plexus queue`: create, list, describe, delete and consume queues."""
+"""`plexus queue`: create, list, describe, purge, delete and consume queues."""
 
 from __future__ import annotations
+
+import sys
 
 import click
 
@@ -106,6 +108,46 @@ def describe(name: str, as_json: bool, server: str) -> None:
             print_queue(info)
 
     run(go())
+
+
+@queue_group.command("purge")
+@click.argument("name")
+@click.option("--yes", "-y", is_flag=True, help="Purge without asking.")
+@_json_option
+@server_option
+def purge(name: str, yes: bool, as_json: bool, server: str) -> None:
+    """Drop every event queued in NAME and not yet delivered.
+
+    Deliveries in flight stay with their consumers: acked, they are gone;
+    nacked or let go, they are queued again. Asks first unless --yes.
+    """
+    from plexus.cli.output import print_json
+    from plexus.client import Client
+
+    if not yes and not sys.stdin.isatty():
+        raise click.UsageError(
+            f"not purging queue {name!r} without confirmation: stdin is not a terminal, pass --yes"
+        )
+
+    async def queued() -> int:
+        async with await Client.connect(server) as client:
+            info = await client.describe_queue(name)
+        return info.depth - info.unacked
+
+    async def go() -> int:
+        async with await Client.connect(server) as client:
+            return await client.purge_queue(name)
+
+    if not yes and not click.confirm(
+        f"Purge queue {name} on {server}, dropping its {run(queued())} queued events?"
+    ):
+        click.echo(f"queue {name} not purged")
+        return
+    purged = run(go())
+    if as_json:
+        print_json({"queue": name, "purged": purged})
+    else:
+        click.echo(f"purged {purged} events from queue {name}")
 
 
 @queue_group.command("delete")
