@@ -66,6 +66,8 @@ class Queue:
         self.queue_id = queue_id
         self.config = config
         self.name = config.name
+        # Sorted plain strings: a listing of subscriptions reads them in order.
+        self.subscriptions = tuple(sorted(config.subscriptions))
         self.dead_letters = dead_letters
         limits = config.limits
         self.delivery = QueueDelivery(config.exclusive, limits.max_deliveries)
@@ -309,14 +311,14 @@ class QueueTable:
 
     def _register(self, queue: Queue) -> None:
         self.by_name[queue.name] = queue
-        for pattern in queue.config.subscriptions:
+        for pattern in queue.subscriptions:
             self.index.add(pattern, queue)
             self._interest.subscribe(pattern)
 
     def _unregister(self, queue: Queue) -> None:
         self.by_name.pop(queue.name, None)
         self._ids_cache.clear()
-        for pattern in queue.config.subscriptions:
+        for pattern in queue.subscriptions:
             self.index.remove(pattern, queue)
             self._interest.unsubscribe(pattern)
 

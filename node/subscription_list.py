@@ -2,16 +2,18 @@
 
 A node may hold tens of thousands of subscriptions and a UI searches them as
 the user types, so the answer carries at most `limit` of them and the count
-that matched; picking the first `limit` by pattern is a heap pass, not a sort
-of everything.
+that matched. The first `limit` direct ones by pattern come from one heap pass,
+and each queue keeps its patterns sorted, so nothing sorts everything.
 """
 
 from __future__ import annotations
 
 import heapq
-from operator import attrgetter, itemgetter
+from collections.abc import Collection
+from itertools import islice, repeat
+from operator import attrgetter
 
-from node.direct import DirectRouter
+from node.direct import DirectRouter, Subscriber
 from node.queues import QueueTable
 from plexus.v1 import plexus_pb2 as pb
 
@@ -19,7 +21,6 @@ DEFAULT_LIMIT = 200
 MAX_LIMIT = 10_000
 
 _by_pattern = attrgetter("pattern")
-_first = itemgetter(0)
 
 
 class SubscriptionList:
@@ -32,15 +33,17 @@ class SubscriptionList:
     def find(self, contains: str, limit: int) -> pb.ListSubscriptionsResponse:
         """Those whose pattern or queue name contains `contains`, at most `limit` (0: 200)."""
         limit = min(limit or DEFAULT_LIMIT, MAX_LIMIT)
-        direct = self.router.subscribers
+        direct: Collection[Subscriber] = self.router.subscribers
         if contains:
-            direct = {s for s in direct if contains in s.pattern}
-        queued = [
-            (pattern, queue.name)
-            for queue in self.queues.by_name.values()
-            for pattern in queue.config.subscriptions
-            if contains in pattern or contains in queue.name
-        ]
+            direct = [s for s in direct if contains in s.pattern]
+        total = len(direct)
+        per_queue = []
+        for queue in self.queues.by_name.values():
+            patterns = queue.subscriptions
+            if contains not in queue.name:
+                patterns = tuple(p for p in patterns if contains in p)
+            total += len(patterns)
+            per_queue.append(zip(patterns[:limit], repeat(queue.name)))
         rows = [
             pb.SubscriptionInfo(
                 pattern=s.pattern,
@@ -54,9 +57,7 @@ class SubscriptionList:
         ]
         rows += (
             pb.SubscriptionInfo(pattern=pattern, queue=name)
-            for pattern, name in heapq.nsmallest(limit, queued, key=_first)
+            for pattern, name in islice(heapq.merge(*per_queue), limit)
         )
         rows.sort(key=lambda r: (r.pattern, r.queue, r.client_id))
-        return pb.ListSubscriptionsResponse(
-            subscriptions=rows[:limit], total=len(direct) + len(queued)
-        )
+        return pb.ListSubscriptionsResponse(subscriptions=rows[:limit], total=total)
