@@ -109,6 +109,7 @@ LINK_KEYS = [
     "spool_depth",
     "spool_oldest_age_ms",
     "held_down",
+    "spool_discarded",
 ]
 
 
@@ -130,6 +131,7 @@ def test_link_list_json_shows_the_link_up_on_both_ends(
         assert link["dialler"] is (here == "eu")
         assert link["rtt_ms"] >= 0 and link["direct_dropped"] == 0
         assert link["spool_depth"] == 0 and link["spool_oldest_age_ms"] == 0
+        assert link["spool_discarded"] == 0
         # Interest: this region first, then the other one, reached over the link.
         assert [i["region"] for i in view["interest"]] == [here, peer]
         mine, theirs = view["interest"]

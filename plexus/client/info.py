@@ -118,6 +118,8 @@ class LinkInfo:
     spool_depth: int
     spool_oldest_age_ms: int
     held_down: bool
+    # Spooled events dropped to stay under the spool's quota (policy discard-oldest).
+    spool_discarded: int
 
     @property
     def up(self) -> bool:
