@@ -159,6 +159,51 @@ async def test_purge_of_a_queue_deeper_than_memory_frees_its_events_but_not_shar
     assert stored(node.data_dir) == (10, 10)  # audit's, stored once for both queues
 
 
+@pytest.mark.slow
+async def test_purge_while_publishing_and_consuming_leaves_memory_and_disk_agreeing(
+    nodes: Nodes,
+) -> None:
+    node = nodes.start("us")
+    async with await Client.connect(node.address) as client:
+        await client.create_queue("billing", ["orders/>"])
+        await publish(client, [f"orders/{n % 10}" for n in range(12_000)])
+        publishing = asyncio.Event()
+        stop = asyncio.Event()
+
+        async def keep_publishing() -> None:
+            async with await Client.connect(node.address) as publisher:
+                while not stop.is_set():
+                    await publish(publisher, ["orders/during"] * 200)
+                    publishing.set()
+
+        async def keep_consuming() -> None:
+            async with client.consume("billing", prefetch=100) as consumer:
+                while not stop.is_set():
+                    for delivery in await consumer.next_batch(timeout=0.1):
+                        delivery.ack()
+
+        tasks = [asyncio.create_task(keep_publishing()), asyncio.create_task(keep_consuming())]
+        await publishing.wait()
+        purged = await client.purge_queue("billing")
+        stop.set()
+        await asyncio.gather(*tasks)
+        assert purged > 0
+        depth = (await client.describe_queue("billing")).depth
+    node.kill()
+
+    node = nodes.restart(node)
+    async with await Client.connect(node.address) as client:
+        # What the node counted in memory is what its disk holds after a crash.
+        assert (await client.describe_queue("billing")).depth == depth
+        async with client.consume("billing", prefetch=1000) as consumer:
+            left = await take(consumer, depth) if depth else []
+            assert len({d.id for d in left}) == depth
+            await asyncio.gather(*(d.ack() for d in left))
+        assert (await client.describe_queue("billing")).depth == 0
+    assert node.stop() == 0
+    assert stored(node.data_dir) == (0, 0)
+
+
 async def test_purge_of_an_unknown_queue_is_not_found_naming_it(client: Client) -> None:
     with pytest.raises(NotFound, match="no queue named 'nope'"):
         await client.purge_queue("nope")
