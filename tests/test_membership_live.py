@@ -257,6 +257,8 @@ async def test_three_regions_vote_by_default_followers_forward_changes_and_repla
                 return {"a-d", "b-e"} <= set((await membership(big, "g")).links)
 
             await eventually(followed, 10, "the follower g to see the new links")
+            big.join("h", via="g", links=["g"])  # joining through a follower, too
+            await all_links_up(big, [("g", "h")])
             await stub.RemoveRegion(pb.RemoveRegionRequest(name="a"))
 
         async def promoted() -> bool:
