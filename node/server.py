@@ -157,9 +157,7 @@ async def run_node(
             loop.add_signal_handler(sig, stop.set)
         serving = f", metrics on http://{metrics_address}/metrics" if metrics_address else ""
         print(f"plexus node {config.name} listening on {address}{serving}", flush=True)
-        log.info(
-            "node %s serving on %s%s, data in %s", config.name, address, serving, config.data
-        )
+        log.info("node %s serving on %s%s, data in %s", config.name, address, serving, config.data)
         sweeper = asyncio.create_task(_sweep_expired(queues))
         if supervisor is not None:
             await supervisor.start()
