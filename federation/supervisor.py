@@ -47,6 +47,8 @@ class LinkSupervisor:
         self._released: dict[str, asyncio.Event] = {}
         # Why each link that is failing to open failed last (logged once per reason).
         self._failing: dict[str, CloseReason] = {}
+        # Refusals of accepted links logged since a link last opened here.
+        self._refusals: set[str] = set()
         self._started = False
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -173,8 +175,13 @@ class LinkSupervisor:
             self.mesh, self._protocol(dialled_peer=None), self.sessions, self.spools
         )
         await session.run(context.read, context.write)
-        if not session.opened and session.close_reason is not None:
-            reason = session.describe_close()
+        reason = session.describe_close()
+        if session.opened:  # the mesh logged it up and down
+            self._refusals.clear()
+        elif reason and reason not in self._refusals:
+            # The peer re-dials with backoff: one line per refusal (which names the
+            # region when it is known), not per attempt, until a link opens again.
+            self._refusals.add(reason)
             log.warning(
                 "link from %s refused: %s",
                 context.peer(),

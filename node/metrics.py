@@ -77,31 +77,28 @@ class GrpcErrors(grpc.aio.ServerInterceptor):
                     async for item in behaviour(request, context):
                         yield item
                 except BaseException as exc:
-                    self._ended(method, context, exc)
+                    self._failed(method, context, exc)
                     raise
-                self._ended(method, context, None)
 
             return stream
 
         async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
             try:
-                result = await behaviour(request, context)
+                return await behaviour(request, context)
             except BaseException as exc:
-                self._ended(method, context, exc)
+                self._failed(method, context, exc)
                 raise
-            self._ended(method, context, None)
-            return result
 
         return call
 
-    def _ended(
-        self, method: str, context: grpc.aio.ServicerContext, error: BaseException | None
-    ) -> None:
+    def _failed(self, method: str, context: grpc.aio.ServicerContext, error: BaseException) -> None:
+        # Only a call that raised is read for its code: the handlers here end every
+        # failure by raising (an abort, a cancellation, a bug), never by set_code alone.
         code = _status_code(context.code())
-        if code is None and error is not None:
+        if code is None:
             cancelled = isinstance(error, asyncio.CancelledError)
             code = grpc.StatusCode.CANCELLED if cancelled else grpc.StatusCode.UNKNOWN
-        if code is None or code is grpc.StatusCode.OK:
+        if code is grpc.StatusCode.OK:
             return
         key = (method, code.name)
         self.counts[key] = self.counts.get(key, 0) + 1
