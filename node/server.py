@@ -23,6 +23,7 @@ from node.commits import Commits
 from node.config import NodeConfig
 from node.direct import DirectRouter
 from node.joining import JoinRequest, start_membership
+from node.metrics import GrpcErrors, MetricsServer, NodeCollector, NodeParts
 from node.publishing import Publisher
 from node.queues import QueueTable
 from node.service import SERVICE, BrokerService, handlers
@@ -67,7 +68,7 @@ async def run_node(
     env = Environment(config.data, config.map_size_mb << 20)
     commits = Commits(env, loop)
     commits.start()
-    server = None
+    server = metrics = None
     try:
         spool = Spool(env)
         mesh = supervisor = None
@@ -90,7 +91,8 @@ async def run_node(
             publisher.forwarder = GuaranteedForwarder(mesh, local.spools)
 
         _check_port_free(config.listen)
-        server = grpc.aio.server(options=GRPC_OPTIONS)
+        grpc_errors = GrpcErrors()
+        server = grpc.aio.server(options=GRPC_OPTIONS, interceptors=[grpc_errors])
         try:
             port = server.add_insecure_port(config.listen)
         except RuntimeError:
@@ -99,7 +101,25 @@ async def run_node(
             raise PortInUse(config.listen)
         host = config.listen.rpartition(":")[0]
         address = f"{host}:{port}"
-        service = BrokerService(config, address, env, router, queues, publisher)
+        metrics_address = ""
+        wanted = config.metrics_address()
+        if wanted is not None:
+            metrics = MetricsServer(wanted)
+            metrics_address = metrics.start()
+        service = BrokerService(config, address, env, router, queues, publisher, metrics_address)
+        if metrics is not None:
+            parts = NodeParts(
+                config.name,
+                env,
+                router,
+                queues,
+                publisher,
+                lambda: service.guaranteed_out,
+                grpc_errors,
+                supervisor,
+                membership.status if membership is not None else None,
+            )
+            metrics.collect(NodeCollector(loop, parts))
         server.add_generic_rpc_handlers((handlers(service),))
 
         def local_view(topic: str) -> tuple[int, list[str]]:
@@ -135,8 +155,9 @@ async def run_node(
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        print(f"plexus node {config.name} listening on {address}", flush=True)
-        log.info("node %s serving on %s, data in %s", config.name, address, config.data)
+        serving = f", metrics on http://{metrics_address}/metrics" if metrics_address else ""
+        print(f"plexus node {config.name} listening on {address}{serving}", flush=True)
+        log.info("node %s serving on %s%s, data in %s", config.name, address, serving, config.data)
         sweeper = asyncio.create_task(_sweep_expired(queues))
         if supervisor is not None:
             await supervisor.start()
@@ -159,6 +180,8 @@ async def run_node(
     finally:
         if server is not None:
             await server.stop(STOP_GRACE_S)
+        if metrics is not None:
+            await asyncio.to_thread(metrics.stop)
         await asyncio.to_thread(commits.stop)
         env.close()
 

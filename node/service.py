@@ -45,9 +45,11 @@ class BrokerService:
         router: DirectRouter,
         queues: QueueTable,
         publisher: Publisher,
+        metrics_address: str = "",
     ) -> None:
         self.config = config
         self.listen_address = listen_address
+        self.metrics_address = metrics_address
         self.env = env
         self.router = router
         self.queues = queues
@@ -213,6 +215,7 @@ class BrokerService:
             discarded=discarded,
             storage_map_bytes=self.env.map_bytes(),
             storage_used_bytes=self.env.used_bytes(),
+            metrics_address=self.metrics_address,
         )
 
 
