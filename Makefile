@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast bench lint proto clean
+.PHONY: install promtool demo test test-fast bench lint proto clean
 
 install: $(STAMP)
 
@@ -17,7 +17,13 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/python -m plexus.demo
 
-test: install
+# tests/test_metrics.py checks the nodes' metrics with promtool (Debian's prometheus package).
+promtool:
+	@command -v promtool >/dev/null || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -q && $$SUDO apt-get install -y -q --no-install-recommends prometheus; }
+
+test: install promtool
 	$(BIN)/pytest -q
 
 test-fast: install

@@ -31,7 +31,7 @@ __all__ = ["load_cluster_file", "region_spec"]
 CLUSTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 TOP_KEYS = ("cluster", "settings", "region", "link")
 CLUSTER_KEYS = ("name", "secret")
-REGION_KEYS = ("name", "grpc", "data", "raft")
+REGION_KEYS = ("name", "grpc", "data", "raft", "metrics")
 LINK_KEYS = ("regions",)
 SETTINGS_KEYS = tuple(ClusterSettings.__dataclass_fields__)
 
@@ -215,7 +215,7 @@ class _Checker:
                     names[name] = i
             label = f"{where} ({name or '?'})"
             addresses: dict[str, str] = {}
-            for key in ("grpc", "raft"):
+            for key in ("grpc", "raft", "metrics"):
                 address = self.string(table, where, key, required=key == "grpc")
                 if address is None:
                     continue
@@ -238,7 +238,9 @@ class _Checker:
                         self.add(f"{where}.data", f"{data!r} is also the data directory of {other}")
                     data = resolved
             if len(self.problems) == errors and name is not None and "grpc" in addresses:
-                found[i] = RegionSpec(name, addresses["grpc"], data, addresses.get("raft"))
+                found[i] = RegionSpec(
+                    name, addresses["grpc"], data, addresses.get("raft"), addresses.get("metrics")
+                )
         return found
 
     def links(self, value: Any, regions: dict[int, RegionSpec]) -> set[frozenset[str]]:

@@ -47,6 +47,7 @@ _RETRIABLE = {
     FAIL_REASON.QUEUE_FULL,
 }
 OK = "ok"
+LEADER = 2  # pysyncobj's raft state of a leader (0 follower, 1 candidate)
 
 
 class MembershipState(SyncObjConsumer):
@@ -223,10 +224,30 @@ class RaftMembership:
             appendEntriesUseBatch=False,
             leaderFallbackTimeout=3.0,
             commandsWaitLeader=False,
+            onStateChanged=self._role_changed,
         )
         self._sync = SyncObj(self.self_raft, self._other_rafts, conf=conf, consumers=[self._state])
         if self._seed is not None and not self._state.regions:
             self._seeding = asyncio.create_task(self._seed_until_done(self._seed))
+
+    def _role_changed(self, old: int, new: int) -> None:
+        """On pysyncobj's thread: the leader changed when this node wins or loses the lead."""
+        if LEADER not in (old, new):
+            return
+        term = self._sync.raftCurrentTerm if self._sync is not None else 0
+        won = new == LEADER
+        log.info(
+            "Raft leader changed: region %s %s the leader (term %d)",
+            self.region,
+            "is now" if won else "is no longer",
+            term,
+            extra={
+                "event": "raft_leader_changed",
+                "region": self.region,
+                "leader": self.region if won else "",
+                "term": term,
+            },
+        )
 
     async def _seed_until_done(self, seed: Topology) -> None:
         # Needs a Raft leader: until one is elected, the node runs on the file's topology.
@@ -349,7 +370,7 @@ class RaftMembership:
 
     def status(self) -> RaftStatus:
         status = self._sync_obj().getStatus()
-        role = {0: "follower", 1: "candidate", 2: "leader"}.get(status["state"], "unknown")
+        role = {0: "follower", 1: "candidate", LEADER: "leader"}.get(status["state"], "unknown")
         leader = status["leader"]
         return RaftStatus(
             role=role,

@@ -105,13 +105,32 @@ class Mesh:
             link.send(frame)
         self._own_links_changed()
         link.set_digest(self.digest())
-        log.info("link to %s is up", link.peer)
+        log.info(
+            "link %s-%s is up",
+            self.region,
+            link.peer,
+            extra={"event": "link_up", "region": self.region, "peer": link.peer},
+        )
 
     def link_closed(self, link: LinkPort, reason: str) -> None:
         if self.links.get(link.peer) is link:
             del self.links[link.peer]
             self._own_links_changed()
-            log.info("link to %s is down: %s", link.peer, reason)
+            # A node that stops takes its links down on purpose: not a warning.
+            level = logging.INFO if reason.startswith("shutdown") else logging.WARNING
+            log.log(
+                level,
+                "link %s-%s is down: %s",
+                self.region,
+                link.peer,
+                reason,
+                extra={
+                    "event": "link_down",
+                    "region": self.region,
+                    "peer": link.peer,
+                    "reason": reason,
+                },
+            )
 
     def received(self, link: LinkPort, frame: lpb.LinkFrame) -> None:
         """An interest, link-state or direct frame from `link`."""

@@ -86,7 +86,8 @@ class RegionMembership:
     def _publish(self, topology: Topology) -> None:
         if topology.version <= self._topology.version and self._topology.version:
             return
-        self._topology = topology
+        before, self._topology = self._topology, topology
+        self._log_regions(before, topology)
         for callback in list(self._watchers):
             callback(topology)
         if self.raft is None and self.region in topology.raft_voters():
@@ -95,6 +96,20 @@ class RegionMembership:
                 self._follower = None
             log.info("region %s is promoted to a Raft voter", self.region)
             asyncio.get_running_loop().create_task(self._start_raft())
+
+    def _log_regions(self, before: Topology, after: Topology) -> None:
+        for name in sorted(after.regions.keys() - before.regions.keys()):
+            log.info(
+                "region %s joined the cluster",
+                name,
+                extra={"event": "region_joined", "region": self.region, "peer": name},
+            )
+        for name in sorted(before.regions.keys() - after.regions.keys()):
+            log.info(
+                "region %s left the cluster",
+                name,
+                extra={"event": "region_left", "region": self.region, "peer": name},
+            )
 
     # ------------------------------------------------------------ roles
 

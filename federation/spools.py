@@ -25,6 +25,11 @@ from storage.spool import Forward, Spool
 
 log = logging.getLogger(__name__)
 
+# A spool over 80 % of its quota is logged once; it is logged again only after it
+# drained under 70 %, so a spool hovering at the mark does not log at every trim.
+SPOOL_HIGH_FRACTION = 0.8
+SPOOL_REARM_FRACTION = 0.7
+
 # Runs a change in the node's group-commit writer; resolves once durable.
 Commit = Callable[[Callable[[lmdb.Transaction], Any]], Awaitable[Any]]
 
@@ -54,6 +59,8 @@ class LinkSpool:
     # Events dropped to make room under the discard-oldest policy.
     discarded: int = 0
     shedding: bool = False
+    # Over SPOOL_HIGH_FRACTION of the quota (and not yet back under the re-arm mark).
+    high: bool = False
 
 
 class LinkSpools:
@@ -92,6 +99,10 @@ class LinkSpools:
         link = LinkSpool(peer, link_id, sent + 1, received, depth, size)
         if depth:
             link.oldest_s = time.monotonic()
+        quota = self.settings.link_spool_quota_bytes
+        if size > quota * SPOOL_HIGH_FRACTION:
+            link.high = True
+            self._log_high(link, quota)
         return link
 
     def reserve(self, peer: str, size: int, envelope: bytes, *, enforce_quota: bool) -> Forward:
@@ -109,6 +120,9 @@ class LinkSpools:
         link.next_seq += 1
         link.depth += 1
         link.bytes += size
+        if not link.high and link.bytes > quota * SPOOL_HIGH_FRACTION:
+            link.high = True
+            self._log_high(link, quota)
         if not link.oldest_s:
             link.oldest_s = time.monotonic()
         return forward
@@ -153,8 +167,30 @@ class LinkSpools:
         link = self.links[peer]
         link.depth = max(0, link.depth - count)
         link.bytes = max(0, link.bytes - size)
+        quota = self.settings.link_spool_quota_bytes
+        if link.high and link.bytes < quota * SPOOL_REARM_FRACTION:
+            link.high = False
+            log.info(
+                "spool of the link to %s is back under %d%% of its quota",
+                peer,
+                SPOOL_REARM_FRACTION * 100,
+                extra={"event": "spool_low", "peer": peer, "bytes": link.bytes, "quota": quota},
+            )
         if not link.depth:
             link.oldest_s = 0.0
+
+    @staticmethod
+    def _log_high(link: LinkSpool, quota: int) -> None:
+        log.warning(
+            "spool of the link to %s is over %d%% of its quota (%d of %d bytes, %d events): "
+            "the link is down or slow",
+            link.peer,
+            SPOOL_HIGH_FRACTION * 100,
+            link.bytes,
+            quota,
+            link.depth,
+            extra={"event": "spool_high", "peer": link.peer, "bytes": link.bytes, "quota": quota},
+        )
 
     def spooled(self, peers: set[str]) -> None:
         """New events are committed in these spools: wake their senders."""

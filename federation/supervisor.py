@@ -45,7 +45,10 @@ class LinkSupervisor:
         self.sessions: dict[str, LinkSession] = {}
         self._dialers: dict[str, asyncio.Task[None]] = {}
         self._released: dict[str, asyncio.Event] = {}
-        self._unreachable: set[str] = set()
+        # Why each link that is failing to open failed last (logged once per reason).
+        self._failing: dict[str, CloseReason] = {}
+        # Refusals of accepted links logged since a link last opened here.
+        self._refusals: set[str] = set()
         self._started = False
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -148,16 +151,22 @@ class LinkSupervisor:
             finally:
                 call.cancel()
         reason = session.close_reason
-        if reason is CloseReason.UNREACHABLE:
-            # Expected while the peer is down: one line per outage, not per attempt.
-            if peer not in self._unreachable:
-                self._unreachable.add(peer)
-                log.warning("link %s-%s: %s; retrying", self.region, peer, session.describe_close())
-        elif reason is not None and reason is not CloseReason.SHUTDOWN:
-            log.info("link %s-%s: %s", self.region, peer, session.describe_close())
-        if session.opened:
-            self._unreachable.discard(peer)
+        if session.opened:  # the mesh logged it up and down
+            self._failing.pop(peer, None)
+        elif reason not in (None, CloseReason.SHUTDOWN, self._failing.get(peer)):
+            # A link that does not open: one line per outage and reason, not per attempt.
+            self._failing[peer] = reason
+            self._not_opened(peer, session.describe_close())
         return session.opened
+
+    def _not_opened(self, peer: str, reason: str) -> None:
+        log.warning(
+            "link %s-%s is down: %s; retrying",
+            self.region,
+            peer,
+            reason,
+            extra={"event": "link_down", "region": self.region, "peer": peer, "reason": reason},
+        )
 
     # ------------------------------------------------------------ accepting
 
@@ -166,10 +175,19 @@ class LinkSupervisor:
             self.mesh, self._protocol(dialled_peer=None), self.sessions, self.spools
         )
         await session.run(context.read, context.write)
-        if session.opened:
-            log.info("link %s-%s: %s", self.region, session.peer, session.describe_close())
-        elif session.close_reason is not None:
-            log.warning("link from %s refused: %s", context.peer(), session.describe_close())
+        reason = session.describe_close()
+        if session.opened:  # the mesh logged it up and down
+            self._refusals.clear()
+        elif reason and reason not in self._refusals:
+            # The peer re-dials with backoff: one line per refusal (which names the
+            # region when it is known), not per attempt, until a link opens again.
+            self._refusals.add(reason)
+            log.warning(
+                "link from %s refused: %s",
+                context.peer(),
+                reason,
+                extra={"event": "link_refused", "region": self.region, "reason": reason},
+            )
 
     def _admit(self, region: str) -> CloseReason | None:
         if region not in self.topology.neighbours(self.region):

@@ -107,6 +107,7 @@ class RegionSpec:
     grpc: str  # HOST:PORT that clients and peer regions dial
     data: str | None = None  # data directory; absolute once loaded from a file
     raft: str | None = None  # HOST:PORT of the membership (Raft) port
+    metrics: str | None = None  # HOST:PORT of Prometheus metrics (node-local, not replicated)
 
 
 @dataclass(frozen=True)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import sys
 from pathlib import Path
 
 import click
 
+from node.logs import LOG_FORMATS, LOG_LEVELS, LogFormat, setup_logging
 from plexus.errors import PlexusError
+
+EXIT_USAGE = 2
 
 
 @click.group()
@@ -47,10 +49,28 @@ def cli() -> None:
 @click.option("--map-size-mb", type=int, help="Initial LMDB map size in MiB (grows as needed).")
 @click.option("--max-payload-bytes", type=int, help="Largest payload accepted.")
 @click.option(
+    "--metrics",
+    metavar="HOST:PORT",
+    help="Serve Prometheus metrics here (port 0 picks a free one). "
+    "Default: the cluster file's, else a free port on the gRPC host.",
+)
+@click.option("--no-metrics", is_flag=True, help="Serve no metrics.")
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
-    type=click.Choice(["debug", "info", "warning", "error"]),
+    envvar="PLEXUS_LOG_LEVEL",
+    show_envvar=True,
+    type=click.Choice(LOG_LEVELS),
+)
+@click.option(
+    "--log-format",
+    default="text",
+    show_default=True,
+    envvar="PLEXUS_LOG_FORMAT",
+    show_envvar=True,
+    type=click.Choice(LOG_FORMATS),
+    help="text: one line per event; json: one JSON object per line.",
 )
 def run(
     config_file: Path | None,
@@ -59,20 +79,22 @@ def run(
     join_via: str | None,
     raft: str | None,
     links: tuple[str, ...],
+    no_metrics: bool,
     log_level: str,
+    log_format: LogFormat,
     **flags: object,
 ) -> None:
     """Run a region node until SIGTERM or SIGINT."""
     from federation.cluster_file import load_cluster_file, region_spec
-    from node.config import load_config
+    from node.config import METRICS_OFF, load_config
     from node.joining import JoinRequest
     from node.server import run_node
 
-    logging.basicConfig(
-        level=log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    setup_logging(log_level, log_format)
+    if no_metrics:
+        if flags["metrics"] is not None:
+            raise click.UsageError("--metrics and --no-metrics contradict each other")
+        flags["metrics"] = METRICS_OFF
     try:
         topology = join = None
         if cluster_file is not None:
@@ -86,7 +108,8 @@ def run(
                 flags = {"name": region, **_given(flags)}
             else:
                 spec = region_spec(topology, region)
-                flags = {"name": region, "listen": spec.grpc, "data": spec.data, **_given(flags)}
+                from_file = {"listen": spec.grpc, "data": spec.data, "metrics": spec.metrics}
+                flags = {"name": region, **_given(from_file), **_given(flags)}
         elif region or join_via:
             raise click.UsageError("--region and --join need --cluster FILE")
         config = load_config(config_file, flags)
@@ -109,5 +132,20 @@ def _run(main: object) -> None:
         uvloop.run(main)  # type: ignore[arg-type]
 
 
+def main() -> None:
+    """Bad flags are one `error: ...` line on stderr (exit 2), never a usage screen."""
+    try:
+        cli.main(prog_name="python -m node", standalone_mode=False)
+    except click.UsageError as exc:
+        where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        click.echo(f"error: {' '.join(exc.format_message().split())}{where}", err=True)
+        sys.exit(EXIT_USAGE)
+    except click.ClickException as exc:
+        click.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        sys.exit(130)
+
+
 if __name__ == "__main__":
-    cli()
+    main()

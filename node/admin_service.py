@@ -20,7 +20,14 @@ from federation.supervisor import LinkSupervisor
 from federation.topology import RegionSpec, Topology
 from node.clients import ClientRegistry
 from node.subscription_list import SubscriptionList
-from plexus.errors import FailedPrecondition, NotFound, PermissionDenied, PlexusError
+from plexus.errors import (
+    FailedPrecondition,
+    NotFound,
+    PermissionDenied,
+    PlexusError,
+    Unavailable,
+    error_from_status,
+)
 from plexus.topics import validate_topic
 from plexus.v1 import plexus_pb2 as pb
 from plexus.v1 import plexus_pb2_grpc as rpc
@@ -31,6 +38,8 @@ log = logging.getLogger(__name__)
 LocalView = Callable[[str], tuple[int, list[str]]]
 ASK_REGION_TIMEOUT_S = 3.0
 DRAIN_TIMEOUT_MS = 30_000
+# A change asked of a voter may wait for a removed region to drain its spools.
+ASK_VOTER_TIMEOUT_S = DRAIN_TIMEOUT_MS / 1000 + 30.0
 DRAIN_POLL_S = 0.05
 STOP_AFTER_REPLY_S = 0.2
 # A watched membership is sent again at least this often, changed or not.
@@ -106,27 +115,29 @@ class AdminService(rpc.AdminServicer):
                 voter=new.name in voters,
             )
 
-        return await self._answer(context, change)
+        return await self._change(context, "AddRegion", request, change)
 
     async def RemoveRegion(
         self, request: pb.RemoveRegionRequest, context: Any
     ) -> pb.MembershipInfo:
+        if request.name == self.region:
+            error = FailedPrecondition(
+                f"region {self.region!r} cannot remove itself: ask another region"
+            )
+            await context.abort(error.status_code, str(error))
+
         async def change() -> pb.MembershipInfo:
             membership = self._raft()
             spec = membership.current().regions.get(request.name)
             if spec is None:
                 raise NotFound(f"no region named {request.name!r} in the cluster")
-            if request.name == self.region:
-                raise FailedPrecondition(
-                    f"region {self.region!r} cannot remove itself: ask another region"
-                )
             left = await _shut_down(spec.grpc, request.force)
             if left:
                 log.warning("region %s stopped with %d events spooled", request.name, left)
             await membership.remove_region(request.name)
             return self._membership_info()
 
-        return await self._answer(context, change)
+        return await self._change(context, "RemoveRegion", request, change)
 
     async def Shutdown(self, request: pb.ShutdownRequest, context: Any) -> pb.ShutdownResponse:
         """Refuse new publishes, drain the outbound spools (unless forced), then stop."""
@@ -150,14 +161,44 @@ class AdminService(rpc.AdminServicer):
             await self._raft().add_link(request.a, request.b)
             return self._membership_info()
 
-        return await self._answer(context, change)
+        return await self._change(context, "AddLink", request, change)
 
     async def RemoveLink(self, request: pb.LinkChangeRequest, context: Any) -> pb.MembershipInfo:
         async def change() -> pb.MembershipInfo:
             await self._raft().remove_link(request.a, request.b)
             return self._membership_info()
 
+        return await self._change(context, "RemoveLink", request, change)
+
+    async def _change(
+        self, context: Any, method: str, request: Any, change: Callable[[], Awaitable[Any]]
+    ) -> Any:
+        """Apply a membership change here if this region votes in Raft, else ask a voter to."""
+        if self.membership is not None and self.membership.raft is None:
+            return await self._answer(context, lambda: self._ask_voter(method, request))
         return await self._answer(context, change)
+
+    async def _ask_voter(self, method: str, request: Any) -> Any:
+        topology = self.membership.current() if self.membership is not None else None
+        voters = (
+            []
+            if topology is None
+            else [
+                topology.regions[name].grpc
+                for name in topology.raft_voters()
+                if name in topology.regions and name != self.region
+            ]
+        )
+        for address in voters:
+            async with grpc.aio.insecure_channel(address) as channel:
+                try:
+                    return await getattr(rpc.AdminStub(channel), method)(
+                        request, timeout=ASK_VOTER_TIMEOUT_S
+                    )
+                except grpc.aio.AioRpcError as exc:
+                    if exc.code() is not grpc.StatusCode.UNAVAILABLE:
+                        raise error_from_status(exc.code(), exc.details() or "") from None
+        raise Unavailable(f"no Raft voter answers ({', '.join(voters) or 'none known'})")
 
     async def _answer(self, context: Any, change: Callable[[], Awaitable[Any]]) -> Any:
         try:

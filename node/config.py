@@ -17,6 +17,8 @@ from plexus.errors import ConfigError
 
 REGION_NAME = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 MAX_PAYLOAD_BYTES_LIMIT = 64 << 20
+# `metrics = "off"` (or `--no-metrics`): the node serves no metrics.
+METRICS_OFF = "off"
 
 
 class NodeConfig(BaseModel):
@@ -24,6 +26,11 @@ class NodeConfig(BaseModel):
 
     name: str = Field(description="region name: lower-case letters, digits, '-'")
     listen: str = Field(default="127.0.0.1:7000", description="gRPC address, HOST:PORT")
+    metrics: str | None = Field(
+        default=None,
+        description="Prometheus metrics address, HOST:PORT or 'off'; "
+        "unset: a free port on the gRPC host",
+    )
     data: Path = Field(description="data directory (LMDB environment, lock)")
     map_size_mb: int = Field(default=1024, ge=1, description="initial LMDB map size; grows")
     max_payload_bytes: int = Field(default=1 << 20, ge=1, le=MAX_PAYLOAD_BYTES_LIMIT)
@@ -44,10 +51,27 @@ class NodeConfig(BaseModel):
     @field_validator("listen")
     @classmethod
     def _address(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        if not _is_address(value):
             raise ValueError("must be HOST:PORT with a port from 0 to 65535")
         return value
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics_address(cls, value: str | None) -> str | None:
+        if value is not None and value != METRICS_OFF and not _is_address(value):
+            raise ValueError(f"must be HOST:PORT with a port from 0 to 65535, or {METRICS_OFF!r}")
+        return value
+
+    def metrics_address(self) -> str | None:
+        """Where to serve metrics (None: nowhere); by default a free port on the gRPC host."""
+        if self.metrics == METRICS_OFF:
+            return None
+        return self.metrics or f"{self.listen.rpartition(':')[0]}:0"
+
+
+def _is_address(value: str) -> bool:
+    host, sep, port = value.rpartition(":")
+    return bool(sep and host and port.isdigit() and 0 <= int(port) <= 65535)
 
 
 def load_config(file: Path | None, overrides: dict[str, Any]) -> NodeConfig:

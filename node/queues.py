@@ -86,8 +86,34 @@ class Queue:
         # Bumped by each purge: a load that read from disk before it is stale.
         self.purges = 0
         self.purge_lock = asyncio.Lock()
+        # Refusing publishes since it filled up (logged once per fill, not per event).
+        self.refusing = False
 
     def check_room(self, size: int) -> QueueFull | None:
+        """Room for one more event of `size` bytes, or why not (said in the log once per fill)."""
+        full = self._full(size)
+        if full is not None and not self.refusing:
+            self.refusing = True
+            log.warning(
+                "queue %s is full (%s %d): refusing publishes",
+                self.name,
+                full.limit,
+                full.value,
+                extra={"event": "queue_full", "queue": self.name, "limit": full.limit},
+            )
+        return full
+
+    def freed(self) -> None:
+        """Events left the queue: a queue that was refusing publishes says when it has room."""
+        if self.refusing and self._full(0) is None:
+            self.refusing = False
+            log.info(
+                "queue %s has room again: accepting publishes",
+                self.name,
+                extra={"event": "queue_has_room", "queue": self.name},
+            )
+
+    def _full(self, size: int) -> QueueFull | None:
         limits = self.config.limits
         if self.depth + self.reserved_depth + 1 > limits.max_depth:
             return QueueFull(self.name, "max depth", limits.max_depth)
@@ -285,6 +311,7 @@ class QueueTable:
             queue.delivery.drop(page.seqs)
             queue.depth -= len(page.seqs)
             queue.bytes -= page.size
+            queue.freed()
             purged += len(page.seqs)
             if not page.more:
                 break
@@ -371,6 +398,7 @@ class QueueTable:
                 return
             queue.depth -= len(done)
             queue.bytes -= sum(e.size for e in done)
+            queue.freed()
             queue.events_out += len(done)
             consumer.confirmed.extend(seqs)
             consumer.wake.set()
@@ -466,6 +494,7 @@ class QueueTable:
                 return
             queue.depth -= len(entries)
             queue.bytes -= size
+            queue.freed()
             if target is not None and not target.deleted:
                 for e in entries:
                     e.delivery_count, e.redelivered, e.expires_at_ms = 0, False, 0

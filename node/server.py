@@ -24,6 +24,7 @@ from node.commits import Commits
 from node.config import NodeConfig
 from node.direct import DirectRouter
 from node.joining import JoinRequest, start_membership
+from node.metrics import GrpcErrors, MetricsServer, NodeCollector, NodeParts
 from node.publishing import Publisher
 from node.queues import QueueTable
 from node.service import SERVICE, BrokerService, handlers
@@ -69,7 +70,7 @@ async def run_node(
     env = Environment(config.data, config.map_size_mb << 20)
     commits = Commits(env, loop)
     commits.start()
-    server = None
+    server = metrics = None
     try:
         spool = Spool(env)
         mesh = supervisor = None
@@ -92,7 +93,8 @@ async def run_node(
             publisher.forwarder = GuaranteedForwarder(mesh, local.spools)
 
         _check_port_free(config.listen)
-        server = grpc.aio.server(options=GRPC_OPTIONS)
+        grpc_errors = GrpcErrors()
+        server = grpc.aio.server(options=GRPC_OPTIONS, interceptors=[grpc_errors])
         try:
             port = server.add_insecure_port(config.listen)
         except RuntimeError:
@@ -101,8 +103,28 @@ async def run_node(
             raise PortInUse(config.listen)
         host = config.listen.rpartition(":")[0]
         address = f"{host}:{port}"
+        metrics_address = ""
+        wanted = config.metrics_address()
+        if wanted is not None:
+            metrics = MetricsServer(wanted)
+            metrics_address = metrics.start()
         clients = ClientRegistry()
-        service = BrokerService(config, address, env, router, queues, publisher, clients)
+        service = BrokerService(
+            config, address, env, router, queues, publisher, clients, metrics_address
+        )
+        if metrics is not None:
+            parts = NodeParts(
+                config.name,
+                env,
+                router,
+                queues,
+                publisher,
+                lambda: service.guaranteed_out,
+                grpc_errors,
+                supervisor,
+                membership.status if membership is not None else None,
+            )
+            metrics.collect(NodeCollector(loop, parts))
         server.add_generic_rpc_handlers((handlers(service),))
 
         def local_view(topic: str) -> tuple[int, list[str]]:
@@ -140,8 +162,9 @@ async def run_node(
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        print(f"plexus node {config.name} listening on {address}", flush=True)
-        log.info("node %s serving on %s, data in %s", config.name, address, config.data)
+        serving = f", metrics on http://{metrics_address}/metrics" if metrics_address else ""
+        print(f"plexus node {config.name} listening on {address}{serving}", flush=True)
+        log.info("node %s serving on %s%s, data in %s", config.name, address, serving, config.data)
         sweeper = asyncio.create_task(_sweep_expired(queues))
         if supervisor is not None:
             await supervisor.start()
@@ -164,6 +187,8 @@ async def run_node(
     finally:
         if server is not None:
             await server.stop(STOP_GRACE_S)
+        if metrics is not None:
+            await asyncio.to_thread(metrics.stop)
         await asyncio.to_thread(commits.stop)
         env.close()
 

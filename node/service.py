@@ -47,10 +47,12 @@ class BrokerService:
         queues: QueueTable,
         publisher: Publisher,
         clients: ClientRegistry,
+        metrics_address: str = "",
     ) -> None:
         self.config = config
         self.clients = clients
         self.listen_address = listen_address
+        self.metrics_address = metrics_address
         self.env = env
         self.router = router
         self.queues = queues
@@ -238,6 +240,7 @@ class BrokerService:
             discarded=discarded,
             storage_map_bytes=self.env.map_bytes(),
             storage_used_bytes=self.env.used_bytes(),
+            metrics_address=self.metrics_address,
         )
 
 

@@ -112,6 +112,11 @@ def test_a_minimal_file_loads_with_default_settings(tmp_path: Path):
     assert "s3cret" not in repr(topology)
 
 
+def test_a_region_may_name_its_metrics_address(tmp_path: Path):
+    text = HEAD + region("us", 7101, metrics="127.0.0.1:9101")
+    assert load_cluster_file(write(tmp_path, text)).regions["us"].metrics == "127.0.0.1:9101"
+
+
 def test_settings_are_read(tmp_path: Path):
     text = GOOD + '\n[settings]\nheartbeat_ms = 200\nspool_full = "discard-oldest"\n'
     settings = load_cluster_file(write(tmp_path, text)).settings
@@ -155,6 +160,11 @@ BAD_BODIES = [
     (
         region("us", 7101, raft="127.0.0.1:7101"),
         f"region[0].raft: '127.0.0.1:7101' is also {OF_US}",
+    ),
+    (region("us", 7101, metrics="nowhere"), "region[0].metrics: 'nowhere' is not HOST:PORT"),
+    (
+        region("us", 7101, metrics="127.0.0.1:7101"),
+        f"region[0].metrics: '127.0.0.1:7101' is also {OF_US}",
     ),
     (
         region("us", 7101, data="d") + region("eu", 7102, data="./d"),

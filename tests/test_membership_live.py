@@ -226,7 +226,7 @@ async def test_killing_a_follower_during_a_membership_change_leaves_the_cluster_
 
 
 @pytest.mark.slow
-async def test_three_regions_vote_by_default_and_a_follower_replaces_a_removed_voter(
+async def test_three_regions_vote_by_default_followers_forward_changes_and_replace_a_voter(
     tmp_path: Path,
 ):
     names = ["a", "b", "c", "d", "e", "f", "g"]
@@ -247,15 +247,18 @@ async def test_three_regions_vote_by_default_and_a_follower_replaces_a_removed_v
         channel, stub = await admin(big, "b")
         async with channel:
             await stub.AddLink(pb.LinkChangeRequest(a="a", b="d"))
-            with pytest.raises(grpc.aio.AioRpcError, match="does not vote"):
-                follower_channel, follower = await admin(big, "g")
-                async with follower_channel:
-                    await follower.AddLink(pb.LinkChangeRequest(a="b", b="e"))
+            follower_channel, follower = await admin(big, "g")
+            async with follower_channel:  # a follower hands the change to a voter
+                await follower.AddLink(pb.LinkChangeRequest(a="b", b="e"))
+                with pytest.raises(grpc.aio.AioRpcError, match="no region named 'zz'"):
+                    await follower.RemoveRegion(pb.RemoveRegionRequest(name="zz"))
 
             async def followed() -> bool:
-                return "a-d" in (await membership(big, "g")).links
+                return {"a-d", "b-e"} <= set((await membership(big, "g")).links)
 
-            await eventually(followed, 10, "the follower g to see the new link")
+            await eventually(followed, 10, "the follower g to see the new links")
+            big.join("h", via="g", links=["g"])  # joining through a follower, too
+            await all_links_up(big, [("g", "h")])
             await stub.RemoveRegion(pb.RemoveRegionRequest(name="a"))
 
         async def promoted() -> bool:

@@ -95,7 +95,13 @@ def up(config: Path | None, state_dir: Path, timeout: float, as_json: bool) -> N
                 "started": result.started,
                 "ready_s": round(result.elapsed_s, 3),
                 "regions": [
-                    {"name": r.name, "address": r.grpc, "grpc": r.grpc, "pid": r.pid}
+                    {
+                        "name": r.name,
+                        "address": r.grpc,
+                        "grpc": r.grpc,
+                        "pid": r.pid,
+                        "metrics": r.metrics,
+                    }
                     for r in record.regions
                 ],
             }
@@ -114,7 +120,8 @@ def up(config: Path | None, state_dir: Path, timeout: float, as_json: bool) -> N
         )
     width = max(len(r.name) for r in record.regions)
     for region in record.regions:
-        click.echo(f"  {region.name:<{width}}  {region.grpc:<21}  pid {region.pid}")
+        metrics = f"  metrics {region.metrics}" if region.metrics else ""
+        click.echo(f"  {region.name:<{width}}  {region.grpc:<21}  pid {region.pid!s:<7}{metrics}")
     if record.links and not result.already_up:
         shown = ", ".join(f"{a}-{b}" for a, b in record.links)
         click.echo(f"links up: {shown}")
@@ -170,13 +177,13 @@ def print_status(view: dict[str, Any]) -> None:
 
     console = Console(highlight=False)
     regions = Table(title=f"cluster {view['cluster']}")
-    for column in ("region", "address", "pid", "state"):
+    for column in ("region", "address", "pid", "state", "metrics"):
         regions.add_column(column)
     for r in view["regions"]:
         state = _cell(r["state"])
         if r.get("error"):
             state += f" ({_escape(r['error'])})"
-        regions.add_row(r["name"], r["address"], str(r["pid"] or "-"), state)
+        regions.add_row(r["name"], r["address"], str(r["pid"] or "-"), state, r["metrics"] or "-")
     console.print(regions)
     if view["links"]:
         links = Table(title="links")
@@ -237,6 +244,7 @@ def region_start(name: str, state_dir: Path, timeout: float, as_json: bool) -> N
                 "name": name,
                 "address": region.grpc,
                 "pid": region.pid,
+                "metrics": region.metrics,
                 "started": started,
                 "ready_s": round(seconds, 3),
             }
@@ -271,6 +279,7 @@ def region_add(
                 "address": region.grpc,
                 "raft": region.raft,
                 "pid": region.pid,
+                "metrics": region.metrics,
                 "links": list(links),
                 "ready_s": round(seconds, 3),
             }

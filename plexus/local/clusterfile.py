@@ -27,6 +27,7 @@ class RegionEntry:
     name: str
     grpc: str
     raft: str | None = None
+    metrics: str | None = None
 
 
 @dataclass(frozen=True)
@@ -68,8 +69,16 @@ def spec_of(doc: dict[str, Any]) -> ClusterSpec:
         if not isinstance(table, dict):
             continue
         region, grpc, raft = table.get("name"), table.get("grpc"), table.get("raft")
+        metrics = table.get("metrics")
         if isinstance(region, str) and region and isinstance(grpc, str):
-            regions.append(RegionEntry(region, grpc, raft if isinstance(raft, str) else None))
+            regions.append(
+                RegionEntry(
+                    region,
+                    grpc,
+                    raft if isinstance(raft, str) else None,
+                    metrics if isinstance(metrics, str) else None,
+                )
+            )
     links: list[tuple[str, str]] = []
     tables = doc.get("link")
     for table in tables if isinstance(tables, list) else []:

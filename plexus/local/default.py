@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import socket
+from collections.abc import Collection
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -15,24 +16,27 @@ DEFAULT_REGIONS = ("us", "eu", "ap")
 HOST = "127.0.0.1"
 
 
-def free_ports(count: int, host: str = HOST) -> list[int]:
-    """`count` distinct ports free right now on `host` (all held open until all are picked)."""
+def free_ports(count: int, host: str = HOST, avoid: Collection[int] = ()) -> list[int]:
+    """`count` distinct ports free right now on `host` (all held open until all are picked),
+    none of them in `avoid` (ports a cluster file names for nodes not running yet)."""
     with ExitStack() as stack:
-        ports = []
-        for _ in range(count):
+        ports: list[int] = []
+        while len(ports) < count:
             sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
             sock.bind((host, 0))
-            ports.append(sock.getsockname()[1])
+            port = sock.getsockname()[1]
+            if port not in avoid:
+                ports.append(port)
         return ports
 
 
 def default_cluster_toml(data_dir: dict[str, Path], secret: str) -> str:
     """The cluster file of the default cluster, with ports picked now.
 
-    Each region gets a gRPC port and a membership (Raft) port; the file is
-    written into the state directory so a restart reuses the same ports.
+    Each region gets a gRPC port, a membership (Raft) port and a metrics port;
+    the file is written into the state directory so a restart reuses them.
     """
-    ports = free_ports(2 * len(DEFAULT_REGIONS))
+    ports = free_ports(3 * len(DEFAULT_REGIONS))
     lines = [
         "# The default local cluster of `plexus up`: us, eu and ap, each linked to both others.",
         "# Ports were picked free when it was first started; restarts reuse them.",
@@ -52,8 +56,9 @@ def default_cluster_toml(data_dir: dict[str, Path], secret: str) -> str:
             "",
             "[[region]]",
             f'name = "{name}"',
-            f'grpc = "{HOST}:{ports[2 * i]}"',
-            f'raft = "{HOST}:{ports[2 * i + 1]}"',
+            f'grpc = "{HOST}:{ports[3 * i]}"',
+            f'raft = "{HOST}:{ports[3 * i + 1]}"',
+            f'metrics = "{HOST}:{ports[3 * i + 2]}"',
             f"data = {json.dumps(str(data_dir[name]))}",
         ]
     for a, b in itertools.combinations(DEFAULT_REGIONS, 2):

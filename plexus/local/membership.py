@@ -34,10 +34,12 @@ def add_region(
         for peer in links:
             record.region(peer)
         via = _any_running(record)
-        grpc_port, raft_port = free_ports(2)
+        grpc_port, raft_port, metrics_port = free_ports(3)
         data = state.data_dir(name)
         grpc, raft = f"127.0.0.1:{grpc_port}", f"127.0.0.1:{raft_port}"
+        metrics = f"127.0.0.1:{metrics_port}"
         extra = ["--join", via.grpc, "--raft", raft, "--listen", grpc, "--data", str(data)]
+        extra += ["--metrics", metrics]
         for peer in links:
             extra += ["--link", peer]
         region = RegionRecord(
@@ -47,6 +49,7 @@ def add_region(
             data=str(data),
             log=str(state.log_path(name)),
             command=node_command(Path(record.cluster_file), name, extra),
+            metrics=metrics,
         )
         record.regions.append(region)
         record.links += [[name, peer] for peer in links]

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from plexus.errors import PlexusError
 from plexus.local.clusterfile import ClusterSpec, read_cluster_file, rewrite_data_paths, spec_of
-from plexus.local.default import DEFAULT_REGIONS, default_cluster_toml
+from plexus.local.default import DEFAULT_REGIONS, HOST, default_cluster_toml, free_ports
 from plexus.local.launcher import (
     NodeFailed,
     Started,
@@ -120,17 +120,23 @@ def _create(state: StateDir, config: Path | None) -> ClusterRecord:
         # Nothing we can start: let the node say what is wrong with the file.
         _discard_files(state)
         raise LocalClusterError(_node_verdict(state, config, "?", text))
-    regions = [
-        RegionRecord(
-            name=r.name,
-            grpc=r.grpc,
-            raft=r.raft,
-            data=str(state.data_dir(r.name)),
-            log=str(state.log_path(r.name)),
-            command=node_command(state.cluster_file, r.name),
+    picked = iter(free_ports(sum(not r.metrics for r in spec.regions), avoid=_ports_of(spec)))
+    regions = []
+    for r in spec.regions:
+        # A region without a metrics address in the file gets a free loopback port.
+        metrics = r.metrics or f"{HOST}:{next(picked)}"
+        extra = [] if r.metrics else ["--metrics", metrics]
+        regions.append(
+            RegionRecord(
+                name=r.name,
+                grpc=r.grpc,
+                raft=r.raft,
+                data=str(state.data_dir(r.name)),
+                log=str(state.log_path(r.name)),
+                command=node_command(state.cluster_file, r.name, extra),
+                metrics=metrics,
+            )
         )
-        for r in spec.regions
-    ]
     record = ClusterRecord(
         cluster=spec.name,
         source=source,
@@ -140,6 +146,12 @@ def _create(state: StateDir, config: Path | None) -> ClusterRecord:
     )
     state.save(record)
     return record
+
+
+def _ports_of(spec: ClusterSpec) -> set[int]:
+    """The ports the cluster file gives its regions (free now, taken once they run)."""
+    addresses = [a for r in spec.regions for a in (r.grpc, r.raft, r.metrics) if a]
+    return {int(port) for port in (a.rpartition(":")[2] for a in addresses) if port.isdigit()}
 
 
 def _safe_name(name: str) -> bool:
@@ -223,7 +235,7 @@ def _failure(state: StateDir, record: ClusterRecord, exc: NodeFailed) -> str:
     region = record.region(exc.name)
     index = record.regions.index(region)
     where = ""
-    for key in ("grpc", "raft"):
+    for key in ("grpc", "raft", "metrics"):
         address = getattr(region, key)
         if address and address in line and source not in line:
             where = f"{source}: region[{index}].{key} ({exc.name}): "
@@ -435,6 +447,8 @@ async def _status(record: ClusterRecord) -> dict[str, Any]:
             else ({"address": region.raft} if region.raft else None),
             "data": region.data,
             "log": region.log,
+            # Where Prometheus scrapes the region: http://ADDRESS/metrics.
+            "metrics": region.metrics,
         }
         if error:
             entry["error"] = error

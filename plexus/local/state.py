@@ -60,6 +60,8 @@ class RegionRecord:
     pid: int | None = None
     # The exact command that starts this region's node (kept so restarts are identical).
     command: list[str] = field(default_factory=list)
+    # Where the node serves Prometheus metrics (None in records made before metrics).
+    metrics: str | None = None
 
     @property
     def address(self) -> str:

@@ -228,7 +228,7 @@ class NodeInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class NodeInfo(_message.Message):
-    __slots__ = ("region", "version", "protocol_version", "listen_address", "data_dir", "uptime_ms", "subscriptions", "queues", "direct_in", "direct_out", "guaranteed_in", "guaranteed_out", "discarded", "storage_map_bytes", "storage_used_bytes")
+    __slots__ = ("region", "version", "protocol_version", "listen_address", "data_dir", "uptime_ms", "subscriptions", "queues", "direct_in", "direct_out", "guaranteed_in", "guaranteed_out", "discarded", "storage_map_bytes", "storage_used_bytes", "metrics_address")
     REGION_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -244,6 +244,7 @@ class NodeInfo(_message.Message):
     DISCARDED_FIELD_NUMBER: _ClassVar[int]
     STORAGE_MAP_BYTES_FIELD_NUMBER: _ClassVar[int]
     STORAGE_USED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    METRICS_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     region: str
     version: str
     protocol_version: int
@@ -259,7 +260,8 @@ class NodeInfo(_message.Message):
     discarded: int
     storage_map_bytes: int
     storage_used_bytes: int
-    def __init__(self, region: _Optional[str] = ..., version: _Optional[str] = ..., protocol_version: _Optional[int] = ..., listen_address: _Optional[str] = ..., data_dir: _Optional[str] = ..., uptime_ms: _Optional[int] = ..., subscriptions: _Optional[int] = ..., queues: _Optional[int] = ..., direct_in: _Optional[int] = ..., direct_out: _Optional[int] = ..., guaranteed_in: _Optional[int] = ..., guaranteed_out: _Optional[int] = ..., discarded: _Optional[int] = ..., storage_map_bytes: _Optional[int] = ..., storage_used_bytes: _Optional[int] = ...) -> None: ...
+    metrics_address: str
+    def __init__(self, region: _Optional[str] = ..., version: _Optional[str] = ..., protocol_version: _Optional[int] = ..., listen_address: _Optional[str] = ..., data_dir: _Optional[str] = ..., uptime_ms: _Optional[int] = ..., subscriptions: _Optional[int] = ..., queues: _Optional[int] = ..., direct_in: _Optional[int] = ..., direct_out: _Optional[int] = ..., guaranteed_in: _Optional[int] = ..., guaranteed_out: _Optional[int] = ..., discarded: _Optional[int] = ..., storage_map_bytes: _Optional[int] = ..., storage_used_bytes: _Optional[int] = ..., metrics_address: _Optional[str] = ...) -> None: ...
 
 class LinkInfo(_message.Message):
     __slots__ = ("peer", "state", "reason", "dialler", "rtt_ms", "events_in_per_s", "events_out_per_s", "bytes_in_per_s", "bytes_out_per_s", "events_in", "events_out", "direct_dropped", "spool_depth", "spool_oldest_age_ms", "held_down", "spool_discarded")

@@ -1,0 +1,84 @@
+"""Operator logs of real node processes: link down with its reason and up again, a full
+queue, in the text format and as one JSON object per line."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import plexus
+from plexus.errors import ResourceExhausted
+from tests.harness import Cluster, NodeProcess, Nodes, eventually, wait_for
+
+pytestmark = pytest.mark.timeout(120)
+DEADLINE_S = 20.0
+
+
+def json_lines(node: NodeProcess) -> list[dict[str, Any]]:
+    """The node's log lines (stderr), each of which must be one JSON object."""
+    lines = [line for line in node.log_path.read_text().splitlines() if line.strip()]
+    return [json.loads(line) for line in lines]
+
+
+def events(node: NodeProcess, event: str) -> list[dict[str, Any]]:
+    return [line for line in json_lines(node) if line.get("event") == event]
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Any:
+    cluster = Cluster(tmp_path, ["us", "eu"], [("us", "eu")])
+    yield cluster
+    cluster.close()
+
+
+def test_text_log_says_link_down_with_reason_then_up(pair: Cluster):
+    pair.start()
+    us = pair.nodes["us"]
+    wait_for(lambda: "link us-eu is up" in us.log_path.read_text(), DEADLINE_S, "link up line")
+    pair.kill("eu")
+    down = re.compile(r" WARNING federation\.mesh: link us-eu is down: (stream_lost|peer_silent): ")
+    wait_for(lambda: down.search(us.log_path.read_text()), DEADLINE_S, "link down line")
+    pair.restart("eu")
+    wait_for(lambda: us.log_path.read_text().count("link us-eu is up") == 2, DEADLINE_S, "up again")
+
+
+def test_json_log_has_one_object_per_line_with_fields(
+    pair: Cluster, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("PLEXUS_LOG_FORMAT", "json")  # as `plexus up` hands it to its nodes
+    pair.start()
+    us = pair.nodes["us"]
+    wait_for(lambda: events(us, "link_up"), DEADLINE_S, "link_up")
+    pair.kill("eu")
+    wait_for(lambda: events(us, "link_down"), DEADLINE_S, "link_down")
+    (down,) = events(us, "link_down")
+    assert down["level"] == "WARNING" and down["logger"] == "federation.mesh"
+    assert (down["region"], down["peer"]) == ("us", "eu")
+    assert down["reason"].split(":")[0] in ("stream_lost", "peer_silent")
+    assert down["message"].startswith("link us-eu is down: ") and down["time"]
+    pair.restart("eu")
+    wait_for(lambda: len(events(us, "link_up")) == 2, DEADLINE_S, "link_up again")
+
+
+async def test_full_queue_is_logged_once_per_fill(nodes: Nodes, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("PLEXUS_LOG_FORMAT", "json")
+    node = nodes.start("us")
+    async with await plexus.Client.connect(node.address) as client:
+        await client.create_queue("small", ["jobs/>"], max_depth=2)
+        for n in range(2):
+            await client.publish(f"jobs/{n}", b"x", guaranteed=True)
+        for n in range(5):
+            with pytest.raises(ResourceExhausted, match="queue 'small' is full"):
+                await client.publish(f"jobs/{n}", b"x", guaranteed=True)
+        async with client.consume("small") as consumer:
+            async for delivery in consumer:
+                await delivery.ack()
+                break
+        await eventually(lambda: events(node, "queue_has_room"), DEADLINE_S, "room again")
+    (full,) = events(node, "queue_full")
+    assert full["queue"] == "small" and full["level"] == "WARNING"
+    assert "refusing publishes" in full["message"]

@@ -1,0 +1,198 @@
+"""Prometheus metrics of real node processes: names and values after known traffic,
+`promtool check metrics`, where they are served (or not), and bad flags."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import grpc
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+import plexus
+from plexus.errors import NotFound
+from plexus.v1 import plexus_pb2 as pb
+from plexus.v1 import plexus_pb2_grpc as rpc
+from tests.harness import NodeProcess, Nodes, eventually, free_port
+
+PROMTOOL = shutil.which("promtool")
+
+
+def scrape(address: str) -> str:
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as response:
+        return response.read().decode()
+
+
+def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample of a scrape: (name, labels) -> value."""
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def value(text: str, name: str, **labels: str) -> float | None:
+    return samples(text).get((name, frozenset(labels.items())))
+
+
+def promtool_check(text: str) -> subprocess.CompletedProcess[str]:
+    assert PROMTOOL, "promtool is not installed (apt-get install prometheus; .ci/run does it)"
+    return subprocess.run(
+        [PROMTOOL, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
+    )
+
+
+async def metrics_address(node: NodeProcess) -> str:
+    async with grpc.aio.insecure_channel(node.address) as channel:
+        info = await rpc.BrokerStub(channel).GetNodeInfo(pb.NodeInfoRequest())
+    return info.metrics_address
+
+
+def run_node(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "node", "run", *args], capture_output=True, text=True, timeout=30
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *parts: str) -> None:
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for part in parts:
+        assert part in lines[0], lines[0]
+
+
+async def test_counters_after_known_traffic_and_promtool_passes(node: NodeProcess):
+    address = await metrics_address(node)
+    assert address.startswith("127.0.0.1:"), "by default metrics are on the gRPC host"
+    async with await plexus.Client.connect(node.address) as client:
+        await client.create_queue("billing", ["orders/safe/>"])
+        async with client.subscribe("orders/direct/*") as subscription:
+            for n in range(5):
+                await client.publish(f"orders/direct/{n}", b"d")
+            for n in range(3):
+                await client.publish(f"orders/safe/{n}", b"g", guaranteed=True)
+            await client.flush()
+            got = 0
+            async for _event in subscription:
+                got += 1
+                if got == 5:
+                    break
+        async with client.consume("billing") as consumer:
+            acked = 0
+            async for delivery in consumer:
+                await delivery.ack()
+                acked += 1
+                if acked == 3:
+                    break
+        with pytest.raises(NotFound):
+            await client.describe_queue("nope")
+
+    expected = {
+        ("plexus_events_in_total", (("mode", "direct"),)): 5,
+        ("plexus_events_in_total", (("mode", "guaranteed"),)): 3,
+        ("plexus_events_out_total", (("mode", "direct"),)): 5,
+        ("plexus_events_out_total", (("mode", "guaranteed"),)): 3,
+        ("plexus_queue_events_in_total", (("queue", "billing"),)): 3,
+        ("plexus_queue_events_acked_total", (("queue", "billing"),)): 3,
+        ("plexus_queue_depth", (("queue", "billing"),)): 0,
+        ("plexus_queue_depth", (("queue", "billing.dmq"),)): 0,
+        ("plexus_direct_discarded_total", ()): 0,
+        (
+            "plexus_grpc_errors_total",
+            (("method", "plexus.v1.Broker/DescribeQueue"), ("code", "NOT_FOUND")),
+        ): 1,
+        ("plexus_node_info", (("region", "us"), ("version", plexus.__version__))): 1,
+    }
+
+    def seen() -> dict[tuple[str, tuple[tuple[str, str], ...]], float | None]:
+        text = scrape(address)
+        return {key: value(text, key[0], **dict(key[1])) for key in expected}
+
+    # Acks are confirmed once durable: the last counters may land a moment later.
+    await eventually(lambda: seen() == expected, 10, f"metrics {expected}")
+
+    text = scrape(address)
+    check = promtool_check(text)
+    assert check.returncode == 0 and not check.stdout.strip(), check.stdout + check.stderr
+    assert value(text, "plexus_storage_used_bytes") > 0
+
+
+async def test_no_metrics_flag_overrides_the_config_file(nodes: Nodes, tmp_path: Path):
+    port = free_port()
+    config = tmp_path / "node.toml"
+    config.write_text(f'[node]\nmetrics = "127.0.0.1:{port}"\n')
+    node = nodes.start("us", None, "--config", str(config), "--no-metrics")
+    assert await metrics_address(node) == ""
+    with pytest.raises(urllib.error.URLError):
+        scrape(f"127.0.0.1:{port}")
+
+
+async def test_metrics_flag_picks_the_address_and_a_taken_one_is_one_line(
+    nodes: Nodes, tmp_path: Path
+):
+    port = free_port()
+    first = nodes.start("us", None, "--metrics", f"127.0.0.1:{port}")
+    assert await metrics_address(first) == f"127.0.0.1:{port}"
+    assert value(scrape(f"127.0.0.1:{port}"), "plexus_subscriptions") == 0
+    result = run_node(
+        "--name", "eu", "--listen", f"127.0.0.1:{free_port()}", "--data", str(tmp_path / "eu"),
+        "--metrics", f"127.0.0.1:{port}",
+    )  # fmt: skip
+    assert_one_line_error(result, f"cannot serve metrics on 127.0.0.1:{port}", "in use")
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (("--metrics", "nowhere"), "metrics: must be HOST:PORT"),
+        (("--metrics", "127.0.0.1:1", "--no-metrics"), "contradict"),
+        (("--log-format", "xml"), "--log-format"),
+        (("--log-level", "loud"), "--log-level"),
+    ],
+)
+def test_bad_metrics_and_log_flags_are_one_line(tmp_path: Path, flags: tuple[str, ...], says: str):
+    result = run_node("--name", "us", "--listen", "127.0.0.1:0", "--data", str(tmp_path), *flags)
+    assert_one_line_error(result, says)
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.timeout(180)
+def test_local_cluster_status_gives_each_region_metrics_address(tmp_path: Path):
+    from tests.test_local_cluster import Local
+
+    local = Local(tmp_path / "state")
+    try:
+        local.run("up")
+        regions = local.status()["regions"]
+        leaders = 0
+        for region in regions:
+            text = scrape(region["metrics"])
+            info = value(
+                text, "plexus_node_info", region=region["name"], version=plexus.__version__
+            )
+            assert info == 1
+            peers = {"us", "eu", "ap"} - {region["name"]}
+            for peer in peers:
+                assert value(text, "plexus_link_state", peer=peer, state="up") == 1
+                assert value(text, "plexus_link_spool_depth", peer=peer) == 0
+            role = {r: value(text, "plexus_raft_role", role=r) for r in ("leader", "follower")}
+            assert None not in role.values(), "every region reports its Raft role"
+            leaders += role["leader"] or 0
+            check = promtool_check(text)
+            assert check.returncode == 0 and not check.stdout.strip(), check.stdout
+        assert leaders <= 1  # (an election may be under way at a scrape)
+        # The record keeps the addresses: a restarted cluster serves them again.
+        local.run("down")
+        local.run("up")
+        assert [r["metrics"] for r in local.status()["regions"]] == [r["metrics"] for r in regions]
+        assert value(scrape(regions[0]["metrics"]), "plexus_subscriptions") == 0
+    finally:
+        local.close()
+        assert not local.processes(), "nodes left running"
