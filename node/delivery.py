@@ -99,12 +99,19 @@ class QueueDelivery:
 
         Seqs normally arrive in increasing order. A dead-message queue also
         receives older seqs; a load (which reads after `last_loaded_seq`) would
-        never find those again, so they stay in memory even past the window.
+        never find those again, so they stay in memory even past the window,
+        unless a load that read the disk after their commit brought them already.
         """
+        in_memory: set[int] | None = None
         for entry in entries:
             if entry.seq > self.last_pushed_seq:
                 self.last_pushed_seq = entry.seq
             if entry.seq <= self.last_loaded_seq:
+                if in_memory is None:  # rare: built once per push, not per entry
+                    in_memory = {e.seq for e in self.ready}
+                    in_memory.update(self.inflight)
+                if entry.seq in in_memory:
+                    continue
                 self.ready.append(entry)
                 self.ready_bytes += entry.size
                 continue
@@ -125,9 +132,15 @@ class QueueDelivery:
         )
 
     def loaded(self, entries: list[Entry], asked: int) -> None:
-        """Entries read from disk after `last_loaded_seq`, at most `asked` of them."""
+        """Entries read from disk after `last_loaded_seq`, at most `asked` of them.
+
+        An entry past `last_pushed_seq` was committed but not pushed yet: the
+        read saw it before its push, which will bring it, so it is left out.
+        """
         self.loading = False
         for entry in entries:
+            if entry.seq > self.last_pushed_seq:
+                break
             if entry.seq > self.last_loaded_seq:
                 self.ready.append(entry)
                 self.ready_bytes += entry.size

@@ -312,6 +312,29 @@ def test_push_during_a_load_is_not_lost_when_the_read_missed_it() -> None:
     assert not qd.spilled
 
 
+def test_a_load_that_reads_an_entry_before_its_push_leaves_it_to_the_push() -> None:
+    qd = QueueDelivery(exclusive=False, max_deliveries=0, window=2)
+    qd.push(entries(1, 2, 3))  # 3 spills
+    qd.add_consumer(1, credits=2)
+    assert delivered(qd) == {1: [1, 2]}
+    qd.loading = True
+    qd.loaded(entries(3, 4), asked=10)  # 4 is committed, its push not yet run
+    assert ready_seqs(qd) == [3]
+    qd.push(entries(4))
+    assert ready_seqs(qd) == [3, 4]
+
+
+def test_a_dead_message_entry_read_by_a_load_before_its_push_is_not_duplicated() -> None:
+    qd = QueueDelivery(exclusive=False, max_deliveries=0, window=2)
+    qd.push(entries(10, 11, 14))  # 14 spills
+    qd.add_consumer(1, credits=2)
+    assert delivered(qd) == {1: [10, 11]}
+    qd.loading = True
+    qd.loaded(entries(12, 14), asked=10)  # 12 moved in, its push not yet run
+    qd.push(entries(12))
+    assert ready_seqs(qd) == [12, 14]
+
+
 def test_out_of_order_push_then_load_does_not_duplicate_entries() -> None:
     qd = QueueDelivery(exclusive=False, max_deliveries=0, window=4)
     qd.push(entries(10, 11, 12))
