@@ -114,7 +114,10 @@ class LiveSource:
             uptime_ms=info.uptime_ms,
             raft_role=raft["role"],
             raft_term=raft["term"],
-            raft_leader=raft["leader"],
+            raft_leader=next(
+                (r["name"] for r in membership["regions"] if r["raft"] == raft["leader"]),
+                raft["leader"],
+            ),
             subscriptions=info.subscriptions,
             rate_in=rate((name, "in"), info.direct_in + info.guaranteed_in, now),
             rate_out=rate((name, "out"), info.direct_out + info.guaranteed_out, now),

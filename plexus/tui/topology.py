@@ -28,6 +28,8 @@ SELECTED = "reverse bold"
 # Chain layout: columns between region labels, and rows between rows of regions.
 CHAIN_GAP = 9
 CHAIN_ROW_STEP = 4
+# A link shorter than this cannot show its mark with a stroke on each side.
+MIN_LINK_CELLS = 3
 # Past this many links per region a drawing turns into a thicket: use the matrix.
 SPARSE_LINKS_PER_REGION = 1.5
 
@@ -209,8 +211,8 @@ def _drawing(
         canvas.put(left + 1, y, text[1:], style or "bold")
         spans[region.name] = (left, left + len(text), y)
     for link in mesh.links:
-        if link.a in positions and link.b in positions:
-            _draw_link(canvas, link, positions, spans, selected_link)
+        if not _draw_link(canvas, link, positions, spans, selected_link):
+            return None
     return canvas
 
 
@@ -220,15 +222,16 @@ def _draw_link(
     positions: dict[str, tuple[int, int]],
     spans: dict[str, tuple[int, int, int]],
     selected_link: Link | None,
-) -> None:
+) -> bool:
+    """Draw the link; False when it is too short to show its mark between two cells."""
     (xa, ya), (xb, yb) = positions[link.a], positions[link.b]
     cells = [
         (x, y, stroke)
         for x, y, stroke in line_points(xa, ya, xb, yb)
         if not any(y == sy and left - 1 <= x <= right for left, right, sy in spans.values())
     ]
-    if not cells:
-        return
+    if len(cells) < MIN_LINK_CELLS:
+        return False
     mark, colour = LINK_MARKS.get(link.state, ("?", ""))
     selected = selected_link is not None and set(selected_link) == {link.a, link.b}
     style = f"{colour} {SELECTED}" if selected else colour
@@ -237,6 +240,7 @@ def _draw_link(
     mx, my, _ = cells[len(cells) // 2]
     canvas.put(mx, my, mark, style)
     _place(canvas, _rates_label(link, xa, ya, xb, yb), mx, my, xb - xa, yb - ya, style)
+    return True
 
 
 def _rates_label(link: LinkState, xa: int, ya: int, xb: int, yb: int) -> str:
@@ -258,7 +262,8 @@ def _place(canvas: Canvas, text: str, mx: int, my: int, dx: int, dy: int, style:
     candidates = over + beside if abs(dx) >= 2 * abs(dy) else beside + over
     for fits in (canvas.blank, canvas.unprotected):
         for x, y in candidates:
-            if fits(x, y, n):
+            # A free cell on each side too, so a label never runs into a name.
+            if fits(x, y, n) and canvas.unprotected(max(0, x - 1), y, n + 2 - (x == 0)):
                 canvas.put(x, y, text, style)
                 return
 
@@ -272,7 +277,7 @@ def matrix(
     """Row region → column region: the link's mark and events per second that way."""
     names = [r.name for r in mesh.regions]
     head = max(len(n) for n in names) + 3
-    cell = max(6, min(8, max(len(n) for n in names) + 1))
+    cell = max(7, min(9, max(len(n) for n in names) + 2))  # mark, space, rate, space
     if head + cell * len(names) > width:
         cell = max(3, (width - head) // max(1, len(names)))
     out = Text(no_wrap=True, overflow="crop")
@@ -299,7 +304,7 @@ def _matrix_cell(mesh: Mesh, row: str, col: str, cell: int, selected_link: Link 
     mark, colour = LINK_MARKS.get(link.state, ("?", ""))
     rate = fmt_rate(link.rate_from(row)) if link.state == "up" else ""
     # The mark at the left of the cell, the rate right-aligned: columns line up.
-    body = mark + (rate.rjust(cell - 2) if cell - 2 >= len(rate) + 1 else " " * (cell - 2))
+    body = mark + (rate.rjust(cell - 2) if cell - 2 >= len(rate) else " " * (cell - 2))
     selected = selected_link is not None and set(selected_link) == {row, col}
     return Text(body + " ", f"{colour} {SELECTED}" if selected else colour)
 

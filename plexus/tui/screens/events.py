@@ -31,6 +31,7 @@ STATUS_EVERY_S = 0.25
 
 
 class EventsScreen(MeshScreen):
+    AUTO_FOCUS = "#pattern"
     CSS = """
     #controls { height: 3; }
     #region { width: 22; }
@@ -48,7 +49,7 @@ class EventsScreen(MeshScreen):
 
     def __init__(self, region: str | None) -> None:
         super().__init__()
-        self.region = region
+        self.region_name = region
         self.pattern = ""
         self.sampler = Sampler(LINES_PER_S)
         self.tailing: tuple[str, str] | None = None
@@ -59,7 +60,7 @@ class EventsScreen(MeshScreen):
         with Horizontal(id="controls"):
             yield Select(
                 [(n, n) for n in names],
-                value=self.region if self.region in names else Select.NULL,
+                value=self.region_name if self.region_name in names else Select.NULL,
                 prompt="region",
                 id="region",
             )
@@ -69,7 +70,6 @@ class EventsScreen(MeshScreen):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#pattern", Input).focus()
         self.set_interval(STATUS_EVERY_S, self._status)
 
     def show_mesh(self, mesh: Mesh, error: str) -> None:
@@ -78,11 +78,11 @@ class EventsScreen(MeshScreen):
         if names != self._names:
             self._names = names
             select.set_options([(n, n) for n in names])
-            if self.region in names:
-                select.value = self.region
+            if self.region_name in names:
+                select.value = self.region_name
 
     def on_select_changed(self, event: Select.Changed) -> None:
-        self.region = event.value if isinstance(event.value, str) else None
+        self.region_name = event.value if isinstance(event.value, str) else None
         if self.pattern:
             self._start()
 
@@ -91,7 +91,7 @@ class EventsScreen(MeshScreen):
         self._start()
 
     def _start(self) -> None:
-        if not self.region:
+        if not self.region_name:
             self.say("pick a region first (tab, then enter)", error=True)
             return
         if not self.pattern:
@@ -99,7 +99,7 @@ class EventsScreen(MeshScreen):
             return
         self.sampler = Sampler(LINES_PER_S)
         self.query_one("#log", RichLog).clear()
-        self.run_worker(self._tail(self.region, self.pattern), group="tail", exclusive=True)
+        self.run_worker(self._tail(self.region_name, self.pattern), group="tail", exclusive=True)
 
     async def _tail(self, region: str, pattern: str) -> None:
         log = self.query_one("#log", RichLog)

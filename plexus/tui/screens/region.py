@@ -47,12 +47,12 @@ class RegionScreen(MeshScreen):
 
     def __init__(self, region: str) -> None:
         super().__init__()
-        self.region = region
+        self.region_name = region
         self.detail: RegionDetail | None = None
         self._loading = False
 
     def compose(self) -> ComposeResult:
-        yield Static(f"region {escape(self.region)}", id="summary")
+        yield Static(f"region {escape(self.region_name)}", id="summary")
         yield DataTable(id="queues", cursor_type="row", zebra_stripes=True)
         yield DataTable(id="spools", cursor_type="row")
         yield Static(PENDING, id="pending")
@@ -76,10 +76,10 @@ class RegionScreen(MeshScreen):
 
     async def _load(self) -> None:
         try:
-            self.detail = await self.app.source.region(self.region)
+            self.detail = await self.app.source.region(self.region_name)
         except PlexusError as exc:
             self.query_one("#summary", Static).update(
-                f"[b]{escape(self.region)}[/b] [red]○ down[/red]: {escape(one_line(exc))}"
+                f"[b]{escape(self.region_name)}[/b] [red]○ down[/red]: {escape(one_line(exc))}"
             )
             return
         finally:
@@ -125,7 +125,7 @@ class RegionScreen(MeshScreen):
     def action_events(self) -> None:
         from plexus.tui.screens.events import EventsScreen
 
-        self.app.push_screen(EventsScreen(self.region))
+        self.app.push_screen(EventsScreen(self.region_name))
 
     def action_clients(self) -> None:
         self.say("clients: needs Admin.ListClients, not in this node yet", error=True)

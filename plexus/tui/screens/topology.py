@@ -53,13 +53,13 @@ class TopologyScreen(MeshScreen):
     #message { height: 1; color: $text-muted; }
     """
     BINDINGS: ClassVar = [
-        Binding("left", "select_region(-1)", "region", show=False),
-        Binding("right", "select_region(1)", "region", show=False),
-        Binding("up", "select_link(-1)", "link", show=False),
-        Binding("down", "select_link(1)", "link", show=False),
+        Binding("left", "select_region(-1)", "previous region", show=False),
+        Binding("right", "select_region(1)", "next region", show=False),
+        Binding("up", "select_link(-1)", "previous link", show=False),
+        Binding("down", "select_link(1)", "next link", show=False),
         Binding("enter", "open_region", "region view"),
         Binding("e", "events", "events"),
-        Binding("m", "toggle_matrix", "matrix"),
+        Binding("m", "toggle_matrix", "matrix ↔ drawing"),
         Binding("a", "add_region", "add region", show=False),
         Binding("x", "remove_region", "remove region", show=False),
         Binding("plus", "add_link", "add link", show=False),
