@@ -159,11 +159,11 @@ class TopApp(App[None]):
 
     async def _act(self, question: str, do: Callable[[Actions], Awaitable[str]]) -> None:
         """Confirm, do, and say how it went in one line; refresh right after."""
-        if self.actions is None:
-            self.say("this view is read-only: it has no live mesh to act on", error=True)
-            return
         if not await self.push_screen_wait(Confirm(question)):
             self.say("cancelled")
+            return
+        if self.actions is None:
+            self.say("this view is read-only: it has no live mesh to act on", error=True)
             return
         self.say(f"{question.split('?')[0]} …")
         try:

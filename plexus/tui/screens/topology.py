@@ -20,8 +20,8 @@ if TYPE_CHECKING:
 
 __all__ = ["TopologyScreen", "TopologyView"]
 
-LEGEND = "● up  ◌ connecting  ○ down  (··· not up)  → ← ↓ ↑ events/s that way"
-MATRIX_LEGEND = "● up  ◌ connecting  ○ down   cells: events/s from the row's region to the column's"
+# Both the drawing and the matrix (for dense meshes) read with this one line.
+LEGEND = "● up ◌ connecting ○ down ··· not up · →←↓↑ events/s that way · matrix: row→col"
 
 
 class TopologyView(Widget):
@@ -137,8 +137,6 @@ class TopologyScreen(MeshScreen):
     def action_toggle_matrix(self) -> None:
         view = self.view
         view.layout_choice = None if view.layout_choice is Layout.MATRIX else Layout.MATRIX
-        legend = MATRIX_LEGEND if view.layout_choice is Layout.MATRIX else LEGEND
-        self.query_one("#message", Static).update(legend)
         view.refresh()
 
     # ------------------------------------------------------------ other screens
