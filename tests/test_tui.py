@@ -266,3 +266,25 @@ async def test_the_events_view_tails_events_from_the_picked_region(cluster: Stat
 
             await eventually(published_and_shown, UI_TIMEOUT_S, "an event from us in the tail")
         assert "orders/us/1" in log.lines[0].text and " us " in log.lines[0].text
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["--server", "127.0.0.1:1", "--region", "us"], ["--server or --region"]),
+        (["--server", "no-port"], ["no-port"]),
+        (["--region", "us"], ["no local cluster"]),
+        ([], ["no local cluster", "plexus up"]),
+    ],
+)
+def test_top_refuses_bad_arguments_in_one_line(tmp_path: Path, args: list[str], needles: list[str]):
+    from click.testing import CliRunner
+
+    from plexus.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["top", "--state-dir", str(tmp_path / "none"), *args])
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code in (1, 2) and len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]

@@ -42,6 +42,9 @@ class FixedSource:
     async def client(self, region: str) -> Any:
         raise Unavailable("a fixed snapshot has no nodes")
 
+    async def close(self) -> None:
+        pass
+
 
 def regions(*names: str, down: tuple[str, ...] = ()) -> tuple[RegionState, ...]:
     return tuple(

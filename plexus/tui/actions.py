@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import re
+from typing import TYPE_CHECKING
 
 from plexus.errors import InvalidArgument, PlexusError
 from plexus.local.state import LocalClusterError
 from plexus.tui.sources import LiveSource
+
+if TYPE_CHECKING:
+    from plexus.client import Client
 
 __all__ = ["Actions", "parse_region_name"]
 
@@ -98,7 +102,7 @@ class Actions:
     async def _release(self, here: str, peer: str) -> None:
         await (await self.source.client(here)).set_link(peer, up=True)
 
-    async def _any_client(self, but: str = ""):  # type: ignore[no-untyped-def]
+    async def _any_client(self, but: str = "") -> Client:
         """A client of some region that answers (membership changes go to any member)."""
         mesh = await self.source.mesh()
         last: PlexusError | None = None

@@ -63,9 +63,7 @@ class TopApp(App[None]):
         self.action_refresh()
 
     async def on_unmount(self) -> None:
-        close = getattr(self.source, "close", None)
-        if close is not None:
-            await close()
+        await self.source.close()
 
     # ------------------------------------------------------------ refresh
 
@@ -107,7 +105,7 @@ class TopApp(App[None]):
             self.screen.say(text, error)
 
     @work(group="action")
-    async def add_region(self, near: str | None) -> None:
+    async def add_region(self) -> None:
         answer = await self.push_screen_wait(
             Ask("New region: its name, then the regions to link it to", "sa us eu", "")
         )

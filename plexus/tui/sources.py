@@ -39,6 +39,10 @@ class Source(Protocol):
 
     async def region(self, name: str) -> RegionDetail: ...
 
+    async def client(self, region: str) -> Client: ...
+
+    async def close(self) -> None: ...
+
 
 @dataclass(frozen=True, slots=True)
 class _Target:

@@ -155,7 +155,7 @@ class TopologyScreen(MeshScreen):
     # ------------------------------------------------------------ actions
 
     def action_add_region(self) -> None:
-        self.app.add_region(self.view.selected_region)
+        self.app.add_region()
 
     def action_remove_region(self) -> None:
         if self.view.selected_region:
