@@ -86,7 +86,8 @@ class TopApp(App[None]):
             self._loading = False
         self.mesh, self.error = mesh, error
         for screen in self.screen_stack:
-            if isinstance(screen, MeshScreen):
+            # A screen still mounting reads self.mesh itself once it is ready.
+            if isinstance(screen, MeshScreen) and screen.is_mounted:
                 screen.show_mesh(mesh, error)
         self.call_after_refresh(self._refreshed, started)
 
