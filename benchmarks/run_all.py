@@ -1,7 +1,7 @@
 """`make bench`: run every benchmark, print one table per benchmark and a summary.
 
 Each module under benchmarks/ named here has `run() -> list[dict]`; a row with
-a `target` is a figure from an issue (2: one node, 4: local clusters) and goes
+a `target` is a figure from an issue (2: one node, 4: local clusters, 5: plexus top) and goes
 in the summary too.
 
     .venv/bin/python benchmarks/run_all.py [--only NAME ...] [--markdown FILE] [--profile DIR]
@@ -36,6 +36,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "latency": ("bench_latency", "Latency at a fixed rate, node + SDK clients as processes"),
     "memory": ("bench_memory", "Node memory (RSS)"),
     "cluster": ("bench_cluster", "Local clusters: plexus up, region add, failover, 12 regions"),
+    "tui": ("bench_tui", "plexus top: time per refresh, 12 regions, 10,000 subscriptions"),
 }
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 SUMMARY_COLUMNS = ("benchmark", "measure", "value", "unit", "target", "met", "peers")

@@ -2,19 +2,33 @@
 
 from __future__ import annotations
 
-import time
+import asyncio
+import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from textual.widgets import DataTable
+from textual.pilot import Pilot
+from textual.widgets import RichLog, Static
 
+from plexus.client import Client
 from plexus.local import ops
 from plexus.local.state import StateDir
+from plexus.tui.actions import Actions
 from plexus.tui.app import TopApp
-from plexus.tui.sources import local_cluster, one_node
+from plexus.tui.screens.events import EventsScreen
+from plexus.tui.screens.help import HelpScreen
+from plexus.tui.screens.region import RegionScreen
+from plexus.tui.screens.topology import TopologyScreen, TopologyView
+from plexus.tui.sources import LiveSource
+from tests.harness import eventually
 
 pytestmark = pytest.mark.timeout(120)
+
+SIZE = (80, 24)
+UI_TIMEOUT_S = 20.0
 
 
 @pytest.fixture
@@ -27,36 +41,250 @@ def cluster(tmp_path: Path) -> Iterator[StateDir]:
         ops.down(state, purge=True)
 
 
-def cells(table: DataTable) -> list[list[str]]:
-    return [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
+def local_app(state: StateDir) -> TopApp:
+    source = LiveSource(state=state)
+    return TopApp(source, Actions(source), refresh_s=0.25)
 
 
-async def shown(app: TopApp, pilot, predicate, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "the view never showed what was expected"
-        await pilot.pause(0.05)
+def text_of(widget: Any) -> str:
+    rendered = widget.render()
+    return rendered.plain if hasattr(rendered, "plain") else str(rendered)
 
 
-async def test_top_shows_every_region_and_link_of_the_local_cluster(cluster: StateDir):
-    app = TopApp(local_cluster(cluster.path))
-    async with app.run_test(size=(80, 24)) as pilot:
-        regions = app.query_one("#regions", DataTable)
-        links = app.query_one("#links", DataTable)
-        await shown(app, pilot, lambda: regions.row_count == 3 and links.row_count == 3)
-        await shown(app, pilot, lambda: all("✔ up" in row[1] for row in cells(links)))
-        assert {row[0] for row in cells(regions)} == {"us", "eu", "ap"}
-        assert any(row[3] == "leader" for row in cells(regions))
+def message(app: TopApp) -> str:
+    return text_of(app.screen.query_one("#message", Static))
+
+
+async def plexus_status(state: StateDir) -> dict[str, Any]:
+    """What `plexus status --json` prints, run as a user would."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "plexus.cli.main", "status", "--json", "--state-dir",
+        str(state.path), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    return json.loads(out)
+
+
+async def link_in_status(state: StateDir, a: str, b: str) -> dict[str, Any] | None:
+    status = await plexus_status(state)
+    return next((k for k in status["links"] if set(k["regions"]) == {a, b}), None)
+
+
+async def all_up(app: TopApp, regions: int, links: int) -> None:
+    await eventually(
+        lambda: (
+            len(app.mesh.regions) == regions
+            and all(r.up for r in app.mesh.regions)
+            and len(app.mesh.links) == links
+            and all(k.state == "up" for k in app.mesh.links)
+        ),
+        UI_TIMEOUT_S,
+        f"{regions} regions and {links} links up in the UI",
+    )
+
+
+async def select(pilot: Pilot[None], *, region: str | None = None, link: set[str] | None = None):
+    screen = pilot.app.screen
+    assert isinstance(screen, TopologyScreen)
+    view = screen.query_one(TopologyView)
+    for _ in range(20):
+        if region is not None and view.selected_region != region:
+            await pilot.press("right")
+        elif link is not None and set(view.selected_link or ()) != link:
+            await pilot.press("down")
+        else:
+            return
+    raise AssertionError(f"could not select {region or link}")
+
+
+async def test_top_draws_every_region_and_link_of_the_local_cluster(cluster: StateDir):
+    app = local_app(cluster)
+    async with app.run_test(size=SIZE) as pilot:
+        await all_up(app, regions=3, links=3)
+        await pilot.pause()
+        drawing = text_of(app.screen.query_one(TopologyView))
+        for name in ("us", "eu", "ap"):
+            assert f"● {name}" in drawing
+        assert drawing.count("●") == 3 + 3  # a mark per region and per link
+        assert drawing.count("→0 ←0") + drawing.count("↓0 ↑0") == 3  # each link's rates
+        assert any(r.raft_role == "leader" for r in app.mesh.regions)
+        assert app.refresh_times, "no refresh was measured"
         await pilot.press("question_mark")
-        assert app.help_shown
-        await pilot.press("q")
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("escape")
+        await pilot.press("m")
+        matrix = text_of(app.screen.query_one(TopologyView))
+        assert matrix.split("\n")[0].split() == ["us", "eu", "ap"]
 
 
-async def test_top_through_one_node_and_a_lost_node_shows_an_error(cluster: StateDir):
-    address = next(r.grpc for r in cluster.load().regions if r.name == "eu")
-    app = TopApp(one_node(address))
-    async with app.run_test(size=(80, 24)) as pilot:
-        links = app.query_one("#links", DataTable)
-        await shown(app, pilot, lambda: links.row_count == 2)
-        ops.kill_region(cluster, "eu")
-        await shown(app, pilot, lambda: "cannot read the mesh" in app.summary)
+async def test_a_link_taken_down_in_top_is_down_in_plexus_status_and_comes_back(
+    cluster: StateDir,
+):
+    app = local_app(cluster)
+    async with app.run_test(size=SIZE) as pilot:
+        await all_up(app, regions=3, links=3)
+        await select(pilot, link={"us", "eu"})
+        await pilot.press("d")
+        await pilot.press("y")
+        await eventually(
+            lambda: (app.mesh.link("us", "eu") or app.mesh.links[0]).state == "down",
+            UI_TIMEOUT_S,
+            "the link down in the UI",
+        )
+        link = await link_in_status(cluster, "us", "eu")
+        assert link is not None and link["state"] == "down" and link["held_down"]
+        await pilot.press("u")
+        await pilot.press("y")
+
+        async def up_in_status() -> bool:
+            link = await link_in_status(cluster, "us", "eu")
+            return link is not None and link["state"] == "up"
+
+        await eventually(up_in_status, UI_TIMEOUT_S, "the link up again in plexus status")
+
+
+async def test_a_region_removed_in_top_leaves_the_cluster(cluster: StateDir):
+    app = local_app(cluster)
+    async with app.run_test(size=SIZE) as pilot:
+        await all_up(app, regions=3, links=3)
+        await select(pilot, region="ap")
+        await pilot.press("x")
+        await pilot.press("y")
+        await all_up(app, regions=2, links=1)
+        status = await plexus_status(cluster)
+        assert [r["name"] for r in status["regions"]] == ["us", "eu"]
+        assert "region ap removed" in message(app)
+
+
+async def test_a_link_removed_and_added_in_top_changes_the_cluster(cluster: StateDir):
+    app = local_app(cluster)
+    async with app.run_test(size=SIZE) as pilot:
+        await all_up(app, regions=3, links=3)
+        await select(pilot, link={"eu", "ap"})
+        await pilot.press("minus")
+        await pilot.press("y")
+        await all_up(app, regions=3, links=2)
+        assert await link_in_status(cluster, "eu", "ap") is None
+        await pilot.press("plus")
+        await pilot.press("ctrl+a", "ctrl+k", *"eu ap", "enter")
+        await pilot.press("y")
+        await all_up(app, regions=3, links=3)
+        link = await link_in_status(cluster, "eu", "ap")
+        assert link is not None and link["state"] == "up"
+
+
+async def test_a_mistake_in_an_action_is_one_line_not_a_crash(cluster: StateDir):
+    app = local_app(cluster)
+    async with app.run_test(size=SIZE) as pilot:
+        await all_up(app, regions=3, links=3)
+        await pilot.press("plus")
+        await pilot.press("ctrl+a", "ctrl+k", *"us nowhere", "enter")
+        await pilot.press("y")
+        await eventually(lambda: "✖" in message(app), UI_TIMEOUT_S, "an error line")
+        assert "nowhere" in message(app) and "\n" not in message(app)
+        await pilot.press("a")
+        await pilot.press(*"bad/name", "enter")
+        await eventually(lambda: "invalid region name" in message(app), 5, "a bad name refused")
+        assert isinstance(app.screen, TopologyScreen)
+
+
+async def test_a_lost_region_shows_down_and_the_view_reconnects(cluster: StateDir):
+    app = local_app(cluster)
+    async with app.run_test(size=SIZE) as pilot:
+        await all_up(app, regions=3, links=3)
+        await asyncio.to_thread(ops.kill_region, cluster, "eu")
+        await eventually(
+            lambda: (
+                not app.mesh.region("eu").up
+                and "○ eu" in text_of(app.screen.query_one(TopologyView))
+            ),  # type: ignore[union-attr]
+            UI_TIMEOUT_S,
+            "eu down in the UI",
+        )
+        assert app.mesh.region("us").up  # type: ignore[union-attr]
+        await asyncio.to_thread(ops.start_region, cluster, "eu")
+        await all_up(app, regions=3, links=3)
+        await pilot.pause()
+
+
+async def test_top_through_one_node_sees_the_whole_mesh(cluster: StateDir):
+    eu = cluster.load().region("eu").grpc
+    source = LiveSource(entry=eu)
+    app = TopApp(source, Actions(source), refresh_s=0.25)
+    async with app.run_test(size=SIZE) as pilot:
+        await all_up(app, regions=3, links=3)
+        await asyncio.to_thread(ops.kill_region, cluster, "eu")
+        await eventually(
+            lambda: not app.mesh.region("eu").up and app.mesh.region("us").up,  # type: ignore[union-attr]
+            UI_TIMEOUT_S,
+            "eu down, the others still seen through the membership",
+        )
+        await pilot.pause()
+
+
+async def test_the_region_view_shows_its_queues_and_spools(cluster: StateDir):
+    eu = cluster.load().region("eu").grpc
+    async with await Client.connect(eu) as client:
+        await client.create_queue("billing", ["orders/>"])
+        for i in range(5):
+            await client.publish(f"orders/{i}", b"x", guaranteed=True)
+    app = local_app(cluster)
+    async with app.run_test(size=SIZE) as pilot:
+        await all_up(app, regions=3, links=3)
+        await select(pilot, region="eu")
+        await pilot.press("enter")
+        screen = app.screen
+        assert isinstance(screen, RegionScreen)
+        await eventually(lambda: screen.detail is not None, UI_TIMEOUT_S, "the region's detail")
+        assert screen.detail is not None
+        assert [(q.name, q.depth) for q in screen.detail.queues] == [("billing", 5)]
+        assert sorted(s.peer for s in screen.detail.spools) == ["ap", "us"]
+        await pilot.press("p")
+        assert "Broker.PurgeQueue" in message(app)
+        await pilot.press("escape")
+        assert isinstance(app.screen, TopologyScreen)
+
+
+async def test_the_events_view_tails_events_from_the_picked_region(cluster: StateDir):
+    record = cluster.load()
+    app = local_app(cluster)
+    async with app.run_test(size=SIZE) as pilot:
+        await all_up(app, regions=3, links=3)
+        await select(pilot, region="eu")
+        await pilot.press("e")
+        screen = app.screen
+        assert isinstance(screen, EventsScreen)
+        await pilot.press(*"orders/>", "enter")
+        await eventually(lambda: screen.tailing is not None, UI_TIMEOUT_S, "the tail to start")
+        log = screen.query_one("#log", RichLog)
+        async with await Client.connect(record.region("us").grpc) as client:
+
+            async def published_and_shown() -> bool:
+                await client.publish("orders/us/1", b'{"id": 1}')
+                return len(log.lines) > 0
+
+            await eventually(published_and_shown, UI_TIMEOUT_S, "an event from us in the tail")
+        assert "orders/us/1" in log.lines[0].text and " us " in log.lines[0].text
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["--server", "127.0.0.1:1", "--region", "us"], ["--server or --region"]),
+        (["--server", "no-port"], ["no-port"]),
+        (["--region", "us"], ["no local cluster"]),
+        ([], ["no local cluster", "plexus up"]),
+    ],
+)
+def test_top_refuses_bad_arguments_in_one_line(tmp_path: Path, args: list[str], needles: list[str]):
+    from click.testing import CliRunner
+
+    from plexus.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["top", "--state-dir", str(tmp_path / "none"), *args])
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code in (1, 2) and len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]

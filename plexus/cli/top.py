@@ -16,18 +16,36 @@ __all__ = ["top"]
     "--server",
     metavar="HOST:PORT",
     default=None,
-    help="Watch through this node instead of the local cluster of --state-dir.",
+    help="Watch the mesh through this node instead of the local cluster of --state-dir.",
+)
+@click.option(
+    "--region",
+    metavar="NAME",
+    default=None,
+    help="Watch the mesh through this region of the local cluster of --state-dir.",
 )
 @state_dir_option
-def top(server: str | None, state_dir: Path) -> None:
-    """Show the regions and links of the mesh, live (q quits, ? helps)."""
-    from plexus.local.state import LocalClusterError, StateDir
+def top(server: str | None, region: str | None, state_dir: Path) -> None:
+    """Show the mesh live: topology, regions, events; act on it (? lists the keys, q quits)."""
+    from plexus.local.state import LocalClusterError, StateDir, resolve_region
+    from plexus.tui.actions import Actions
     from plexus.tui.app import TopApp
-    from plexus.tui.sources import local_cluster, one_node
+    from plexus.tui.sources import LiveSource
 
-    if server is None and not StateDir(state_dir).exists():
+    if server is not None and region is not None:
+        raise click.UsageError("give --server or --region, not both")
+    state = StateDir(state_dir)
+    if server is not None:
+        from plexus.client.channel import parse_address
+
+        parse_address(server)
+        source = LiveSource(entry=server)
+    elif region is not None:
+        source = LiveSource(entry=resolve_region(region, state_dir))
+    elif state.exists():
+        source = LiveSource(state=state)
+    else:
         raise LocalClusterError(
             f"no local cluster in {state_dir}: 'plexus up' starts one, or use --server HOST:PORT"
         )
-    source = one_node(server) if server else local_cluster(state_dir)
-    TopApp(source).run()
+    TopApp(source, Actions(source)).run()

@@ -1,0 +1,1 @@
+"""The screens of `plexus top`: topology, region, events, and the dialogs over them."""

@@ -1,0 +1,43 @@
+"""What every screen of `plexus top` shares: it hears each refresh and shows one-line messages."""
+
+from __future__ import annotations
+
+from rich.markup import escape
+from textual.css.query import NoMatches
+from textual.screen import Screen
+from textual.widgets import Static
+
+from plexus.tui.model import Mesh
+
+__all__ = ["MeshScreen", "fmt_age", "one_line"]
+
+
+class MeshScreen(Screen[None]):
+    def show_mesh(self, mesh: Mesh, error: str) -> None:
+        """Called by the app after every refresh of the mesh."""
+
+    def say(self, text: str, error: bool = False) -> None:
+        """Show one line in the screen's message line (red for an error)."""
+        try:
+            line = self.query_one("#message", Static)
+        except NoMatches:
+            return
+        body = escape(one_line(text))
+        line.update(f"[red]✖ {body}[/red]" if error else body)
+
+
+def one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+def fmt_age(ms: int) -> str:
+    """An age in a few characters: -, 850ms, 12s, 3m, 2h."""
+    if ms <= 0:
+        return "-"
+    if ms < 1000:
+        return f"{ms}ms"
+    if ms < 60_000:
+        return f"{ms // 1000}s"
+    if ms < 3_600_000:
+        return f"{ms // 60_000}m"
+    return f"{ms // 3_600_000}h"
