@@ -82,3 +82,78 @@ async def test_full_queue_is_logged_once_per_fill(nodes: Nodes, monkeypatch: pyt
     (full,) = events(node, "queue_full")
     assert full["queue"] == "small" and full["level"] == "WARNING"
     assert "refusing publishes" in full["message"]
+
+
+LEADER_LINE = re.compile(r"Raft leader changed: region (\w+) is now the leader \(term (\d+)\)")
+
+
+def leaders(cluster: Cluster) -> list[tuple[str, int]]:
+    """(region, term) of every "is now the leader" line in the cluster's node logs."""
+    found = []
+    for node in cluster.nodes.values():
+        found += [(m[1], int(m[2])) for m in LEADER_LINE.finditer(node.log_path.read_text())]
+    return found
+
+
+@pytest.mark.slow
+def test_leader_changes_and_regions_joining_and_leaving_are_logged(tmp_path: Path):
+    names = ["us", "eu", "ap"]
+    trio = Cluster(tmp_path, names, [("us", "eu"), ("eu", "ap"), ("us", "ap")], raft=True)
+    trio.start()
+    try:
+        wait_for(lambda: leaders(trio), DEADLINE_S, "a leader line")
+        first, term = max(leaders(trio), key=lambda found: found[1])
+        trio.join("sa", via="us", links=["us"])
+        joined = "region sa joined the cluster"
+        wait_for(
+            lambda: all(joined in trio.nodes[n].log_path.read_text() for n in names),
+            DEADLINE_S,
+            "every region to log that sa joined",
+        )
+        trio.kill(first)
+        wait_for(
+            lambda: any(t > term and r != first for r, t in leaders(trio)),
+            DEADLINE_S,
+            "another region to log that it leads",
+        )
+    finally:
+        trio.close()
+
+
+async def test_a_spool_over_80_percent_of_its_quota_is_logged_once_then_its_drain(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("PLEXUS_LOG_FORMAT", "json")
+    pair = Cluster(
+        tmp_path, ["us", "eu"], [("us", "eu")], settings={"link_spool_quota_bytes": 1 << 20}
+    )
+    pair.start()
+    try:
+        us = pair.nodes["us"]
+        async with await plexus.Client.connect(pair.address("eu")) as eu:
+            await eu.create_queue("far", ["spool/>"])
+        async with await plexus.Client.connect(us.address) as client:
+
+            async def eu_wants_it() -> bool:
+                return any(r["queues"] for r in (await client.explain("spool/x"))[1:])
+
+            await eventually(eu_wants_it, DEADLINE_S, "us to know eu's queue")
+            pair.kill("eu")
+            payload = b"x" * 1000
+            for batch in range(20):  # up to ~1 MB against a 1 MiB quota: over 80 % first
+                for n in range(50):
+                    client.publish_nowait(f"spool/{batch}/{n}", payload, guaranteed=True)
+                await client.flush()
+                if events(us, "spool_high"):
+                    break
+            for n in range(20):  # more while high: no second line
+                client.publish_nowait(f"spool/more/{n}", payload, guaranteed=True)
+            await client.flush()
+        (high,) = events(us, "spool_high")
+        assert high["peer"] == "eu" and high["level"] == "WARNING"
+        assert high["bytes"] > 0.8 * high["quota"]
+        pair.restart("eu")
+        wait_for(lambda: events(us, "spool_low"), DEADLINE_S, "the drain logged")
+        assert len(events(us, "spool_high")) == 1
+    finally:
+        pair.close()
