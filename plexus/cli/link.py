@@ -11,6 +11,7 @@ import click
 
 from plexus.cli.cluster import state_dir_option
 from plexus.cli.options import run, server_option
+from plexus.cli.output import age
 
 if TYPE_CHECKING:
     from plexus.client.info import LinkInfo, LinksView, RegionInterest
@@ -142,7 +143,7 @@ def _link_table(region: str, link: LinkInfo) -> Any:
         ("bytes/s in / out", f"{_bytes(link.bytes_in_per_s)} / {_bytes(link.bytes_out_per_s)}"),
         ("events in / out", f"{link.events_in} / {link.events_out}"),
         ("direct dropped", str(link.direct_dropped)),
-        ("spooled", f"{link.spool_depth}, oldest {_age(link.spool_oldest_age_ms)}"),
+        ("spooled", f"{link.spool_depth}, oldest {age(link.spool_oldest_age_ms)}"),
         ("held down", "[bold]yes[/bold] (plexus link up)" if link.held_down else "no"),
     ]
     if not link.up:
@@ -220,16 +221,6 @@ def _bytes(rate: float) -> str:
             return f"{rate:.0f} {unit}" if unit == "B" else f"{rate:.1f} {unit}"
         rate /= 1024
     return f"{rate:.1f} GiB"
-
-
-def _age(ms: int) -> str:
-    if ms <= 0:
-        return "-"
-    if ms < 1000:
-        return f"{ms} ms"
-    if ms < 120_000:
-        return f"{ms / 1000:.1f} s"
-    return f"{ms / 60_000:.1f} min"
 
 
 @link_group.command("add")

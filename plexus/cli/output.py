@@ -60,7 +60,8 @@ def _console() -> Any:
     return Console(highlight=False)
 
 
-def _age(ms: int) -> str:
+def age(ms: int) -> str:
+    """A duration for people: -, 850 ms, 12.5 s, 3.0 min."""
     if ms <= 0:
         return "-"
     if ms < 1000:
@@ -104,7 +105,7 @@ def print_queues(queues: list[QueueInfo]) -> None:
             str(q.unacked),
             str(q.events_in),
             str(q.events_out),
-            _age(q.oldest_age_ms),
+            age(q.oldest_age_ms),
         )
     _console().print(table)
 
@@ -124,7 +125,7 @@ def print_queue(q: QueueInfo) -> None:
         ("consumers", str(q.consumers)),
         ("unacked", str(q.unacked)),
         ("events in / out", f"{q.events_in} / {q.events_out}"),
-        ("oldest event", _age(q.oldest_age_ms)),
+        ("oldest event", age(q.oldest_age_ms)),
         ("dead-message queue", q.dead_message_queue or "-"),
     ]
     for field, value in rows:
@@ -143,7 +144,7 @@ def print_node_info(info: NodeInfo) -> None:
         ("version", f"{info.version} (protocol {info.protocol_version})"),
         ("listening on", info.listen_address),
         ("data dir", info.data_dir),
-        ("uptime", _age(info.uptime_ms)),
+        ("uptime", age(info.uptime_ms)),
         ("subscriptions", str(info.subscriptions)),
         ("queues", str(info.queues)),
         ("direct in / out", f"{info.direct_in} / {info.direct_out}"),
@@ -185,7 +186,7 @@ def print_clients(clients: list[ClientInfo]) -> None:
         table.add_row(
             str(c.id),
             c.peer.removeprefix("ipv4:").removeprefix("ipv6:"),
-            _age(now_ms - c.connected_since_ms),
+            age(now_ms - c.connected_since_ms),
             _streams(c),
             str(c.events_published),
             str(c.events_delivered),
