@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from plexus.errors import PlexusError, Unavailable
-from plexus.local.ops import _link_state
+from plexus.local.ops import link_state
 from plexus.tui.model import LinkState, Mesh, QueueRow, RegionDetail, RegionState, SpoolRow
 from plexus.tui.rates import Rates
 
@@ -265,7 +265,7 @@ def _link(a: str, b: str, views: dict[str, LinksView | None]) -> LinkState:
     return LinkState(
         a=a,
         b=b,
-        state=_link_state(va, vb, a, b),
+        state=link_state(va, vb, a, b),
         rate_ab=la.events_out_per_s if la else (lb.events_in_per_s if lb else 0.0),
         rate_ba=lb.events_out_per_s if lb else (la.events_in_per_s if la else 0.0),
         spool_depth=(la.spool_depth if la else 0) + (lb.spool_depth if lb else 0),
