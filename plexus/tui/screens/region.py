@@ -29,7 +29,7 @@ class RegionScreen(MeshScreen):
     """
     BINDINGS: ClassVar = [
         Binding("escape", "app.pop_screen", "back"),
-        Binding("e", "events", "events"),
+        Binding("e", "events", "events", show=False),
         Binding("c", "clients", "clients"),
         Binding("slash", "subscriptions", "subscriptions"),
         Binding("p", "purge", "purge queue"),
