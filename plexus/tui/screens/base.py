@@ -13,7 +13,7 @@ from textual.widgets.data_table import RowDoesNotExist
 
 from plexus.tui.model import Mesh
 
-__all__ = ["MeshScreen", "fmt_age", "one_line", "refill", "selected_key"]
+__all__ = ["MeshScreen", "fmt_age", "fmt_raft", "one_line", "refill", "selected_key"]
 
 
 class MeshScreen(Screen[None]):
@@ -32,6 +32,14 @@ class MeshScreen(Screen[None]):
 
 def one_line(text: object) -> str:
     return " ".join(str(text).split())
+
+
+def fmt_raft(role: str, term: int) -> str:
+    """A region's part in Raft: "raft leader term 4", "raft non-voter" (it follows the
+    membership from a voter, with no term of its own), or "no raft"."""
+    if not role:
+        return "no raft"
+    return f"raft {role}" if role == "non-voter" else f"raft {role} term {term}"
 
 
 def fmt_age(ms: int) -> str:

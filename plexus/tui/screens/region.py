@@ -12,7 +12,14 @@ from textual.widgets import DataTable, Footer, Static
 
 from plexus.errors import PlexusError
 from plexus.tui.model import QueueRow, RegionDetail, SpoolRow
-from plexus.tui.screens.base import MeshScreen, fmt_age, one_line, refill, selected_key
+from plexus.tui.screens.base import (
+    MeshScreen,
+    fmt_age,
+    fmt_raft,
+    one_line,
+    refill,
+    selected_key,
+)
 from plexus.tui.topology import LINK_MARKS, fmt_rate
 
 if TYPE_CHECKING:
@@ -78,7 +85,7 @@ class RegionScreen(MeshScreen):
         self._show(self.detail)
 
     def _show(self, d: RegionDetail) -> None:
-        raft = f"raft {d.raft_role} term {d.raft_term}" if d.raft_role else "no raft"
+        raft = fmt_raft(d.raft_role, d.raft_term)
         leader = f" (leader {escape(d.raft_leader)})" if d.raft_leader else ""
         metrics = f"http://{escape(d.metrics_address)}/metrics" if d.metrics_address else "none"
         self.query_one("#summary", Static).update(
