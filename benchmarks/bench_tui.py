@@ -1,18 +1,21 @@
 """`plexus top` (issue 5): time per refresh on a 12-region local cluster with 10,000
 subscriptions spread over the regions.
 
-A refresh is what the UI does once a second: ask every region for its links and
-membership (concurrently, one open client per region), build the mesh, and draw
-it. Measured three ways, each over REFRESHES refreshes:
+A refresh is what the UI does once a second: ask every region for its links
+(without the interest) and membership, concurrently over one open client per
+region, build the mesh, and draw it. Measured four ways, each over REFRESHES
+refreshes:
 
 - the whole refresh inside the real app (Textual, headless, 80x24): from the
   start of the fetch until the screen has been drawn with the result;
 - the fetch alone (`LiveSource.mesh()`);
-- the drawing alone (`topology.draw` at 80x24 and 200x50).
+- the drawing alone (`topology.draw` at 80x24 and 200x50);
+- the region view's fetch of the hub (`LiveSource.region("r00")`: node info,
+  queues, links, membership), what an open region view adds to each refresh.
 
 The subscriptions are queue subscriptions (10 queues per region, distinct
-patterns), so every region's interest, and so every `ListLinks` answer,
-carries all 10,000 patterns.
+patterns), so every region's interest holds all 10,000 patterns: what a
+refresh must not carry.
 
     .venv/bin/python benchmarks/bench_tui.py
 """
@@ -31,7 +34,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_cluster import TWELVE, local_cluster, twelve_regions
-from common import figure
+from common import figure, load, wait_for_quiet
 
 from plexus.client import Client
 from plexus.local.state import StateDir
@@ -79,6 +82,11 @@ async def measure(state: StateDir) -> dict[str, list[float]]:
         mesh = await source.mesh()
         fetch.append(time.perf_counter() - started)
     assert all(r.up for r in mesh.regions) and len(mesh.regions) == len(TWELVE)
+    region = []
+    for _ in range(REFRESHES + 1):  # the first also starts the rates
+        started = time.perf_counter()
+        await source.region(TWELVE[0])
+        region.append(time.perf_counter() - started)
     drawing = []
     for width, height in ((80, 19), (200, 50)):
         for _ in range(REFRESHES):
@@ -95,7 +103,7 @@ async def measure(state: StateDir) -> dict[str, list[float]]:
             assert time.monotonic() < deadline, "the app stopped refreshing"
             await pilot.pause(0.05)
         whole = list(app.refresh_times)[1 : REFRESHES + 1]
-    return {"whole": whole, "fetch": fetch[1:], "draw": drawing}
+    return {"whole": whole, "fetch": fetch[1:], "draw": drawing, "region": region[1:]}
 
 
 def ms(values: list[float], q: float = 0.5) -> float:
@@ -109,7 +117,10 @@ def run() -> list[dict[str, Any]]:
         with local_cluster(config) as (state, result):
             addresses = {r.name: r.grpc for r in result.record.regions}
             asyncio.run(subscribe(addresses))
+            wait_for_quiet()
+            loads = [load()]
             times = asyncio.run(measure(state))
+            loads.append(load())
     whole = times["whole"]
     return [
         figure(
@@ -117,11 +128,14 @@ def run() -> list[dict[str, Any]]:
             ms(whole), "ms", target=100.0, higher_is_better=False,
             p95_ms=ms(whole, 0.95), max_ms=round(max(whole) * 1000, 2),
             refreshes=len(whole), mean_ms=round(statistics.mean(whole) * 1000, 2),
+            load=", ".join(loads),
         ),
         figure("tui", "fetch alone (every region, concurrently)", ms(times["fetch"]), "ms",
                p95_ms=ms(times["fetch"], 0.95)),
         figure("tui", "drawing alone (80x19 and 200x50)", ms(times["draw"]), "ms",
                p95_ms=ms(times["draw"], 0.95)),
+        figure("tui", "region view fetch (the hub)", ms(times["region"]), "ms",
+               p95_ms=ms(times["region"], 0.95)),
     ]  # fmt: skip
 
 

@@ -301,6 +301,8 @@ class AdminService(rpc.AdminServicer):
             return reply
         for peer in sorted(self.supervisor.link_states()):
             reply.links.append(self._link_info(peer))
+        if request.without_interest:
+            return reply
         mesh = self.mesh
         version, advertised = mesh.interest.snapshot()
         reply.interest.append(

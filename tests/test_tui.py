@@ -11,16 +11,18 @@ from typing import Any
 
 import pytest
 from textual.pilot import Pilot
-from textual.widgets import RichLog, Static
+from textual.widgets import DataTable, RichLog, Static
 
 from plexus.client import Client
 from plexus.local import ops
 from plexus.local.state import StateDir
 from plexus.tui.actions import Actions
 from plexus.tui.app import TopApp
+from plexus.tui.screens.clients import ClientsScreen
 from plexus.tui.screens.events import EventsScreen
 from plexus.tui.screens.help import HelpScreen
 from plexus.tui.screens.region import RegionScreen
+from plexus.tui.screens.subscriptions import SubscriptionsScreen
 from plexus.tui.screens.topology import TopologyScreen, TopologyView
 from plexus.tui.sources import LiveSource
 from tests.harness import eventually
@@ -223,27 +225,149 @@ async def test_top_through_one_node_sees_the_whole_mesh(cluster: StateDir):
         await pilot.pause()
 
 
-async def test_the_region_view_shows_its_queues_and_spools(cluster: StateDir):
-    eu = cluster.load().region("eu").grpc
-    async with await Client.connect(eu) as client:
-        await client.create_queue("billing", ["orders/>"])
-        for i in range(5):
+async def open_region(app: TopApp, pilot: Pilot[None], name: str) -> RegionScreen:
+    await all_up(app, regions=3, links=3)
+    await select(pilot, region=name)
+    await pilot.press("enter")
+    screen = app.screen
+    assert isinstance(screen, RegionScreen)
+    await eventually(lambda: screen.detail is not None, UI_TIMEOUT_S, "the region's detail")
+    return screen
+
+
+async def queue_with_events(address: str, name: str, events: int) -> None:
+    async with await Client.connect(address) as client:
+        await client.create_queue(name, ["orders/>"])
+        for i in range(events):
             await client.publish(f"orders/{i}", b"x", guaranteed=True)
+
+
+async def test_the_region_view_shows_its_queues_spools_and_metrics_address(cluster: StateDir):
+    eu = cluster.load().region("eu")
+    await queue_with_events(eu.grpc, "billing", 5)
     app = local_app(cluster)
     async with app.run_test(size=SIZE) as pilot:
-        await all_up(app, regions=3, links=3)
-        await select(pilot, region="eu")
-        await pilot.press("enter")
-        screen = app.screen
-        assert isinstance(screen, RegionScreen)
-        await eventually(lambda: screen.detail is not None, UI_TIMEOUT_S, "the region's detail")
+        screen = await open_region(app, pilot, "eu")
         assert screen.detail is not None
         assert [(q.name, q.depth) for q in screen.detail.queues] == [("billing", 5)]
         assert sorted(s.peer for s in screen.detail.spools) == ["ap", "us"]
-        await pilot.press("p")
-        assert "Broker.PurgeQueue" in message(app)
+        assert eu.metrics and screen.detail.metrics_address == eu.metrics
+        assert f"metrics http://{eu.metrics}/metrics" in text_of(screen.query_one("#summary"))
         await pilot.press("escape")
         assert isinstance(app.screen, TopologyScreen)
+
+
+async def test_a_queue_purged_in_top_is_empty_through_the_sdk(cluster: StateDir):
+    eu = cluster.load().region("eu").grpc
+    await queue_with_events(eu, "billing", 5)
+    app = local_app(cluster)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_region(app, pilot, "eu")
+        await pilot.press("p")
+        assert "Purge queue billing at eu (5 queued)?" in text_of(app.screen.query_one("#question"))
+        await pilot.press("y")
+        await eventually(
+            lambda: "queue billing at eu purged: 5 events dropped" in message(app),
+            UI_TIMEOUT_S,
+            "the purge reported",
+        )
+        async with await Client.connect(eu) as client:
+            assert (await client.describe_queue("billing")).depth == 0
+        await eventually(
+            lambda: screen.detail is not None and screen.detail.queues[0].depth == 0,
+            UI_TIMEOUT_S,
+            "depth 0 in the region view",
+        )
+
+
+async def test_a_purge_not_confirmed_leaves_the_queue_alone(cluster: StateDir):
+    eu = cluster.load().region("eu").grpc
+    await queue_with_events(eu, "billing", 3)
+    app = local_app(cluster)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_region(app, pilot, "eu")
+        await pilot.press("p", "n")
+        await eventually(lambda: message(app) == "cancelled", UI_TIMEOUT_S, "cancelled")
+        async with await Client.connect(eu) as client:
+            assert (await client.describe_queue("billing")).depth == 3
+        await pilot.press("escape", "right", "enter")  # ap: no queue to purge
+        await eventually(lambda: app.screen.detail is not None, UI_TIMEOUT_S, "ap's detail")
+        await pilot.press("p")
+        assert "region ap has no queue to purge" in message(app)
+
+
+async def test_the_subscription_search_finds_a_test_clients_subscription(cluster: StateDir):
+    eu = cluster.load().region("eu").grpc
+    async with await Client.connect(eu) as client:
+        await client.create_queue("billing", [f"orders/q{i}/>" for i in range(30)])
+        async with client.subscribe("orders/eu/created") as sub:
+            await sub.ready()
+            app = local_app(cluster)
+            async with app.run_test(size=SIZE) as pilot:
+                await open_region(app, pilot, "eu")
+                await pilot.press("slash")
+                screen = app.screen
+                assert isinstance(screen, SubscriptionsScreen)
+                await eventually(
+                    lambda: screen.found is not None and screen.found.total == 31,
+                    UI_TIMEOUT_S,
+                    "every subscription before a search",
+                )
+                await pilot.press(*"eu/cr")
+                await eventually(
+                    lambda: screen.found is not None and screen.found.total == 1,
+                    UI_TIMEOUT_S,
+                    "the search narrowed to one",
+                )
+                [found] = screen.found.subscriptions
+                assert found.pattern == "orders/eu/created" and found.queue == ""
+                count = text_of(screen.query_one("#count"))
+                assert count.startswith("1 of 1 subscriptions of eu containing 'eu/cr'")
+                table = screen.query_one("#subscriptions", DataTable)
+                assert table.get_row_at(0)[:2] == ["orders/eu/created", f"client {found.client_id}"]
+
+
+async def test_the_client_list_shows_a_connected_test_client(cluster: StateDir):
+    eu = cluster.load().region("eu").grpc
+    async with await Client.connect(eu) as client:
+        orders, audit = client.subscribe("orders/>"), client.subscribe("audit/>")
+        async with orders, audit:
+            await asyncio.gather(orders.ready(), audit.ready())
+            [listed] = await client.clients()
+            app = local_app(cluster)
+            async with app.run_test(size=SIZE) as pilot:
+                await open_region(app, pilot, "eu")
+                await pilot.press("c")
+                screen = app.screen
+                assert isinstance(screen, ClientsScreen)
+                await eventually(
+                    lambda: screen.clients and screen.clients[0].subscriptions == 2,
+                    UI_TIMEOUT_S,
+                    "the test client with its two subscriptions",
+                )
+                [row] = screen.clients
+                assert row.id == listed.id and row.peer == listed.peer
+                cells = screen.query_one("#clients", DataTable).get_row_at(0)
+                assert cells[0] == str(listed.id) and listed.peer.endswith(cells[1])
+                assert cells[3] == "2 sub"
+                await pilot.press("escape")
+                assert isinstance(app.screen, RegionScreen)
+
+
+async def test_links_without_interest_carry_the_links_and_no_patterns(cluster: StateDir):
+    record = cluster.load()
+    async with await Client.connect(record.region("eu").grpc) as client:
+        await client.create_queue("billing", ["orders/>"])
+    async with await Client.connect(record.region("us").grpc) as client:
+
+        async def learned() -> bool:
+            view = await client.list_links()
+            return any("orders/>" in i.patterns for i in view.interest)
+
+        await eventually(learned, UI_TIMEOUT_S, "us to learn eu's interest")
+        full, bare = await client.list_links(), await client.list_links(interest=False)
+        assert bare.interest == () and bare.region == "us"
+        assert [k.peer for k in bare.links] == [k.peer for k in full.links] == ["ap", "eu"]
 
 
 async def test_the_events_view_tails_events_from_the_picked_region(cluster: StateDir):

@@ -13,9 +13,18 @@ from typing import Any
 import pytest
 from textual.pilot import Pilot
 
+from plexus.client.info import SubscriptionInfo, SubscriptionsView
 from plexus.errors import Unavailable
 from plexus.tui.app import TopApp
-from plexus.tui.model import LinkState, Mesh, QueueRow, RegionDetail, RegionState, SpoolRow
+from plexus.tui.model import (
+    ClientRow,
+    LinkState,
+    Mesh,
+    QueueRow,
+    RegionDetail,
+    RegionState,
+    SpoolRow,
+)
 from tests.harness import eventually
 
 pytestmark = pytest.mark.timeout(60)
@@ -38,6 +47,13 @@ class FixedSource:
         if name not in self._details:
             raise Unavailable(f"no detail of region {name} in this snapshot")
         return self._details[name]
+
+    async def clients(self, region: str) -> tuple[ClientRow, ...]:
+        return CLIENTS
+
+    async def subscriptions(self, region: str, contains: str, limit: int) -> SubscriptionsView:
+        found = [s for s in SUBSCRIPTIONS if contains in s.pattern or contains in s.queue]
+        return SubscriptionsView(tuple(found[:limit]), total=len(found))
 
     async def client(self, region: str) -> Any:
         raise Unavailable("a fixed snapshot has no nodes")
@@ -93,6 +109,7 @@ EU = RegionDetail(
     address="127.0.0.1:7001",
     version="0.1.0",
     uptime_ms=3_723_000,
+    metrics_address="127.0.0.1:9101",
     raft_role="follower",
     raft_term=3,
     raft_leader="us",
@@ -108,6 +125,24 @@ EU = RegionDetail(
         SpoolRow("us", "up", 0, 0, 0, False, ""),
         SpoolRow("ap", "connecting", 3_100, 45_000, 12, False, "peer closed the stream"),
     ),
+)
+
+CLIENTS = (
+    ClientRow(1, "ipv4:127.0.0.1:50312", 3_600_000, 2, 1, (), 1_204_000, 310, 0),
+    ClientRow(4, "ipv4:127.0.0.1:50340", 95_000, 0, 2, (), 0, 88_310, 17),
+    ClientRow(7, "ipv6:[::1]:50402", 4_000, 0, 0, ("billing",), 0, 12_033, 0),
+)
+SUBSCRIPTIONS = tuple(
+    sorted(
+        [
+            SubscriptionInfo("orders/>", "", 4, 88_000, 17, 12, 1000),
+            SubscriptionInfo("orders/eu/*", "", 4, 310, 0, 0, 1000),
+            SubscriptionInfo("orders/>", "billing", 0, 0, 0, 0, 0),
+            SubscriptionInfo("audit/>", "audit", 0, 0, 0, 0, 0),
+        ]
+        + [SubscriptionInfo(f"sensors/s{i:03d}/>", "", 9, i, 0, 0, 100) for i in range(300)],
+        key=lambda s: (s.pattern, s.queue, s.client_id),
+    )
 )
 
 
@@ -130,15 +165,44 @@ def test_topology_of_a_twelve_region_full_mesh_is_a_matrix(snap_compare: Any) ->
     assert snap_compare(TopApp(FixedSource(FULL)), terminal_size=SIZE, run_before=loaded)
 
 
+async def region_eu(pilot: Pilot[None]) -> None:
+    await loaded(pilot)
+    await pilot.press("right", "enter")
+    await eventually(lambda: getattr(pilot.app.screen, "detail", None) is not None, 10, "detail")
+
+
 def test_region_view(snap_compare: Any) -> None:
+    app = TopApp(FixedSource(DEFAULT, {"eu": EU}))
+    assert snap_compare(app, terminal_size=SIZE, run_before=region_eu)
+
+
+def test_clients_of_a_region(snap_compare: Any) -> None:
     app = TopApp(FixedSource(DEFAULT, {"eu": EU}))
 
     async def opened(pilot: Pilot[None]) -> None:
-        await loaded(pilot)
-        await pilot.press("right", "enter")
-        await eventually(lambda: getattr(app.screen, "detail", None) is not None, 10, "detail")
+        await region_eu(pilot)
+        await pilot.press("c")
+        await eventually(lambda: getattr(app.screen, "clients", None), 10, "the clients")
 
     assert snap_compare(app, terminal_size=SIZE, run_before=opened)
+
+
+def test_subscriptions_searched_show_how_many_matched(snap_compare: Any) -> None:
+    app = TopApp(FixedSource(DEFAULT, {"eu": EU}))
+
+    async def searched(pilot: Pilot[None]) -> None:
+        await region_eu(pilot)
+        await pilot.press("slash", *"sensors")
+        await eventually(
+            lambda: getattr(getattr(app.screen, "found", None), "total", 0) == 300, 10, "search"
+        )
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=searched)
+
+
+def test_purging_a_queue_asks_for_confirmation(snap_compare: Any) -> None:
+    app = TopApp(FixedSource(DEFAULT, {"eu": EU}))
+    assert snap_compare(app, terminal_size=SIZE, run_before=region_eu, press=["p"])
 
 
 def test_help_lists_every_key(snap_compare: Any) -> None:

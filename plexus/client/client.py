@@ -316,12 +316,16 @@ class Client:
 
     # ------------------------------------------------------------ links (Admin)
 
-    async def list_links(self) -> LinksView:
+    async def list_links(self, *, interest: bool = True) -> LinksView:
         """The node's region, its links and the interest it learned from each region.
 
-        A node that is not part of a cluster answers with no links.
+        `interest=False` leaves the interest out (`LinksView.interest` is empty):
+        the answer stays small however many subscriptions the mesh holds, for a
+        caller that only wants the links. A node that is not part of a cluster
+        answers with no links.
         """
-        resp = await self._unary(self._admin.ListLinks, pb.ListLinksRequest())
+        request = pb.ListLinksRequest(without_interest=not interest)
+        resp = await self._unary(self._admin.ListLinks, request)
         return LinksView.from_proto(resp)
 
     async def membership(self) -> dict[str, Any]:

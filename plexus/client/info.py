@@ -85,6 +85,8 @@ class NodeInfo:
     discarded: int
     storage_map_bytes: int
     storage_used_bytes: int
+    # Where the node serves Prometheus metrics, HOST:PORT ("" when it serves none).
+    metrics_address: str
 
     @classmethod
     def from_proto(cls, info: pb.NodeInfo) -> NodeInfo:

@@ -39,6 +39,7 @@ __all__ = [
     "down",
     "heal_link",
     "kill_region",
+    "link_state",
     "start_region",
     "status",
     "up",
@@ -386,7 +387,7 @@ async def wait_links(
         while True:
             views = await asyncio.gather(*(clients[n].list_links() for n in names))
             by_name = dict(zip(names, views, strict=True))
-            down = [(a, b) for a, b in wanted if _link_state(by_name[a], by_name[b], a, b) != "up"]
+            down = [(a, b) for a, b in wanted if link_state(by_name[a], by_name[b], a, b) != "up"]
             if not down:
                 return
             if time.monotonic() > deadline:
@@ -402,8 +403,13 @@ async def wait_links(
             await client.close()
 
 
-def _link_state(va: LinksView | None, vb: LinksView | None, a: str, b: str) -> str:
-    """ "up" only if both ends say up; "down" if an end is gone or says down; else "connecting"."""
+def link_state(va: LinksView | None, vb: LinksView | None, a: str, b: str) -> str:
+    """The state of link a-b from what its two ends report (`va` from a, `vb` from b;
+    None for an end that did not answer): "up" only if both ends say up; "down" if
+    an end is gone, has no such link, or says down; else "connecting".
+
+    `plexus status` and `plexus top` both combine a link's ends this way.
+    """
     la = va.link(b) if va is not None else None
     lb = vb.link(a) if vb is not None else None
     if la is None or lb is None:
@@ -472,7 +478,7 @@ async def _status(record: ClusterRecord) -> dict[str, Any]:
         links.append(
             {
                 "regions": [a, b],
-                "state": _link_state(va, vb, a, b),
+                "state": link_state(va, vb, a, b),
                 "ends": {a: la.state if la else None, b: lb.state if lb else None},
                 "held_down": bool((la and la.held_down) or (lb and lb.held_down)),
                 "spool_depth": sum(v for v in spool.values() if v),

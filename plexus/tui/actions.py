@@ -1,5 +1,5 @@
 """What the UI changes in the mesh: regions added and removed, links added, removed,
-taken down and brought back up. Each returns the one line the UI shows on success
+taken down and brought back up, queues purged. Each returns the one line the UI shows on success
 and raises PlexusError (shown as one line too) otherwise.
 
 On a local cluster, regions and links change through `plexus.local.membership`
@@ -98,6 +98,11 @@ class Actions:
         if len(errors) == len(results):
             raise errors[0]
         return f"link {a}-{b} released; it comes up once both ends connect"
+
+    async def purge_queue(self, region: str, queue: str) -> str:
+        """Drop the events queued in `queue` at `region` and not yet delivered."""
+        purged = await (await self.source.client(region)).purge_queue(queue)
+        return f"queue {queue} at {region} purged: {purged:,} events dropped"
 
     async def _release(self, here: str, peer: str) -> None:
         await (await self.source.client(here)).set_link(peer, up=True)

@@ -2,7 +2,8 @@
 
 The app refreshes the mesh about once a second in a worker (one refresh at a
 time, never on the UI's critical path) and hands it to every open screen. The
-screens: topology (the main one), region (enter), events (e), help (?).
+screens: topology (the main one), region (enter), its clients (c) and
+subscriptions (/), events (e), help (?).
 Actions ask for confirmation, run in a worker, and report one line.
 """
 
@@ -155,6 +156,14 @@ class TopApp(App[None]):
     @work(group="action")
     async def link_up(self, a: str, b: str) -> None:
         await self._act(f"Bring link {a}-{b} back up?", lambda acts: acts.link_up(a, b))
+
+    @work(group="action")
+    async def purge_queue(self, region: str, queue: str, depth: int) -> None:
+        await self._act(
+            f"Purge queue {queue} at {region} ({depth:,} queued)? The queued events are "
+            "dropped for good; deliveries in flight stay with their consumers.",
+            lambda acts: acts.purge_queue(region, queue),
+        )
 
     async def _act(self, question: str, do: Callable[[Actions], Awaitable[str]]) -> None:
         """Confirm, do, and say how it went in one line; refresh right after."""

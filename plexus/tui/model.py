@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["LinkState", "Mesh", "QueueRow", "RegionDetail", "RegionState", "SpoolRow"]
+__all__ = [
+    "ClientRow",
+    "LinkState",
+    "Mesh",
+    "QueueRow",
+    "RegionDetail",
+    "RegionState",
+    "SpoolRow",
+]
 
 LINK_STATES = ("up", "connecting", "down")
 
@@ -99,12 +107,29 @@ class RegionDetail:
     address: str
     version: str
     uptime_ms: int
+    metrics_address: str  # HOST:PORT of its Prometheus metrics, "" when it serves none
     raft_role: str
     raft_term: int
     raft_leader: str
-    subscriptions: int
+    subscriptions: int  # direct ones; the queues' are in the subscriptions list (/)
     rate_in: float  # events per second published at this region, both modes
     rate_out: float  # events per second delivered to its subscribers and consumers
     discarded: int  # direct events its subscribers lost to full buffers
     queues: tuple[QueueRow, ...]
     spools: tuple[SpoolRow, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ClientRow:
+    """A client connected to a region (one connection with streams open); counts since
+    it connected."""
+
+    id: int
+    peer: str
+    connected_ms: int  # how long ago it connected
+    publishers: int  # Publish streams open
+    subscriptions: int  # direct subscriptions open
+    consuming: tuple[str, ...]  # the queue of each Consume stream
+    published: int
+    delivered: int
+    discarded: int

@@ -4,23 +4,34 @@ The regions to ask come from a local cluster's record (`--state-dir`) or, throug
 one node (`--server`, `--region`), from the replicated membership it reports.
 One client per region stays open between refreshes; a region that does not
 answer shows as down, its client is dropped, and the next refresh reconnects.
+A refresh asks for the links without the interest (the patterns of every region),
+so its cost does not grow with the subscriptions of the mesh.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from plexus.errors import PlexusError, Unavailable
-from plexus.local.ops import _link_state
-from plexus.tui.model import LinkState, Mesh, QueueRow, RegionDetail, RegionState, SpoolRow
+from plexus.local.ops import link_state
+from plexus.tui.model import (
+    ClientRow,
+    LinkState,
+    Mesh,
+    QueueRow,
+    RegionDetail,
+    RegionState,
+    SpoolRow,
+)
 from plexus.tui.rates import Rates
 
 if TYPE_CHECKING:
     from plexus.client import Client
-    from plexus.client.info import LinksView
+    from plexus.client.info import LinksView, SubscriptionsView
     from plexus.local.state import StateDir
 
 __all__ = ["LiveSource", "Source"]
@@ -28,6 +39,8 @@ __all__ = ["LiveSource", "Source"]
 CONNECT_TIMEOUT_S = 1.0
 # A node that hangs must not hold a refresh for long: it shows as down instead.
 ASK_TIMEOUT_S = 2.0
+
+T = TypeVar("T")
 
 
 class Source(Protocol):
@@ -38,6 +51,10 @@ class Source(Protocol):
     async def mesh(self) -> Mesh: ...
 
     async def region(self, name: str) -> RegionDetail: ...
+
+    async def clients(self, region: str) -> tuple[ClientRow, ...]: ...
+
+    async def subscriptions(self, region: str, contains: str, limit: int) -> SubscriptionsView: ...
 
     async def client(self, region: str) -> Client: ...
 
@@ -91,21 +108,15 @@ class LiveSource:
 
     async def region(self, name: str) -> RegionDetail:
         """One region in detail; rates come from its counters since the last call."""
-        address = self.address_of(name)
-        client = await self._client(address)
-        try:
-            info, queues, view, membership = await asyncio.wait_for(
-                asyncio.gather(
-                    client.node_info(),
-                    client.list_queues(),
-                    client.list_links(),
-                    client.membership(),
-                ),
-                ASK_TIMEOUT_S,
-            )
-        except (PlexusError, TimeoutError) as exc:
-            await self._drop(address)
-            raise _unavailable(name, address, exc) from None
+        info, queues, view, membership = await self._ask_region(
+            name,
+            lambda client: asyncio.gather(
+                client.node_info(),
+                client.list_queues(),
+                client.list_links(interest=False),
+                client.membership(),
+            ),
+        )
         now = time.monotonic()
         rate = self._rates.per_s
         dead_queues = {q.dead_message_queue for q in queues if q.dead_message_queue}
@@ -113,9 +124,10 @@ class LiveSource:
         raft = membership["raft"]
         return RegionDetail(
             name=name,
-            address=address,
+            address=self.address_of(name),
             version=info.version,
             uptime_ms=info.uptime_ms,
+            metrics_address=info.metrics_address,
             raft_role=raft["role"],
             raft_term=raft["term"],
             raft_leader=next(
@@ -154,7 +166,44 @@ class LiveSource:
             ),
         )
 
+    async def clients(self, region: str) -> tuple[ClientRow, ...]:
+        """The clients connected to `region` now, in the order they connected."""
+        infos = await self._ask_region(region, lambda client: client.clients())
+        now_ms = time.time() * 1000
+        return tuple(
+            ClientRow(
+                id=c.id,
+                peer=c.peer,
+                connected_ms=max(0, int(now_ms - c.connected_since_ms)),
+                publishers=c.publishers,
+                subscriptions=len(c.subscriptions),
+                consuming=c.consuming,
+                published=c.events_published,
+                delivered=c.events_delivered,
+                discarded=c.events_discarded,
+            )
+            for c in infos
+        )
+
+    async def subscriptions(self, region: str, contains: str, limit: int) -> SubscriptionsView:
+        """At most `limit` of the subscriptions of `region` that contain `contains`, searched
+        by the node, and how many matched in all."""
+        return await self._ask_region(
+            region, lambda client: client.subscriptions(contains=contains, limit=limit)
+        )
+
     # ------------------------------------------------------------ clients
+
+    async def _ask_region(self, name: str, ask: Callable[[Client], Awaitable[T]]) -> T:
+        """`ask` the node of region `name`, within ASK_TIMEOUT_S. A node that does not
+        answer is Unavailable, and its client is dropped so that the next call reconnects."""
+        address = self.address_of(name)
+        try:
+            client = await self._client(address)
+            return await asyncio.wait_for(ask(client), ASK_TIMEOUT_S)
+        except (Unavailable, TimeoutError) as exc:
+            await self._drop(address)
+            raise _unavailable(name, address, exc) from None
 
     def address_of(self, region: str) -> str:
         try:
@@ -220,7 +269,8 @@ class LiveSource:
         try:
             client = await self._client(target.address)
             view, membership = await asyncio.wait_for(
-                asyncio.gather(client.list_links(), client.membership()), ASK_TIMEOUT_S
+                asyncio.gather(client.list_links(interest=False), client.membership()),
+                ASK_TIMEOUT_S,
             )
         except (PlexusError, TimeoutError) as exc:
             await self._drop(target.address)
@@ -265,7 +315,7 @@ def _link(a: str, b: str, views: dict[str, LinksView | None]) -> LinkState:
     return LinkState(
         a=a,
         b=b,
-        state=_link_state(va, vb, a, b),
+        state=link_state(va, vb, a, b),
         rate_ab=la.events_out_per_s if la else (lb.events_in_per_s if lb else 0.0),
         rate_ba=lb.events_out_per_s if lb else (la.events_in_per_s if la else 0.0),
         spool_depth=(la.spool_depth if la else 0) + (lb.spool_depth if lb else 0),

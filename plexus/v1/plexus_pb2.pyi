@@ -314,8 +314,10 @@ class RegionInterest(_message.Message):
     def __init__(self, region: _Optional[str] = ..., version: _Optional[int] = ..., patterns: _Optional[_Iterable[str]] = ..., next_hop: _Optional[str] = ..., reachable: _Optional[bool] = ...) -> None: ...
 
 class ListLinksRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("without_interest",)
+    WITHOUT_INTEREST_FIELD_NUMBER: _ClassVar[int]
+    without_interest: bool
+    def __init__(self, without_interest: _Optional[bool] = ...) -> None: ...
 
 class ListLinksResponse(_message.Message):
     __slots__ = ("region", "links", "interest")

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterable, Sequence
+
 from rich.markup import escape
 from textual.css.query import NoMatches
 from textual.screen import Screen
-from textual.widgets import Static
+from textual.widgets import DataTable, Static
+from textual.widgets.data_table import RowDoesNotExist
 
 from plexus.tui.model import Mesh
 
-__all__ = ["MeshScreen", "fmt_age", "one_line"]
+__all__ = ["MeshScreen", "fmt_age", "fmt_raft", "one_line", "refill", "selected_key"]
 
 
 class MeshScreen(Screen[None]):
@@ -30,6 +34,14 @@ def one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
+def fmt_raft(role: str, term: int) -> str:
+    """A region's part in Raft: "raft leader term 4", "raft non-voter" (it follows the
+    membership from a voter, with no term of its own), or "no raft"."""
+    if not role:
+        return "no raft"
+    return f"raft {role}" if role == "non-voter" else f"raft {role} term {term}"
+
+
 def fmt_age(ms: int) -> str:
     """An age in a few characters: -, 850ms, 12s, 3m, 2h."""
     if ms <= 0:
@@ -41,3 +53,23 @@ def fmt_age(ms: int) -> str:
     if ms < 3_600_000:
         return f"{ms // 60_000}m"
     return f"{ms // 3_600_000}h"
+
+
+def selected_key(table: DataTable[object]) -> str | None:
+    """The key of the row under the table's cursor (None when the table is empty)."""
+    if not table.row_count:
+        return None
+    return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+
+
+def refill(table: DataTable[object], rows: Iterable[tuple[str, Sequence[object]]]) -> None:
+    """Replace the table's rows (key, cells), keeping the cursor on the same key: a
+    refresh every second must not move the row the user picked."""
+    selected = selected_key(table)
+    table.clear()
+    for key, cells in rows:
+        table.add_row(*cells, key=key)
+    # A row that is gone leaves the cursor on the first.
+    if selected is not None:
+        with contextlib.suppress(RowDoesNotExist):
+            table.move_cursor(row=table.get_row_index(selected), animate=False)

@@ -1,4 +1,5 @@
-"""One region in detail: Raft, rates, queues, outbound spools per link, discards."""
+"""One region in detail: Raft, rates, metrics address, queues, outbound spools per link,
+discards; from here its clients (c), its subscriptions (/), and purging a queue (p)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,15 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Static
 
 from plexus.errors import PlexusError
-from plexus.tui.model import RegionDetail
-from plexus.tui.screens.base import MeshScreen, fmt_age, one_line
+from plexus.tui.model import QueueRow, RegionDetail, SpoolRow
+from plexus.tui.screens.base import (
+    MeshScreen,
+    fmt_age,
+    fmt_raft,
+    one_line,
+    refill,
+    selected_key,
+)
 from plexus.tui.topology import LINK_MARKS, fmt_rate
 
 if TYPE_CHECKING:
@@ -19,28 +27,19 @@ if TYPE_CHECKING:
 
 __all__ = ["RegionScreen"]
 
-# Clients and subscriptions come from Admin.ListClients / Admin.ListSubscriptions, and
-# purging from Broker.PurgeQueue, which are being added on another branch (issue 5):
-# the panel and the keys c, / and p are where they get wired.
-PENDING = (
-    "clients · subscriptions (/ searches) · purge queue (p): "
-    "waiting for Admin.ListClients, Admin.ListSubscriptions, Broker.PurgeQueue"
-)
-
 
 class RegionScreen(MeshScreen):
     CSS = """
-    #summary { background: $primary-background; height: 2; }
+    #summary { background: $primary-background; height: 3; }
     DataTable { height: auto; max-height: 9; margin-top: 1; }
-    #pending { color: $text-muted; margin-top: 1; }
     #message { height: 1; }
     """
     BINDINGS: ClassVar = [
         Binding("escape", "app.pop_screen", "back"),
-        Binding("e", "events", "events"),
-        Binding("c", "clients", "clients", show=False),
-        Binding("slash", "search_subscriptions", "search subscriptions", show=False),
-        Binding("p", "purge", "purge queue", show=False),
+        Binding("e", "events", "events", show=False),
+        Binding("c", "clients", "clients"),
+        Binding("slash", "subscriptions", "subscriptions"),
+        Binding("p", "purge", "purge queue"),
     ]
 
     app: TopApp
@@ -55,7 +54,6 @@ class RegionScreen(MeshScreen):
         yield Static(f"region {escape(self.region_name)}", id="summary")
         yield DataTable(id="queues", cursor_type="row", zebra_stripes=True)
         yield DataTable(id="spools", cursor_type="row")
-        yield Static(PENDING, id="pending")
         yield Static("", id="message")
         yield Footer()
 
@@ -87,40 +85,18 @@ class RegionScreen(MeshScreen):
         self._show(self.detail)
 
     def _show(self, d: RegionDetail) -> None:
-        raft = f"raft {d.raft_role} term {d.raft_term}" if d.raft_role else "no raft"
+        raft = fmt_raft(d.raft_role, d.raft_term)
         leader = f" (leader {escape(d.raft_leader)})" if d.raft_leader else ""
+        metrics = f"http://{escape(d.metrics_address)}/metrics" if d.metrics_address else "none"
         self.query_one("#summary", Static).update(
             f"[green]●[/green] [b]{escape(d.name)}[/b] up · {escape(d.address)} · {raft}{leader}\n"
             f"in {fmt_rate(d.rate_in)}/s · out {fmt_rate(d.rate_out)}/s · "
-            f"{d.subscriptions:,} subscriptions · discarded {d.discarded:,} · "
-            f"up {fmt_age(d.uptime_ms)}"
+            f"{d.subscriptions:,} direct subscriptions · discarded {d.discarded:,} · "
+            f"up {fmt_age(d.uptime_ms)}\n"
+            f"metrics {metrics} · version {escape(d.version)}"
         )
-        queues = self.query_one("#queues", DataTable)
-        queues.clear()
-        for q in d.queues:
-            queues.add_row(
-                q.name,
-                f"{q.depth:,}",
-                str(q.consumers),
-                fmt_rate(q.rate_in),
-                fmt_rate(q.rate_out),
-                fmt_age(q.oldest_age_ms),
-                f"{q.dead:,}",
-                key=q.name,
-            )
-        spools = self.query_one("#spools", DataTable)
-        spools.clear()
-        for s in d.spools:
-            mark, _ = LINK_MARKS.get(s.state, ("?", ""))
-            state = f"{mark} {s.state}" + (" (held)" if s.held_down else "")
-            spools.add_row(
-                s.peer,
-                state,
-                f"{s.depth:,}",
-                fmt_age(s.oldest_age_ms),
-                f"{s.direct_dropped:,}",
-                s.reason or "-",
-            )
+        refill(self.query_one("#queues", DataTable), ((q.name, _queue_cells(q)) for q in d.queues))
+        refill(self.query_one("#spools", DataTable), ((s.peer, _spool_cells(s)) for s in d.spools))
 
     def action_events(self) -> None:
         from plexus.tui.screens.events import EventsScreen
@@ -128,10 +104,45 @@ class RegionScreen(MeshScreen):
         self.app.push_screen(EventsScreen(self.region_name))
 
     def action_clients(self) -> None:
-        self.say("clients: needs Admin.ListClients, not in this node yet", error=True)
+        from plexus.tui.screens.clients import ClientsScreen
 
-    def action_search_subscriptions(self) -> None:
-        self.say("subscriptions: needs Admin.ListSubscriptions, not in this node yet", error=True)
+        self.app.push_screen(ClientsScreen(self.region_name))
+
+    def action_subscriptions(self) -> None:
+        from plexus.tui.screens.subscriptions import SubscriptionsScreen
+
+        self.app.push_screen(SubscriptionsScreen(self.region_name))
 
     def action_purge(self) -> None:
-        self.say("purge queue: needs Broker.PurgeQueue, not in this node yet", error=True)
+        """Purge the queue under the cursor of the queues table, once confirmed."""
+        queue = selected_key(self.query_one("#queues", DataTable))
+        queues = self.detail.queues if self.detail else ()
+        row = next((q for q in queues if q.name == queue), None)
+        if row is None:
+            self.say(f"region {self.region_name} has no queue to purge", error=True)
+            return
+        self.app.purge_queue(self.region_name, row.name, row.depth)
+
+
+def _queue_cells(q: QueueRow) -> tuple[str, ...]:
+    return (
+        q.name,
+        f"{q.depth:,}",
+        str(q.consumers),
+        fmt_rate(q.rate_in),
+        fmt_rate(q.rate_out),
+        fmt_age(q.oldest_age_ms),
+        f"{q.dead:,}",
+    )
+
+
+def _spool_cells(s: SpoolRow) -> tuple[str, ...]:
+    mark, _ = LINK_MARKS.get(s.state, ("?", ""))
+    return (
+        s.peer,
+        f"{mark} {s.state}" + (" (held)" if s.held_down else ""),
+        f"{s.depth:,}",
+        fmt_age(s.oldest_age_ms),
+        f"{s.direct_dropped:,}",
+        s.reason or "-",
+    )

@@ -12,7 +12,7 @@ from textual.widget import Widget
 from textual.widgets import Footer, Static
 
 from plexus.tui.model import EMPTY_MESH, LinkState, Mesh, RegionState
-from plexus.tui.screens.base import MeshScreen
+from plexus.tui.screens.base import MeshScreen, fmt_raft
 from plexus.tui.topology import LINK_MARKS, REGION_MARKS, Layout, draw, fmt_rate
 
 if TYPE_CHECKING:
@@ -184,7 +184,7 @@ def _region_line(region: RegionState | None) -> str:
     if not region.up:
         why = f": {escape(region.error)}" if region.error else ""
         return f"[{colour}]{mark}[/{colour}] [b]{escape(region.name)}[/b] down{why}"
-    raft = f"raft {region.raft_role} term {region.raft_term}" if region.raft_role else "no raft"
+    raft = fmt_raft(region.raft_role, region.raft_term)
     return (
         f"[{colour}]{mark}[/{colour}] [b]{escape(region.name)}[/b] up · {raft} · "
         f"{escape(region.address)}"
