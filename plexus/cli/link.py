@@ -100,7 +100,7 @@ def up(peer: str, wait: float, as_json: bool, server: str) -> None:
             deadline = time.monotonic() + wait
             while not link.up and time.monotonic() < deadline:
                 await asyncio.sleep(_POLL_S)
-                link = (await client.list_links()).link(peer) or link
+                link = (await client.list_links(interest=False)).link(peer) or link
         if as_json:
             print_json(link.to_dict())
         elif link.up:

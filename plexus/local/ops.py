@@ -385,7 +385,7 @@ async def wait_links(
                 record.region(name).grpc, timeout=max(0.5, deadline - time.monotonic())
             )
         while True:
-            views = await asyncio.gather(*(clients[n].list_links() for n in names))
+            views = await asyncio.gather(*(clients[n].list_links(interest=False) for n in names))
             by_name = dict(zip(names, views, strict=True))
             down = [(a, b) for a, b in wanted if link_state(by_name[a], by_name[b], a, b) != "up"]
             if not down:
@@ -510,7 +510,7 @@ async def _ask(
     try:
         async with await Client.connect(region.grpc, timeout=CONNECT_TIMEOUT_S) as client:
             view, queues, membership = await asyncio.gather(
-                client.list_links(), client.list_queues(), client.membership()
+                client.list_links(interest=False), client.list_queues(), client.membership()
             )
         return view, queues, membership, None
     except PlexusError as exc:
