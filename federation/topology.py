@@ -115,8 +115,10 @@ class ClusterSettings:
     """Settings every region of a cluster shares."""
 
     # An idle link's heartbeat, each way (it also carries the round trip and
-    # the interest digest). Each one costs both ends CPU: see docs/benchmarks.md.
-    heartbeat_ms: int = 1000
+    # the interest digest). Each costs both ends ~0.7 ms of gRPC work: twelve
+    # idle regions' CPU is mostly this and Raft (docs/benchmarks.md). A crashed
+    # peer is seen at once (its stream breaks); these only catch a hung one.
+    heartbeat_ms: int = 2000
     # A silent peer is declared down after this many heartbeat intervals.
     dead_after_heartbeats: int = 3
     link_spool_quota_bytes: int = 256 << 20
