@@ -279,13 +279,23 @@ async def test_every_subscriber_gets_each_event_exactly_once_on_random_topologie
             await client.close()
 
 
-async def consume_all(client: Client, queue: str, idle_s: float = 1.0) -> list:
-    """Consume and ack until the queue has been quiet for `idle_s`."""
+async def consume_all(
+    client: Client,
+    queue: str,
+    idle_s: float = 1.0,
+    *,
+    expected: int = 0,
+    deadline_s: float = 30.0,
+) -> list:
+    """Consume and ack: at least `expected` events (waiting up to `deadline_s` for
+    them), then on until the queue has been quiet for `idle_s`, so duplicates show."""
     got = []
+    deadline = time.monotonic() + deadline_s
     async with client.consume(queue, prefetch=1000) as consumer:
         while True:
+            waiting = len(got) < expected and time.monotonic() < deadline
             batch = await consumer.next_batch(timeout=idle_s)
-            if not batch:
+            if not batch and not waiting:
                 break
             got.extend(batch)
             for delivery in batch:
@@ -306,7 +316,7 @@ async def test_guaranteed_events_reach_a_queue_in_another_region_exactly_once(cl
         await knows_interest(cluster, "us", "ap", "xg/>")
         acks = [us.publish_nowait(f"xg/{i}", b"g%d" % i, guaranteed=True) for i in range(1000)]
         await asyncio.gather(*acks)
-        got = await consume_all(ap, "apq")
+        got = await consume_all(ap, "apq", expected=1000)
     payloads = [d.payload for d in got]
     assert sorted(payloads) == sorted(b"g%d" % i for i in range(1000))
     assert len(payloads) == len(set(payloads))
@@ -334,7 +344,7 @@ async def test_link_cut_under_load_loses_nothing_and_duplicates_nothing(cluster_
         assert spooled.state != "up" and spooled.spool_depth > 0
         await set_link(cluster, "us", "eu", up=True)
         await all_links_up(cluster, [("eu", "us")])
-        got = await consume_all(eu, "cutq", idle_s=2.0)
+        got = await consume_all(eu, "cutq", expected=3000)
     payloads = [d.payload for d in got]
     assert len(payloads) == len(set(payloads)), "duplicates in the queue"
     assert set(payloads) == {b"c%d" % i for i in range(3000)}
@@ -388,7 +398,7 @@ async def test_kill_9_of_the_middle_region_of_a_chain_loses_and_duplicates_nothi
         stop.set()
         await publisher
 
-        got = await consume_all(c, "midq", idle_s=3.0)
+        got = await consume_all(c, "midq", expected=len(acked))
     payloads = [d.payload for d in got]
     assert acked, "nothing was acked"
     assert len(payloads) == len(set(payloads)), "an event reached the queue twice"
@@ -422,7 +432,7 @@ async def test_full_link_spool_refuses_publishes_naming_the_link_then_drains(clu
 
         await eventually(drained, 10, "the spool to drain")
         await us.publish("full/x", payload, guaranteed=True)
-        got = await consume_all(eu, "fullq")
+        got = await consume_all(eu, "fullq", expected=accepted + 1)
     assert len(got) == accepted + 1
 
 
@@ -578,7 +588,9 @@ async def test_discard_oldest_policy_keeps_the_newest_events_and_counts_the_rest
         await spools_drained(cluster, ["us"])
         discarded = (await links_of(cluster, "us")).links[0].spool_discarded
         assert discarded > 0
-        got = [int(d.payload[:4]) for d in await consume_all(eu, "newest")]
+        got = [
+            int(d.payload[:4]) for d in await consume_all(eu, "newest", expected=300 - discarded)
+        ]
     assert got == sorted(got) and got[-1] == 299
     assert len(got) + discarded == 300
 
