@@ -9,6 +9,7 @@ Actions ask for confirmation, run in a worker, and report one line.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, ClassVar
 from textual import work
 from textual.app import App
 from textual.binding import Binding
+from textual.css.query import NoMatches
 
 from plexus.errors import PlexusError
 from plexus.tui.model import EMPTY_MESH, Mesh
@@ -87,9 +89,11 @@ class TopApp(App[None]):
             self._loading = False
         self.mesh, self.error = mesh, error
         for screen in self.screen_stack:
-            # A screen still mounting reads self.mesh itself once it is ready.
+            # A screen still mounting reads self.mesh itself once it is ready;
+            # one whose widgets are already gone (the app quitting) has no use for it.
             if isinstance(screen, MeshScreen) and screen.is_mounted:
-                screen.show_mesh(mesh, error)
+                with contextlib.suppress(NoMatches):
+                    screen.show_mesh(mesh, error)
         self.call_after_refresh(self._refreshed, started)
 
     def _refreshed(self, started: float) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 
 from rich.markup import escape
 from textual.css.query import NoMatches
@@ -19,6 +19,16 @@ __all__ = ["MeshScreen", "fmt_age", "fmt_raft", "one_line", "refill", "selected_
 class MeshScreen(Screen[None]):
     def show_mesh(self, mesh: Mesh, error: str) -> None:
         """Called by the app after every refresh of the mesh."""
+
+    def fetch(self, work: Awaitable[None], group: str, exclusive: bool = False) -> None:
+        """Run a fetch-then-show worker. The screen may lose its widgets while the
+        fetch waits (closed, or the app quitting): then there is nothing to show."""
+
+        async def unless_gone() -> None:
+            with contextlib.suppress(NoMatches):
+                await work
+
+        self.run_worker(unless_gone(), group=group, exclusive=exclusive)
 
     def say(self, text: str, error: bool = False) -> None:
         """Show one line in the screen's message line (red for an error)."""

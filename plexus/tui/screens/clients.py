@@ -54,7 +54,7 @@ class ClientsScreen(MeshScreen):
     def load(self) -> None:
         if not self._loading:  # a slow region must not pile requests up
             self._loading = True
-            self.run_worker(self._load(), group="clients")
+            self.fetch(self._load(), group="clients")
 
     async def _load(self) -> None:
         name = escape(self.region_name)

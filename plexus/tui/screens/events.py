@@ -99,7 +99,7 @@ class EventsScreen(MeshScreen):
             return
         self.sampler = Sampler(LINES_PER_S)
         self.query_one("#log", RichLog).clear()
-        self.run_worker(self._tail(self.region_name, self.pattern), group="tail", exclusive=True)
+        self.fetch(self._tail(self.region_name, self.pattern), group="tail", exclusive=True)
 
     async def _tail(self, region: str, pattern: str) -> None:
         log = self.query_one("#log", RichLog)

@@ -70,7 +70,7 @@ class RegionScreen(MeshScreen):
     def load(self) -> None:
         if not self._loading:
             self._loading = True
-            self.run_worker(self._load(), group="region")
+            self.fetch(self._load(), group="region")
 
     async def _load(self) -> None:
         try:

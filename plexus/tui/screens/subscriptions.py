@@ -75,7 +75,7 @@ class SubscriptionsScreen(MeshScreen):
         """Ask the node for the subscriptions containing the text now in the search box;
         a newer search replaces one still running."""
         self._searching = True
-        self.run_worker(self._search(self.contains), group="search", exclusive=True)
+        self.fetch(self._search(self.contains), group="search", exclusive=True)
 
     async def _search(self, contains: str) -> None:
         try:
