@@ -11,7 +11,7 @@ import time
 import pytest
 
 from plexus import Client
-from tests.harness import NodeProcess
+from tests.harness import NodeProcess, eventually
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -54,10 +54,11 @@ def finish(proc: subprocess.Popen[str], timeout: float = 30) -> tuple[int, str, 
 def wait_for_subscriptions(node: NodeProcess, count: int = 1, timeout: float = 15.0) -> None:
     async def check() -> None:
         async with await Client.connect(node.address) as client:
-            deadline = time.monotonic() + timeout
-            while (await client.node_info()).subscriptions < count:
-                assert time.monotonic() < deadline, "subscription never registered"
-                await asyncio.sleep(0.02)
+
+            async def registered() -> bool:
+                return (await client.node_info()).subscriptions >= count
+
+            await eventually(registered, timeout, "the subscription to register")
 
     asyncio.run(check())
 

@@ -19,6 +19,7 @@ import pytest
 
 from plexus.client import Client
 from plexus.local.launcher import find_processes, is_running
+from tests.harness import eventually
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -157,13 +158,12 @@ def _wait_interest(address: str, topic: str, region: str) -> None:
 
     async def go() -> None:
         async with await Client.connect(address) as client:
-            deadline = time.monotonic() + DEADLINE_S
-            while True:
+
+            async def interested() -> bool:
                 view = {r["region"]: r for r in await client.explain(topic)}
-                if view.get(region, {}).get("subscribers"):
-                    return
-                assert time.monotonic() < deadline, f"no interest from {region}: {view}"
-                await asyncio.sleep(0.02)
+                return bool(view.get(region, {}).get("subscribers"))
+
+            await eventually(interested, DEADLINE_S, f"interest from {region}")
 
     asyncio.run(go())
 

@@ -22,17 +22,13 @@ from plexus import (
 from plexus.client import Event, Subscription
 from plexus.client.framing import FLUSH, EventFramer
 from plexus.v1 import plexus_pb2 as pb
-from tests.harness import NodeProcess, Nodes, free_port
+from tests.harness import NodeProcess, Nodes, eventually, free_port
 
 pytestmark = pytest.mark.timeout(60)
 
 
 async def wait_until(predicate: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(0.01)
+    await eventually(predicate, timeout, "the condition")
 
 
 async def subscribed(client: Client, count: int = 1) -> None:
