@@ -111,7 +111,8 @@ async def test_top_draws_every_region_and_link_of_the_local_cluster(cluster: Sta
         assert drawing.count("●") == 3 + 3  # a mark per region and per link
         assert drawing.count("→0 ←0") + drawing.count("↓0 ↑0") == 3  # each link's rates
         assert any(r.raft_role == "leader" for r in app.mesh.regions)
-        assert app.refresh_times, "no refresh was measured"
+        # Measured once the refreshed screen has painted: wait for it, not a pause.
+        await eventually(lambda: app.refresh_times, UI_TIMEOUT_S, "a refresh measured")
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
         await pilot.press("escape")
