@@ -93,6 +93,27 @@ class Unavailable(PlexusError):
     retriable = True
 
 
+class ClientClosed(PlexusError):
+    """The client (or the stream) was closed by the application: never retriable."""
+
+    status_code = grpc.StatusCode.CANCELLED
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        super().__init__(f"{what} is closed")
+
+
+class Timeout(PlexusError):
+    """A call's deadline passed before the node answered."""
+
+    status_code = grpc.StatusCode.DEADLINE_EXCEEDED
+    retriable = True
+
+    def __init__(self, what: str, timeout: float | None) -> None:
+        self.what, self.timeout = what, timeout
+        super().__init__(f"{what}: no answer within {timeout} s")
+
+
 class ConfigError(PlexusError):
     """A bad configuration: every problem found, each with its source and key."""
 
