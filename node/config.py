@@ -38,6 +38,15 @@ class NodeConfig(BaseModel):
     queue_max_depth: int = Field(default=1_000_000, ge=1, description="default per queue")
     queue_max_bytes: int = Field(default=1 << 30, ge=1, description="default per queue")
     queue_max_deliveries: int = Field(default=0, ge=0, description="default; 0 = no limit")
+    dedup_window_events: int = Field(
+        default=100_000,
+        ge=0,
+        le=10_000_000,
+        description="de-duplication keys of guaranteed events remembered; 0 = off",
+    )
+    dedup_window_s: float = Field(
+        default=120.0, gt=0, le=86_400, description="how long a de-duplication key is remembered"
+    )
 
     @field_validator("name")
     @classmethod

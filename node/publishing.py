@@ -16,6 +16,7 @@ from typing import Any, NamedTuple, Protocol
 
 from node import framing
 from node.commits import Commits
+from node.dedup import MAX_KEY_BYTES, DedupWindow, app_key, producer_key
 from node.delivery import Entry
 from node.direct import DirectRouter, Subscriber
 from node.event_ids import EventIds
@@ -23,12 +24,15 @@ from node.queues import Queue, QueueTable, now_ms
 from plexus.errors import InvalidArgument, InvalidTopic, PlexusError
 from plexus.topics import validate_topic
 from plexus.v1 import plexus_pb2 as pb
+from storage.dedup import DedupLog, DedupRecord
 from storage.spool import Forward, Spool, StoredEvent
 
 log = logging.getLogger(__name__)
 
 GUARANTEED = pb.GUARANTEED
 VALID_TOPIC_CACHE = 65_536
+
+AckSink = Callable[[list[pb.PublishAck]], None]
 
 
 @dataclass(slots=True)
@@ -45,6 +49,30 @@ class _Pending(NamedTuple):
     topic: str
     queues: tuple[Queue, ...]
     stored: StoredEvent
+    # Its de-duplication key (b"": none).
+    key: bytes = b""
+
+
+class _Resend(NamedTuple):
+    """A resend of a key whose first copy is still on its way to a commit."""
+
+    index: int
+    on_acks: AckSink
+    done: asyncio.Future[None]
+
+
+class Dedup(NamedTuple):
+    """The de-duplication window and its durable log."""
+
+    window: DedupWindow
+    log: DedupLog
+
+    @classmethod
+    def open(cls, log: DedupLog, max_keys: int, max_age_s: float) -> Dedup:
+        window = DedupWindow(max_keys, int(max_age_s * 1000))
+        if window.enabled:
+            window.load(log.read_all(), now_ms())
+        return cls(window, log)
 
 
 class Forwarding(Protocol):
@@ -109,9 +137,6 @@ class NoRemoteRouting:
         pass
 
 
-AckSink = Callable[[list[pb.PublishAck]], None]
-
-
 class Publisher:
     """Routes published batches; shared by every Publish stream of the node."""
 
@@ -123,6 +148,7 @@ class Publisher:
         spool: Spool,
         commits: Commits,
         max_payload_bytes: int,
+        dedup: Dedup | None = None,
     ) -> None:
         self.region = region
         self.router = router
@@ -132,6 +158,7 @@ class Publisher:
         self.max_payload_bytes = max_payload_bytes
         self.ids = EventIds()
         self.counters = Counters()
+        self.dedup = dedup if dedup is not None and dedup.window.enabled else None
         self.next_seq = spool.last_seq() + 1
         self._valid_topics: set[str] = set()
         self.remote: RemoteRouting = NoRemoteRouting()
@@ -165,6 +192,15 @@ class Publisher:
         valid_topics = self._valid_topics
         # One size check for the whole batch covers every payload in it.
         check_payloads = len(raw) > self.max_payload_bytes
+        keys_of: list[bytes] | None = None
+        if self.dedup is not None and (request.sequences or request.keys):
+            try:
+                keys_of = _dedup_keys(request, len(events))
+            except PlexusError as exc:
+                on_acks([_refusal(first_index + i, exc) for i in range(len(events))])
+                return None
+        duplicates: list[pb.PublishAck] = []
+        resends: list[asyncio.Future[None]] = []
         # When every event goes to the same subscribers, the stamped request
         # itself is their EventBatch: one serialization for the whole batch.
         whole_batch = True
@@ -194,7 +230,10 @@ class Publisher:
             if maybe_guaranteed and event.mode == GUARANTEED:
                 whole_batch = False
                 guaranteed += 1
-                refusal = self._prepare(event, first_index + offset, at_ms, pending)
+                key = keys_of[offset] if keys_of is not None else b""
+                if key and self._resent(key, first_index + offset, on_acks, duplicates, resends):
+                    continue
+                refusal = self._prepare(event, first_index + offset, at_ms, pending, key)
                 if refusal is not None:
                     refused.append(refusal)
             else:
@@ -210,6 +249,9 @@ class Publisher:
         if routed:
             if whole_batch:
                 request.flush = False
+                if request.producer or request.sequences or request.keys:
+                    for field in ("producer", "sequences", "keys"):
+                        request.ClearField(field)
                 _offer_batch(request.SerializeToString(), routed)
             else:
                 for event, targets in routed:
@@ -218,9 +260,35 @@ class Publisher:
                         subscriber.offer(framed)
         if refused:
             on_acks(refused)
-        if not pending:
+        if duplicates:
+            on_acks(duplicates)
+        if pending:
+            resends.append(self._store(pending, on_acks))
+        if not resends:
             return None
-        return self._store(pending, on_acks)
+        return resends[0] if len(resends) == 1 else _all_done(resends)
+
+    def _resent(
+        self,
+        key: bytes,
+        index: int,
+        on_acks: AckSink,
+        duplicates: list[pb.PublishAck],
+        resends: list[asyncio.Future[None]],
+    ) -> bool:
+        """Ack a resend of a stored key, or have it wait for its first copy's commit."""
+        assert self.dedup is not None
+        window = self.dedup.window
+        stored_id = window.stored_id(key)
+        if stored_id is not None:
+            duplicates.append(pb.PublishAck(index=index, id=stored_id, duplicate=True))
+            return True
+        if window.is_pending(key):
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            window.join(key, _Resend(index, on_acks, done))
+            resends.append(done)
+            return True
+        return False
 
     def _check(self, topic: str, event: pb.Event) -> PlexusError | None:
         if topic not in self._valid_topics:
@@ -239,7 +307,7 @@ class Publisher:
         return None
 
     def _prepare(
-        self, event: pb.Event, index: int, at_ms: int, pending: list[_Pending]
+        self, event: pb.Event, index: int, at_ms: int, pending: list[_Pending], key: bytes = b""
     ) -> pb.PublishAck | None:
         """Reserve room in every matching queue for a guaranteed event, or refuse it."""
         topic = event.topic
@@ -261,7 +329,10 @@ class Publisher:
         ids = self.queues.ids_of(queues)
         stored = StoredEvent(self.next_seq, data, ids, expires, size, forwards)
         self.next_seq += 1
-        pending.append(_Pending(index, event.id, topic, queues, stored))
+        pending.append(_Pending(index, event.id, topic, queues, stored, key))
+        if key:
+            assert self.dedup is not None
+            self.dedup.window.begin(key)
         return None
 
     @staticmethod
@@ -321,23 +392,60 @@ class Publisher:
     def _store(self, pending: list[_Pending], on_acks: AckSink) -> asyncio.Future[None]:
         to_store = [p.stored for p in pending if p.queues or p.stored.forwards]
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if not to_store:
+        dedup = self.dedup
+        records = (
+            [DedupRecord(p.stored.seq, p.event_id, p.key) for p in pending if p.key]
+            if dedup is not None
+            else []
+        )
+        if not to_store and not records:
             self._acked(pending, on_acks)
             done.set_result(None)
             return done
         spool = self.spool
-        future = self.commits.submit(lambda txn: spool.put_events(txn, to_store))
+        trim_upto = 0
+        if dedup is None:
+            future = self.commits.submit(lambda txn: spool.put_events(txn, to_store))
+        else:
+            log, trim_upto = dedup.log, dedup.window.trim_due()
+
+            def write(txn: Any) -> None:
+                spool.put_events(txn, to_store)
+                log.append(txn, records)
+                if trim_upto:
+                    log.trim(txn, trim_upto)
+
+            future = self.commits.submit(write)
 
         def committed(fut: asyncio.Future[None]) -> None:
             error = fut.exception()
             if error is None:
+                if records:
+                    self._dedup_landed(records, trim_upto)
                 self._acked(pending, on_acks)
             else:
+                if records:
+                    self._dedup_failed(records, error)
                 self._failed(pending, error, on_acks)
             done.set_result(None)
 
         future.add_done_callback(committed)
         return done
+
+    def _dedup_landed(self, records: list[DedupRecord], trim_upto: int) -> None:
+        assert self.dedup is not None
+        window = self.dedup.window
+        if trim_upto > window.trimmed:
+            window.trimmed = trim_upto
+        for resend, event_id in window.landed(records, now_ms()):
+            resend.on_acks([pb.PublishAck(index=resend.index, id=event_id, duplicate=True)])
+            resend.done.set_result(None)
+
+    def _dedup_failed(self, records: list[DedupRecord], error: BaseException) -> None:
+        assert self.dedup is not None
+        for resend in self.dedup.window.failed(r.key for r in records):
+            resend.on_acks([_refusal(resend.index, error)])
+            resend.done.set_result(None)
 
     def _acked(self, pending: list[_Pending], on_acks: AckSink) -> None:
         self._landed(pending)
@@ -374,6 +482,49 @@ class Publisher:
             log.error("storing %d guaranteed events failed: %r", len(pending), error)
             error = PlexusError(f"storage failure: {error}")
         on_acks([_refusal(p.index, error) for p in pending])
+
+
+def _dedup_keys(request: pb.PublishRequest, count: int) -> list[bytes]:
+    """Each event's de-duplication key (b"": none); InvalidArgument for a malformed request."""
+    sequences, keys, producer = request.sequences, request.keys, request.producer
+    if sequences:
+        if len(sequences) != count:
+            raise InvalidArgument(f"sequences has {len(sequences)} entries for {count} events")
+        if not 1 <= len(producer) <= 64:
+            raise InvalidArgument("sequences need a producer of 1 to 64 bytes")
+    if keys and len(keys) != count:
+        raise InvalidArgument(f"keys has {len(keys)} entries for {count} events")
+    found: list[bytes] = []
+    for i in range(count):
+        key = keys[i] if keys else ""
+        if key:
+            made = app_key(key)
+            if len(made) > MAX_KEY_BYTES:
+                raise InvalidArgument(
+                    f"de-duplication key {key[:40]!r}... is over {MAX_KEY_BYTES - 1} bytes"
+                )
+            found.append(made)
+        elif sequences and sequences[i]:
+            found.append(producer_key(producer, sequences[i]))
+        else:
+            found.append(b"")
+    return found
+
+
+def _all_done(futures: list[asyncio.Future[None]]) -> asyncio.Future[None]:
+    """One future done when every one of `futures` is (their results are None)."""
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    left = len(futures)
+
+    def one(_fut: asyncio.Future[None]) -> None:
+        nonlocal left
+        left -= 1
+        if left == 0:
+            done.set_result(None)
+
+    for fut in futures:
+        fut.add_done_callback(one)
+    return done
 
 
 def _offer_batch(batch: bytes, routed: list[tuple[pb.Event, tuple[Subscriber, ...]]]) -> None:

@@ -25,13 +25,14 @@ from node.config import NodeConfig
 from node.direct import DirectRouter
 from node.joining import JoinRequest, start_membership
 from node.metrics import GrpcErrors, MetricsServer, NodeCollector, NodeParts
-from node.publishing import Publisher
+from node.publishing import Dedup, Publisher
 from node.queues import QueueTable
 from node.service import SERVICE, BrokerService, handlers
 from node.subscription_list import SubscriptionList
 from plexus.errors import FailedPrecondition
 from plexus.v1 import link_pb2_grpc as lrpc
 from plexus.v1 import plexus_pb2  # noqa: F401  (registers plexus.v1 for reflection)
+from storage.dedup import DedupLog
 from storage.environment import Environment
 from storage.spool import Spool
 
@@ -86,7 +87,10 @@ async def run_node(
             router.interest = mesh
         queues = QueueTable(spool, commits, config, mesh)
         queues.recover(spool.last_seq())
-        publisher = Publisher(config.name, router, queues, spool, commits, config.max_payload_bytes)
+        dedup = Dedup.open(DedupLog(env), config.dedup_window_events, config.dedup_window_s)
+        publisher = Publisher(
+            config.name, router, queues, spool, commits, config.max_payload_bytes, dedup
+        )
         local.publisher = publisher
         if mesh is not None and local.spools is not None:
             publisher.remote = mesh

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
+from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import Any
 
 import grpc
-from grpc import aio
 
-from plexus.client.channel import open_channel, parse_address, translate_rpc_error
+from plexus.client.channel import translate_rpc_error
+from plexus.client.connection import Connection, StateCallback, StateChange
 from plexus.client.consumer import Consumer
 from plexus.client.info import (
     ClientInfo,
@@ -19,12 +21,11 @@ from plexus.client.info import (
     QueueInfo,
     SubscriptionsView,
 )
-from plexus.client.publisher import PublishStream
+from plexus.client.publisher import DirectOnBreak, PublishStream
 from plexus.client.subscription import Subscription
-from plexus.errors import InvalidArgument, Unavailable
+from plexus.errors import ClientClosed, InvalidArgument, Timeout, Unavailable
 from plexus.topics import validate_topic
 from plexus.v1 import plexus_pb2 as pb
-from plexus.v1 import plexus_pb2_grpc as pb_grpc
 
 __all__ = ["MAX_PAYLOAD_BYTES", "Client"]
 
@@ -33,10 +34,14 @@ MAX_PAYLOAD_BYTES = 1024 * 1024
 _VALID_TOPICS_CACHED = 10_000
 # Subscriptions listed per call at most (the node's cap too).
 MAX_SUBSCRIPTIONS_LISTED = 10_000
+# Longest application-given de-duplication key, UTF-8 bytes (the node's limit).
+MAX_KEY_BYTES = 255
+# Deadline of a call that was given none.
+CALL_TIMEOUT_S = 30.0
 
 
 class Client:
-    """A connection to one Plexus node.
+    """A connection to a Plexus node, kept up across restarts and breaks.
 
     ::
 
@@ -47,40 +52,71 @@ class Client:
     Publishing uses one long-lived stream per client and batches for you;
     `publish_nowait` pipelines many events, `flush` waits until the node has
     handled everything published so far.
+
+    When the connection breaks, the client reconnects (to the addresses given,
+    in turn, with exponential backoff and jitter) until it succeeds, the
+    application's `max_reconnect_s` passes, or it is closed; subscriptions and
+    consumers are made again and unacked guaranteed publishes are sent again,
+    stored once by the node. `states()` and `on_state` tell the application
+    each change: connected, disconnected, reconnected, closed.
     """
 
-    def __init__(self, address: str, channel: aio.Channel) -> None:
-        self.address = address
-        self._channel = channel
-        self._stub = pb_grpc.BrokerStub(channel)
-        self._admin = pb_grpc.AdminStub(channel)
+    def __init__(self, connection: Connection, direct_on_break: DirectOnBreak = "buffer") -> None:
+        self._conn = connection
+        self._direct_on_break = direct_on_break
         self._stream: PublishStream | None = None
+        self._producer = os.urandom(16)
         self._valid_topics: set[str] = set()
         self._closed = False
 
     @classmethod
-    async def connect(cls, address: str, timeout: float = 5.0) -> Client:
-        """Open a channel to `address` (HOST:PORT) and check the node answers.
+    async def connect(
+        cls,
+        address: str | Sequence[str],
+        timeout: float = 5.0,
+        *,
+        reconnect: bool = True,
+        max_reconnect_s: float | None = None,
+        on_state: StateCallback | None = None,
+        direct_on_break: DirectOnBreak = "buffer",
+    ) -> Client:
+        """Connect to the first of `address` (HOST:PORT, or several) whose node answers.
 
+        `reconnect=False` makes a broken connection final; `max_reconnect_s`
+        bounds how long the client tries to reconnect (default: forever).
+        `direct_on_break`: while disconnected, direct publishes wait in the
+        bounded buffer ("buffer") or are refused at once ("fail").
         Raises InvalidArgument for a malformed address and Unavailable, naming
-        the address, when no node answers within `timeout` seconds.
+        each address, when no node answers within `timeout` seconds.
         """
-        parse_address(address)
-        client = cls(address, open_channel(address))
-        try:
-            await client._stub.GetNodeInfo(pb.NodeInfoRequest(), timeout=timeout)
-        except grpc.RpcError as exc:
-            await client._channel.close()
-            err = translate_rpc_error(exc, address)
-            if isinstance(err, Unavailable):
-                err = Unavailable(
-                    f"cannot reach node at {address}: {_unreachable_reason(exc, timeout)}"
-                )
-            raise err from None
-        except BaseException:
-            await client._channel.close()
-            raise
-        return client
+        addresses = [address] if isinstance(address, str) else list(address)
+        if direct_on_break not in ("buffer", "fail"):
+            raise InvalidArgument(
+                f"direct_on_break must be 'buffer' or 'fail', got {direct_on_break!r}"
+            )
+        connection = Connection(
+            addresses, reconnect=reconnect, max_reconnect_s=max_reconnect_s, on_state=on_state
+        )
+        await connection.open(timeout)
+        return cls(connection, direct_on_break)
+
+    @property
+    def address(self) -> str:
+        """The address of the node the client is connected to (or reconnecting to)."""
+        return self._conn.address
+
+    @property
+    def connected(self) -> bool:
+        return self._conn.connected
+
+    @property
+    def reconnects(self) -> int:
+        """How many times the client reconnected after its connection broke."""
+        return self._conn.reconnects
+
+    def states(self) -> AsyncIterator[StateChange]:
+        """Each change of the connection's state from now on, until the client is closed."""
+        return self._conn.states()
 
     async def close(self, timeout: float = 5.0) -> None:
         """Write what is queued, wait (bounded) for its acks, close the channel."""
@@ -92,7 +128,7 @@ class Client:
                 await self._stream.close(timeout)
         finally:
             self._stream = None
-            await self._channel.close()
+            await self._conn.close()
 
     async def __aenter__(self) -> Client:
         return self
@@ -115,6 +151,7 @@ class Client:
         guaranteed: bool = False,
         headers: dict[str, str] | None = None,
         ttl_ms: int = 0,
+        key: str = "",
     ) -> asyncio.Future[int | None]:
         """Queue an event without waiting; returns a future of its ack.
 
@@ -122,8 +159,13 @@ class Client:
         (or fails with the node's refusal); for a direct event it is already
         resolved to None. Never waits: call `await drain()` now and then (or
         use `publish`) so the buffer and the in-flight window stay bounded.
+        A guaranteed event is stored once however often it is sent again
+        across reconnects; `key` (e.g. a source's position) makes that hold
+        across clients too: the node stores one event per key within its
+        de-duplication window and acks a repeat with the first copy's id.
         Raises InvalidTopic / InvalidArgument at once for a bad topic or an
-        oversize payload, and Unavailable (once) when the stream broke.
+        oversize payload, ClientClosed on a closed client, and the failure
+        (once) of a stream that broke for good.
         """
         if topic not in self._valid_topics:
             self._check_topic(topic)
@@ -133,10 +175,14 @@ class Client:
             raise InvalidArgument(
                 f"payload of {len(payload)} bytes is over the limit of {MAX_PAYLOAD_BYTES} bytes"
             )
+        if key and not guaranteed:
+            raise InvalidArgument("a de-duplication key is for guaranteed events only")
+        if len(key.encode()) > MAX_KEY_BYTES:
+            raise InvalidArgument(f"key of {len(key.encode())} bytes is over {MAX_KEY_BYTES}")
         stream = self._stream
         if stream is None or stream.failure is not None:
             stream = self._open_stream()
-        return stream.enqueue(topic, payload, guaranteed, headers, ttl_ms)
+        return stream.enqueue(topic, payload, guaranteed, headers, ttl_ms, key)
 
     async def publish(
         self,
@@ -146,34 +192,45 @@ class Client:
         guaranteed: bool = False,
         headers: dict[str, str] | None = None,
         ttl_ms: int = 0,
+        key: str = "",
+        timeout: float | None = None,
     ) -> int | None:
         """Publish one event.
 
         Direct: returns None once queued (waits only while the outgoing buffer
         is full). Guaranteed: returns the event id once the node acked it
-        durable; raises the node's refusal as a PlexusError (e.g. QueueFull).
+        durable, across reconnects; raises the node's refusal as a PlexusError
+        (e.g. QueueFull), and Timeout when not acked within `timeout` seconds
+        (the event may still be stored: publish it again with the same `key`
+        to be sure it is stored once).
         """
         fut = self.publish_nowait(
-            topic, payload, guaranteed=guaranteed, headers=headers, ttl_ms=ttl_ms
+            topic, payload, guaranteed=guaranteed, headers=headers, ttl_ms=ttl_ms, key=key
         )
         if guaranteed:
-            return await fut
+            try:
+                return await asyncio.wait_for(asyncio.shield(fut), timeout)
+            except TimeoutError:
+                raise Timeout(f"node at {self.address} acking {topic!r}", timeout) from None
         stream = self._stream
         if stream is not None and not stream.has_capacity:
             await stream.wait_for_capacity()
         return None
 
-    async def drain(self) -> None:
+    async def drain(self, timeout: float | None = None) -> None:
         """Wait until the outgoing buffer and the in-flight window have room."""
         stream = self._stream
         if stream is not None:
-            await stream.wait_for_capacity()
+            try:
+                await asyncio.wait_for(stream.wait_for_capacity(), timeout)
+            except TimeoutError:
+                raise Timeout(f"room in the publish buffer to {self.address}", timeout) from None
 
-    async def flush(self, timeout: float | None = 30.0) -> None:
+    async def flush(self, timeout: float | None = CALL_TIMEOUT_S) -> None:
         """Wait until the node has handled every event published so far.
 
         Raises the first error the node reported for a direct event since the
-        last flush, or Unavailable when the publish stream broke.
+        last flush, Timeout, or the failure of a stream that broke for good.
         """
         stream = self._stream
         if stream is None:
@@ -189,15 +246,32 @@ class Client:
         """Direct events the node refused on the current publish stream."""
         return self._stream.direct_errors if self._stream is not None else 0
 
+    def publish_stats(self) -> dict[str, int]:
+        """What reconnects did to publishing: `resent` guaranteed events sent again,
+        `duplicates` of them the node had stored already, `direct_dropped` (refused or
+        dropped while disconnected), `direct_unconfirmed` (written before a break and
+        never confirmed handled: they may be lost)."""
+        stream = self._stream
+        if stream is None:
+            return dict.fromkeys(
+                ("resent", "duplicates", "direct_dropped", "direct_unconfirmed"), 0
+            )
+        return {
+            "resent": stream.resent,
+            "duplicates": stream.duplicates,
+            "direct_dropped": stream.direct_dropped,
+            "direct_unconfirmed": stream.direct_unconfirmed,
+        }
+
     def _open_stream(self) -> PublishStream:
         if self._closed:
-            raise Unavailable(f"client for node at {self.address} is closed")
+            raise ClientClosed(f"client for node at {self.address}")
         old = self._stream
         self._stream = None
         if old is not None and old.failure is not None:
             # Report a broken stream once; the next publish opens a new one.
             raise old.failure
-        self._stream = PublishStream(self._channel, self.address)
+        self._stream = PublishStream(self._conn, self._producer, self._direct_on_break)
         return self._stream
 
     def _check_topic(self, topic: str) -> None:
@@ -218,7 +292,8 @@ class Client:
         validate_pattern(pattern)
         if buffer_events < 0:
             raise InvalidArgument(f"buffer_events must be 0 or more, got {buffer_events}")
-        return Subscription(self._stub, self.address, pattern, buffer_events)
+        self._check_open()
+        return Subscription(self._conn, pattern, buffer_events)
 
     def consume(
         self, queue: str, *, prefetch: int = 256, credit_on_receive: bool = False
@@ -230,7 +305,12 @@ class Client:
         """
         if prefetch < 1:
             raise InvalidArgument(f"prefetch must be at least 1, got {prefetch}")
-        return Consumer(self._stub, self.address, queue, prefetch, credit_on_receive)
+        self._check_open()
+        return Consumer(self._conn, queue, prefetch, credit_on_receive)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClientClosed(f"client for node at {self.address}")
 
     # ------------------------------------------------------------ queues, node
 
@@ -243,6 +323,7 @@ class Client:
         max_depth: int = 0,
         max_bytes: int = 0,
         max_deliveries: int = 0,
+        timeout: float | None = CALL_TIMEOUT_S,
     ) -> QueueInfo:
         """Create a durable queue receiving events published from now on that
         match any of `subscriptions`. Limits of 0 take the node's defaults."""
@@ -267,40 +348,48 @@ class Client:
                 max_depth=max_depth, max_bytes=max_bytes, max_deliveries=max_deliveries
             ),
         )
-        info = await self._unary(self._stub.CreateQueue, pb.CreateQueueRequest(config=config))
+        info = await self._unary(
+            "broker.CreateQueue", pb.CreateQueueRequest(config=config), timeout
+        )
         return QueueInfo.from_proto(info)
 
-    async def delete_queue(self, name: str) -> None:
-        await self._unary(self._stub.DeleteQueue, pb.DeleteQueueRequest(name=name))
+    async def delete_queue(self, name: str, *, timeout: float | None = CALL_TIMEOUT_S) -> None:
+        await self._unary("broker.DeleteQueue", pb.DeleteQueueRequest(name=name), timeout)
 
-    async def list_queues(self) -> list[QueueInfo]:
-        resp = await self._unary(self._stub.ListQueues, pb.ListQueuesRequest())
+    async def list_queues(self, *, timeout: float | None = CALL_TIMEOUT_S) -> list[QueueInfo]:
+        resp = await self._unary("broker.ListQueues", pb.ListQueuesRequest(), timeout)
         return [QueueInfo.from_proto(q) for q in resp.queues]
 
-    async def describe_queue(self, name: str) -> QueueInfo:
-        info = await self._unary(self._stub.DescribeQueue, pb.DescribeQueueRequest(name=name))
+    async def describe_queue(
+        self, name: str, *, timeout: float | None = CALL_TIMEOUT_S
+    ) -> QueueInfo:
+        info = await self._unary(
+            "broker.DescribeQueue", pb.DescribeQueueRequest(name=name), timeout
+        )
         return QueueInfo.from_proto(info)
 
-    async def purge_queue(self, name: str) -> int:
+    async def purge_queue(self, name: str, *, timeout: float | None = CALL_TIMEOUT_S) -> int:
         """Drop every event queued in `name` and not yet delivered; returns how many.
 
         Deliveries in flight stay with their consumers (acked, they are gone;
         nacked or let go, they are queued again). Raises NotFound for an
         unknown queue.
         """
-        resp = await self._unary(self._stub.PurgeQueue, pb.PurgeQueueRequest(name=name))
+        resp = await self._unary("broker.PurgeQueue", pb.PurgeQueueRequest(name=name), timeout)
         return int(resp.purged)
 
-    async def node_info(self) -> NodeInfo:
-        info = await self._unary(self._stub.GetNodeInfo, pb.NodeInfoRequest())
+    async def node_info(self, *, timeout: float | None = CALL_TIMEOUT_S) -> NodeInfo:
+        info = await self._unary("broker.GetNodeInfo", pb.NodeInfoRequest(), timeout)
         return NodeInfo.from_proto(info)
 
-    async def clients(self) -> list[ClientInfo]:
+    async def clients(self, *, timeout: float | None = CALL_TIMEOUT_S) -> list[ClientInfo]:
         """The clients connected to the node now (connections with a stream open)."""
-        resp = await self._unary(self._admin.ListClients, pb.ListClientsRequest())
+        resp = await self._unary("admin.ListClients", pb.ListClientsRequest(), timeout)
         return [ClientInfo.from_proto(c) for c in resp.clients]
 
-    async def subscriptions(self, *, contains: str = "", limit: int = 200) -> SubscriptionsView:
+    async def subscriptions(
+        self, *, contains: str = "", limit: int = 200, timeout: float | None = CALL_TIMEOUT_S
+    ) -> SubscriptionsView:
         """The node's direct and queue subscriptions whose pattern or queue name contains
         `contains` (case-sensitive), at most `limit` of them, by pattern, with how many
         matched in all."""
@@ -311,12 +400,14 @@ class Client:
                 f"limit must be from 1 to {MAX_SUBSCRIPTIONS_LISTED}, got {limit}"
             )
         request = pb.ListSubscriptionsRequest(contains=contains, limit=limit)
-        resp = await self._unary(self._admin.ListSubscriptions, request)
+        resp = await self._unary("admin.ListSubscriptions", request, timeout)
         return SubscriptionsView.from_proto(resp)
 
     # ------------------------------------------------------------ links (Admin)
 
-    async def list_links(self, *, interest: bool = True) -> LinksView:
+    async def list_links(
+        self, *, interest: bool = True, timeout: float | None = CALL_TIMEOUT_S
+    ) -> LinksView:
         """The node's region, its links and the interest it learned from each region.
 
         `interest=False` leaves the interest out (`LinksView.interest` is empty):
@@ -325,31 +416,39 @@ class Client:
         answers with no links.
         """
         request = pb.ListLinksRequest(without_interest=not interest)
-        resp = await self._unary(self._admin.ListLinks, request)
+        resp = await self._unary("admin.ListLinks", request, timeout)
         return LinksView.from_proto(resp)
 
-    async def membership(self) -> dict[str, Any]:
+    async def membership(self, *, timeout: float | None = CALL_TIMEOUT_S) -> dict[str, Any]:
         """The cluster's replicated membership as this node sees it: regions, links, and
         its Raft role, term and leader ("" role when the cluster runs without Raft)."""
-        info = await self._unary(self._admin.GetMembership, pb.MembershipRequest())
+        info = await self._unary("admin.GetMembership", pb.MembershipRequest(), timeout)
         return _membership_dict(info)
 
-    async def remove_region(self, name: str, *, force: bool = False) -> dict[str, Any]:
+    async def remove_region(
+        self, name: str, *, force: bool = False, timeout: float | None = CALL_TIMEOUT_S
+    ) -> dict[str, Any]:
         """Remove region `name` from the cluster: it drains its spools (unless `force`) and
         stops, then leaves Raft. Ask any region but the one removed."""
         request = pb.RemoveRegionRequest(name=name, force=force)
-        return _membership_dict(await self._unary(self._admin.RemoveRegion, request))
+        return _membership_dict(await self._unary("admin.RemoveRegion", request, timeout))
 
-    async def add_link(self, a: str, b: str) -> dict[str, Any]:
+    async def add_link(
+        self, a: str, b: str, *, timeout: float | None = CALL_TIMEOUT_S
+    ) -> dict[str, Any]:
         """Link regions `a` and `b` (one replicated change); routes follow."""
         request = pb.LinkChangeRequest(a=a, b=b)
-        return _membership_dict(await self._unary(self._admin.AddLink, request))
+        return _membership_dict(await self._unary("admin.AddLink", request, timeout))
 
-    async def remove_link(self, a: str, b: str) -> dict[str, Any]:
+    async def remove_link(
+        self, a: str, b: str, *, timeout: float | None = CALL_TIMEOUT_S
+    ) -> dict[str, Any]:
         request = pb.LinkChangeRequest(a=a, b=b)
-        return _membership_dict(await self._unary(self._admin.RemoveLink, request))
+        return _membership_dict(await self._unary("admin.RemoveLink", request, timeout))
 
-    async def explain(self, topic: str) -> list[dict[str, Any]]:
+    async def explain(
+        self, topic: str, *, timeout: float | None = CALL_TIMEOUT_S
+    ) -> list[dict[str, Any]]:
         """Where an event on `topic` published at this node would go, without sending one.
 
         One dict per region (this one first): `region`, `path` (regions the event
@@ -357,7 +456,7 @@ class Client:
         `queues` (queues there that would store it), `reachable`, `error`.
         """
         validate_topic(topic)
-        resp = await self._unary(self._admin.Explain, pb.ExplainRequest(topic=topic))
+        resp = await self._unary("admin.Explain", pb.ExplainRequest(topic=topic), timeout)
         return [
             {
                 "region": r.region,
@@ -370,7 +469,9 @@ class Client:
             for r in resp.regions
         ]
 
-    async def set_link(self, peer: str, up: bool) -> LinkInfo:
+    async def set_link(
+        self, peer: str, up: bool, *, timeout: float | None = CALL_TIMEOUT_S
+    ) -> LinkInfo:
         """Take the link to region `peer` down (`up=False`) and hold it down, or
         let it come back (`up=True`); returns the link as it is right after.
 
@@ -378,16 +479,25 @@ class Client:
         """
         if not isinstance(peer, str) or not peer:
             raise InvalidArgument(f"peer must be a region name, got {peer!r}")
-        resp = await self._unary(self._admin.SetLink, pb.SetLinkRequest(peer=peer, up=up))
+        resp = await self._unary("admin.SetLink", pb.SetLinkRequest(peer=peer, up=up), timeout)
         return LinkInfo.from_proto(resp.link)
 
-    async def _unary(self, method, request, timeout: float = 30.0):  # type: ignore[no-untyped-def]
-        if self._closed:
-            raise Unavailable(f"client for node at {self.address} is closed")
+    async def _unary(self, method: str, request: Any, timeout: float | None) -> Any:
+        """Call `method` of the Broker or Admin service, waiting (bounded) for a reconnect
+        under way first. Not retried: a call cut by a break raises Unavailable."""
+        self._check_open()
+        conn = self._conn
+        await conn.usable(timeout)
+        service, _, name = method.partition(".")
+        stub = conn.admin if service == "admin" else conn.broker
+        generation = conn.generation
         try:
-            return await method(request, timeout=timeout)
+            return await getattr(stub, name)(request, timeout=timeout)
         except grpc.RpcError as exc:
-            raise translate_rpc_error(exc, self.address) from None
+            err = translate_rpc_error(exc, self.address)
+            if isinstance(err, Unavailable):
+                conn.broken(generation, str(err))
+            raise err from None
 
 
 def _as_bytes(payload: object) -> bytes:
@@ -396,22 +506,6 @@ def _as_bytes(payload: object) -> bytes:
     if isinstance(payload, bytearray | memoryview):
         return bytes(payload)
     raise InvalidArgument(f"payload must be bytes or str, got {type(payload).__name__}")
-
-
-def _unreachable_reason(exc: grpc.RpcError, timeout: float) -> str:
-    """A short reason from gRPC's long connection-failure details."""
-    if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return f"no answer within {timeout} s"
-    details = exc.details() or ""
-    for needle, reason in (
-        ("Connection refused", "connection refused (is the node running?)"),
-        ("DNS resolution failed", "unknown host"),
-        ("No route to host", "no route to host"),
-        ("Network is unreachable", "network unreachable"),
-    ):
-        if needle in details:
-            return reason
-    return details.splitlines()[0] if details else "unavailable"
 
 
 def _membership_dict(info: pb.MembershipInfo) -> dict[str, Any]:

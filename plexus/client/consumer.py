@@ -19,11 +19,11 @@ import grpc
 from grpc import aio
 
 from plexus.client.channel import stream_broke, stream_ended
+from plexus.client.connection import Connection
 from plexus.client.event import Event
 from plexus.client.info import QueueInfo
-from plexus.errors import PlexusError, Unavailable
+from plexus.errors import ClientClosed, PlexusError, Timeout, Unavailable
 from plexus.v1 import plexus_pb2 as pb
-from plexus.v1 import plexus_pb2_grpc as pb_grpc
 
 __all__ = ["Consumer", "Delivery"]
 
@@ -31,11 +31,12 @@ __all__ = ["Consumer", "Delivery"]
 class Delivery(Event):
     """An event delivered from a queue; settle it with `ack()` or `nack()`."""
 
-    __slots__ = ("_consumer",)
+    __slots__ = ("_consumer", "_epoch")
 
-    def __init__(self, message: pb.Event, consumer: Consumer) -> None:
+    def __init__(self, message: pb.Event, consumer: Consumer, epoch: int) -> None:
         self.message = message
         self._consumer = consumer
+        self._epoch = epoch
 
     @property
     def event(self) -> Event:
@@ -43,11 +44,11 @@ class Delivery(Event):
 
     def ack(self) -> asyncio.Future[None]:
         """Remove the event from the queue; the future resolves once durable."""
-        return self._consumer.ack(self.message.delivery_tag)
+        return self._consumer.ack(self.message.delivery_tag, self._epoch)
 
     def nack(self) -> asyncio.Future[None]:
         """Redeliver the event now (or dead-letter it past max_deliveries)."""
-        return self._consumer.nack(self.message.delivery_tag)
+        return self._consumer.nack(self.message.delivery_tag, self._epoch)
 
 
 class Consumer:
@@ -64,12 +65,18 @@ class Consumer:
     to the node in batches as deliveries are acked or nacked (or, with
     `credit_on_receive`, as they are handed to the caller: use it when not
     acking). `close()` waits, with a deadline, for pending confirmations.
+
+    When the connection breaks, the consumer binds to its queue again once the
+    client has reconnected (`reconnects` counts it). Deliveries not acked and
+    confirmed before the break come back, marked redelivered; settling one
+    received before the break fails with Unavailable (it is delivered again),
+    and an ack not yet confirmed at the break fails the same way: the event
+    may come back. Nothing whose ack was confirmed comes back.
     """
 
     def __init__(
         self,
-        stub: pb_grpc.BrokerStub,
-        address: str,
+        connection: Connection,
         queue: str,
         prefetch: int = 256,
         credit_on_receive: bool = False,
@@ -79,7 +86,12 @@ class Consumer:
         self.queue = queue
         self.prefetch = prefetch
         self.info: QueueInfo | None = None
-        self._stub, self._address = stub, address
+        self._conn = connection
+        # Which binding deliveries came on: bumped at each (re)bind.
+        self._epoch = 0
+        self._generation = 0
+        self._restarting: asyncio.Task[None] | None = None
+        self.reconnects = 0
         self._credit_on_receive = credit_on_receive
         self._grant_at = max(1, prefetch // 2)
         self._call: aio.StreamStreamCall | None = None
@@ -102,34 +114,53 @@ class Consumer:
 
     # ------------------------------------------------------------ lifecycle
 
-    async def start(self) -> QueueInfo:
+    @property
+    def _address(self) -> str:
+        return self._conn.address
+
+    @property
+    def _what(self) -> str:
+        return f"consumer of {self.queue!r}"
+
+    async def start(self, timeout: float | None = None) -> QueueInfo:
         """Bind to the queue (done by the first iteration if not called)."""
         async with self._start_lock:
             if self.info is not None:
                 return self.info
             if self._closed:
-                raise Unavailable(f"consumer of queue {self.queue!r} is closed")
-            call = self._call = self._stub.Consume()
+                raise ClientClosed(f"consumer of queue {self.queue!r}")
+            await self._conn.usable(timeout)
             try:
-                start = pb.ConsumeStart(queue=self.queue, credits=self.prefetch)
-                await call.write(pb.ConsumeRequest(start=start))
-                resp = await call.read()
-            except grpc.RpcError as exc:
-                raise stream_broke(exc, self._address, f"consumer of {self.queue!r}") from None
-            except asyncio.InvalidStateError:
-                raise await self._ended(call) from None
-            if resp is aio.EOF:
-                raise await self._ended(call)
-            if resp.WhichOneof("action") != "started":
-                call.cancel()
-                raise PlexusError(f"node at {self._address} did not answer the consume start")
-            self.info = QueueInfo.from_proto(resp.started)
-            loop = asyncio.get_running_loop()
-            self._tasks = [
-                loop.create_task(self._read_loop(call)),
-                loop.create_task(self._write_loop(call)),
-            ]
+                self.info = await asyncio.wait_for(self._bind(), timeout)
+            except TimeoutError:
+                raise Timeout(f"node at {self._address} binding {self._what}", timeout) from None
             return self.info
+
+    async def _bind(self) -> QueueInfo:
+        """Open a Consume call, bind it to the queue and start its reader and writer."""
+        assert self._conn.broker is not None
+        self._generation = self._conn.generation
+        call = self._call = self._conn.broker.Consume()
+        try:
+            start = pb.ConsumeStart(queue=self.queue, credits=self.prefetch)
+            await call.write(pb.ConsumeRequest(start=start))
+            resp = await call.read()
+        except grpc.RpcError as exc:
+            raise stream_broke(exc, self._address, self._what) from None
+        except asyncio.InvalidStateError:
+            raise await self._ended(call) from None
+        if resp is aio.EOF:
+            raise await self._ended(call)
+        if resp.WhichOneof("action") != "started":
+            call.cancel()
+            raise PlexusError(f"node at {self._address} did not answer the consume start")
+        self._epoch += 1
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._read_loop(call, self._epoch)),
+            loop.create_task(self._write_loop(call)),
+        ]
+        return QueueInfo.from_proto(resp.started)
 
     async def drain(self, timeout: float | None = 5.0) -> None:
         """Wait until every ack and nack made so far is confirmed durable."""
@@ -138,9 +169,9 @@ class Consumer:
             return
         done, pending = await asyncio.wait(waiters, timeout=timeout)
         if pending:
-            raise Unavailable(
-                f"node at {self._address} did not confirm {len(pending)} acks "
-                f"on queue {self.queue!r} within {timeout} s"
+            raise Timeout(
+                f"node at {self._address} confirming {len(pending)} acks on queue {self.queue!r}",
+                timeout,
             )
         for fut in done:
             if not fut.cancelled() and fut.exception() is not None:
@@ -158,12 +189,15 @@ class Consumer:
                 await self.drain(timeout)
         finally:
             self._closed = True
-            self._fail(Unavailable(f"consumer of queue {self.queue!r} closed"))
+            self._fail(ClientClosed(f"consumer of queue {self.queue!r}"))
             if self._call is not None:
                 self._call.cancel()
-            for task in self._tasks:
+            tasks = list(self._tasks)
+            if self._restarting is not None:
+                tasks.append(self._restarting)
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def __aenter__(self) -> Consumer:
         await self.start()
@@ -230,7 +264,7 @@ class Consumer:
 
     # ------------------------------------------------------------ settling
 
-    def ack(self, tag: int) -> asyncio.Future[None]:
+    def ack(self, tag: int, epoch: int | None = None) -> asyncio.Future[None]:
         """Ack a delivery tag; the future resolves once the node confirms it.
 
         Acks made before the next stream write go out together and share one
@@ -238,6 +272,8 @@ class Consumer:
         """
         if self.failure is not None:
             return self._failed_future()
+        if epoch is not None and epoch != self._epoch:
+            return self._stale_future(tag)
         group = self._open_group
         if group is None:
             group = self._open_group = _AckGroup(asyncio.get_running_loop().create_future())
@@ -249,17 +285,32 @@ class Consumer:
         self._wakeup.set()
         return group.future
 
-    def nack(self, tag: int) -> asyncio.Future[None]:
+    def nack(self, tag: int, epoch: int | None = None) -> asyncio.Future[None]:
         """Nack a delivery tag: redelivered now. The future resolves once the nack
         is written (the node confirms acks, not nacks: a lost nack redelivers too)."""
         if self.failure is not None:
             return self._failed_future()
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if epoch is not None and epoch != self._epoch:
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            fut.set_result(None)  # it comes back anyway
+            return fut
+        fut = asyncio.get_running_loop().create_future()
         self._nacks.append(tag)
         self._nack_waiters.append(fut)
         if not self._credit_on_receive:
             self._owed_credit += 1
         self._wakeup.set()
+        return fut
+
+    def _stale_future(self, tag: int) -> asyncio.Future[None]:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        fut.set_exception(
+            Unavailable(
+                f"delivery {tag} of queue {self.queue!r} came before the connection broke: "
+                "it is delivered again"
+            )
+        )
+        fut.add_done_callback(_consume_exception)
         return fut
 
     def _failed_future(self) -> asyncio.Future[None]:
@@ -274,17 +325,17 @@ class Consumer:
 
     # ------------------------------------------------------------ tasks
 
-    async def _read_loop(self, call: aio.StreamStreamCall) -> None:
+    async def _read_loop(self, call: aio.StreamStreamCall, epoch: int) -> None:
         ready, unconfirmed = self._ready, self._unconfirmed
         try:
             while True:
                 resp = await call.read()
                 if resp is aio.EOF:
-                    self._fail(await self._ended(call))
+                    self._broke(await self._ended(call))
                     return
                 kind = resp.WhichOneof("action")
                 if kind == "events":
-                    ready.extend(Delivery(m, self) for m in resp.events.events)
+                    ready.extend(Delivery(m, self, epoch) for m in resp.events.events)
                     self._arrived.set()
                 elif kind == "confirmed":
                     for tag in resp.confirmed.tags:
@@ -296,7 +347,7 @@ class Consumer:
         except asyncio.CancelledError:
             raise
         except grpc.RpcError as exc:
-            self._fail(stream_broke(exc, self._address, f"consumer of {self.queue!r}"))
+            self._broke(stream_broke(exc, self._address, self._what))
 
     async def _write_loop(self, call: aio.StreamStreamCall) -> None:
         try:
@@ -323,9 +374,64 @@ class Consumer:
         except asyncio.CancelledError:
             raise
         except grpc.RpcError as exc:
-            self._fail(stream_broke(exc, self._address, f"consumer of {self.queue!r}"))
+            self._broke(stream_broke(exc, self._address, self._what))
         except asyncio.InvalidStateError:
-            self._fail(await self._ended(call))
+            self._broke(await self._ended(call))
+
+    # ------------------------------------------------------------ breaks
+
+    def _broke(self, err: PlexusError) -> None:
+        """The call ended: bind again after the client's reconnect, or fail for good."""
+        if self._closed or self.failure is not None or self._restarting is not None:
+            return
+        if not isinstance(err, Unavailable) or not self._conn.reconnect:
+            self._fail(err)
+            return
+        self._restarting = asyncio.get_running_loop().create_task(self._bind_again(err))
+
+    async def _bind_again(self, err: PlexusError) -> None:
+        # What was received, settled or owed on the broken call is void: the node
+        # delivers every unconfirmed event again.
+        self._abandon(err)
+        if self._call is not None:
+            self._call.cancel()
+        current = asyncio.current_task()
+        tasks = [t for t in self._tasks if t is not current]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        reason = str(err)
+        try:
+            while True:
+                self._conn.broken(self._generation, reason)
+                await self._conn.ready(self._generation)
+                try:
+                    self.info = await self._bind()
+                except Unavailable as exc:
+                    reason = str(exc)
+                    continue
+                self.reconnects += 1
+                return
+        except PlexusError as exc:
+            self._fail(exc)
+        finally:
+            self._restarting = None
+
+    def _abandon(self, err: PlexusError) -> None:
+        """Fail what waits on the broken call and forget what it received."""
+        self._epoch += 1
+        self._ready.clear()
+        self._acks, self._nacks, self._owed_credit = [], [], 0
+        groups = {id(g): g for g in self._unconfirmed.values()}
+        self._unconfirmed, self._open_group = {}, None
+        waiters, self._nack_waiters = self._nack_waiters, []
+        for fut in (g.future for g in groups.values()):
+            if not fut.done():
+                fut.set_exception(err)
+                fut.add_done_callback(_consume_exception)
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
 
     # ------------------------------------------------------------ failure
 

@@ -1,4 +1,4 @@
-"""Subscribing to a topic pattern: a server stream of direct-event batches."""
+"""Subscribing to a topic pattern: a stream of direct-event batches, made again after a break."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import grpc
 from grpc import aio
 
 from plexus.client.channel import stream_broke, stream_ended
+from plexus.client.connection import Connection
 from plexus.client.event import Event
-from plexus.errors import Unavailable
+from plexus.errors import ClientClosed, PlexusError, Timeout, Unavailable
 from plexus.v1 import plexus_pb2 as pb
-from plexus.v1 import plexus_pb2_grpc as pb_grpc
 
 __all__ = ["Subscription"]
 
@@ -30,23 +30,39 @@ class Subscription:
                 print(event.topic, event.payload)
 
     `batches()` yields the events as the node sent them, a list at a time,
-    which is cheaper at high rates. Errors from the node (an invalid pattern it
-    refused, the node going away) are raised as PlexusError by the iteration.
+    which is cheaper at high rates. When the connection breaks, the
+    subscription is made again once the client has reconnected, before any
+    further event is handed over; events published meanwhile are missed
+    (direct events are at most once) and `reconnects` counts each such gap.
+    Errors from the node (a pattern it refused) and the client giving up are
+    raised as PlexusError by the iteration.
     """
 
-    def __init__(
-        self, stub: pb_grpc.BrokerStub, address: str, pattern: str, buffer_events: int = 0
-    ) -> None:
+    def __init__(self, connection: Connection, pattern: str, buffer_events: int = 0) -> None:
         self.pattern = pattern
-        self._address = address
-        self._call: aio.UnaryStreamCall = stub.Subscribe(
-            pb.SubscribeRequest(pattern=pattern, buffer_events=buffer_events)
-        )
+        self._conn = connection
+        self._request = pb.SubscribeRequest(pattern=pattern, buffer_events=buffer_events)
+        self._call: aio.UnaryStreamCall | None = None
+        self._generation = 0
+        if connection.connected:
+            self._open()
         self._events: list[Event] = []
         self._index = 0
         self._closed = False
-        self._pending_read: asyncio.Future[Any] | None = None
+        self._receiving: asyncio.Future[Any] | None = None
         self.received = 0
+        # Times the subscription was made again after a break (each a gap in its events).
+        self.reconnects = 0
+
+    def _open(self) -> aio.UnaryStreamCall:
+        assert self._conn.broker is not None
+        self._generation = self._conn.generation
+        self._call = self._conn.broker.Subscribe(self._request)
+        return self._call
+
+    @property
+    def _what(self) -> str:
+        return f"subscription {self.pattern!r}"
 
     async def ready(self, timeout: float | None = 5.0) -> None:
         """Wait until the subscription is live on the node.
@@ -54,66 +70,106 @@ class Subscription:
         The node sends the stream's headers once the subscription is in its
         index: events published after this returns are delivered.
         """
+        call = self._call
+        if call is None:
+            await self._conn.usable(timeout)
+            call = self._open()
         try:
-            await asyncio.wait_for(self._call.initial_metadata(), timeout)
+            await asyncio.wait_for(call.initial_metadata(), timeout)
         except TimeoutError:
-            raise Unavailable(
-                f"node at {self._address} did not confirm subscription {self.pattern!r} "
-                f"within {timeout} s"
+            raise Timeout(
+                f"node at {self._conn.address} confirming {self._what}", timeout
             ) from None
         except grpc.RpcError as exc:
-            raise stream_broke(exc, self._address, f"subscription {self.pattern!r}") from None
-        if self._call.done():
+            raise stream_broke(exc, self._conn.address, self._what) from None
+        if call.done():
             # The node refused the pattern or went away before any event.
-            code = await self._call.code()
+            code = await call.code()
             if code != grpc.StatusCode.OK:
-                details = await self._call.details()
-                raise stream_ended(code, details, self._address, f"subscription {self.pattern!r}")
+                details = await call.details()
+                raise stream_ended(code, details, self._conn.address, self._what)
 
     async def next_batch(self, timeout: float | None = None) -> list[Event]:
-        """The next events (at least one); [] when the stream ended or on timeout."""
+        """The next events (at least one); [] when the subscription ended or on timeout."""
         if self._index < len(self._events):
             rest = self._events[self._index :]
             self._events, self._index = [], 0
             return rest
         if self._closed:
             return []
-        try:
-            batch = await self._read(timeout)
-        except TimeoutError:
+        # Cancelling a read cancels the whole call in grpc.aio, so a receive that
+        # outlives a timeout stays pending and the next call picks it up.
+        if self._receiving is None:
+            self._receiving = asyncio.ensure_future(self._receive())
+        done, _ = await asyncio.wait({self._receiving}, timeout=timeout)
+        if not done:
             return []
+        receiving, self._receiving = self._receiving, None
+        try:
+            batch = receiving.result()
         except asyncio.CancelledError:
             if self._closed:
                 return []
             raise
-        except grpc.RpcError as exc:
+        if batch is None:
             self._closed = True
-            if exc.code() == grpc.StatusCode.CANCELLED:
-                return []
-            raise stream_broke(exc, self._address, f"subscription {self.pattern!r}") from None
-        if batch is aio.EOF:
-            self._closed = True
-            code = await self._call.code()
-            if code not in (grpc.StatusCode.OK, grpc.StatusCode.CANCELLED):
-                details = await self._call.details()
-                raise stream_ended(code, details, self._address, f"subscription {self.pattern!r}")
             return []
         events = [Event(m) for m in batch.events]
         self.received += len(events)
         return events
 
-    async def _read(self, timeout: float | None) -> Any:
-        # Cancelling a read cancels the whole call in grpc.aio, so a read that
-        # outlives a timeout stays pending and the next call picks it up.
-        if self._pending_read is None:
-            if timeout is None:
-                return await self._call.read()
-            self._pending_read = asyncio.ensure_future(self._call.read())
-        done, _ = await asyncio.wait({self._pending_read}, timeout=timeout)
-        if not done:
-            raise TimeoutError
-        read, self._pending_read = self._pending_read, None
-        return read.result()
+    async def _receive(self) -> pb.EventBatch | None:
+        """The next batch, across breaks; None once closed."""
+        while True:
+            call = self._call
+            if call is None:
+                err: PlexusError = Unavailable(f"not connected to node at {self._conn.address}")
+            else:
+                try:
+                    batch = await call.read()
+                except grpc.RpcError as exc:
+                    if self._closed:
+                        return None
+                    err = stream_broke(exc, self._conn.address, self._what)
+                else:
+                    if batch is not aio.EOF:
+                        return batch
+                    if self._closed:
+                        return None
+                    code = await call.code()
+                    details = await call.details()
+                    err = stream_ended(code, details, self._conn.address, self._what)
+            if not isinstance(err, Unavailable) or not self._conn.reconnect:
+                raise err
+            await self._subscribe_again(str(err))
+
+    async def _subscribe_again(self, reason: str) -> None:
+        """Wait for the client's reconnect and make the subscription again, live."""
+        while True:
+            self._conn.broken(self._generation, reason)
+            try:
+                await self._conn.ready(self._generation)
+            except ClientClosed:
+                self._closed = True
+                raise
+            call = self._open()
+            try:
+                await call.initial_metadata()
+            except grpc.RpcError as exc:
+                err = stream_broke(exc, self._conn.address, self._what)
+                if not isinstance(err, Unavailable):
+                    raise err from None
+                reason = str(err)
+                continue
+            if call.done():  # ended before any event
+                code = await call.code()
+                err = stream_ended(code, await call.details(), self._conn.address, self._what)
+                if not isinstance(err, Unavailable):
+                    raise err
+                reason = str(err)
+                continue
+            self.reconnects += 1
+            return
 
     async def batches(self) -> AsyncIterator[list[Event]]:
         """Yield lists of events until the subscription is closed or ends."""
@@ -140,12 +196,13 @@ class Subscription:
     async def close(self) -> None:
         """End the subscription; iteration then stops."""
         self._closed = True
-        self._call.cancel()
-        read, self._pending_read = self._pending_read, None
-        if read is not None:
-            read.cancel()
-            with contextlib.suppress(asyncio.CancelledError, grpc.RpcError):
-                await read
+        if self._call is not None:
+            self._call.cancel()
+        receiving, self._receiving = self._receiving, None
+        if receiving is not None:
+            receiving.cancel()
+            with contextlib.suppress(asyncio.CancelledError, PlexusError):
+                await receiving
 
     async def __aenter__(self) -> Subscription:
         await self.ready()

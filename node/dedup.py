@@ -1,0 +1,125 @@
+"""The de-duplication window of idempotent publishing: which keys this node stored, as what.
+
+A guaranteed event may carry a key: (producer, sequence) from the SDK, or a key
+the application gives. The first copy of a key is stored; a resend of a key the
+window holds (a lost ack, a reconnect, a crash of the client or of this node) is
+acked again with the first copy's id and stores nothing. A key is *pending*
+from the moment its first copy is prepared until its commit lands: resends
+arriving meanwhile wait for that commit (`join`) and share its outcome.
+
+The window is bounded: the `max_keys` most recent keys, none older than
+`max_age_ms` (an event id's high bits are its publish time). A resend of a key
+that fell out is stored again. Sans-IO: the caller passes `now_ms`, stores
+`records` durably with the events (storage/dedup.py) and trims the log up to
+`trim_upto`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+
+from storage.dedup import DedupRecord
+
+__all__ = ["MAX_KEY_BYTES", "DedupWindow", "app_key", "producer_key"]
+
+MAX_KEY_BYTES = 256
+# Forgotten keys are trimmed from the durable log in runs of at least this many.
+TRIM_BATCH = 1024
+_ID_TIME_SHIFT = 22
+
+
+def producer_key(producer: bytes, sequence: int) -> bytes:
+    return b"p" + producer + sequence.to_bytes(8, "big")
+
+
+def app_key(key: str) -> bytes:
+    return b"k" + key.encode()
+
+
+class DedupWindow:
+    def __init__(self, max_keys: int, max_age_ms: int) -> None:
+        self.max_keys = max_keys
+        self.max_age_ms = max_age_ms
+        self._ids: dict[bytes, int] = {}
+        # Oldest first, in commit order: the seq of each key's record, and the key.
+        self._seqs: deque[int] = deque()
+        self._keys: deque[bytes] = deque()
+        self._pending: dict[bytes, list[Any]] = {}
+        # Records with seq <= trim_upto are forgotten; those up to `trimmed` are gone on
+        # disk (the caller sets it once its trim committed).
+        self.trim_upto = 0
+        self.trimmed = 0
+        self.duplicates = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_keys > 0
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def load(self, records: Iterable[DedupRecord], now_ms: int) -> None:
+        """Refill from the durable log after a restart."""
+        for record in records:
+            self._remember(record)
+        self._forget(now_ms)
+
+    def stored_id(self, key: bytes) -> int | None:
+        """The id of the stored first copy of `key`, or None."""
+        event_id = self._ids.get(key)
+        if event_id is not None:
+            self.duplicates += 1
+        return event_id
+
+    def is_pending(self, key: bytes) -> bool:
+        return key in self._pending
+
+    def begin(self, key: bytes) -> None:
+        """The first copy of `key` is on its way to a commit."""
+        self._pending[key] = []
+
+    def join(self, key: bytes, waiter: Any) -> None:
+        """A resend of a pending key: `waiter` comes back from `landed` or `failed`."""
+        self.duplicates += 1
+        self._pending[key].append(waiter)
+
+    def landed(self, records: list[DedupRecord], now_ms: int) -> list[tuple[Any, int]]:
+        """The first copies' commit landed: remember them; the waiters to ack, with their id."""
+        waiting: list[tuple[Any, int]] = []
+        for record in records:
+            for waiter in self._pending.pop(record.key, ()):
+                waiting.append((waiter, record.event_id))
+            self._remember(record)
+        self._forget(now_ms)
+        return waiting
+
+    def failed(self, keys: Iterable[bytes]) -> list[Any]:
+        """The first copies' commit failed: the keys are free again; their waiters fail too."""
+        waiters: list[Any] = []
+        for key in keys:
+            waiters.extend(self._pending.pop(key, ()))
+        return waiters
+
+    def trim_due(self) -> int:
+        """The seq to trim the durable log up to now (0: not worth a trim yet)."""
+        if self.trim_upto - self.trimmed >= TRIM_BATCH or (
+            self.trim_upto > self.trimmed and not self._ids
+        ):
+            return self.trim_upto
+        return 0
+
+    def _remember(self, record: DedupRecord) -> None:
+        if record.key in self._ids:  # stored twice before this window existed: keep the first
+            return
+        self._ids[record.key] = record.event_id
+        self._seqs.append(record.seq)
+        self._keys.append(record.key)
+
+    def _forget(self, now_ms: int) -> None:
+        ids, seqs, keys = self._ids, self._seqs, self._keys
+        oldest_ms = now_ms - self.max_age_ms
+        while keys and (len(keys) > self.max_keys or ids[keys[0]] >> _ID_TIME_SHIFT < oldest_ms):
+            del ids[keys.popleft()]
+            self.trim_upto = seqs.popleft()
