@@ -6,15 +6,20 @@ import asyncio
 import functools
 import gc
 import os
+import sys
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from click.core import ParameterSource
 
 from plexus.errors import PlexusError
 
-__all__ = ["DEFAULT_SERVER", "parse_headers", "run", "server_option"]
+if TYPE_CHECKING:
+    from plexus.client import Client
+    from plexus.client.connection import StateChange
+
+__all__ = ["DEFAULT_SERVER", "connect_streaming", "parse_headers", "run", "server_option"]
 
 DEFAULT_SERVER = "127.0.0.1:7000"
 SERVER_ENV = "PLEXUS_SERVER"
@@ -79,6 +84,28 @@ def parse_headers(
             raise click.BadParameter(f"{item!r} is not KEY=VALUE", ctx=ctx, param=param)
         headers[key] = value
     return headers
+
+
+async def connect_streaming(server: str, timeout: float | None = None) -> Client:
+    """A client for a command that streams (pub, sub, queue consume): it rides through
+    a restart of its node, trying to reconnect for at most `timeout` seconds (None:
+    for as long as it runs), and says on stderr when it lost and regained the node."""
+    from plexus.client import Client
+
+    return await Client.connect(server, max_reconnect_s=timeout, on_state=_report_state)
+
+
+def _report_state(change: StateChange) -> None:
+    state = change.state.value
+    if state == "disconnected":
+        sys.stderr.write(f"lost node at {change.address} ({change.reason}): reconnecting\n")
+    elif state == "reconnected":
+        sys.stderr.write(f"reconnected to node at {change.address}\n")
+    elif state == "closed" and change.reason != "closed by the application":
+        sys.stderr.write(f"stopped reconnecting: {change.reason}\n")
+    else:
+        return
+    sys.stderr.flush()
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:

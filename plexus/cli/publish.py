@@ -7,11 +7,12 @@ import json
 import sys
 import time
 from collections import deque
+from typing import Any
 
 import click
 
-from plexus.cli.options import parse_headers, run, server_option
-from plexus.errors import InvalidArgument
+from plexus.cli.options import connect_streaming, parse_headers, run, server_option
+from plexus.errors import InvalidArgument, PlexusError
 
 __all__ = ["pub"]
 
@@ -49,6 +50,13 @@ JSON_FLUSH_EVERY_EVENTS = 10_000
 )
 @click.option("--ttl-ms", type=click.IntRange(min=0), default=0, help="Time to live (0: none).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON line per acked event.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Give up after S seconds in all (default: publish every event, riding through "
+    "restarts of the node however long they take).",
+)
 @server_option
 def pub(
     topic: str,
@@ -59,6 +67,7 @@ def pub(
     headers: dict[str, str],
     ttl_ms: int,
     as_json: bool,
+    timeout: float | None,
     server: str,
 ) -> None:
     """Publish PAYLOAD (read from stdin when omitted) to TOPIC."""
@@ -75,8 +84,9 @@ def pub(
             f"payload of {len(data)} bytes is over the limit of {MAX_PAYLOAD_BYTES} bytes"
         )
     started = time.perf_counter()
+    acks = _Acks(guaranteed, as_json)
     published = run(
-        _publish(server, topic, data, guaranteed, count, rate, headers or None, ttl_ms, as_json)
+        _publish_within(timeout, acks, server, topic, data, count, rate, headers or None, ttl_ms)
     )
     if not as_json:
         elapsed = time.perf_counter() - started
@@ -87,22 +97,29 @@ def pub(
         click.echo(f"published {count} {mode} {noun}{detail} in {elapsed:.2f} s{per_s}")
 
 
+async def _publish_within(timeout: float | None, acks: _Acks, *args: Any) -> int | None:
+    try:
+        return await asyncio.wait_for(_publish(acks, *args), timeout)
+    except TimeoutError:
+        what = "acked" if acks.guaranteed else "published"
+        raise PlexusError(
+            f"{acks.settled} of {args[3]} events {what} within {timeout:g} s"
+        ) from None
+
+
 async def _publish(
+    acks: _Acks,
     server: str,
     topic: str,
     data: bytes,
-    guaranteed: bool,
     count: int,
     rate: float,
     headers: dict[str, str] | None,
     ttl_ms: int,
-    as_json: bool,
 ) -> int | None:
     """Publish and return the last guaranteed event id (None for direct)."""
-    from plexus.client import Client
-
-    acks = _Acks(guaranteed, as_json)
-    async with await Client.connect(server) as client:
+    guaranteed, as_json = acks.guaranteed, acks.as_json
+    async with await connect_streaming(server) as client:
         try:
             topic_parts = topic.split(SEQ) if SEQ in topic else None
             data_parts = data.split(SEQ.encode()) if SEQ.encode() in data else None
@@ -138,6 +155,9 @@ async def _publish(
         except BaseException:
             acks.silence()
             raise
+        lost = client.publish_stats()["direct_unconfirmed"]
+        if lost:
+            sys.stderr.write(f"{lost} direct events were written before a break and may be lost\n")
     return acks.last_id
 
 
@@ -148,6 +168,7 @@ class _Acks:
         self.guaranteed, self.as_json = guaranteed, as_json
         self.pending: deque[tuple[int, str, asyncio.Future[int | None]]] = deque()
         self.last_id: int | None = None
+        self.settled = 0
 
     def settle(self, until_done: bool) -> None:
         """Pop acked events from the front; raise the first refusal."""
@@ -155,6 +176,7 @@ class _Acks:
         while pending and (until_done or pending[0][2].done()):
             seq, topic, fut = pending.popleft()
             event_id = fut.result()
+            self.settled += 1
             if self.guaranteed:
                 self.last_id = event_id
             if self.as_json:

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from plexus.cli.options import run, server_option
+from plexus.cli.options import connect_streaming, run, server_option
 from plexus.errors import PlexusError
 
 __all__ = ["queue_group"]
@@ -201,11 +201,10 @@ async def _consume(
     as_json: bool,
 ) -> None:
     from plexus.cli.output import EventPrinter
-    from plexus.client import Client
 
     printer = EventPrinter(as_json)
     received = 0
-    async with await Client.connect(server) as client:
+    async with await connect_streaming(server, timeout) as client:
         consumer = client.consume(name, prefetch=prefetch, credit_on_receive=no_ack)
         try:
             await consumer.start()

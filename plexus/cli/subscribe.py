@@ -7,7 +7,7 @@ import time
 
 import click
 
-from plexus.cli.options import run, server_option
+from plexus.cli.options import connect_streaming, run, server_option
 from plexus.errors import PlexusError
 
 __all__ = ["sub"]
@@ -20,7 +20,8 @@ __all__ = ["sub"]
     "--timeout",
     type=click.FloatRange(min=0, min_open=True),
     default=None,
-    help="Total seconds to wait; with --count, not getting N events in time is an error.",
+    help="Total seconds to wait; with --count, not getting N events in time is an error. "
+    "Without it, the subscription is made again after every break of the connection.",
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON line per event.")
 @click.option(
@@ -54,11 +55,10 @@ async def _subscribe(
     buffer_events: int,
 ) -> None:
     from plexus.cli.output import EventPrinter
-    from plexus.client import Client
 
     printer = EventPrinter(as_json)
     received = 0
-    client = await Client.connect(server)
+    client = await connect_streaming(server, timeout)
     async with client, client.subscribe(pattern, buffer_events=buffer_events) as subscription:
         if sys.stderr.isatty():
             sys.stderr.write(f"subscribed to {pattern} on {server}\n")
