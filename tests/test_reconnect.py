@@ -129,9 +129,13 @@ async def test_a_resend_after_a_lost_ack_is_stored_once(nodes: Nodes) -> None:
     node = nodes.start("us")
     async with await Client.connect(node.address) as client:
         await client.create_queue("keyed", ["k/>"])
-        first = [await client.publish(f"k/{i}", b"v", guaranteed=True, key=f"k-{i}") for i in range(5)]
+        first = [
+            await client.publish(f"k/{i}", b"v", guaranteed=True, key=f"k-{i}") for i in range(5)
+        ]
     async with await Client.connect(node.address) as again:
-        second = [await again.publish(f"k/{i}", b"v", guaranteed=True, key=f"k-{i}") for i in range(5)]
+        second = [
+            await again.publish(f"k/{i}", b"v", guaranteed=True, key=f"k-{i}") for i in range(5)
+        ]
         assert second == first
         assert again.publish_stats()["duplicates"] == 5
         assert (await again.describe_queue("keyed")).depth == 5

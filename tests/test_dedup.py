@@ -1,0 +1,203 @@
+"""Idempotent publishing: the de-duplication window, its durable log, and a real node using it."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import grpc
+import pytest
+
+from node.dedup import DedupWindow, app_key, producer_key
+from plexus import Client
+from plexus.v1 import plexus_pb2 as pb
+from plexus.v1 import plexus_pb2_grpc as pb_grpc
+from storage.dedup import DedupLog, DedupRecord
+from storage.environment import Environment
+from tests.harness import Nodes
+
+NOW_MS = 1_800_000_000_000
+
+
+def _id(at_ms: int, n: int = 0) -> int:
+    return (at_ms << 22) | n
+
+
+def _record(seq: int, key: bytes, at_ms: int = NOW_MS) -> DedupRecord:
+    return DedupRecord(seq, _id(at_ms, seq), key)
+
+
+# ---------------------------------------------------------------- the window (sans-IO)
+
+
+def test_a_landed_key_answers_with_its_first_id() -> None:
+    window = DedupWindow(max_keys=10, max_age_ms=60_000)
+    key = producer_key(b"p" * 16, 1)
+    assert window.stored_id(key) is None
+    window.begin(key)
+    assert window.is_pending(key)
+    window.landed([_record(5, key)], NOW_MS)
+    assert window.stored_id(key) == _id(NOW_MS, 5)
+    assert not window.is_pending(key)
+
+
+def test_resends_of_a_pending_key_share_its_outcome() -> None:
+    window = DedupWindow(max_keys=10, max_age_ms=60_000)
+    landed_key, failed_key = app_key("a"), app_key("b")
+    window.begin(landed_key)
+    window.begin(failed_key)
+    window.join(landed_key, "resend-1")
+    window.join(landed_key, "resend-2")
+    window.join(failed_key, "resend-3")
+    assert window.landed([_record(1, landed_key)], NOW_MS) == [
+        ("resend-1", _id(NOW_MS, 1)),
+        ("resend-2", _id(NOW_MS, 1)),
+    ]
+    assert window.failed([failed_key]) == ["resend-3"]
+    # A failed first copy leaves its key free: the next copy is stored.
+    assert window.stored_id(failed_key) is None and not window.is_pending(failed_key)
+
+
+def test_the_window_keeps_the_newest_keys_up_to_its_size() -> None:
+    window = DedupWindow(max_keys=3, max_age_ms=60_000)
+    keys = [app_key(str(i)) for i in range(5)]
+    window.landed([_record(i + 1, k) for i, k in enumerate(keys)], NOW_MS)
+    assert [window.stored_id(k) is not None for k in keys] == [False, False, True, True, True]
+    assert len(window) == 3 and window.trim_upto == 2
+
+
+def test_keys_older_than_the_window_are_forgotten() -> None:
+    window = DedupWindow(max_keys=100, max_age_ms=1_000)
+    old, new = app_key("old"), app_key("new")
+    window.landed([_record(1, old, NOW_MS - 5_000)], NOW_MS - 5_000)
+    window.landed([_record(2, new, NOW_MS)], NOW_MS)
+    assert window.stored_id(old) is None
+    assert window.stored_id(new) is not None
+
+
+def test_trims_of_the_log_come_in_runs() -> None:
+    window = DedupWindow(max_keys=1, max_age_ms=60_000)
+    window.landed([_record(i, app_key(str(i))) for i in range(1, 10)], NOW_MS)
+    assert window.trim_due() == 0  # eight forgotten: not worth a write yet
+    window.landed([_record(i, app_key(str(i))) for i in range(10, 2000)], NOW_MS)
+    assert window.trim_due() == 1998
+
+
+# ---------------------------------------------------------------- the durable log
+
+
+def test_the_log_appends_trims_and_reads_back(tmp_path: Path) -> None:
+    env = Environment(tmp_path)
+    try:
+        log = DedupLog(env)
+        records = [_record(seq, app_key(f"k{seq}")) for seq in range(1, 6)]
+        with env.env.begin(write=True) as txn:
+            log.append(txn, records)
+        assert log.read_all() == records
+        with env.env.begin(write=True) as txn:
+            assert log.trim(txn, 3) == 3
+            assert log.trim(txn, 100) == 2
+            assert log.trim(txn, 100) == 0
+        assert log.read_all() == []
+    finally:
+        env.close()
+
+
+def test_a_reloaded_window_knows_what_was_logged(tmp_path: Path) -> None:
+    env = Environment(tmp_path)
+    try:
+        log = DedupLog(env)
+        with env.env.begin(write=True) as txn:
+            log.append(txn, [_record(1, app_key("a")), _record(2, app_key("b"))])
+        window = DedupWindow(max_keys=1, max_age_ms=60_000)
+        window.load(log.read_all(), NOW_MS)
+        assert window.stored_id(app_key("a")) is None  # over the window's size
+        assert window.stored_id(app_key("b")) == _id(NOW_MS, 2)
+    finally:
+        env.close()
+
+
+# ---------------------------------------------------------------- a real node
+
+
+def _request(producer: bytes, topic_seq: list[tuple[str, int]]) -> pb.PublishRequest:
+    return pb.PublishRequest(
+        events=[pb.Event(topic=t, payload=b"v", mode=pb.GUARANTEED) for t, _ in topic_seq],
+        producer=producer,
+        sequences=[s for _, s in topic_seq],
+        flush=True,
+    )
+
+
+async def _publish_raw(address: str, request: pb.PublishRequest) -> list[pb.PublishAck]:
+    """One Publish call: send `request`, collect acks until every event is answered."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        call = pb_grpc.BrokerStub(channel).Publish()
+        await call.write(request)
+        acks: list[pb.PublishAck] = []
+        while sum(max(1, a.count) for a in acks) < len(request.events):
+            resp = await asyncio.wait_for(call.read(), 10)
+            acks.extend(resp.acks)
+        await call.done_writing()
+        return acks
+
+
+async def test_a_resent_producer_sequence_is_acked_with_the_first_id_and_stored_once(
+    node,  # type: ignore[no-untyped-def]
+) -> None:
+    async with await Client.connect(node.address) as client:
+        await client.create_queue("once", ["once/>"])
+    producer = b"\x01" * 16
+    first = await _publish_raw(node.address, _request(producer, [("once/a", 1), ("once/b", 2)]))
+    again = await _publish_raw(node.address, _request(producer, [("once/b", 2), ("once/c", 3)]))
+    assert not any(a.duplicate for a in first)
+    by_index = {a.index: a for a in again}
+    assert by_index[0].duplicate and by_index[0].id == first[0].id + 1
+    assert not by_index[1].duplicate
+    async with await Client.connect(node.address) as client:
+        assert (await client.describe_queue("once")).depth == 3
+
+
+async def test_a_malformed_dedup_request_is_refused_naming_what_is_wrong(node) -> None:  # type: ignore[no-untyped-def]
+    request = _request(b"", [("x/a", 1)])
+    acks = await _publish_raw(node.address, request)
+    assert acks[0].HasField("error") and "producer" in acks[0].error.message
+    request = _request(b"p" * 16, [("x/a", 1)])
+    del request.sequences[:]
+    request.sequences.extend([1, 2])
+    acks = await _publish_raw(node.address, request)
+    assert "sequences has 2 entries for 1 events" in acks[0].error.message
+
+
+@pytest.mark.slow
+async def test_keys_survive_a_node_kill_9(nodes: Nodes) -> None:
+    node = nodes.start("us")
+    async with await Client.connect(node.address) as client:
+        await client.create_queue("durable", ["d/>"])
+        ids = [
+            await client.publish(f"d/{i}", b"v", guaranteed=True, key=f"row-{i}") for i in range(50)
+        ]
+    node.kill()
+    node = await asyncio.to_thread(nodes.restart, node)
+    async with await Client.connect(node.address) as client:
+        again = [
+            await client.publish(f"d/{i}", b"v", guaranteed=True, key=f"row-{i}") for i in range(50)
+        ]
+        assert again == ids
+        assert client.publish_stats()["duplicates"] == 50
+        assert (await client.describe_queue("durable")).depth == 50
+
+
+@pytest.mark.slow
+async def test_a_key_outside_the_window_is_stored_again(nodes: Nodes, tmp_path: Path) -> None:
+    config = tmp_path / "node.toml"
+    config.write_text("[node]\ndedup_window_events = 3\n")
+    node = nodes.start("us", None, "--config", str(config))
+    async with await Client.connect(node.address) as client:
+        await client.create_queue("small", ["s/>"])
+        for i in range(5):
+            await client.publish(f"s/{i}", b"v", guaranteed=True, key=f"k{i}")
+        await client.publish("s/0", b"v", guaranteed=True, key="k0")  # fell out: stored again
+        await client.publish("s/4", b"v", guaranteed=True, key="k4")  # still in: acked again
+        assert client.publish_stats()["duplicates"] == 1
+        assert (await client.describe_queue("small")).depth == 6
