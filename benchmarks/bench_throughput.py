@@ -341,10 +341,10 @@ def direct_same_process_run(events: int) -> dict[str, Any]:
     }
 
 
-def guaranteed_run(events: int) -> dict[str, Any]:
+def guaranteed_run(events: int, node_settings: str = "") -> dict[str, Any]:
     wait_for_quiet()
     load_before = load()
-    with Node() as node, Workers() as workers:
+    with Node(node_settings) as node, Workers() as workers:
 
         async def create() -> None:
             async with await Client.connect(node.address) as client:

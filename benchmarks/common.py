@@ -62,12 +62,14 @@ class Node:
             client = await Client.connect(node.address)
     """
 
-    def __init__(self) -> None:
+    def __init__(self, settings: str = "") -> None:
         self.address = f"127.0.0.1:{free_port()}"
         self._tmp = tempfile.TemporaryDirectory(prefix="plexus-bench-")
         self.dir = Path(self._tmp.name)
         self.log_path = self.dir / "node.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        # Lines of the node's [node] table (e.g. "dedup_window_events = 0").
+        self.settings = settings
 
     @property
     def pid(self) -> int:
@@ -77,16 +79,27 @@ class Node:
     def start(self) -> Node:
         cmd = [sys.executable, "-m", "node", "run", "--name", "us",
                "--listen", self.address, "--data", str(self.dir / "data")]  # fmt: skip
-        with open(self.log_path, "wb") as log:
+        if self.settings:
+            config = self.dir / "node.toml"
+            config.write_text(f"[node]\n{self.settings}\n")
+            cmd += ["--config", str(config)]
+        with open(self.log_path, "ab") as log:
+            since = log.tell()  # a restart appends to the log of the first start
             self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + NODE_START_TIMEOUT_S
-        while READY_LINE not in self.log_path.read_bytes():
+        while READY_LINE not in self.log_path.read_bytes()[since:]:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 tail = self.log_path.read_text(errors="replace")[-1500:]
                 self.stop()
                 raise RuntimeError(f"the node did not start:\n{tail}")
             time.sleep(0.02)
         return self
+
+    def kill(self) -> None:
+        """kill -9; the data directory stays for `start()` to restart on."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
     def stop(self) -> None:
         proc = self.proc

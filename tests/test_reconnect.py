@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import time
 
 import pytest
 
@@ -139,3 +140,65 @@ async def test_a_resend_after_a_lost_ack_is_stored_once(nodes: Nodes) -> None:
         assert second == first
         assert again.publish_stats()["duplicates"] == 5
         assert (await again.describe_queue("keyed")).depth == 5
+
+
+def test_cli_publisher_consumer_and_subscriber_ride_through_a_node_restart(nodes: Nodes) -> None:
+    import json
+    import subprocess
+    import sys
+
+    node = nodes.start("us")
+    cli = [sys.executable, "-m", "plexus.cli.main"]
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*cli, *args, "--server", node.address], capture_output=True, text=True, timeout=60
+        )
+
+    def spawn(*args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [*cli, *args, "--server", node.address],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    assert run("queue", "create", "cq", "--subscribe", "cq/>").returncode == 0
+    total = 2_000
+    sub = spawn("sub", "late/>", "--json", "--count", "1", "--timeout", "60")
+    consumer = spawn("queue", "consume", "cq", "--json", "--timeout", "8")
+    deadline = time.monotonic() + 30
+    while "late/>" not in run("subscriptions", "--json").stdout:
+        assert time.monotonic() < deadline, "the subscriber never subscribed"
+    publisher = spawn(
+        "pub", "cq/{seq}", "x", "--guaranteed", "--count", str(total), "--rate", "400", "--json"
+    )
+    try:
+        assert publisher.stdout is not None
+        for _ in range(200):  # kill once the publisher is well under way
+            publisher.stdout.readline()
+        node.kill()
+        node = nodes.restart(node)
+        # Publish until the subscriber, back on the restarted node, takes one.
+        deadline = time.monotonic() + 30
+        while sub.poll() is None and time.monotonic() < deadline:
+            run("pub", "late/1", "after")
+        sub_out, sub_err = sub.communicate(timeout=30)
+        pub_out, pub_err = publisher.communicate(timeout=60)
+        con_out, con_err = consumer.communicate(timeout=90)
+    finally:
+        for proc in (sub, consumer, publisher):
+            proc.kill()
+    assert sub.returncode == 0, sub_err
+    assert json.loads(sub_out.splitlines()[0])["topic"] == "late/1"
+    assert "lost node at" in sub_err and "reconnected to node at" in sub_err
+    assert publisher.returncode == 0, pub_err
+    assert "lost node at" in pub_err and "reconnected to node at" in pub_err
+    acked = {json.loads(line)["topic"] for line in pub_out.splitlines()}
+    assert len(acked) + 200 == total
+    consumed: dict[str, set[str]] = {}
+    for line in con_out.splitlines():
+        event = json.loads(line)
+        consumed.setdefault(event["topic"], set()).add(event["id"])
+    assert len(consumed) == total, f"consumer got {len(consumed)} of {total}: {con_err[-300:]}"
+    assert all(len(ids) == 1 for ids in consumed.values()), "an event was stored twice"

@@ -40,6 +40,9 @@ log = logging.getLogger("plexus.client")
 FIRST_BACKOFF_S = 0.05
 MAX_BACKOFF_S = 1.0
 PUBLISH_METHOD = "/plexus.v1.Broker/Publish"
+# Two start times of a node computed from its uptime further apart than this are
+# two processes (a restart).
+NODE_START_TOLERANCE_S = 0.25
 # How long a node has to answer the probe of a (re)connect.
 PROBE_TIMEOUT_S = 2.0
 
@@ -95,6 +98,8 @@ class Connection:
         self.failure: PlexusError | None = None
         self.closed = False
         self._cycle: asyncio.Task[None] | None = None
+        # When the node process answering now started (wall clock, from its uptime).
+        self._node_started_at = 0.0
         self._changed = asyncio.Event()
         self._listeners: list[asyncio.Queue[StateChange | None]] = []
 
@@ -185,15 +190,17 @@ class Connection:
             self._changed.set()
 
     async def _still_up(self) -> bool:
-        """The current channel still answers (a stream ended, not the connection)."""
+        """The current channel still answers the same node process: a stream ended, not
+        the connection. (gRPC may have reconnected the channel to a restarted node: that
+        is a break the application hears of.)"""
         if self._channel is None:
             return False
         stub = pb_grpc.BrokerStub(self._channel)
         try:
-            await stub.GetNodeInfo(pb.NodeInfoRequest(), timeout=PROBE_TIMEOUT_S / 2)
+            info = await stub.GetNodeInfo(pb.NodeInfoRequest(), timeout=PROBE_TIMEOUT_S / 2)
         except grpc.RpcError:
             return False
-        return True
+        return abs(_started_at(info) - self._node_started_at) < NODE_START_TOLERANCE_S
 
     async def _retry(self, reason: str) -> None:
         started = time.monotonic()
@@ -231,7 +238,9 @@ class Connection:
         """Open a channel to `address` and check a node answers; install it or raise."""
         channel = open_channel(address)
         try:
-            await pb_grpc.BrokerStub(channel).GetNodeInfo(pb.NodeInfoRequest(), timeout=timeout)
+            info = await pb_grpc.BrokerStub(channel).GetNodeInfo(
+                pb.NodeInfoRequest(), timeout=timeout
+            )
         except grpc.RpcError as exc:
             await channel.close()
             raise Unavailable(
@@ -241,6 +250,7 @@ class Connection:
             await channel.close()
             raise
         self._channel = channel
+        self._node_started_at = _started_at(info)
         self.address = address
         self.broker = pb_grpc.BrokerStub(channel)
         self.admin = pb_grpc.AdminStub(channel)
@@ -279,6 +289,10 @@ class Connection:
                 yield change
         finally:
             self._listeners.remove(listener)
+
+
+def _started_at(info: pb.NodeInfo) -> float:
+    return time.time() - info.uptime_ms / 1000
 
 
 def unreachable_reason(exc: grpc.RpcError, timeout: float) -> str:
