@@ -22,9 +22,9 @@ from typing import Any
 import grpc
 from grpc import aio
 
-from plexus.client.channel import stream_broke, stream_ended
+from plexus.client.channel import error_from_ack, stream_broke, stream_ended
 from plexus.client.framing import FLUSH, EventFramer
-from plexus.errors import PlexusError, Unavailable, code_from_int, error_from_status
+from plexus.errors import PlexusError, Unavailable
 from plexus.v1 import plexus_pb2 as pb
 
 __all__ = [
@@ -248,7 +248,7 @@ class PublishStream:
                 for ack in resp.acks:
                     fut = futures.pop(ack.index, None)
                     if ack.HasField("error"):
-                        err = error_from_status(code_from_int(ack.error.code), ack.error.message)
+                        err = error_from_ack(ack.error)
                         if fut is None:
                             self.direct_errors += 1
                             if self._unreported_error is None:
