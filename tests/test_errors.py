@@ -12,6 +12,7 @@ import asyncio
 import logging
 import socket
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -55,7 +56,7 @@ from plexus.errors import (
 from plexus.v1 import link_pb2 as lpb
 from plexus.v1 import plexus_pb2 as pb
 from plexus.v1 import plexus_pb2_grpc as rpc
-from tests.harness import NodeProcess, eventually
+from tests.harness import Cluster, NodeProcess, eventually
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -248,6 +249,43 @@ async def test_a_call_on_a_closed_client_raises_client_closed(node: NodeProcess)
     assert not caught.value.retriable
 
 
+async def test_a_full_link_spool_refuses_a_guaranteed_publish_with_spool_full(
+    tmp_path: Path,
+) -> None:
+    quota = 1 << 20  # the smallest quota a cluster file allows
+    cluster = Cluster(
+        tmp_path, ["eu", "us"], [("eu", "us")], settings={"link_spool_quota_bytes": quota}
+    )
+    cluster.start()
+    try:
+        async with (
+            await Client.connect(cluster.address("eu")) as eu,
+            await Client.connect(cluster.address("us")) as us,
+        ):
+
+            async def link_up() -> bool:
+                links = (await us.list_links(interest=False)).links
+                return [(link.peer, link.state) for link in links] == [("eu", "up")]
+
+            await eventually(link_up, DEADLINE_S, "link us-eu up")
+            await eu.create_queue("far", ["far/>"])
+
+            async def us_knows_eu_interest() -> bool:
+                view = await us.list_links()
+                return any("far/>" in i.patterns for i in view.interest if i.region == "eu")
+
+            await eventually(us_knows_eu_interest, DEADLINE_S, "us to learn eu's interest")
+            await us.set_link("eu", up=False)
+            payload = b"p" * 10_000
+            with pytest.raises(SpoolFull) as caught:
+                for _ in range(quota // len(payload) + 10):
+                    await us.publish("far/x", payload, guaranteed=True)
+        full = caught.value
+        assert (full.peer, full.quota_bytes) == ("eu", quota) and full.retriable
+    finally:
+        cluster.close()
+
+
 # ---------------------------------------------------------------- a real node, raw gRPC
 
 
@@ -281,6 +319,14 @@ def test_a_raw_grpc_client_reads_the_reason_from_the_status_details(
         "plexus",
         {"name": "nowhere"},
     )
+
+
+def test_the_admin_service_sends_details_too(channel: grpc.Channel, node: NodeProcess) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        rpc.AdminStub(channel).SetLink(pb.SetLinkRequest(peer="eu", up=False), timeout=DEADLINE_S)
+    assert caught.value.code() is grpc.StatusCode.NOT_FOUND
+    assert error_info(caught.value).reason == "NOT_FOUND"
+    assert isinstance(translate_rpc_error(caught.value, node.address), NotFound)
 
 
 def test_node_refuses_an_invalid_queue_pattern_with_invalid_pattern(
