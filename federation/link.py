@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from federation.link_protocol import (
     Close,
@@ -32,6 +33,7 @@ from federation.link_protocol import (
 )
 from federation.mesh import Mesh
 from federation.spools import LinkSpools
+from plexus.errors import PlexusError
 from plexus.v1 import link_pb2 as lpb
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,9 @@ MIN_TICK_MS = 5  # a late timer never spins the loop
 RATE_WINDOW_S = 2.0
 REFUSAL_GRACE_S = 1.0
 SPOOL_READ = 1000  # spooled events per read and per frame
+# What a frame's content may fail with once the protocol took it: the peer's error.
+# Anything else raised while handling a frame is a bug here, and said to be one.
+PEER_FAULTS = (DecodeError, PlexusError, ValueError)
 
 
 def now_ms() -> int:
@@ -169,9 +174,11 @@ class LinkSession:
                 self._perform(self.protocol.receive(frame, now_ms()))
         except grpc.RpcError as exc:
             self._stream_ended(f"stream failed: {exc.code().name}")
-        except Exception as exc:  # a frame that does not parse
+        except PEER_FAULTS as exc:  # a frame the protocol took that its content then failed
             log.warning("link %s: bad input: %r", self.peer, exc)
             self._perform(self.protocol.take_down(CloseReason.BAD_FRAME, str(exc)[:200]))
+        except Exception:
+            self._bug("handling a frame")
 
     async def _write_loop(self, write: Callable[[lpb.LinkFrame], Awaitable[None]]) -> None:
         try:
@@ -192,15 +199,39 @@ class LinkSession:
             self._stream_ended(f"stream failed: {exc.code().name}")
         except (asyncio.InvalidStateError, RuntimeError) as exc:
             self._stream_ended(f"stream closed: {exc}")
+        except Exception:
+            self._bug("writing frames")
 
     async def _tick_loop(self) -> None:
-        while True:
-            now = now_ms()
-            self._perform(self.protocol.tick(now))
-            due = self.protocol.next_tick_ms(now)
-            if due is None:
-                return
-            await asyncio.sleep(max(due - now_ms(), MIN_TICK_MS) / 1000)
+        try:
+            while True:
+                now = now_ms()
+                self._perform(self.protocol.tick(now))
+                due = self.protocol.next_tick_ms(now)
+                if due is None:
+                    return
+                await asyncio.sleep(max(due - now_ms(), MIN_TICK_MS) / 1000)
+        except Exception:
+            self._bug("keeping time")
+
+    def _bug(self, doing: str) -> None:
+        """A bug in this node's code (not the peer's input): log it, tell the peer it was ours."""
+        region = self.protocol.region
+        log.exception(
+            "bug in node %s while %s on the link to %s",
+            region,
+            doing,
+            self.peer,
+            extra={"event": "internal_error", "region": region, "peer": self.peer},
+        )
+        detail = f"internal error in node {region}, see its log"
+        actions = self.protocol.take_down(CloseReason.INTERNAL_ERROR, detail)
+        if actions:  # the peer is told, then the link closes
+            self._perform(actions)
+            return
+        if self.close_reason is None:
+            self.close_reason, self.close_detail = CloseReason.INTERNAL_ERROR, detail
+        self._closed.set()
 
     def _stream_ended(self, detail: str) -> None:
         if self.close_reason is None:
@@ -246,6 +277,12 @@ class LinkSession:
 
     async def _send_spool(self) -> None:
         """Send spooled guaranteed events in order, as fast as the peer acks them."""
+        try:
+            await self._send_spooled()
+        except Exception:
+            self._bug("sending the spool")
+
+    async def _send_spooled(self) -> None:
         link = self.spools.links[self.peer]
         store = self.spools.store
         while True:

@@ -44,6 +44,7 @@ class CloseReason(enum.Enum):
     HANDSHAKE_TIMEOUT = "the handshake did not finish in time"
     BAD_FRAME = "the peer sent a frame that cannot be understood"
     PROTOCOL_ERROR = "the peer broke the protocol"
+    INTERNAL_ERROR = "a bug in this node's own code (see its log)"
     REFUSED = "the peer refused the link"
     TAKEN_DOWN = "an operator took the link down"
     SHUTDOWN = "the node is stopping"

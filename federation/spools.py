@@ -19,7 +19,7 @@ from typing import Any
 import lmdb
 
 from federation.topology import ClusterSettings
-from plexus.errors import ResourceExhausted
+from plexus.errors import SpoolFull
 from plexus.v1 import link_pb2 as lpb
 from storage.spool import Forward, Spool
 
@@ -32,15 +32,6 @@ SPOOL_REARM_FRACTION = 0.7
 
 # Runs a change in the node's group-commit writer; resolves once durable.
 Commit = Callable[[Callable[[lmdb.Transaction], Any]], Awaitable[Any]]
-
-
-class SpoolFull(ResourceExhausted):
-    def __init__(self, peer: str, quota_bytes: int) -> None:
-        self.peer, self.quota_bytes = peer, quota_bytes
-        super().__init__(
-            f"the spool of the link to {peer!r} is full ({quota_bytes} bytes): "
-            "the link has been down or slow for too long"
-        )
 
 
 @dataclass

@@ -20,6 +20,7 @@ from federation.link import LinkSession, now_ms
 from federation.link_protocol import CloseReason, LinkProtocol, LinkState
 from federation.mesh import Mesh
 from federation.spools import LinkSpools
+from federation.status import guard
 from federation.topology import Topology, TopologySource
 from plexus.v1 import link_pb2 as lpb
 from plexus.v1 import link_pb2_grpc as lrpc
@@ -239,4 +240,9 @@ class LinkService(lrpc.LinkServicer):
     async def Connect(
         self, request_iterator: AsyncIterator[lpb.LinkFrame], context: grpc.aio.ServicerContext
     ) -> None:
+        # A bug while accepting is logged here; the dialler gets INTERNAL, not a refusal.
+        accept = guard(self.supervisor.region, "accepting a link", self._accept)
+        await accept(request_iterator, context)
+
+    async def _accept(self, _requests: object, context: grpc.aio.ServicerContext) -> None:
         await self.supervisor.accept(context)

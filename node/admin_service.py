@@ -16,6 +16,7 @@ from federation.link_protocol import LinkState
 from federation.membership import join_proof
 from federation.mesh import Mesh
 from federation.region_membership import RegionMembership
+from federation.status import abort, guard_servicer
 from federation.supervisor import LinkSupervisor
 from federation.topology import RegionSpec, Topology
 from node.clients import ClientRegistry
@@ -26,7 +27,7 @@ from plexus.errors import (
     PermissionDenied,
     PlexusError,
     Unavailable,
-    error_from_status,
+    error_from_metadata,
 )
 from plexus.topics import validate_topic
 from plexus.v1 import plexus_pb2 as pb
@@ -124,7 +125,7 @@ class AdminService(rpc.AdminServicer):
             error = FailedPrecondition(
                 f"region {self.region!r} cannot remove itself: ask another region"
             )
-            await context.abort(error.status_code, str(error))
+            await abort(context, error)
 
         async def change() -> pb.MembershipInfo:
             membership = self._raft()
@@ -197,15 +198,16 @@ class AdminService(rpc.AdminServicer):
                     )
                 except grpc.aio.AioRpcError as exc:
                     if exc.code() is not grpc.StatusCode.UNAVAILABLE:
-                        raise error_from_status(exc.code(), exc.details() or "") from None
+                        raise error_from_metadata(
+                            exc.code(), exc.details() or "", exc.trailing_metadata()
+                        ) from None
         raise Unavailable(f"no Raft voter answers ({', '.join(voters) or 'none known'})")
 
     async def _answer(self, context: Any, change: Callable[[], Awaitable[Any]]) -> Any:
         try:
             return await change()
         except PlexusError as exc:
-            await context.abort(exc.status_code, str(exc))
-            raise
+            await abort(context, exc)
 
     def _raft(self) -> RegionMembership:
         if self.membership is None:
@@ -241,8 +243,7 @@ class AdminService(rpc.AdminServicer):
         try:
             validate_topic(topic)
         except PlexusError as exc:
-            await context.abort(exc.status_code, str(exc))
-            raise
+            await abort(context, exc)
         subscribers, queues = self.local_view(topic)
         here = pb.ExplainedRegion(
             region=self.region,
@@ -334,8 +335,7 @@ class AdminService(rpc.AdminServicer):
                 supervisor.hold_down(request.peer)
             return pb.SetLinkResponse(link=self._link_info(request.peer))
         except PlexusError as exc:
-            await context.abort(exc.status_code, str(exc))
-            raise
+            await abort(context, exc)
 
     def _supervisor(self) -> LinkSupervisor:
         if self.supervisor is None:
@@ -381,4 +381,7 @@ async def _shut_down(address: str, force: bool) -> int:
 
 
 def add_admin_service(server: grpc.aio.Server, service: AdminService) -> None:
-    rpc.add_AdminServicer_to_server(service, server)
+    """Serve `service`: errors as statuses with details, bugs as INTERNAL (federation/status)."""
+    rpc.add_AdminServicer_to_server(
+        guard_servicer(service, service.region, "plexus.v1.Admin"), server
+    )

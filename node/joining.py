@@ -18,7 +18,7 @@ from federation.membership import join_proof
 from federation.region_membership import RegionMembership, topology_from
 from federation.topology import Topology
 from node.config import NodeConfig
-from plexus.errors import AlreadyExists, Unavailable, error_from_status
+from plexus.errors import AlreadyExists, Unavailable, error_from_metadata
 from plexus.v1 import plexus_pb2 as pb
 from plexus.v1 import plexus_pb2_grpc as rpc
 
@@ -62,7 +62,9 @@ async def _join(config: NodeConfig, file: Topology, join: JoinRequest) -> Topolo
             try:
                 info = (await admin.AddRegion(request, timeout=JOIN_TIMEOUT_S)).membership
             except grpc.aio.AioRpcError as exc:
-                error = error_from_status(exc.code(), exc.details() or "")
+                error = error_from_metadata(
+                    exc.code(), exc.details() or "", exc.trailing_metadata()
+                )
                 if not isinstance(error, AlreadyExists):
                     raise error from None
                 # Already a member (a restart with --join): carry on from the membership.

@@ -21,7 +21,7 @@ from node.delivery import Entry
 from node.direct import DirectRouter, Subscriber
 from node.event_ids import EventIds
 from node.queues import Queue, QueueTable, now_ms
-from plexus.errors import InvalidArgument, InvalidTopic, PlexusError
+from plexus.errors import InvalidArgument, InvalidTopic, PlexusError, reason_of
 from plexus.topics import validate_topic
 from plexus.v1 import plexus_pb2 as pb
 from storage.dedup import DedupLog, DedupRecord
@@ -562,6 +562,13 @@ def _clear_delivery_fields(events: Sequence[pb.Event]) -> None:
 
 
 def _refusal(index: int, error: BaseException) -> pb.PublishAck:
-    code = error.status_code if isinstance(error, PlexusError) else None
-    value = code.value[0] if code is not None else 2
-    return pb.PublishAck(index=index, error=pb.Error(code=value, message=str(error)))
+    """The ack refusing one event: status code, message, and the error's reason and fields."""
+    if not isinstance(error, PlexusError):
+        return pb.PublishAck(index=index, error=pb.Error(code=2, message=str(error)))
+    refused = pb.Error(
+        code=error.status_code.value[0],
+        message=str(error),
+        reason=reason_of(error),
+        fields=error.fields(),
+    )
+    return pb.PublishAck(index=index, error=refused)

@@ -1,6 +1,7 @@
 """The gRPC shell of the client API (plexus.v1.Broker): streams in, routing calls, bytes out.
 
-Errors are translated to status codes at one seam (`_abort`). Event streams
+Errors are translated to statuses (code, message, details) at one seam,
+federation/status.py: every handler is registered through its `guard`. Event streams
 are written as pre-encoded bytes (see node/framing.py), so their handlers are
 registered with no response serializer.
 """
@@ -14,7 +15,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
+from federation.status import abort, guard
 from node import framing
 from node.clients import ClientRegistry, ConnectedClient
 from node.config import NodeConfig
@@ -22,7 +25,7 @@ from node.direct import DirectRouter, Subscriber
 from node.publishing import Publisher
 from node.queues import Consumer, Queue, QueueTable
 from plexus import __version__
-from plexus.errors import FailedPrecondition, InvalidPattern, PlexusError
+from plexus.errors import FailedPrecondition, InvalidArgument, InvalidPattern
 from plexus.topics import validate_pattern
 from plexus.v1 import plexus_pb2 as pb
 from storage.environment import Environment
@@ -108,7 +111,7 @@ class BrokerService:
         try:
             validate_pattern(request.pattern)
         except InvalidPattern as exc:
-            await _abort(context, exc)
+            await abort(context, exc)
         capacity = request.buffer_events or self.config.subscriber_buffer_events
         capacity = min(capacity, 1_000_000)
         subscriber = Subscriber(request.pattern, capacity)
@@ -283,70 +286,65 @@ class _PublishStream:
                 return
 
 
-async def _abort(context: grpc.aio.ServicerContext, exc: PlexusError) -> None:
-    await context.abort(exc.status_code, str(exc))
-
-
-def _unary(fn: Callable[[Any, Any], Awaitable[Any]]) -> Callable[[Any, Any], Awaitable[Any]]:
-    async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        try:
-            return await fn(request, context)
-        except PlexusError as exc:
-            await _abort(context, exc)
-
-    return handler
-
-
 def handlers(service: BrokerService) -> grpc.GenericRpcHandler:
-    def unary(fn: Any, request_type: Any) -> grpc.RpcMethodHandler:
+    region = service.config.name
+
+    def guarded(name: str, fn: Callable[[Any, Any], Awaitable[Any]]) -> Any:
+        return guard(region, f"serving {SERVICE}/{name}", fn)
+
+    def unary(name: str, fn: Any, request_type: Any) -> grpc.RpcMethodHandler:
+        async def call(raw: bytes, context: Any) -> Any:
+            return await fn(_parse(request_type, raw), context)
+
         return grpc.unary_unary_rpc_method_handler(
-            _unary(fn),
-            request_deserializer=request_type.FromString,
-            response_serializer=lambda m: m.SerializeToString(),
+            guarded(name, call), response_serializer=lambda m: m.SerializeToString()
         )
 
     async def publish(_requests: Any, context: Any) -> None:
-        await _streaming_call(service.publish, context)
+        await service.publish(context)
 
     async def consume(_requests: Any, context: Any) -> None:
-        await _streaming_call(service.consume, context)
+        await service.consume(context)
 
-    async def subscribe(request: pb.SubscribeRequest, context: Any) -> None:
-        try:
-            await service.subscribe(request, context)
-        except PlexusError as exc:
-            await _abort(context, exc)
+    async def subscribe(raw: bytes, context: Any) -> None:
+        await service.subscribe(_parse(pb.SubscribeRequest, raw), context)
 
     return grpc.method_handlers_generic_handler(
         SERVICE,
         {
             "Publish": grpc.stream_stream_rpc_method_handler(
-                publish,
+                guarded("Publish", publish),
                 request_deserializer=_with_raw_bytes,
                 response_serializer=lambda m: m.SerializeToString(),
             ),
-            "Subscribe": grpc.unary_stream_rpc_method_handler(
-                subscribe, request_deserializer=pb.SubscribeRequest.FromString
+            "Subscribe": grpc.unary_stream_rpc_method_handler(guarded("Subscribe", subscribe)),
+            "CreateQueue": unary("CreateQueue", service.create_queue, pb.CreateQueueRequest),
+            "DeleteQueue": unary("DeleteQueue", service.delete_queue, pb.DeleteQueueRequest),
+            "ListQueues": unary("ListQueues", service.list_queues, pb.ListQueuesRequest),
+            "DescribeQueue": unary(
+                "DescribeQueue", service.describe_queue, pb.DescribeQueueRequest
             ),
-            "CreateQueue": unary(service.create_queue, pb.CreateQueueRequest),
-            "DeleteQueue": unary(service.delete_queue, pb.DeleteQueueRequest),
-            "ListQueues": unary(service.list_queues, pb.ListQueuesRequest),
-            "DescribeQueue": unary(service.describe_queue, pb.DescribeQueueRequest),
-            "PurgeQueue": unary(service.purge_queue, pb.PurgeQueueRequest),
+            "PurgeQueue": unary("PurgeQueue", service.purge_queue, pb.PurgeQueueRequest),
             "Consume": grpc.stream_stream_rpc_method_handler(
-                consume, request_deserializer=pb.ConsumeRequest.FromString
+                guarded("Consume", consume), request_deserializer=_consume_request
             ),
-            "GetNodeInfo": unary(service.node_info, pb.NodeInfoRequest),
+            "GetNodeInfo": unary("GetNodeInfo", service.node_info, pb.NodeInfoRequest),
         },
     )
 
 
-def _with_raw_bytes(raw: bytes) -> tuple[bytes, pb.PublishRequest]:
-    return raw, pb.PublishRequest.FromString(raw)
-
-
-async def _streaming_call(fn: Callable[[Any], Awaitable[None]], context: Any) -> None:
+def _parse(message_type: Any, raw: bytes) -> Any:
+    """A request off the wire; bytes that do not parse are the peer's error, said as such."""
     try:
-        await fn(context)
-    except PlexusError as exc:
-        await _abort(context, exc)
+        return message_type.FromString(raw)
+    except DecodeError as exc:
+        name = message_type.DESCRIPTOR.name
+        raise InvalidArgument(f"malformed {name}: {exc}") from None
+
+
+def _with_raw_bytes(raw: bytes) -> tuple[bytes, pb.PublishRequest]:
+    return raw, _parse(pb.PublishRequest, raw)
+
+
+def _consume_request(raw: bytes) -> pb.ConsumeRequest:
+    return _parse(pb.ConsumeRequest, raw)

@@ -221,7 +221,7 @@ async def test_full_queue_refuses_guaranteed_publish(client: Client) -> None:
     await client.publish("s/2", b"2", guaranteed=True)
     with pytest.raises(Exception, match="full") as caught:
         await client.publish("s/3", b"3", guaranteed=True)
-    assert caught.type.__name__ == "ResourceExhausted"
+    assert caught.type.__name__ == "QueueFull"
     # The stream stays usable after a refusal.
     assert await client.publish("other/4", b"4", guaranteed=True)
 

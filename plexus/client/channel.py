@@ -6,14 +6,27 @@ and nowhere else, so callers only ever catch the Plexus taxonomy.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import grpc
 from grpc import aio
 
-from plexus.errors import InvalidArgument, PlexusError, Unavailable, error_from_status
+from plexus.errors import (
+    InvalidArgument,
+    PlexusError,
+    Timeout,
+    Unavailable,
+    code_from_int,
+    error_from_status,
+    error_info,
+    status_details,
+)
+from plexus.v1 import plexus_pb2 as pb
 
 __all__ = [
     "CHANNEL_OPTIONS",
     "MAX_MESSAGE_BYTES",
+    "error_from_ack",
     "open_channel",
     "parse_address",
     "stream_broke",
@@ -54,9 +67,6 @@ _DELIBERATE = frozenset(
     }
 )
 
-# Status codes that mean "the node could not be reached or went away".
-_UNREACHABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
-
 
 def parse_address(address: str) -> tuple[str, int]:
     """Split `HOST:PORT` (or `[v6]:PORT`); raise InvalidArgument naming what is wrong."""
@@ -84,19 +94,47 @@ def open_channel(address: str) -> aio.Channel:
     return aio.insecure_channel(address, options=CHANNEL_OPTIONS)
 
 
-def translate_rpc_error(exc: grpc.RpcError, address: str) -> PlexusError:
-    """The PlexusError for a failed call; connection failures name the address."""
+Metadata = Sequence[tuple[str, str | bytes]]
+
+
+def translate_rpc_error(
+    exc: grpc.RpcError, address: str, timeout: float | None = None
+) -> PlexusError:
+    """The PlexusError for a failed call; connection failures name the address.
+
+    `timeout` is the deadline the call was given, for the `Timeout` it may become.
+    """
     code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
     details = exc.details() if hasattr(exc, "details") else None
-    return translate_status(code, details, address)
+    metadata = _trailing_metadata(exc)
+    return translate_status(code, details, address, metadata, timeout=timeout)
 
 
-def translate_status(code: grpc.StatusCode, details: str | None, address: str) -> PlexusError:
-    """The PlexusError for a call that ended with status `code`."""
+def translate_status(
+    code: grpc.StatusCode,
+    details: str | None,
+    address: str,
+    trailing_metadata: Metadata | None = None,
+    *,
+    timeout: float | None = None,
+) -> PlexusError:
+    """The PlexusError for a call that ended with status `code`.
+
+    The node's own refusals come back as their specific class (the reason and
+    fields in the status details); a passed deadline is `Timeout`, never
+    "cannot reach node".
+    """
+    reason, fields = error_info(status_details(trailing_metadata))
     details = details or code.name
-    if code in _UNREACHABLE:
+    if reason:  # the node said it on purpose, whatever the code
+        return error_from_status(code, details, reason, fields)
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return Timeout(f"call to node at {address}", timeout)
+    if code == grpc.StatusCode.UNAVAILABLE:
         return Unavailable(f"cannot reach node at {address}: {details}")
     if code == grpc.StatusCode.CANCELLED:
+        # Cancelled by this side's closing, or by the node going away: the
+        # client, which knows whether it was closed, raises ClientClosed itself.
         return Unavailable(f"call to node at {address} cancelled: {details}")
     return error_from_status(code, details)
 
@@ -105,14 +143,36 @@ def stream_broke(exc: grpc.RpcError, address: str, what: str) -> PlexusError:
     """The error for a stream that ended: the node's refusal, else Unavailable."""
     code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
     details = exc.details() if hasattr(exc, "details") else None
-    return stream_ended(code, details, address, what)
+    return stream_ended(code, details, address, what, _trailing_metadata(exc))
 
 
 def stream_ended(
-    code: grpc.StatusCode, details: str | None, address: str, what: str
+    code: grpc.StatusCode,
+    details: str | None,
+    address: str,
+    what: str,
+    trailing_metadata: Metadata | None = None,
 ) -> PlexusError:
-    """Like `stream_broke`, from a status read off a finished call."""
-    if code in _DELIBERATE:
-        return error_from_status(code, details or code.name)
-    reason = f": {details}" if details and code != grpc.StatusCode.OK else ""
-    return Unavailable(f"{what} to node at {address} broke ({code.name.lower()}){reason}")
+    """Like `stream_broke`, from a status (and trailing metadata) read off a finished call."""
+    reason, fields = error_info(status_details(trailing_metadata))
+    if reason or code in _DELIBERATE:
+        return error_from_status(code, details or code.name, reason, fields)
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return Timeout(f"{what} to node at {address}", None)
+    reason_text = f": {details}" if details and code != grpc.StatusCode.OK else ""
+    return Unavailable(f"{what} to node at {address} broke ({code.name.lower()}){reason_text}")
+
+
+def error_from_ack(error: pb.Error) -> PlexusError:
+    """The error for an event the node refused in a publish stream (`PublishAck.error`)."""
+    return error_from_status(
+        code_from_int(error.code), error.message, error.reason, dict(error.fields)
+    )
+
+
+def _trailing_metadata(exc: grpc.RpcError) -> Metadata | None:
+    try:
+        metadata = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
+    except Exception:  # a call that never got its trailers
+        return None
+    return tuple(metadata) if metadata else None

@@ -494,7 +494,7 @@ class Client:
         try:
             return await getattr(stub, name)(request, timeout=timeout)
         except grpc.RpcError as exc:
-            err = translate_rpc_error(exc, self.address)
+            err = translate_rpc_error(exc, self.address, timeout)
             if isinstance(err, Unavailable):
                 conn.broken(generation, str(err))
             raise err from None

@@ -107,16 +107,18 @@ class Connection:
 
     async def open(self, timeout: float) -> None:
         """Connect to the first address that answers within `timeout` (each tried once)."""
-        reasons = []
+        errors: list[PlexusError] = []
         for address in self.addresses:
             try:
                 await self._try(address, timeout)
-            except Unavailable as exc:
-                reasons.append(str(exc))
+            except (Unavailable, Timeout) as exc:
+                errors.append(exc)
                 continue
             self._tell(ConnectionState.CONNECTED, "")
             return
-        raise Unavailable("; ".join(reasons))
+        if len(errors) == 1:
+            raise errors[0]
+        raise Unavailable("; ".join(str(e) for e in errors))
 
     async def close(self) -> None:
         if self.closed:
@@ -214,7 +216,7 @@ class Connection:
             for address in order:
                 try:
                     await self._try(address, PROBE_TIMEOUT_S)
-                except Unavailable as exc:
+                except (Unavailable, Timeout) as exc:
                     reason = str(exc)
                     continue
                 self.reconnects += 1
@@ -243,8 +245,10 @@ class Connection:
             )
         except grpc.RpcError as exc:
             await channel.close()
+            if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise Timeout(f"connecting to node at {address}", timeout) from None
             raise Unavailable(
-                f"cannot reach node at {address}: {unreachable_reason(exc, timeout)}"
+                f"cannot reach node at {address}: {unreachable_reason(exc)}"
             ) from None
         except BaseException:
             await channel.close()
@@ -295,10 +299,8 @@ def _started_at(info: pb.NodeInfo) -> float:
     return time.time() - info.uptime_ms / 1000
 
 
-def unreachable_reason(exc: grpc.RpcError, timeout: float) -> str:
+def unreachable_reason(exc: grpc.RpcError) -> str:
     """A short reason from gRPC's long connection-failure details."""
-    if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return f"no answer within {timeout} s"
     details = exc.details() or ""
     for needle, reason in (
         ("Connection refused", "connection refused (is the node running?)"),

@@ -443,7 +443,9 @@ class Consumer:
             return Unavailable(f"node at {self._address} ended the consumer of {self.queue!r}")
         if code == grpc.StatusCode.OK:
             return Unavailable(f"node at {self._address} ended the consumer of {self.queue!r}")
-        return stream_ended(code, details, self._address, f"consumer of {self.queue!r}")
+        return stream_ended(
+            code, details, self._address, self._what, await call.trailing_metadata()
+        )
 
     def _fail(self, err: PlexusError) -> None:
         if self.failure is not None:

@@ -35,17 +35,10 @@ from typing import Any, Literal
 import grpc
 from grpc import aio
 
-from plexus.client.channel import stream_broke, stream_ended
+from plexus.client.channel import error_from_ack, stream_broke, stream_ended
 from plexus.client.connection import Connection
 from plexus.client.framing import FLUSH, EventFramer, varint
-from plexus.errors import (
-    ClientClosed,
-    PlexusError,
-    Timeout,
-    Unavailable,
-    code_from_int,
-    error_from_status,
-)
+from plexus.errors import ClientClosed, PlexusError, Timeout, Unavailable
 from plexus.v1 import plexus_pb2 as pb
 
 __all__ = [
@@ -394,7 +387,7 @@ class PublishStream:
     def _settle(self, futures: dict[int, _Guaranteed], ack: pb.PublishAck) -> None:
         item = futures.pop(ack.index, None)
         if ack.HasField("error"):
-            err = error_from_status(code_from_int(ack.error.code), ack.error.message)
+            err = error_from_ack(ack.error)
             if item is None:
                 self.direct_errors += 1
                 if self._unreported_error is None:
@@ -420,7 +413,9 @@ class PublishStream:
             return Unavailable(f"publish stream to node at {self._conn.address} failed: {exc}")
         if code == grpc.StatusCode.OK:
             return Unavailable(f"node at {self._conn.address} ended the publish stream")
-        return stream_ended(code, details, self._conn.address, "publish stream")
+        return stream_ended(
+            code, details, self._conn.address, "publish stream", await call.trailing_metadata()
+        )
 
     # ------------------------------------------------------------ after a break
 

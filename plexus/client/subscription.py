@@ -87,7 +87,9 @@ class Subscription:
             code = await call.code()
             if code != grpc.StatusCode.OK:
                 details = await call.details()
-                raise stream_ended(code, details, self._conn.address, self._what)
+                raise stream_ended(
+                    code, details, self._conn.address, self._what, await call.trailing_metadata()
+                )
 
     async def next_batch(self, timeout: float | None = None) -> list[Event]:
         """The next events (at least one); [] when the subscription ended or on timeout."""
@@ -138,7 +140,8 @@ class Subscription:
                         return None
                     code = await call.code()
                     details = await call.details()
-                    err = stream_ended(code, details, self._conn.address, self._what)
+                    trailing = await call.trailing_metadata()
+                    err = stream_ended(code, details, self._conn.address, self._what, trailing)
             if not isinstance(err, Unavailable) or not self._conn.reconnect:
                 raise err
             await self._subscribe_again(str(err))
@@ -163,7 +166,9 @@ class Subscription:
                 continue
             if call.done():  # ended before any event
                 code = await call.code()
-                err = stream_ended(code, await call.details(), self._conn.address, self._what)
+                details = await call.details()
+                trailing = await call.trailing_metadata()
+                err = stream_ended(code, details, self._conn.address, self._what, trailing)
                 if not isinstance(err, Unavailable):
                     raise err
                 reason = str(err)

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from plexus.errors import PlexusError, Unavailable
+from plexus.errors import PlexusError, Timeout, Unavailable
 from plexus.local.ops import link_state
 from plexus.tui.model import (
     ClientRow,
@@ -201,7 +201,7 @@ class LiveSource:
         try:
             client = await self._client(address)
             return await asyncio.wait_for(ask(client), ASK_TIMEOUT_S)
-        except (Unavailable, TimeoutError) as exc:
+        except (Unavailable, Timeout, TimeoutError) as exc:
             await self._drop(address)
             raise _unavailable(name, address, exc) from None
 
@@ -290,7 +290,7 @@ def _read_record(state: StateDir) -> tuple[str, list[_Target], list[list[str]]]:
 
 
 def _unavailable(name: str, address: str, exc: BaseException) -> Unavailable:
-    if isinstance(exc, TimeoutError):
+    if isinstance(exc, TimeoutError | Timeout):
         return Unavailable(f"region {name} at {address} did not answer within {ASK_TIMEOUT_S} s")
     return exc if isinstance(exc, Unavailable) else Unavailable(str(exc))
 
