@@ -39,7 +39,8 @@ async def _one_restart(node: Node) -> dict[str, float]:
             reconnected.append(time.monotonic())
 
     async with await Client.connect(node.address, on_state=on_state) as client:
-        await client.create_queue("bench-r", ["bench/r/>"])
+        if not any(q.name == "bench-r" for q in await client.list_queues()):
+            await client.create_queue("bench-r", ["bench/r/>"])
         sub = client.subscribe("bench/d/>")
         await sub.ready()
         consumer = client.consume("bench-r", prefetch=1000)
