@@ -1,0 +1,85 @@
+"""A region killed (-9) and restarted routes by the interest it last knew until its links sync."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import pytest
+
+from plexus import Client
+from plexus.v1 import plexus_pb2 as pb
+from plexus.v1 import plexus_pb2_grpc as rpc
+from tests.harness import Cluster, eventually
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+
+EVENTS = 200
+WAIT_S = 15.0
+
+
+async def _links(cluster: Cluster, region: str) -> pb.ListLinksResponse:
+    async with grpc.aio.insecure_channel(cluster.address(region)) as channel:
+        return await rpc.AdminStub(channel).ListLinks(pb.ListLinksRequest())
+
+
+async def _set_link(cluster: Cluster, region: str, peer: str, up: bool) -> None:
+    async with grpc.aio.insecure_channel(cluster.address(region)) as channel:
+        await rpc.AdminStub(channel).SetLink(pb.SetLinkRequest(peer=peer, up=up))
+
+
+async def _link_state(cluster: Cluster, region: str, peer: str) -> str:
+    return {link.peer: link.state for link in (await _links(cluster, region)).links}.get(peer, "")
+
+
+async def _knows(cluster: Cluster, region: str, of: str, pattern: str) -> bool:
+    interest = {i.region: set(i.patterns) for i in (await _links(cluster, region)).interest}
+    return pattern in interest.get(of, set())
+
+
+@pytest.fixture
+def cluster(tmp_path: Path):
+    made = Cluster(tmp_path, ["eu", "us"], [("eu", "us")])
+    made.start()
+    yield made
+    made.close()
+
+
+async def _link_up(cluster: Cluster) -> None:
+    async def up() -> bool:
+        return await _link_state(cluster, "us", "eu") == "up"
+
+    await eventually(up, WAIT_S, "the link us-eu up")
+
+
+async def test_eu_queue_gets_us_events_published_after_us_restarts_before_the_link_syncs(
+    cluster: Cluster,
+) -> None:
+    async with await Client.connect(cluster.address("eu")) as eu:
+        await eu.create_queue("far", ["orders/>"])
+    await eventually(lambda: _knows(cluster, "us", "eu", "orders/>"), WAIT_S, "us to learn eu's")
+
+    # eu keeps the link down: us comes back knowing only what it kept of eu's interest.
+    await _set_link(cluster, "eu", "us", up=False)
+    cluster.kill("us")
+    cluster.restart("us")
+    async with await Client.connect(cluster.address("us")) as us:
+        acked = [await us.publish(f"orders/{i}", b"%d" % i, guaranteed=True) for i in range(EVENTS)]
+        assert all(isinstance(event_id, int) for event_id in acked)
+        assert await _link_state(cluster, "us", "eu") != "up", "published before the link synced"
+
+    await _set_link(cluster, "eu", "us", up=True)
+    await _link_up(cluster)
+    async with await Client.connect(cluster.address("eu")) as eu:
+        depth = 0
+
+        async def all_stored() -> bool:
+            nonlocal depth
+            depth = (await eu.describe_queue("far")).depth
+            return depth >= EVENTS
+
+        try:
+            await eventually(all_stored, WAIT_S, "eu's queue to get every event")
+        except AssertionError:
+            raise AssertionError(f"eu's queue got {depth} of {EVENTS} events") from None
+        assert depth == EVENTS, f"eu's queue got {depth} of {EVENTS} events"
