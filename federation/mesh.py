@@ -6,7 +6,9 @@ their links are up, both flooded over every link with versions), computes
 routes over the links that are up, and forwards direct events: one copy per
 next hop, each carrying its destinations and the regions it must not enter.
 Links reach it through `LinkPort`; local delivery is the node's, reached
-through `LocalDelivery`, so this package never imports `node`.
+through `LocalDelivery`, so this package never imports `node`. What it learns
+of other regions' interest it reports to a `KnownInterestSink` (which keeps
+it durable), and a restarted node hands back with `restore`.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from federation.interest import (
     interest_digest,
 )
 from federation.routes import Copy, RouteTable
+from plexus.errors import InvalidPattern
 from plexus.v1 import link_pb2 as lpb
 
 log = logging.getLogger(__name__)
@@ -57,6 +60,18 @@ class LinkPort(Protocol):
         """A newer link to the same peer took over: close this one."""
 
 
+class KnownInterestSink(Protocol):
+    """Told of every change to what this region knows of other regions' interest."""
+
+    def changed(self, region: str) -> None:
+        """`region`'s interest (version or patterns) changed here, or was forgotten."""
+
+
+class _Unrecorded:
+    def changed(self, region: str) -> None:
+        pass
+
+
 def _start_version() -> int:
     # Versions must grow across restarts, or peers would ignore a restarted
     # region's adverts as stale: start from the clock, in microseconds.
@@ -64,9 +79,12 @@ def _start_version() -> int:
 
 
 class Mesh:
-    def __init__(self, region: str, local: LocalDelivery) -> None:
+    def __init__(
+        self, region: str, local: LocalDelivery, known: KnownInterestSink | None = None
+    ) -> None:
         self.region = region
         self.local = local
+        self.known = known or _Unrecorded()
         self.interest = LocalInterest(region, version=_start_version())
         self.remote = RemoteInterest(region)
         self.routes = RouteTable(region)
@@ -142,6 +160,7 @@ class Mesh:
         elif kind == "interest_full":
             full = frame.interest_full
             if self.remote.apply_full(full.region, full.version, full.patterns):
+                self.known.changed(full.region)
                 self._flood(frame, but=link.peer)
                 self._digest_changed()
         elif kind == "link_state":
@@ -156,8 +175,22 @@ class Mesh:
     def forget(self, region: str) -> None:
         """A region left the cluster: drop its interest and its links from routing."""
         self.remote.forget(region)
+        self.known.changed(region)
         self.link_states.pop(region, None)
         self._recompute_routes()
+        self._digest_changed()
+
+    def restore(self, known: Iterable[tuple[str, int, Iterable[str]]]) -> None:
+        """(region, version, patterns) as this region knew them before it restarted.
+
+        Guaranteed events route by them until the links sync (a full sync with
+        a version at least as new replaces them). Call before any link opens.
+        """
+        for region, version, patterns in known:
+            try:
+                self.remote.apply_full(region, version, patterns)
+            except InvalidPattern as exc:
+                log.error("kept interest of region %s not restored: %s", region, exc)
         self._digest_changed()
 
     def resync(self, link: LinkPort) -> None:
@@ -169,6 +202,7 @@ class Mesh:
         delta = InterestDelta(d.region, d.version, tuple(d.added), tuple(d.removed))
         result = self.remote.apply_delta(delta)
         if result is DeltaResult.APPLIED:
+            self.known.changed(d.region)
             self._flood(frame, but=link.peer)
             self._digest_changed()
         elif result is DeltaResult.GAP:

@@ -13,6 +13,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from federation.durable_interest import DurableInterest
 from federation.forwarding import GuaranteedForwarder
 from federation.mesh import Mesh
 from federation.spools import LinkSpools
@@ -34,6 +35,7 @@ from plexus.v1 import link_pb2_grpc as lrpc
 from plexus.v1 import plexus_pb2  # noqa: F401  (registers plexus.v1 for reflection)
 from storage.dedup import DedupLog
 from storage.environment import Environment
+from storage.interest import InterestStore
 from storage.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -74,16 +76,22 @@ async def run_node(
     server = metrics = None
     try:
         spool = Spool(env)
-        mesh = supervisor = None
+        mesh = supervisor = known = None
         router = DirectRouter()
         local = _Local(router)
         membership = None
         if topology is not None:
             membership = await start_membership(config, topology, join)
             source = membership or StaticTopology(topology)
-            mesh = Mesh(config.name, local)
+            known = DurableInterest(InterestStore(env), commits.submit)
+            mesh = Mesh(config.name, local, known)
             local.spools = LinkSpools(spool, topology.settings, commits.submit)
             supervisor = LinkSupervisor(config.name, source, mesh, local.spools)
+            # Before serving: route by the interest known before a restart, over spools ready.
+            current = source.current()
+            await known.restore(mesh, current.regions)
+            mesh.set_configured_links(current.links)
+            await local.spools.open_all(current.neighbours(config.name))
             router.interest = mesh
         queues = QueueTable(spool, commits, config, mesh)
         queues.recover(spool.last_seq())
@@ -193,6 +201,8 @@ async def run_node(
             await server.stop(STOP_GRACE_S)
         if metrics is not None:
             await asyncio.to_thread(metrics.stop)
+        if known is not None:
+            known.flush()
         await asyncio.to_thread(commits.stop)
         env.close()
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import grpc
+import lmdb
 import pytest
 
 from plexus import Client
 from plexus.v1 import plexus_pb2 as pb
 from plexus.v1 import plexus_pb2_grpc as rpc
+from storage.interest import decode
 from tests.harness import Cluster, eventually
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
@@ -37,6 +39,21 @@ async def _knows(cluster: Cluster, region: str, of: str, pattern: str) -> bool:
     return pattern in interest.get(of, set())
 
 
+def _kept(cluster: Cluster, region: str) -> dict[str, frozenset[str]]:
+    """What `region` has written to disk of other regions' interest (read alongside the node)."""
+    path = cluster.root / region / "lmdb"
+    with lmdb.open(str(path), readonly=True, max_dbs=8, lock=True) as env:
+        try:
+            db = env.open_db(b"interest", create=False)
+        except lmdb.NotFoundError:
+            return {}
+        with env.begin(db=db) as txn:
+            return {
+                key.decode(): frozenset(decode(key.decode(), value).patterns)
+                for key, value in txn.cursor()
+            }
+
+
 @pytest.fixture
 def cluster(tmp_path: Path):
     made = Cluster(tmp_path, ["eu", "us"], [("eu", "us")])
@@ -58,6 +75,9 @@ async def test_eu_queue_gets_us_events_published_after_us_restarts_before_the_li
     async with await Client.connect(cluster.address("eu")) as eu:
         await eu.create_queue("far", ["orders/>"])
     await eventually(lambda: _knows(cluster, "us", "eu", "orders/>"), WAIT_S, "us to learn eu's")
+    await eventually(
+        lambda: "orders/>" in _kept(cluster, "us").get("eu", ()), WAIT_S, "us to keep eu's"
+    )
 
     # eu keeps the link down: us comes back knowing only what it kept of eu's interest.
     await _set_link(cluster, "eu", "us", up=False)
