@@ -113,10 +113,12 @@ class Spool:
         txn.cursor(db=self.events).putmulti(
             [(pack_seq(ev.seq), ev.data) for ev in batch], append=True
         )
+        # Queue entries and link spool entries alike hold the event: whichever lets go
+        # last deletes it (a spooled event must outlive its local queue's ack).
         shared = [
-            (pack_seq(ev.seq), _U32.pack(len(ev.queue_ids)))
+            (pack_seq(ev.seq), _U32.pack(refs))
             for ev in batch
-            if len(ev.queue_ids) > 1
+            if (refs := len(ev.queue_ids) + len(ev.forwards)) > 1
         ]
         if shared:
             txn.cursor(db=self.refs).putmulti(shared, append=True)

@@ -1,0 +1,64 @@
+"""An event stored in a local queue and spooled for a link lives until both let go of it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from storage.environment import Environment
+from storage.spool import Forward, Spool, StoredEvent
+
+LINK_ID = 1
+QUEUE_ID = 7
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Environment]:
+    opened = Environment(tmp_path / "data")
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+@pytest.fixture
+def spool(env: Environment) -> Spool:
+    return Spool(env)
+
+
+def _event(env: Environment, spool: Spool) -> bytes | None:
+    with env.reading() as txn:
+        return txn.get((1).to_bytes(8, "big"), db=spool.events)
+
+
+def _store_in_queue_and_link(
+    env: Environment, spool: Spool, queue_ids: tuple[int, ...] = (QUEUE_ID,)
+) -> None:
+    forwards = (Forward(LINK_ID, 1, b"envelope"),)
+    stored = StoredEvent(1, b"payload", queue_ids, 0, 7, forwards)
+    with env.env.begin(write=True) as txn:
+        spool.put_events(txn, [stored])
+
+
+def test_a_spooled_event_survives_its_local_queue_ack(env: Environment, spool: Spool) -> None:
+    _store_in_queue_and_link(env, spool)
+    with env.env.begin(write=True) as txn:
+        assert spool.remove_entries(txn, QUEUE_ID, [1]) == 1
+    sent = spool.read_spool(LINK_ID, 0, 10)
+    assert [(s.link_seq, s.data) for s in sent] == [(1, b"payload")]
+    with env.env.begin(write=True) as txn:
+        assert spool.trim(txn, LINK_ID, 1) == (1, 7)
+    assert _event(env, spool) is None
+
+
+def test_a_queued_event_survives_its_link_trim(env: Environment, spool: Spool) -> None:
+    _store_in_queue_and_link(env, spool, (QUEUE_ID, QUEUE_ID + 1))
+    with env.env.begin(write=True) as txn:
+        spool.trim(txn, LINK_ID, 1)
+        spool.remove_entries(txn, QUEUE_ID, [1])
+    assert _event(env, spool) == b"payload"
+    with env.env.begin(write=True) as txn:
+        spool.remove_entries(txn, QUEUE_ID + 1, [1])
+    assert _event(env, spool) is None
