@@ -34,7 +34,7 @@ async def _consume_all(address: str, queue: str, got: dict[str, set[int]]) -> No
         await consumer.drain(10)
 
 
-@pytest.mark.parametrize("seed", [7])
+@pytest.mark.parametrize("seed", [7, 11, 23])
 async def test_clients_lose_nothing_and_store_nothing_twice_while_regions_die(
     tmp_path: Path, seed: int
 ) -> None:
@@ -73,9 +73,7 @@ async def test_clients_lose_nothing_and_store_nothing_twice_while_regions_die(
             async with await Client.connect(cluster.address("us")) as client:
                 futures = []
                 for i in range(EVENTS):
-                    futures.append(
-                        client.publish_nowait(f"orders/{i}", b"%d" % i, guaranteed=True)
-                    )
+                    futures.append(client.publish_nowait(f"orders/{i}", b"%d" % i, guaranteed=True))
                     await asyncio.sleep(1 / RATE_PER_S)
                 return await asyncio.gather(*futures)
 
