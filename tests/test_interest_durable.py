@@ -107,3 +107,38 @@ async def test_eu_queue_gets_us_events_published_after_us_restarts_before_the_li
         except AssertionError:
             raise AssertionError(f"eu's queue got {depth} of {EVENTS} events") from None
         assert depth == EVENTS, f"eu's queue got {depth} of {EVENTS} events"
+
+
+async def test_events_spooled_for_interest_eu_dropped_while_cut_off_are_dropped_there_quietly(
+    cluster: Cluster,
+) -> None:
+    async with await Client.connect(cluster.address("eu")) as eu:
+        await eu.create_queue("far", ["orders/>"])
+        await eventually(
+            lambda: _knows(cluster, "us", "eu", "orders/>"), WAIT_S, "us to learn eu's"
+        )
+        await _set_link(cluster, "eu", "us", up=False)
+        await eu.delete_queue("far")  # us cannot hear of it: it keeps spooling for eu
+    async with await Client.connect(cluster.address("us")) as us:
+        for i in range(EVENTS):
+            await us.publish(f"orders/{i}", b"%d" % i, guaranteed=True)
+    spooled = {link.peer: link.spool_depth for link in (await _links(cluster, "us")).links}
+    assert spooled["eu"] == EVENTS
+
+    await _set_link(cluster, "eu", "us", up=True)
+    await _link_up(cluster)
+
+    async def drained() -> bool:
+        links = (await _links(cluster, "us")).links
+        return {link.peer: link.spool_depth for link in links}["eu"] == 0
+
+    await eventually(drained, WAIT_S, "us's spool for eu acked")
+
+    async def synced() -> bool:
+        return not await _knows(cluster, "us", "eu", "orders/>")
+
+    await eventually(synced, WAIT_S, "us to sync eu's interest")
+    async with await Client.connect(cluster.address("eu")) as eu:
+        assert await eu.list_queues() == []
+    eu_log = cluster.nodes["eu"].log_path.read_text()
+    assert " ERROR " not in eu_log and "Traceback" not in eu_log, eu_log[-2000:]
