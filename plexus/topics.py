@@ -231,8 +231,9 @@ class _Node(Generic[V]):
 class _TopicTree:
     """A set of topics stored level by level, to list those a pattern matches.
 
-    A node is a dict from level to child node; the empty string, never a
-    level, keys the topic that ends at a node.
+    A node is a dict from level to child; the empty string, never a level,
+    keys the topic that ends at a node. A child with nothing below it is just
+    its topic (a str), which saves a dict per topic.
     """
 
     __slots__ = ("_root",)
@@ -241,57 +242,77 @@ class _TopicTree:
         self._root: dict[str, Any] = {}
 
     def add(self, topic: str) -> None:
+        levels = topic.split(SEPARATOR)
         node = self._root
-        for level in topic.split(SEPARATOR):
+        for level in levels[:-1]:
             child = node.get(level)
             if child is None:
                 child = node[level] = {}
+            elif type(child) is str:
+                child = node[level] = {_END: child}
             node = child
-        node[_END] = topic
+        last = levels[-1]
+        child = node.get(last)
+        if child is None or type(child) is str:
+            node[last] = topic
+        else:
+            child[_END] = topic
 
     def discard(self, topic: str) -> None:
+        levels = topic.split(SEPARATOR)
         path: list[tuple[dict[str, Any], str]] = []
-        node = self._root
-        for level in topic.split(SEPARATOR):
+        node: Any = self._root
+        for level in levels:
+            if type(node) is str:
+                return
             child = node.get(level)
             if child is None:
                 return
             path.append((node, level))
             node = child
-        node.pop(_END, None)
-        # Prune the nodes left empty, bottom up.
-        for parent, level in reversed(path):
+        parent, last = path.pop()
+        if type(node) is str:
+            del parent[last]
+        else:
+            node.pop(_END, None)
             if node:
+                return
+            del parent[last]
+        # Prune the nodes left empty, bottom up.
+        for grandparent, level in reversed(path):
+            if parent:
                 break
-            del parent[level]
-            node = parent
+            del grandparent[level]
+            parent = grandparent
 
     def matching(self, levels: list[str], rest: bool) -> list[str]:
         """The topics held that the pattern `levels` matches (`rest`: it ended in `/>`)."""
-        nodes = [self._root]
-        for level in levels:
-            following: list[dict[str, Any]] = []
-            if level == WILDCARD_ONE:
-                for node in nodes:
+        nodes: list[dict[str, Any]] = [self._root]
+        for index, level in enumerate(levels):
+            last = index == len(levels) - 1 and not rest
+            following: list[Any] = []
+            for node in nodes:
+                if level == WILDCARD_ONE:
                     following.extend(child for key, child in node.items() if key)
-            elif level[-1] == WILDCARD_ONE:
-                prefix = level[:-1]
-                for node in nodes:
+                elif level[-1] == WILDCARD_ONE:
+                    prefix = level[:-1]
                     following.extend(
                         child for key, child in node.items() if key and key.startswith(prefix)
                     )
-            else:
-                for node in nodes:
+                else:
                     child = node.get(level)
                     if child is not None:
                         following.append(child)
+            if not last:
+                # Topics ending here are too short for what follows.
+                following = [child for child in following if type(child) is not str]
             if not following:
                 return []
             nodes = following
         found: list[str] = []
         if not rest:
             for node in nodes:
-                topic = node.get(_END)
+                topic = node if type(node) is str else node.get(_END)
                 if topic is not None:
                     found.append(topic)
             return found
@@ -299,6 +320,9 @@ class _TopicTree:
         stack = [child for node in nodes for key, child in node.items() if key]
         while stack:
             node = stack.pop()
+            if type(node) is str:
+                found.append(node)
+                continue
             for key, child in node.items():
                 if key:
                     stack.append(child)
@@ -328,6 +352,7 @@ class SubscriptionTrie(Generic[V]):
         "_generation",
         "_patterns",
         "_root",
+        "_uncounted_topics",
     )
 
     def __init__(self, cache_size: int = DEFAULT_CACHE_SIZE) -> None:
@@ -337,7 +362,12 @@ class SubscriptionTrie(Generic[V]):
         self._root: _Node[V] = _Node()
         self._cache: dict[str, tuple[V, ...]] = {}
         # The keys of `_cache`, level by level, to find those a pattern matches.
-        self._cached_topics = _TopicTree()
+        # Kept lazily: topics cached since the last change wait in
+        # `_uncounted_topics`, and a cache overflow drops the tree (None) to
+        # be rebuilt at the next change; a stream of new topics without
+        # subscription changes then pays nothing for it.
+        self._cached_topics: _TopicTree | None = _TopicTree()
+        self._uncounted_topics: list[str] = []
         self._cache_size = cache_size
         self._count = 0
         self._generation = 0
@@ -461,30 +491,42 @@ class SubscriptionTrie(Generic[V]):
         cache = self._cache
         if not cache:
             return
+        cached_topics = self._topic_tree()
         if not rest and WILDCARD_ONE not in pattern:
             # A literal pattern matches one topic: itself.
             if cache.pop(pattern, None) is not None:
-                self._cached_topics.discard(pattern)
+                cached_topics.discard(pattern)
             return
-        cached_topics = self._cached_topics
         for topic in cached_topics.matching(levels, rest):
             del cache[topic]
             cached_topics.discard(topic)
+
+    def _topic_tree(self) -> _TopicTree:
+        """The tree of the cached topics, brought up to date."""
+        tree = self._cached_topics
+        if tree is None:
+            tree = self._cached_topics = _TopicTree()
+            self._uncounted_topics = list(self._cache)
+        for topic in self._uncounted_topics:
+            tree.add(topic)
+        self._uncounted_topics = []
+        return tree
 
     def _match_miss(self, topic: str) -> tuple[V, ...]:
         result = self._walk(topic)
         cache = self._cache
         size = self._cache_size
         if size:
-            cached_topics = self._cached_topics
             if len(cache) >= size:
                 # Evict the oldest half (dicts keep insertion order): amortised
                 # O(1) per insert, and recent topics survive.
                 for stale in list(islice(cache, size // 2 or 1)):
                     del cache[stale]
-                    cached_topics.discard(stale)
+                self._cached_topics = None
+                self._uncounted_topics = []
             cache[topic] = result
-            cached_topics.add(topic)
+            if self._cached_topics is not None:
+                self._uncounted_topics.append(topic)
         return result
 
     def _walk(self, topic: str) -> tuple[V, ...]:
