@@ -351,7 +351,7 @@ def _parsed_truth(raw: bytes) -> tuple[bool, bool] | None:
     return guaranteed, delivery
 
 
-@settings(max_examples=1000, deadline=None)
+@settings(max_examples=600, deadline=None)
 @given(publish_request())
 @example(b"\x0a\x03\x20\x81\x00")  # mode = GUARANTEED as a non-minimal varint
 @example(b"\x0a\x04\xa0\x80\x00\x01")  # ... behind a non-minimal tag
