@@ -73,9 +73,7 @@ async def test_clients_lose_nothing_and_store_nothing_twice_while_regions_die(
             async with await Client.connect(cluster.address("us")) as client:
                 futures = []
                 for i in range(EVENTS):
-                    futures.append(
-                        client.publish_nowait(f"orders/{i}", b"%d" % i, guaranteed=True)
-                    )
+                    futures.append(client.publish_nowait(f"orders/{i}", b"%d" % i, guaranteed=True))
                     await asyncio.sleep(1 / RATE_PER_S)
                 return await asyncio.gather(*futures)
 
