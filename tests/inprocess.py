@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from node.config import NodeConfig
+from node.config import METRICS_OFF, NodeConfig
 from node.server import Node
 
 # Threads a node owns: the spool writer and the metrics HTTP server.
@@ -20,8 +20,10 @@ NODE_THREADS = ("spool-writer", "(serve_forever)")
 
 
 def node_config(name: str, data: Path, **settings: Any) -> NodeConfig:
-    """A node's config on a free loopback port; `settings` as in a [node] table."""
-    return NodeConfig(**{"name": name, "listen": "127.0.0.1:0", "data": data, **settings})
+    """A node's config on a free loopback port, without metrics unless `metrics` is given
+    (stopping the metrics server takes half a second); `settings` as in a [node] table."""
+    defaults = {"name": name, "listen": "127.0.0.1:0", "data": data, "metrics": METRICS_OFF}
+    return NodeConfig(**{**defaults, **settings})
 
 
 class InProcessNodes:
