@@ -32,6 +32,7 @@ from node.config import NodeConfig
 from node.direct import DirectRouter
 from node.grpc_server import PortInUse, bind_server
 from node.joining import JoinRequest, start_membership
+from node.local_delivery import RelayedDelivery
 from node.metrics import GrpcErrors, MetricsServer, NodeCollector, NodeParts
 from node.publishing import Publisher
 from node.queues import QueueTable
@@ -148,7 +149,7 @@ class Node:
         spool = Spool(env)
         mesh = supervisor = membership = None
         router = DirectRouter()
-        local = _Local(router)
+        local = RelayedDelivery(router)
         if topology is not None:
             self._membership = membership = await start_membership(config, topology, self.join)
             source = membership or StaticTopology(topology)
@@ -280,34 +281,6 @@ class Node:
         assert self._health is not None
         for name in HEALTH_SERVICES:
             await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-
-
-class _Local:
-    """Local delivery for events that reached this region over a link."""
-
-    def __init__(self, router: DirectRouter) -> None:
-        self.router = router
-        self.publisher: Publisher | None = None
-        self.spools: LinkSpools | None = None
-
-    def deliver_direct(self, items: list[tuple[str, bytes]]) -> None:
-        self.router.fan_out(items)
-
-    def store_guaranteed(
-        self, peer: str, events: list[Any], upto: int, done: Callable[[], None]
-    ) -> None:
-        assert self.publisher is not None and self.spools is not None
-        link = self.spools.links[peer]
-        store = self.spools.store
-
-        def record(txn: Any) -> None:
-            store.set_received(txn, link.link_id, upto)
-
-        def landed() -> None:
-            link.received_upto = upto
-            done()
-
-        self.publisher.store_relayed(events, upto, record, landed)
 
 
 async def _sweep_expired(queues: QueueTable) -> None:
