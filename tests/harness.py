@@ -33,17 +33,20 @@ def _worker_share() -> tuple[int, int]:
 def free_port() -> int:
     """A loopback port nobody listens on, never handed out twice in this run.
 
-    Under pytest-xdist each worker takes only the ports of its own residue
-    (port % workers == worker), so two workers never hand out the same port.
+    Under pytest-xdist each worker takes only the ports of its own blocks of 16
+    (port // 16 % workers == worker: Linux hands out mostly odd ports for
+    bind(), so a split by parity would starve a worker), so two workers never
+    hand out the same port.
     """
     worker, workers = _worker_share()
-    while True:
+    for _ in range(10_000):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        if port not in _used_ports and port % workers == worker:
+        if port not in _used_ports and port // 16 % workers == worker:
             _used_ports.add(port)
             return port
+    raise AssertionError("no free loopback port found")
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str = "condition") -> None:
