@@ -25,11 +25,16 @@ promtool:
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -q && $$SUDO apt-get install -y -q --no-install-recommends prometheus; }
 
+# TEST_WORKERS=2 runs the suite in two pytest-xdist workers (about half the time on an
+# idle machine). Off by default: `plexus up` in tests picks its own free ports, which
+# can race with the other worker's nodes (tests/harness.free_port cannot).
+TEST_WORKERS ?= 0
+
 test: install promtool
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS)
 
 test-fast: install
-	$(BIN)/pytest -q -m "not slow"
+	$(BIN)/pytest -q -n $(TEST_WORKERS) -m "not slow"
 
 bench: install
 	$(BIN)/python benchmarks/run_all.py
