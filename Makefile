@@ -8,10 +8,12 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Every extra plus the dev tools, at the exact versions of constraints.txt
+# (pyproject.toml gives library users ranges; the project's own runs are pinned).
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[all,dev]'
 	touch $(STAMP)
 
 demo: install
@@ -23,11 +25,16 @@ promtool:
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -q && $$SUDO apt-get install -y -q --no-install-recommends prometheus; }
 
+# TEST_WORKERS=2 runs the suite in two pytest-xdist workers (about half the time on an
+# idle machine). Off by default: `plexus up` in tests picks its own free ports, which
+# can race with the other worker's nodes (tests/harness.free_port cannot).
+TEST_WORKERS ?= 0
+
 test: install promtool
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS)
 
 test-fast: install
-	$(BIN)/pytest -q -m "not slow"
+	$(BIN)/pytest -q -n $(TEST_WORKERS) -m "not slow"
 
 bench: install
 	$(BIN)/python benchmarks/run_all.py

@@ -5,17 +5,30 @@ matches of a stream drawn from ~10,000 distinct topics (mostly cache hits, as
 a node sees them) and, separately, matches of topics never seen before (every
 one a cache miss that walks the trie).
 
+The churn case keeps CHURN_SUBSCRIPTIONS subscriptions of the same shapes and
+replaces 1% of them per (simulated) second, an unsubscribe and a subscribe
+each, while matching a skewed topic stream at a fixed rate per simulated
+second; it reports the cache hit rate and the match throughput (matches over
+the wall time of matches and changes together).
+
     .venv/bin/python benchmarks/bench_index.py
+    .venv/bin/python benchmarks/bench_index.py --churn-against main   # churn: main vs now
 
 `run()` returns the rows for the benchmark aggregator.
 """
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
 import random
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 # Runnable as a script from the repository root without installing.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -27,6 +40,11 @@ DISTINCT_TOPICS = 10_000
 STREAM_MATCHES = 1_000_000
 COLD_MATCHES = 100_000
 SEED = 20_240_601
+
+CHURN_SUBSCRIPTIONS = 10_000
+CHURN_PER_S = CHURN_SUBSCRIPTIONS // 100  # 1% of subscriptions replaced per second
+CHURN_SECONDS = 10  # simulated
+CHURN_MATCH_RATES = (10_000, 100_000)  # matches per simulated second
 
 REGIONS = ("us", "eu", "ap", "sa", "af")
 ORDER_EVENTS = ("created", "paid", "shipped", "cancelled")
@@ -41,30 +59,31 @@ def _device(i: int) -> str:
     return f"d{i:05d}"
 
 
-def build_patterns(rng: random.Random) -> list[str]:
-    """SUBSCRIPTIONS patterns, some repeated as several subscribers share interest."""
-    patterns: list[str] = []
+def build_patterns(rng: random.Random, count: int = SUBSCRIPTIONS) -> list[str]:
+    """`count` patterns, some repeated as several subscribers share interest."""
+    return [make_pattern(rng, i / count) for i in range(count)]
+
+
+def make_pattern(rng: random.Random, shape: float) -> str:
+    """One pattern; `shape` in [0, 1) picks its kind in the proportions below."""
     # Half: one customer's orders in one region.
-    for _ in range(50_000):
-        patterns.append(f"orders/{rng.choice(REGIONS)}/{_customer(rng.randrange(20_000))}/>")
+    if shape < 0.5:
+        return f"orders/{rng.choice(REGIONS)}/{_customer(rng.randrange(20_000))}/>"
     # Telemetry of one device, any kind.
-    for _ in range(30_000):
-        patterns.append(f"telemetry/*/{_device(rng.randrange(30_000))}")
+    if shape < 0.8:
+        return f"telemetry/*/{_device(rng.randrange(30_000))}"
     # Prefix wildcards: a family of streams (`ord*` covers `orders`, `ordered`, ...).
-    for _ in range(10_000):
+    if shape < 0.9:
         prefix = rng.choice(("ord", "orders", "o", "tele"))
-        patterns.append(f"{prefix}*/{rng.choice(REGIONS)}/{_customer(rng.randrange(20_000))}/*")
+        return f"{prefix}*/{rng.choice(REGIONS)}/{_customer(rng.randrange(20_000))}/*"
     # Broad interest: a region's event kind, audit streams, a customer everywhere.
-    for _ in range(10_000):
-        # Broad subscriptions are few: each one receives a whole region's flow.
-        shape = rng.random()
-        if shape < 0.05:
-            patterns.append(f"orders/{rng.choice(REGIONS)}/*/{rng.choice(ORDER_EVENTS)}")
-        elif shape < 0.1:
-            patterns.append(f"audit/{rng.choice(REGIONS)}/>")
-        else:
-            patterns.append(f"orders/*/{_customer(rng.randrange(20_000))}/created")
-    return patterns
+    # Broad subscriptions are few: each one receives a whole region's flow.
+    broad = rng.random()
+    if broad < 0.05:
+        return f"orders/{rng.choice(REGIONS)}/*/{rng.choice(ORDER_EVENTS)}"
+    if broad < 0.1:
+        return f"audit/{rng.choice(REGIONS)}/>"
+    return f"orders/*/{_customer(rng.randrange(20_000))}/created"
 
 
 def make_topic(rng: random.Random) -> str:
@@ -97,6 +116,93 @@ def _row(name: str, operations: int, seconds: float, **extra: object) -> dict:
         "ops_per_s": round(operations / seconds),
         **extra,
     }
+
+
+def churn(trie_class: Any, matches_per_s: int) -> dict[str, Any]:
+    """Matches at `matches_per_s` while CHURN_PER_S subscriptions are replaced per second.
+
+    `trie_class` is a SubscriptionTrie (this one, or another version's).
+    """
+    rng = random.Random(SEED)
+    trie = trie_class()
+    live: list[tuple[str, int]] = []
+    for subscriber, pattern in enumerate(build_patterns(rng, CHURN_SUBSCRIPTIONS)):
+        trie.add(pattern, subscriber)
+        live.append((pattern, subscriber))
+    hot = distinct_topics(rng, DISTINCT_TOPICS, exclude=set())
+    weights = [1.0 / (rank + 1) ** 0.8 for rank in range(len(hot))]
+    rng.shuffle(hot)
+    total = matches_per_s * CHURN_SECONDS
+    stream = rng.choices(hot, weights=weights, k=total)
+    changes = CHURN_PER_S * CHURN_SECONDS
+    # Which subscription each change replaces, and with what: drawn up front.
+    replaced = [rng.randrange(CHURN_SUBSCRIPTIONS) for _ in range(changes)]
+    replacements = [make_pattern(rng, rng.random()) for _ in range(changes)]
+    between = total // changes
+    match, cache = trie.match, trie._cache
+    for topic in hot:
+        match(topic)  # warm, as a running node would be
+    next_subscriber = len(live)
+    hits = 0
+    start = time.perf_counter()
+    for change in range(changes):
+        for topic in stream[change * between : (change + 1) * between]:
+            # Peeking at the cache costs the same for either version.
+            hits += topic in cache
+            match(topic)
+        slot = replaced[change]
+        trie.remove(*live[slot])
+        live[slot] = (replacements[change], next_subscriber)
+        trie.add(*live[slot])
+        next_subscriber += 1
+        cache = trie._cache  # the old version rebinds it on every change
+    seconds = time.perf_counter() - start
+    matched = between * changes
+    return {
+        "matches_per_s_simulated": matches_per_s,
+        "hit_rate": hits / matched,
+        "matches": matched,
+        "changes": changes,
+        "seconds": seconds,
+        "throughput": matched / seconds,
+    }
+
+
+def churn_rows(trie_class: Any, label: str) -> list[dict]:
+    rows = []
+    for rate in CHURN_MATCH_RATES:
+        result = churn(trie_class, rate)
+        rows.append(
+            {
+                "benchmark": "index",
+                "name": f"match, churn 1%/s, {rate // 1000}k matches/s{label}",
+                "subscriptions": CHURN_SUBSCRIPTIONS,
+                "operations": result["matches"],
+                "seconds": round(result["seconds"], 4),
+                "ops_per_s": round(result["throughput"]),
+                "hit_rate": round(result["hit_rate"], 4),
+                "changes_per_s": CHURN_PER_S,
+            }
+        )
+    return rows
+
+
+def trie_class_at(ref: str) -> Any:
+    """SubscriptionTrie as plexus/topics.py was at git `ref` (for before/after runs)."""
+    repo = Path(__file__).resolve().parent.parent
+    source = subprocess.run(
+        ["git", "-C", str(repo), "show", f"{ref}:plexus/topics.py"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    with tempfile.NamedTemporaryFile(suffix=".py") as file:
+        file.write(source)
+        file.flush()
+        spec = importlib.util.spec_from_file_location(f"topics_at_{ref}", file.name)
+        assert spec is not None and spec.loader is not None
+        module: ModuleType = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    return module.SubscriptionTrie
 
 
 def run() -> list[dict]:
@@ -158,17 +264,32 @@ def run() -> list[dict]:
             values_per_match=round(cold_delivered / COLD_MATCHES, 2),
         ),
         _row("validate_topic", STREAM_MATCHES, validate_s),
+        *churn_rows(SubscriptionTrie, ""),
     ]
 
 
 def main() -> None:
-    rows = run()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--churn-against",
+        metavar="REF",
+        help="only the churn case, for plexus/topics.py at git REF and as it is now",
+    )
+    args = parser.parse_args()
+    if args.churn_against:
+        rows = churn_rows(trie_class_at(args.churn_against), f" ({args.churn_against})")
+        rows += churn_rows(SubscriptionTrie, " (now)")
+    else:
+        rows = run()
     try:
         from rich.console import Console
         from rich.table import Table
     except ImportError:  # plain text is enough where rich is absent
         for row in rows:
-            print(f"{row['name']:<18} {row['subscriptions']:>8,} {row['ops_per_s']:>12,}/s")
+            hit_rate = f"{row['hit_rate']:.1%}" if "hit_rate" in row else ""
+            print(
+                f"{row['name']:<48} {row['subscriptions']:>8,} {row['ops_per_s']:>12,}/s {hit_rate}"
+            )
         return
     table = Table(title="Subscription index (plexus.topics)")
     table.add_column("measure")
@@ -176,6 +297,7 @@ def main() -> None:
     table.add_column("operations", justify="right")
     table.add_column("ops/s", justify="right")
     table.add_column("values/match", justify="right")
+    table.add_column("cache hits", justify="right")
     for row in rows:
         table.add_row(
             row["name"],
@@ -183,8 +305,9 @@ def main() -> None:
             f"{row['operations']:,}",
             f"{row['ops_per_s']:,}",
             str(row.get("values_per_match", "")),
+            f"{row['hit_rate']:.1%}" if "hit_rate" in row else "",
         )
-    Console().print(table)
+    Console(width=max(Console().width, 110)).print(table)
 
 
 if __name__ == "__main__":

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from node.logs import LOG_FORMATS, LOG_LEVELS, LogFormat, setup_logging
 from plexus.errors import PlexusError
+
+if TYPE_CHECKING:
+    from federation.topology import Topology
+    from node.config import NodeConfig
+    from node.joining import JoinRequest
 
 EXIT_USAGE = 2
 
@@ -88,7 +95,6 @@ def run(
     from federation.cluster_file import load_cluster_file, region_spec
     from node.config import METRICS_OFF, load_config
     from node.joining import JoinRequest
-    from node.server import run_node
 
     setup_logging(log_level, log_format)
     if no_metrics:
@@ -117,6 +123,28 @@ def run(
     except PlexusError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
+
+
+async def run_node(
+    config: NodeConfig, topology: Topology | None = None, join: JoinRequest | None = None
+) -> None:
+    """Run a node until SIGTERM, SIGINT, an admin Shutdown or its region's removal."""
+    from node.server import Node
+
+    node = Node(config, topology, join)
+    await node.start()
+    try:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, node.request_stop)
+        serving = (
+            f", metrics on http://{node.metrics_address}/metrics" if node.metrics_address else ""
+        )
+        # plexus/local/launcher.py and the tests read this line: keep it as it is.
+        print(f"plexus node {config.name} listening on {node.address}{serving}", flush=True)
+        await node.wait_stopped()
+    finally:
+        await node.stop()
 
 
 def _given(flags: dict[str, object]) -> dict[str, object]:

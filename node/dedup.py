@@ -22,11 +22,13 @@ from typing import Any
 
 from storage.dedup import DedupRecord
 
-__all__ = ["MAX_KEY_BYTES", "DedupWindow", "app_key", "producer_key"]
+__all__ = ["MAX_KEY_BYTES", "PENDING", "DedupWindow", "app_key", "producer_key"]
 
 MAX_KEY_BYTES = 256
 # Forgotten keys are trimmed from the durable log in runs of at least this many.
 TRIM_BATCH = 1024
+# `DedupWindow.claim`'s answer for a key whose first copy is still being stored.
+PENDING = -1
 _ID_TIME_SHIFT = 22
 
 
@@ -46,7 +48,8 @@ class DedupWindow:
         # Oldest first, in commit order: the seq of each key's record, and the key.
         self._seqs: deque[int] = deque()
         self._keys: deque[bytes] = deque()
-        self._pending: dict[bytes, list[Any]] = {}
+        # Keys on their way to a commit -> resends waiting for it (None: none yet).
+        self._pending: dict[bytes, list[Any] | None] = {}
         # Records with seq <= trim_upto are forgotten; those up to `trimmed` are gone on
         # disk (the caller sets it once its trim committed).
         self.trim_upto = 0
@@ -66,40 +69,55 @@ class DedupWindow:
             self._remember(record)
         self._forget(now_ms)
 
-    def stored_id(self, key: bytes) -> int | None:
-        """The id of the stored first copy of `key`, or None."""
+    def claim(self, key: bytes) -> int | None:
+        """What to do with a guaranteed event keyed `key`.
+
+        None: the key is new and now pending: store the event, then report its
+        commit with `landed` or `failed`. PENDING: its first copy is on its way
+        to a commit (`join` the resend to it). Otherwise: the first copy's id.
+        """
         event_id = self._ids.get(key)
         if event_id is not None:
             self.duplicates += 1
-        return event_id
-
-    def is_pending(self, key: bytes) -> bool:
-        return key in self._pending
-
-    def begin(self, key: bytes) -> None:
-        """The first copy of `key` is on its way to a commit."""
-        self._pending[key] = []
+            return event_id
+        if key in self._pending:
+            return PENDING
+        self._pending[key] = None
+        return None
 
     def join(self, key: bytes, waiter: Any) -> None:
         """A resend of a pending key: `waiter` comes back from `landed` or `failed`."""
         self.duplicates += 1
-        self._pending[key].append(waiter)
+        waiters = self._pending[key]
+        if waiters is None:
+            self._pending[key] = [waiter]
+        else:
+            waiters.append(waiter)
 
-    def landed(self, records: list[DedupRecord], now_ms: int) -> list[tuple[Any, int]]:
-        """The first copies' commit landed: remember them; the waiters to ack, with their id."""
+    def landed(
+        self, records: Iterable[tuple[int, int, bytes]], now_ms: int
+    ) -> list[tuple[Any, int]]:
+        """The first copies' commit landed, (seq, event id, key) each: remember them;
+        returns the waiters to ack, with their id."""
         waiting: list[tuple[Any, int]] = []
-        for record in records:
-            for waiter in self._pending.pop(record.key, ()):
-                waiting.append((waiter, record.event_id))
-            self._remember(record)
+        pop_pending = self._pending.pop
+        ids, seqs, keys = self._ids, self._seqs, self._keys
+        for seq, event_id, key in records:
+            waiters = pop_pending(key, None)
+            if waiters:
+                waiting.extend((waiter, event_id) for waiter in waiters)
+            ids[key] = event_id
+            seqs.append(seq)
+            keys.append(key)
         self._forget(now_ms)
         return waiting
 
     def failed(self, keys: Iterable[bytes]) -> list[Any]:
-        """The first copies' commit failed: the keys are free again; their waiters fail too."""
+        """The first copies' commit failed (or was refused): the keys are free again;
+        their waiters fail too."""
         waiters: list[Any] = []
         for key in keys:
-            waiters.extend(self._pending.pop(key, ()))
+            waiters.extend(self._pending.pop(key, None) or ())
         return waiters
 
     def trim_due(self) -> int:

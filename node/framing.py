@@ -13,6 +13,10 @@ the protobuf runtime.
 
 from __future__ import annotations
 
+from google.protobuf.message import DecodeError
+
+from plexus.v1 import plexus_pb2 as pb
+
 _TAG_DELIVERY_COUNT = b"\xa0\x01"  # field 20, varint
 _REDELIVERED = b"\xa8\x01\x01"  # field 21 = true
 _NOT_REDELIVERED = b"\xa8\x01\x00"  # field 21 = false, overriding a client's true
@@ -50,9 +54,32 @@ def varint(value: int) -> bytes:
 def scan_request(raw: bytes) -> tuple[bool, bool]:
     """(may hold guaranteed events, may hold delivery fields) of an encoded PublishRequest.
 
-    Both tell-tales end in byte 0x01, which memchr finds fast; only those
-    places are looked at. A payload can look like either (then the caller
-    checks event by event), but a request that holds one always shows it.
+    Exact where it matters: True whenever the protobuf runtime parses `raw`
+    into an event with mode GUARANTEED, or with a delivery field set, however
+    those fields are encoded. False positives are allowed (a payload can look
+    like a tell-tale): the caller then checks event by event.
+
+    Canonical encodings (what every SDK writes) are scanned directly. An
+    encoding that could hide a field from that scan (a non-minimal tag, a mode
+    varint longer than one byte) leaves a byte pattern of its own; such a
+    request is first re-encoded canonically by the runtime, then scanned.
+    """
+    if _may_hide_fields(raw):
+        try:
+            # As the runtime re-encodes what it parses: canonical, while
+            # unknown fields keep their bytes (which can only add false positives).
+            raw = pb.PublishRequest.FromString(raw).SerializeToString()
+        except DecodeError:  # not a request the node would accept
+            return True, True
+    return _scan_canonical(raw)
+
+
+def _scan_canonical(raw: bytes) -> tuple[bool, bool]:
+    """`scan_request` of a canonical encoding, where each tell-tale ends in byte 0x01.
+
+    In canonical form, mode = GUARANTEED is exactly 0x20 0x01 and every
+    delivery field starts with a two-byte tag whose second byte is 0x01:
+    memchr finds those bytes fast and only those places are looked at.
     """
     guaranteed = forged = False
     at = raw.find(b"\x01", 1)
@@ -66,6 +93,45 @@ def scan_request(raw: bytes) -> tuple[bool, bool]:
                 break
         at = raw.find(b"\x01", at + 1)
     return guaranteed, forged
+
+
+# What a field hidden from `_scan_canonical` must show, whatever its encoding:
+# - mode = GUARANTEED in a longer varint (non-minimal, or over 32 bits, which
+#   the runtime truncates): bits 1-31 are zero, so 0x20 0x81 then 0x80 or 0x00;
+# - a non-minimal mode tag (32): 0xA0 then 0x80 or 0x00;
+# - a non-minimal delivery-field tag (160-194): its first byte, 0x81, then 0x80
+#   or 0x00.
+# Other wire types for these fields parse as unknown fields and tags over 32
+# bits are rejected. Everything else about an encoding (repeated, reordered or
+# unknown fields, non-minimal lengths or other values) leaves these bytes as
+# they are in canonical form.
+_BEFORE_0X81 = _DELIVERY_TAG_FIRST | {_MODE_TAG}
+_ZERO_GROUP = (b"\x80", b"\x00")  # a varint's next 7 bits are zero
+# Past this many bytes that merely look like the start of a pattern above
+# (binary or non-Latin payloads), re-encoding is cheaper than looking further.
+_SUSPECT_BYTES_MAX = 16
+
+
+def _may_hide_fields(raw: bytes) -> bool:
+    find = raw.find
+    seen = 0
+    at = find(b"\x81", 1)
+    while at != -1:
+        if raw[at - 1] in _BEFORE_0X81 and raw[at + 1 : at + 2] in _ZERO_GROUP:
+            return True
+        seen += 1
+        if seen > _SUSPECT_BYTES_MAX:
+            return True
+        at = find(b"\x81", at + 1)
+    at = find(b"\xa0")
+    while at != -1:
+        if raw[at + 1 : at + 2] in _ZERO_GROUP:
+            return True
+        seen += 1
+        if seen > _SUSPECT_BYTES_MAX:
+            return True
+        at = find(b"\xa0", at + 1)
+    return False
 
 
 def unframe(framed: bytes) -> bytes:

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple, Protocol
 
 from node import framing
 from node.commits import Commits
-from node.dedup import MAX_KEY_BYTES, DedupWindow, app_key, producer_key
+from node.dedup import MAX_KEY_BYTES, PENDING, DedupWindow, app_key, producer_key
 from node.delivery import Entry
 from node.direct import DirectRouter, Subscriber
 from node.event_ids import EventIds
@@ -24,7 +24,7 @@ from node.queues import Queue, QueueTable, now_ms
 from plexus.errors import InvalidArgument, InvalidTopic, PlexusError, reason_of
 from plexus.topics import validate_topic
 from plexus.v1 import plexus_pb2 as pb
-from storage.dedup import DedupLog, DedupRecord
+from storage.dedup import DedupLog
 from storage.spool import Forward, Spool, StoredEvent
 
 log = logging.getLogger(__name__)
@@ -236,6 +236,9 @@ class Publisher:
                 refusal = self._prepare(event, first_index + offset, at_ms, pending, key)
                 if refusal is not None:
                     refused.append(refusal)
+                    if key:  # free again (nothing can wait on it yet: this call claimed it)
+                        assert self.dedup is not None
+                        self.dedup.window.failed([key])
             else:
                 if remote_wanted:
                     remote.append((topic, event.SerializeToString()))
@@ -276,19 +279,20 @@ class Publisher:
         duplicates: list[pb.PublishAck],
         resends: list[asyncio.Future[None]],
     ) -> bool:
-        """Ack a resend of a stored key, or have it wait for its first copy's commit."""
+        """Ack a resend of a stored key, or have it wait for its first copy's commit;
+        False for a new key (now pending: the caller stores the event)."""
         assert self.dedup is not None
         window = self.dedup.window
-        stored_id = window.stored_id(key)
-        if stored_id is not None:
-            duplicates.append(pb.PublishAck(index=index, id=stored_id, duplicate=True))
-            return True
-        if window.is_pending(key):
+        stored_id = window.claim(key)
+        if stored_id is None:
+            return False
+        if stored_id == PENDING:
             done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             window.join(key, _Resend(index, on_acks, done))
             resends.append(done)
-            return True
-        return False
+        else:
+            duplicates.append(pb.PublishAck(index=index, id=stored_id, duplicate=True))
+        return True
 
     def _check(self, topic: str, event: pb.Event) -> PlexusError | None:
         if topic not in self._valid_topics:
@@ -330,9 +334,6 @@ class Publisher:
         stored = StoredEvent(self.next_seq, data, ids, expires, size, forwards)
         self.next_seq += 1
         pending.append(_Pending(index, event.id, topic, queues, stored, key))
-        if key:
-            assert self.dedup is not None
-            self.dedup.window.begin(key)
         return None
 
     @staticmethod
@@ -393,12 +394,8 @@ class Publisher:
         to_store = [p.stored for p in pending if p.queues or p.stored.forwards]
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         dedup = self.dedup
-        records = (
-            [DedupRecord(p.stored.seq, p.event_id, p.key) for p in pending if p.key]
-            if dedup is not None
-            else []
-        )
-        if not to_store and not records:
+        keyed = [p for p in pending if p.key] if dedup is not None else []
+        if not to_store and not keyed:
             self._acked(pending, on_acks)
             done.set_result(None)
             return done
@@ -411,7 +408,7 @@ class Publisher:
 
             def write(txn: Any) -> None:
                 spool.put_events(txn, to_store)
-                log.append(txn, records)
+                log.append(txn, [(p.stored.seq, p.event_id, p.key) for p in keyed])
                 if trim_upto:
                     log.trim(txn, trim_upto)
 
@@ -420,30 +417,31 @@ class Publisher:
         def committed(fut: asyncio.Future[None]) -> None:
             error = fut.exception()
             if error is None:
-                if records:
-                    self._dedup_landed(records, trim_upto)
+                if keyed:
+                    self._dedup_landed(keyed, trim_upto)
                 self._acked(pending, on_acks)
             else:
-                if records:
-                    self._dedup_failed(records, error)
+                if keyed:
+                    self._dedup_failed([p.key for p in keyed], error)
                 self._failed(pending, error, on_acks)
             done.set_result(None)
 
         future.add_done_callback(committed)
         return done
 
-    def _dedup_landed(self, records: list[DedupRecord], trim_upto: int) -> None:
+    def _dedup_landed(self, keyed: list[_Pending], trim_upto: int) -> None:
         assert self.dedup is not None
         window = self.dedup.window
         if trim_upto > window.trimmed:
             window.trimmed = trim_upto
+        records = ((p.stored.seq, p.event_id, p.key) for p in keyed)
         for resend, event_id in window.landed(records, now_ms()):
             resend.on_acks([pb.PublishAck(index=resend.index, id=event_id, duplicate=True)])
             resend.done.set_result(None)
 
-    def _dedup_failed(self, records: list[DedupRecord], error: BaseException) -> None:
+    def _dedup_failed(self, keys: list[bytes], error: BaseException) -> None:
         assert self.dedup is not None
-        for resend in self.dedup.window.failed(r.key for r in records):
+        for resend in self.dedup.window.failed(keys):
             resend.on_acks([_refusal(resend.index, error)])
             resend.done.set_result(None)
 
@@ -492,6 +490,9 @@ def _dedup_keys(request: pb.PublishRequest, count: int) -> list[bytes]:
             raise InvalidArgument(f"sequences has {len(sequences)} entries for {count} events")
         if not 1 <= len(producer) <= 64:
             raise InvalidArgument("sequences need a producer of 1 to 64 bytes")
+        if not keys:  # the SDK's case: one key per event from its sequence
+            prefix = producer_key(producer, 0)[:-8]
+            return [prefix + seq.to_bytes(8, "big") if seq else b"" for seq in sequences]
     if keys and len(keys) != count:
         raise InvalidArgument(f"keys has {len(keys)} entries for {count} events")
     found: list[bytes] = []

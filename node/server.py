@@ -1,12 +1,18 @@
-"""The composition root of a region node: storage, routing, queues and gRPC, wired and run."""
+"""The composition root of a region node: storage, routing, queues and gRPC, as one object.
+
+`Node(config)` builds nothing until `await node.start()`, which returns once
+the node serves (its `address` then holds the port it bound, also for port 0);
+`await node.stop()` tears it down gracefully. Tests, benchmarks and embedding
+applications run nodes in-process this way; `python -m node run` is a thin
+shell over it (node/__main__.py) that adds signals and the "listening" line.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import signal
-import socket
 from collections.abc import Callable
+from types import TracebackType
 from typing import Any
 
 import grpc
@@ -16,6 +22,7 @@ from grpc_reflection.v1alpha import reflection
 from federation.durable_interest import DurableInterest
 from federation.forwarding import GuaranteedForwarder
 from federation.mesh import Mesh
+from federation.region_membership import RegionMembership
 from federation.spools import LinkSpools
 from federation.supervisor import LinkService, LinkSupervisor
 from federation.topology import StaticTopology, Topology
@@ -24,13 +31,14 @@ from node.clients import ClientRegistry
 from node.commits import Commits
 from node.config import NodeConfig
 from node.direct import DirectRouter
+from node.grpc_server import PortInUse, bind_server
 from node.joining import JoinRequest, start_membership
+from node.local_delivery import RelayedDelivery
 from node.metrics import GrpcErrors, MetricsServer, NodeCollector, NodeParts
 from node.publishing import Dedup, Publisher
 from node.queues import QueueTable
 from node.service import SERVICE, BrokerService, handlers
 from node.subscription_list import SubscriptionList
-from plexus.errors import FailedPrecondition
 from plexus.v1 import link_pb2_grpc as lrpc
 from plexus.v1 import plexus_pb2  # noqa: F401  (registers plexus.v1 for reflection)
 from storage.dedup import DedupLog
@@ -43,50 +51,116 @@ log = logging.getLogger(__name__)
 ADMIN_SERVICE = "plexus.v1.Admin"
 EXPIRY_SWEEP_S = 1.0
 STOP_GRACE_S = 2.0
-MAX_MESSAGE_BYTES = 128 << 20
+HEALTH_SERVICES = ("", SERVICE)
 
-GRPC_OPTIONS = [
-    # Two nodes must never share a port silently (gRPC enables SO_REUSEPORT by default).
-    ("grpc.so_reuseport", 0),
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
-]
+__all__ = ["Node", "PortInUse"]
 
 
-class PortInUse(FailedPrecondition):
-    def __init__(self, address: str) -> None:
-        self.address = address
-        super().__init__(f"cannot listen on {address}: the address is in use or not local")
-
-
-async def run_node(
-    config: NodeConfig, topology: Topology | None = None, join: JoinRequest | None = None
-) -> None:
-    """Run a node until SIGTERM or SIGINT; raises PlexusError when it cannot start.
+class Node:
+    """One region node: `start()`, `address`, `stop()`.
 
     With a `topology`, the node is region `config.name` of that cluster: it
-    serves the Link service and keeps its links up.
+    serves the Link service and keeps its links up; with `join`, it first
+    joins the running cluster through a member.
     """
-    loop = asyncio.get_running_loop()
-    env = Environment(config.data, config.map_size_mb << 20)
-    commits = Commits(env, loop)
-    commits.start()
-    server = metrics = None
-    try:
+
+    def __init__(
+        self, config: NodeConfig, topology: Topology | None = None, join: JoinRequest | None = None
+    ) -> None:
+        self.config = config
+        self.topology = topology
+        self.join = join
+        self.address = ""
+        self.metrics_address = ""
+        self._stop_requested = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._started = False
+        self._teardown: asyncio.Future[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._env: Environment | None = None
+        self._commits: Commits | None = None
+        self._membership: RegionMembership | None = None
+        self._supervisor: LinkSupervisor | None = None
+        self._known: DurableInterest | None = None
+        self._server: grpc.aio.Server | None = None
+        self._metrics: MetricsServer | None = None
+        self._health: health.aio.HealthServicer | None = None
+        self._links_started = False
+
+    async def __aenter__(self) -> Node:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop_requested.is_set()
+
+    def request_stop(self) -> None:
+        """Ask the node to stop (admin Shutdown, a signal, removal from the cluster)."""
+        self._stop_requested.set()
+
+    async def wait_stopped(self) -> None:
+        """Return once the node has stopped, whoever asked it to."""
+        await self._stopped.wait()
+
+    async def start(self) -> None:
+        """Build everything and serve; raises PlexusError (e.g. PortInUse, DataDirLocked)
+        when the node cannot start, having closed whatever it had opened."""
+        if self._started:
+            raise RuntimeError(f"node {self.config.name} was started already")
+        self._started = True
+        try:
+            await self._start()
+        except BaseException:
+            self._teardown = asyncio.ensure_future(self._stop(quiet=True))
+            await asyncio.shield(self._teardown)
+            raise
+        self._tasks.append(asyncio.create_task(self._stop_when_requested()))
+
+    async def stop(self) -> None:
+        """Stop gracefully: links, membership, gRPC (with grace), metrics, writer, LMDB.
+
+        Idempotent; also safe on a node that never started."""
+        self._stop_requested.set()
+        if not self._started:
+            self._stopped.set()
+            return
+        await asyncio.shield(self._begin_stop())
+
+    def _begin_stop(self) -> asyncio.Future[None]:
+        if self._teardown is None:
+            self._teardown = asyncio.ensure_future(self._stop())
+        return self._teardown
+
+    async def _stop_when_requested(self) -> None:
+        await self._stop_requested.wait()
+        self._begin_stop()
+
+    async def _start(self) -> None:
+        config, topology = self.config, self.topology
+        loop = asyncio.get_running_loop()
+        self._env = env = Environment(config.data, config.map_size_mb << 20)
+        self._commits = commits = Commits(env, loop)
+        commits.start()
         spool = Spool(env)
-        mesh = supervisor = known = None
+        mesh = supervisor = membership = None
         router = DirectRouter()
-        local = _Local(router)
-        membership = None
+        local = RelayedDelivery(router)
         if topology is not None:
-            membership = await start_membership(config, topology, join)
+            self._membership = membership = await start_membership(config, topology, self.join)
             source = membership or StaticTopology(topology)
-            known = DurableInterest(InterestStore(env), commits.submit)
+            self._known = known = DurableInterest(InterestStore(env), commits.submit)
             mesh = Mesh(config.name, local, known)
             local.spools = LinkSpools(spool, topology.settings, commits.submit)
-            supervisor = LinkSupervisor(config.name, source, mesh, local.spools)
+            self._supervisor = supervisor = LinkSupervisor(config.name, source, mesh, local.spools)
             # Before serving: route by the interest known before a restart, over spools ready.
             current = source.current()
             await known.restore(mesh, current.regions)
@@ -104,27 +178,17 @@ async def run_node(
             publisher.remote = mesh
             publisher.forwarder = GuaranteedForwarder(mesh, local.spools)
 
-        _check_port_free(config.listen)
         grpc_errors = GrpcErrors()
-        server = grpc.aio.server(options=GRPC_OPTIONS, interceptors=[grpc_errors])
-        try:
-            port = server.add_insecure_port(config.listen)
-        except RuntimeError:
-            port = 0
-        if not port:
-            raise PortInUse(config.listen)
-        host = config.listen.rpartition(":")[0]
-        address = f"{host}:{port}"
-        metrics_address = ""
+        self._server, self.address = server, address = bind_server(config.listen, grpc_errors)
         wanted = config.metrics_address()
         if wanted is not None:
-            metrics = MetricsServer(wanted)
-            metrics_address = metrics.start()
+            self._metrics = MetricsServer(wanted)
+            self.metrics_address = self._metrics.start()
         clients = ClientRegistry()
         service = BrokerService(
-            config, address, env, router, queues, publisher, clients, metrics_address
+            config, address, env, router, queues, publisher, clients, self.metrics_address
         )
-        if metrics is not None:
+        if self._metrics is not None:
             parts = NodeParts(
                 config.name,
                 env,
@@ -136,13 +200,12 @@ async def run_node(
                 supervisor,
                 membership.status if membership is not None else None,
             )
-            metrics.collect(NodeCollector(loop, parts))
+            self._metrics.collect(NodeCollector(loop, parts))
         server.add_generic_rpc_handlers((handlers(service),))
 
         def local_view(topic: str) -> tuple[int, list[str]]:
             return len(router.index.match(topic)), sorted(q.name for q in queues.match(topic))
 
-        stop = asyncio.Event()
         add_admin_service(
             server,
             AdminService(
@@ -151,7 +214,7 @@ async def run_node(
                 mesh,
                 local_view,
                 membership,
-                stop.set,
+                self.request_stop,
                 lambda error: setattr(publisher, "leaving", error),
                 clients=clients,
                 subscriptions=SubscriptionList(router, queues),
@@ -159,7 +222,7 @@ async def run_node(
         )
         if supervisor is not None:
             lrpc.add_LinkServicer_to_server(LinkService(supervisor), server)
-        health_servicer = health.aio.HealthServicer()
+        self._health = health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         names = (
             SERVICE,
@@ -169,84 +232,70 @@ async def run_node(
         )
         reflection.enable_server_reflection(names, server)
         await server.start()
-        for name in ("", SERVICE):
+        for name in HEALTH_SERVICES:
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        serving = f", metrics on http://{metrics_address}/metrics" if metrics_address else ""
-        print(f"plexus node {config.name} listening on {address}{serving}", flush=True)
+        serving = f", metrics on http://{self.metrics_address}/metrics" if wanted else ""
         log.info("node %s serving on %s%s, data in %s", config.name, address, serving, config.data)
-        sweeper = asyncio.create_task(_sweep_expired(queues))
+        self._tasks.append(asyncio.create_task(_sweep_expired(queues)))
         if supervisor is not None:
+            self._links_started = True
             await supervisor.start()
+            supervisor.source.watch(self._follow)
 
-            def follow(now: Topology) -> None:
-                if config.name not in now.regions:
-                    log.info("region %s was removed from the cluster: stopping", config.name)
-                    stop.set()
+    def _follow(self, now: Topology) -> None:
+        if self.config.name not in now.regions and not self.stop_requested:
+            log.info("region %s was removed from the cluster: stopping", self.config.name)
+            self.request_stop()
 
-            supervisor.source.watch(follow)
-        await stop.wait()
-        log.info("node %s stopping", config.name)
-        sweeper.cancel()
-        if supervisor is not None:
-            await supervisor.stop()
-        if membership is not None:
-            membership.stop()
-        for name in ("", SERVICE):
-            await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-    finally:
-        if server is not None:
-            await server.stop(STOP_GRACE_S)
-        if metrics is not None:
-            await asyncio.to_thread(metrics.stop)
-        if known is not None:
-            known.flush()
-        await asyncio.to_thread(commits.stop)
-        env.close()
-
-
-class _Local:
-    """Local delivery for events that reached this region over a link."""
-
-    def __init__(self, router: DirectRouter) -> None:
-        self.router = router
-        self.publisher: Publisher | None = None
-        self.spools: LinkSpools | None = None
-
-    def deliver_direct(self, items: list[tuple[str, bytes]]) -> None:
-        self.router.fan_out(items)
-
-    def store_guaranteed(
-        self, peer: str, events: list[Any], upto: int, done: Callable[[], None]
-    ) -> None:
-        assert self.publisher is not None and self.spools is not None
-        link = self.spools.links[peer]
-        store = self.spools.store
-
-        def record(txn: Any) -> None:
-            store.set_received(txn, link.link_id, upto)
-
-        def landed() -> None:
-            link.received_upto = upto
-            done()
-
-        self.publisher.store_relayed(events, upto, record, landed)
-
-
-def _check_port_free(address: str) -> None:
-    """Refuse a taken port ourselves: gRPC would also log a C-level error line."""
-    host, _, port = address.rpartition(":")
-    if int(port) == 0:
-        return
-    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    async def _stop(self, quiet: bool = False) -> None:
+        if not quiet:
+            log.info("node %s stopping", self.config.name)
         try:
-            probe.bind((host.strip("[]"), int(port)))
-        except OSError as exc:
-            raise PortInUse(address) from exc
+            await self._close()
+        finally:
+            self._stopped.set()
+
+    async def _close(self) -> None:
+        """Close what was opened, in the reverse order; each step runs even if one failed."""
+        current = asyncio.current_task()
+        tasks = [t for t in self._tasks if t is not current]
+        for task in tasks:
+            task.cancel()
+        steps: list[Callable[[], Any]] = [lambda: asyncio.gather(*tasks, return_exceptions=True)]
+        if self._supervisor is not None and self._links_started:
+            steps.append(self._supervisor.stop)
+        if self._membership is not None:
+            steps.append(self._membership.stop)
+        if self._health is not None:
+            steps.append(self._not_serving)
+        if self._server is not None or self._metrics is not None:
+            steps.append(self._stop_servers)
+        if self._known is not None:
+            steps.append(self._known.flush)  # before the writer ends: it applies what is queued
+        if self._commits is not None:
+            steps.append(lambda: asyncio.to_thread(self._commits.stop))  # type: ignore[union-attr]
+        if self._env is not None:
+            steps.append(self._env.close)
+        for step in steps:
+            try:
+                result = step()
+                if asyncio.iscoroutine(result) or asyncio.isfuture(result):
+                    await result
+            except Exception:
+                log.exception("node %s: a step of stopping failed", self.config.name)
+
+    async def _stop_servers(self) -> None:
+        """gRPC with grace; meanwhile the metrics server (up to its 0.5 s poll interval)."""
+        metrics, server = self._metrics, self._server
+        await asyncio.gather(
+            *([asyncio.to_thread(metrics.stop)] if metrics is not None else []),
+            *([server.stop(STOP_GRACE_S)] if server is not None else []),
+        )
+
+    async def _not_serving(self) -> None:
+        assert self._health is not None
+        for name in HEALTH_SERVICES:
+            await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
 
 
 async def _sweep_expired(queues: QueueTable) -> None:

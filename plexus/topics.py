@@ -14,15 +14,16 @@ A *pattern* (a subscription) uses the same levels plus wildcards:
 `SubscriptionTrie` is the index the router matches every published event
 against. It follows nats-server's sublist: one trie node per level, with
 literal children in a dict plus one child per wildcard kind, and a bounded
-match cache that every add or remove invalidates. Pure code: no I/O, no clock,
-no asyncio; not thread-safe (one event loop owns it).
+match cache from which an add or remove evicts only the topics its pattern
+matches. Pure code: no I/O, no clock, no asyncio; not thread-safe (one event
+loop owns it).
 """
 
 from __future__ import annotations
 
 from collections.abc import Hashable
 from itertools import islice
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from plexus.errors import InvalidPattern, InvalidTopic
 
@@ -41,6 +42,9 @@ WILDCARD_ONE = "*"
 WILDCARD_REST = ">"
 
 V = TypeVar("V", bound=Hashable)
+
+# Keys the topic ending at a node of a `_TopicTree`; no level is empty.
+_END = ""
 
 # Control characters (Unicode category Cc): C0, DEL and C1. They break
 # terminals, logs and line-based tools, and no sane topic needs them.
@@ -224,18 +228,132 @@ class _Node(Generic[V]):
         return not (self.literals or self.star or self.prefixes or self.values or self.rest)
 
 
+class _TopicTree:
+    """A set of topics stored level by level, to list those a pattern matches.
+
+    A node is a dict from level to child; the empty string, never a level,
+    keys the topic that ends at a node. A child with nothing below it is just
+    its topic (a str), which saves a dict per topic.
+    """
+
+    __slots__ = ("_root",)
+
+    def __init__(self) -> None:
+        self._root: dict[str, Any] = {}
+
+    def add(self, topic: str) -> None:
+        levels = topic.split(SEPARATOR)
+        node = self._root
+        for level in levels[:-1]:
+            child = node.get(level)
+            if child is None:
+                child = node[level] = {}
+            elif type(child) is str:
+                child = node[level] = {_END: child}
+            node = child
+        last = levels[-1]
+        child = node.get(last)
+        if child is None or type(child) is str:
+            node[last] = topic
+        else:
+            child[_END] = topic
+
+    def discard(self, topic: str) -> None:
+        levels = topic.split(SEPARATOR)
+        path: list[tuple[dict[str, Any], str]] = []
+        node: Any = self._root
+        for level in levels:
+            if type(node) is str:
+                return
+            child = node.get(level)
+            if child is None:
+                return
+            path.append((node, level))
+            node = child
+        parent, last = path.pop()
+        if type(node) is str:
+            del parent[last]
+        else:
+            node.pop(_END, None)
+            if node:
+                return
+            del parent[last]
+        # Prune the nodes left empty, bottom up.
+        for grandparent, level in reversed(path):
+            if parent:
+                break
+            del grandparent[level]
+            parent = grandparent
+
+    def matching(self, levels: list[str], rest: bool) -> list[str]:
+        """The topics held that the pattern `levels` matches (`rest`: it ended in `/>`)."""
+        nodes: list[dict[str, Any]] = [self._root]
+        for index, level in enumerate(levels):
+            last = index == len(levels) - 1 and not rest
+            following: list[Any] = []
+            for node in nodes:
+                if level == WILDCARD_ONE:
+                    following.extend(child for key, child in node.items() if key)
+                elif level[-1] == WILDCARD_ONE:
+                    prefix = level[:-1]
+                    following.extend(
+                        child for key, child in node.items() if key and key.startswith(prefix)
+                    )
+                else:
+                    child = node.get(level)
+                    if child is not None:
+                        following.append(child)
+            if not last:
+                # Topics ending here are too short for what follows.
+                following = [child for child in following if type(child) is not str]
+            if not following:
+                return []
+            nodes = following
+        found: list[str] = []
+        if not rest:
+            for node in nodes:
+                topic = node if type(node) is str else node.get(_END)
+                if topic is not None:
+                    found.append(topic)
+            return found
+        # `>`: every topic at least one level below these nodes.
+        stack = [child for node in nodes for key, child in node.items() if key]
+        while stack:
+            node = stack.pop()
+            if type(node) is str:
+                found.append(node)
+                continue
+            for key, child in node.items():
+                if key:
+                    stack.append(child)
+                else:
+                    found.append(child)
+        return found
+
+
 class SubscriptionTrie(Generic[V]):
     """An index of (pattern, value) entries, matched against topics.
 
-    `match` answers from a bounded cache of recent topics when it can; any
-    `add` or `remove` that changes the index empties the cache and bumps
-    `generation`. Under heavy subscription churn the cache therefore helps
-    little; batch interest changes where you can.
+    `match` answers from a bounded cache of recent topics when it can. An
+    `add` or `remove` that changes the index evicts from the cache only the
+    topics its pattern matches (nats-server's sublist does the same), found
+    through a tree of the cached topics rather than by testing each one, so
+    subscriber churn leaves the rest of the cache, and its hit rate, alone.
+    Every such change bumps `generation`.
     """
 
     DEFAULT_CACHE_SIZE = 32_768
 
-    __slots__ = ("_cache", "_cache_size", "_count", "_generation", "_patterns", "_root")
+    __slots__ = (
+        "_cache",
+        "_cache_size",
+        "_cached_topics",
+        "_count",
+        "_generation",
+        "_patterns",
+        "_root",
+        "_uncounted_topics",
+    )
 
     def __init__(self, cache_size: int = DEFAULT_CACHE_SIZE) -> None:
         """`cache_size` bounds the match cache in topics; 0 turns the cache off."""
@@ -243,6 +361,13 @@ class SubscriptionTrie(Generic[V]):
             raise ValueError(f"cache_size must be >= 0, got {cache_size}")
         self._root: _Node[V] = _Node()
         self._cache: dict[str, tuple[V, ...]] = {}
+        # The keys of `_cache`, level by level, to find those a pattern matches.
+        # Kept lazily: topics cached since the last change wait in
+        # `_uncounted_topics`, and a cache overflow drops the tree (None) to
+        # be rebuilt at the next change; a stream of new topics without
+        # subscription changes then pays nothing for it.
+        self._cached_topics: _TopicTree | None = _TopicTree()
+        self._uncounted_topics: list[str] = []
         self._cache_size = cache_size
         self._count = 0
         self._generation = 0
@@ -308,7 +433,7 @@ class SubscriptionTrie(Generic[V]):
         bucket[value] = None
         self._count += 1
         self._patterns[pattern] = self._patterns.get(pattern, 0) + 1
-        self._invalidate()
+        self._evict(pattern, levels, rest)
         return True
 
     def remove(self, pattern: str, value: V) -> bool:
@@ -355,16 +480,37 @@ class SubscriptionTrie(Generic[V]):
             else:
                 del parent.literals[level]
             node = parent
-        self._invalidate()
+        self._evict(pattern, levels, rest)
         return True
 
     # -- internals --------------------------------------------------------
 
-    def _invalidate(self) -> None:
+    def _evict(self, pattern: str, levels: list[str], rest: bool) -> None:
+        """Drop the cached topics that `pattern` matches (its `levels`, then `/>` if `rest`)."""
         self._generation += 1
-        # Rebinding is O(1) here; dropping the old dict is paid once.
-        if self._cache:
-            self._cache = {}
+        cache = self._cache
+        if not cache:
+            return
+        cached_topics = self._topic_tree()
+        if not rest and WILDCARD_ONE not in pattern:
+            # A literal pattern matches one topic: itself.
+            if cache.pop(pattern, None) is not None:
+                cached_topics.discard(pattern)
+            return
+        for topic in cached_topics.matching(levels, rest):
+            del cache[topic]
+            cached_topics.discard(topic)
+
+    def _topic_tree(self) -> _TopicTree:
+        """The tree of the cached topics, brought up to date."""
+        tree = self._cached_topics
+        if tree is None:
+            tree = self._cached_topics = _TopicTree()
+            self._uncounted_topics = list(self._cache)
+        for topic in self._uncounted_topics:
+            tree.add(topic)
+        self._uncounted_topics = []
+        return tree
 
     def _match_miss(self, topic: str) -> tuple[V, ...]:
         result = self._walk(topic)
@@ -376,7 +522,11 @@ class SubscriptionTrie(Generic[V]):
                 # O(1) per insert, and recent topics survive.
                 for stale in list(islice(cache, size // 2 or 1)):
                     del cache[stale]
+                self._cached_topics = None
+                self._uncounted_topics = []
             cache[topic] = result
+            if self._cached_topics is not None:
+                self._uncounted_topics.append(topic)
         return result
 
     def _walk(self, topic: str) -> tuple[V, ...]:

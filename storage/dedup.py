@@ -37,19 +37,21 @@ class DedupLog:
         self.db = env.db(b"dedup")
         self._meta = env.db(b"meta")
 
-    def append(self, txn: lmdb.Transaction, records: list[DedupRecord]) -> None:
-        """Add records in increasing seq order; keeps the node's last seq at least the last."""
+    def append(self, txn: lmdb.Transaction, records: list[tuple[int, int, bytes]]) -> None:
+        """Add (seq, event id, key) records in increasing seq order; keeps the node's
+        last seq at least the last record's."""
         if not records:
             return
         pack = _U64.pack
         txn.cursor(db=self.db).putmulti(
-            [(pack(r.seq), pack(r.event_id) + r.key) for r in records], append=True
+            [(pack(seq), pack(event_id) + key) for seq, event_id, key in records], append=True
         )
         # A keyed event that no queue or link took is not stored, but its seq must
         # never be handed out again (it keys this record).
+        last_seq = records[-1][0]
         last = txn.get(b"seq", db=self._meta)
-        if last is None or _U64.unpack(last)[0] < records[-1].seq:
-            txn.put(b"seq", pack(records[-1].seq), db=self._meta)
+        if last is None or _U64.unpack(last)[0] < last_seq:
+            txn.put(b"seq", pack(last_seq), db=self._meta)
 
     def trim(self, txn: lmdb.Transaction, upto_seq: int) -> int:
         """Delete every record with seq <= upto_seq; returns how many."""

@@ -1,18 +1,21 @@
-"""Shared fixtures: real node processes on free loopback ports (see tests/harness.py)."""
+"""Shared fixtures: in-process nodes (tests/inprocess.py) and real node processes on free
+loopback ports (tests/harness.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
+from node.server import Node
 from tests.harness import NodeProcess, Nodes
+from tests.inprocess import InProcessNodes
 
 
 @pytest.fixture
 def nodes(tmp_path: Path) -> Iterator[Nodes]:
-    """Start nodes with `nodes.start(name)`; every one is killed after the test."""
+    """Start node processes with `nodes.start(name)`; every one is killed after the test."""
     started = Nodes(tmp_path)
     try:
         yield started
@@ -22,5 +25,22 @@ def nodes(tmp_path: Path) -> Iterator[Nodes]:
 
 @pytest.fixture
 def node(nodes: Nodes) -> NodeProcess:
-    """One running node `us` with a fresh data directory; `node.address` is HOST:PORT."""
+    """One running node process `us` with a fresh data directory; `node.address` is HOST:PORT."""
     return nodes.start("us")
+
+
+@pytest.fixture
+async def inproc_nodes(tmp_path: Path) -> AsyncIterator[InProcessNodes]:
+    """Start in-process nodes with `await inproc_nodes.start(name, **settings)`; every one
+    is stopped after the test, and none may leave a thread running."""
+    started = InProcessNodes(tmp_path)
+    try:
+        yield started
+    finally:
+        await started.close()
+
+
+@pytest.fixture
+async def inproc_node(inproc_nodes: InProcessNodes) -> Node:
+    """One started in-process node `us` on 127.0.0.1:0; `inproc_node.address` is HOST:PORT."""
+    return await inproc_nodes.start("us")

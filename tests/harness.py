@@ -23,15 +23,30 @@ READY_TIMEOUT_S = 20.0
 _used_ports: set[int] = set()
 
 
+def _worker_share() -> tuple[int, int]:
+    """(this pytest-xdist worker's number, how many workers); (0, 1) without xdist."""
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    return (int(worker) if worker.isdigit() else 0), max(count, 1)
+
+
 def free_port() -> int:
-    """A loopback port nobody listens on, never handed out twice in this run."""
-    while True:
+    """A loopback port nobody listens on, never handed out twice in this run.
+
+    Under pytest-xdist each worker takes only the ports of its own blocks of 16
+    (port // 16 % workers == worker: Linux hands out mostly odd ports for
+    bind(), so a split by parity would starve a worker), so two workers never
+    hand out the same port.
+    """
+    worker, workers = _worker_share()
+    for _ in range(10_000):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        if port not in _used_ports:
+        if port not in _used_ports and port // 16 % workers == worker:
             _used_ports.add(port)
             return port
+    raise AssertionError("no free loopback port found")
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str = "condition") -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from node.dedup import DedupWindow, app_key, producer_key
+from node.dedup import PENDING, DedupWindow, app_key, producer_key
 from plexus import Client
 from plexus.v1 import plexus_pb2 as pb
 from plexus.v1 import plexus_pb2_grpc as pb_grpc
@@ -33,19 +33,16 @@ def _record(seq: int, key: bytes, at_ms: int = NOW_MS) -> DedupRecord:
 def test_a_landed_key_answers_with_its_first_id() -> None:
     window = DedupWindow(max_keys=10, max_age_ms=60_000)
     key = producer_key(b"p" * 16, 1)
-    assert window.stored_id(key) is None
-    window.begin(key)
-    assert window.is_pending(key)
+    assert window.claim(key) is None  # new: now pending
+    assert window.claim(key) == PENDING
     window.landed([_record(5, key)], NOW_MS)
-    assert window.stored_id(key) == _id(NOW_MS, 5)
-    assert not window.is_pending(key)
+    assert window.claim(key) == _id(NOW_MS, 5)
 
 
 def test_resends_of_a_pending_key_share_its_outcome() -> None:
     window = DedupWindow(max_keys=10, max_age_ms=60_000)
     landed_key, failed_key = app_key("a"), app_key("b")
-    window.begin(landed_key)
-    window.begin(failed_key)
+    assert window.claim(landed_key) is None and window.claim(failed_key) is None
     window.join(landed_key, "resend-1")
     window.join(landed_key, "resend-2")
     window.join(failed_key, "resend-3")
@@ -55,15 +52,15 @@ def test_resends_of_a_pending_key_share_its_outcome() -> None:
     ]
     assert window.failed([failed_key]) == ["resend-3"]
     # A failed first copy leaves its key free: the next copy is stored.
-    assert window.stored_id(failed_key) is None and not window.is_pending(failed_key)
+    assert window.claim(failed_key) is None
 
 
 def test_the_window_keeps_the_newest_keys_up_to_its_size() -> None:
     window = DedupWindow(max_keys=3, max_age_ms=60_000)
     keys = [app_key(str(i)) for i in range(5)]
     window.landed([_record(i + 1, k) for i, k in enumerate(keys)], NOW_MS)
-    assert [window.stored_id(k) is not None for k in keys] == [False, False, True, True, True]
-    assert len(window) == 3 and window.trim_upto == 2
+    assert [window.claim(k) is not None for k in keys] == [False, False, True, True, True]
+    assert window.trim_upto == 2
 
 
 def test_keys_older_than_the_window_are_forgotten() -> None:
@@ -71,8 +68,8 @@ def test_keys_older_than_the_window_are_forgotten() -> None:
     old, new = app_key("old"), app_key("new")
     window.landed([_record(1, old, NOW_MS - 5_000)], NOW_MS - 5_000)
     window.landed([_record(2, new, NOW_MS)], NOW_MS)
-    assert window.stored_id(old) is None
-    assert window.stored_id(new) is not None
+    assert window.claim(old) is None
+    assert window.claim(new) == _id(NOW_MS, 2)
 
 
 def test_trims_of_the_log_come_in_runs() -> None:
@@ -111,8 +108,8 @@ def test_a_reloaded_window_knows_what_was_logged(tmp_path: Path) -> None:
             log.append(txn, [_record(1, app_key("a")), _record(2, app_key("b"))])
         window = DedupWindow(max_keys=1, max_age_ms=60_000)
         window.load(log.read_all(), NOW_MS)
-        assert window.stored_id(app_key("a")) is None  # over the window's size
-        assert window.stored_id(app_key("b")) == _id(NOW_MS, 2)
+        assert window.claim(app_key("a")) is None  # over the window's size
+        assert window.claim(app_key("b")) == _id(NOW_MS, 2)
     finally:
         env.close()
 

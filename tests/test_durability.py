@@ -124,6 +124,8 @@ async def drain(address: str) -> list[pb.Event]:
                         ack=pb.Tags(tags=[e.delivery_tag for e in response.events.events])
                     )
                 )
+                # More credit as it goes: the queue may hold more than the first grant.
+                await acks.put(pb.ConsumeRequest(credit=len(response.events.events)))
             elif response.WhichOneof("action") == "confirmed":
                 confirmed += len(response.confirmed.tags)
                 if confirmed >= depth:

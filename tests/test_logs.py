@@ -1,9 +1,10 @@
-"""Operator logs of real node processes: link down with its reason and up again, a full
-queue, in the text format and as one JSON object per line."""
+"""Operator logs: link down with its reason and up again, in the text format and as one
+JSON object per line (node processes); a full queue logged once per fill (in-process)."""
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -11,8 +12,9 @@ from typing import Any
 import pytest
 
 import plexus
+from node.server import Node
 from plexus.errors import ResourceExhausted
-from tests.harness import Cluster, NodeProcess, Nodes, eventually, wait_for
+from tests.harness import Cluster, NodeProcess, eventually, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 DEADLINE_S = 20.0
@@ -64,10 +66,15 @@ def test_json_log_has_one_object_per_line_with_fields(
     wait_for(lambda: len(events(us, "link_up")) == 2, DEADLINE_S, "link_up again")
 
 
-async def test_full_queue_is_logged_once_per_fill(nodes: Nodes, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("PLEXUS_LOG_FORMAT", "json")
-    node = nodes.start("us")
-    async with await plexus.Client.connect(node.address) as client:
+async def test_full_queue_is_logged_once_per_fill(
+    inproc_node: Node, caplog: pytest.LogCaptureFixture
+):
+    caplog.set_level(logging.INFO, logger="node")
+
+    def events(event: str) -> list[logging.LogRecord]:
+        return [r for r in caplog.records if getattr(r, "event", None) == event]
+
+    async with await plexus.Client.connect(inproc_node.address) as client:
         await client.create_queue("small", ["jobs/>"], max_depth=2)
         for n in range(2):
             await client.publish(f"jobs/{n}", b"x", guaranteed=True)
@@ -78,10 +85,10 @@ async def test_full_queue_is_logged_once_per_fill(nodes: Nodes, monkeypatch: pyt
             async for delivery in consumer:
                 await delivery.ack()
                 break
-        await eventually(lambda: events(node, "queue_has_room"), DEADLINE_S, "room again")
-    (full,) = events(node, "queue_full")
-    assert full["queue"] == "small" and full["level"] == "WARNING"
-    assert "refusing publishes" in full["message"]
+        await eventually(lambda: events("queue_has_room"), DEADLINE_S, "room again")
+    (full,) = events("queue_full")
+    assert getattr(full, "queue", None) == "small" and full.levelname == "WARNING"
+    assert "refusing publishes" in full.getMessage()
 
 
 LEADER_LINE = re.compile(r"Raft leader changed: region (\w+) is now the leader \(term (\d+)\)")

@@ -1,8 +1,9 @@
-"""Prometheus metrics of real node processes: names and values after known traffic,
-`promtool check metrics`, where they are served (or not), and bad flags."""
+"""Prometheus metrics of nodes: names and values after known traffic (in-process),
+`promtool check metrics`, where node processes serve them (or not), and bad flags."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 import sys
@@ -15,10 +16,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import plexus
+from node.server import Node
 from plexus.errors import NotFound
 from plexus.v1 import plexus_pb2 as pb
 from plexus.v1 import plexus_pb2_grpc as rpc
 from tests.harness import NodeProcess, Nodes, eventually, free_port
+from tests.inprocess import InProcessNodes
 
 PROMTOOL = shutil.which("promtool")
 
@@ -48,7 +51,7 @@ def promtool_check(text: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-async def metrics_address(node: NodeProcess) -> str:
+async def metrics_address(node: Node | NodeProcess) -> str:
     async with grpc.aio.insecure_channel(node.address) as channel:
         info = await rpc.BrokerStub(channel).GetNodeInfo(pb.NodeInfoRequest())
     return info.metrics_address
@@ -68,8 +71,10 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], *parts: str)
         assert part in lines[0], lines[0]
 
 
-async def test_counters_after_known_traffic_and_promtool_passes(node: NodeProcess):
+async def test_counters_after_known_traffic_and_promtool_passes(inproc_nodes: InProcessNodes):
+    node = await inproc_nodes.start("us", metrics=None)  # the default: on the gRPC host
     address = await metrics_address(node)
+    assert address == node.metrics_address
     assert address.startswith("127.0.0.1:"), "by default metrics are on the gRPC host"
     async with await plexus.Client.connect(node.address) as client:
         await client.create_queue("billing", ["orders/safe/>"])
@@ -111,14 +116,18 @@ async def test_counters_after_known_traffic_and_promtool_passes(node: NodeProces
         ("plexus_node_info", (("region", "us"), ("version", plexus.__version__))): 1,
     }
 
-    def seen() -> dict[tuple[str, tuple[tuple[str, str], ...]], float | None]:
-        text = scrape(address)
+    # A scrape reads the node's loop: scrape from another thread while this loop runs.
+    async def seen() -> dict[tuple[str, tuple[tuple[str, str], ...]], float | None]:
+        text = await asyncio.to_thread(scrape, address)
         return {key: value(text, key[0], **dict(key[1])) for key in expected}
 
-    # Acks are confirmed once durable: the last counters may land a moment later.
-    await eventually(lambda: seen() == expected, 10, f"metrics {expected}")
+    async def as_expected() -> bool:
+        return await seen() == expected
 
-    text = scrape(address)
+    # Acks are confirmed once durable: the last counters may land a moment later.
+    await eventually(as_expected, 10, f"metrics {expected}")
+
+    text = await asyncio.to_thread(scrape, address)
     check = promtool_check(text)
     assert check.returncode == 0 and not check.stdout.strip(), check.stdout + check.stderr
     assert value(text, "plexus_storage_used_bytes") > 0

@@ -1,33 +1,31 @@
-"""The Broker API of a real node process, over gRPC: behaviour and every bad input."""
+"""The Broker API of an in-process node, over gRPC: behaviour and every bad input."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from node.server import Node
 from plexus.v1 import plexus_pb2 as pb
 from plexus.v1 import plexus_pb2_grpc as rpc
-from tests.harness import NodeProcess, Nodes
+from tests.inprocess import InProcessNodes
 
 _names = itertools.count()
 
 
-@pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory):
-    nodes = Nodes(tmp_path_factory.mktemp("api"))
-    yield nodes.start("us", None, "--max-payload-bytes", "4096")
-    nodes.close()
+@pytest.fixture
+async def node(inproc_nodes: InProcessNodes) -> Node:
+    return await inproc_nodes.start("us", max_payload_bytes=4096)
 
 
 @pytest.fixture
-async def stub(node: NodeProcess) -> AsyncIterator[rpc.BrokerStub]:
+async def stub(node: Node) -> AsyncIterator[rpc.BrokerStub]:
     async with grpc.aio.insecure_channel(node.address) as channel:
         yield rpc.BrokerStub(channel)
 
@@ -422,7 +420,7 @@ async def test_consumer_of_a_deleted_queue_is_told(stub):
 # ------------------------------------------------------------------ node
 
 
-async def test_health_reflection_and_node_info(node: NodeProcess, stub):
+async def test_health_reflection_and_node_info(node: Node, stub):
     async with grpc.aio.insecure_channel(node.address) as channel:
         health = health_pb2_grpc.HealthStub(channel)
         reply = await health.Check(health_pb2.HealthCheckRequest(service="plexus.v1.Broker"))
@@ -440,25 +438,20 @@ async def test_health_reflection_and_node_info(node: NodeProcess, stub):
     assert (info.region, info.listen_address, info.protocol_version) == ("us", node.address, 1)
 
 
-async def test_restart_keeps_queues_and_their_events(tmp_path: Path):
-    nodes = Nodes(tmp_path)
-    try:
-        node = nodes.start("eu")
-        async with grpc.aio.insecure_channel(node.address) as channel:
-            stub = rpc.BrokerStub(channel)
-            await create(stub, "keep", "k/>")
-            await publish(stub, *[guaranteed("k/x", b"%d" % i) for i in range(100)])
-        assert node.stop() == 0
-        node = nodes.restart(node)
-        async with grpc.aio.insecure_channel(node.address) as channel:
-            stub = rpc.BrokerStub(channel)
-            assert (await stub.DescribeQueue(pb.DescribeQueueRequest(name="keep"))).depth == 100
-            consumer = Consumer(stub, "keep", credits=1000)
-            got = await consumer.events(100)
-            assert [e.payload for e in got] == [b"%d" % i for i in range(100)]
-            consumer.close()
-    finally:
-        nodes.close()
+async def test_restart_keeps_queues_and_their_events(inproc_nodes: InProcessNodes):
+    node = await inproc_nodes.start("eu")
+    async with grpc.aio.insecure_channel(node.address) as channel:
+        stub = rpc.BrokerStub(channel)
+        await create(stub, "keep", "k/>")
+        await publish(stub, *[guaranteed("k/x", b"%d" % i) for i in range(100)])
+    node = await inproc_nodes.restart(node)
+    async with grpc.aio.insecure_channel(node.address) as channel:
+        stub = rpc.BrokerStub(channel)
+        assert (await stub.DescribeQueue(pb.DescribeQueueRequest(name="keep"))).depth == 100
+        consumer = Consumer(stub, "keep", credits=1000)
+        got = await consumer.events(100)
+        assert [e.payload for e in got] == [b"%d" % i for i in range(100)]
+        consumer.close()
 
 
 async def test_delivery_fields_a_publisher_forges_are_not_passed_on(stub):

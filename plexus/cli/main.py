@@ -16,6 +16,7 @@ import click
 
 from plexus import __version__
 from plexus.cli.options import run, server_option
+from plexus.cli.script import require_extra
 from plexus.errors import PlexusError
 
 __all__ = ["cli", "main"]
@@ -96,6 +97,7 @@ def node_group() -> None:
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def node_run(args: tuple[str, ...]) -> None:
     """Run a node: `plexus node run --help` lists its options."""
+    require_extra("server", "plexus node run")
     os.execv(sys.executable, [sys.executable, "-m", "node", "run", *args])
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from plexus.cli.cluster import state_dir_option
+from plexus.cli.script import require_extra
 
 __all__ = ["top"]
 
@@ -27,6 +28,7 @@ __all__ = ["top"]
 @state_dir_option
 def top(server: str | None, region: str | None, state_dir: Path) -> None:
     """Show the mesh live: topology, regions, events; act on it (? lists the keys, q quits)."""
+    require_extra("tui", "plexus top")
     from plexus.local.state import LocalClusterError, StateDir, resolve_region
     from plexus.tui.actions import Actions
     from plexus.tui.app import TopApp
