@@ -10,11 +10,15 @@ their publisher already has its ack.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 
 from federation.mesh import Mesh
 from federation.spools import LinkSpools, SpoolFull, envelope
+from plexus.errors import Unavailable
 from storage.spool import Forward
+
+log = logging.getLogger(__name__)
 
 
 class GuaranteedForwarder:
@@ -44,6 +48,18 @@ class GuaranteedForwarder:
         try:
             for copy in self.mesh.plan(regions, visited):
                 if copy.next_hop not in self.spools.links:
+                    # A link added a moment ago whose spool is still opening.
+                    if local_publish:
+                        raise Unavailable(
+                            f"the link to {copy.next_hop} is still opening: publish again"
+                        )
+                    log.warning(
+                        "a relayed guaranteed event on %r for %s was not spooled: "
+                        "the link to %s is still opening",
+                        topic,
+                        ", ".join(sorted(copy.destinations)),
+                        copy.next_hop,
+                    )
                     continue
                 meta = envelope(copy.destinations, copy.visited, topic)
                 forward = self.spools.reserve(
@@ -51,7 +67,7 @@ class GuaranteedForwarder:
                 )
                 self._peer_of[forward.link_id] = copy.next_hop
                 reserved.append(forward)
-        except SpoolFull:
+        except (SpoolFull, Unavailable):
             self.release(reserved, size)
             raise
         return tuple(reserved)

@@ -299,13 +299,25 @@ class LinkSession:
                 await link.changed.wait()
                 continue
             events = []
+            size = 0
             for item in batch:
+                if item.data is None:
+                    continue
                 event = lpb.GuaranteedEvent.FromString(item.envelope)
                 event.link_seq, event.event = item.link_seq, item.data
                 events.append(event)
+                size += len(item.data)
+            if len(events) < len(batch):
+                log.warning(
+                    "link %s: %d spooled events are missing from the store and were skipped "
+                    "(spooled before spool entries counted in an event's references)",
+                    self.peer,
+                    len(batch) - len(events),
+                )
             self.protocol.sent(batch[-1].link_seq)
-            self.rate_out.add(len(events), sum(len(item.data) for item in batch))
-            self.send(lpb.LinkFrame(guaranteed=lpb.GuaranteedBatch(events=events)))
+            self.rate_out.add(len(events), size)
+            if events:
+                self.send(lpb.LinkFrame(guaranteed=lpb.GuaranteedBatch(events=events)))
 
     def _outbox_has_refusal(self) -> bool:
         return any(f.WhichOneof("frame") == "refusal" for f in self._outbox)

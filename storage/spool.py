@@ -72,7 +72,7 @@ class SpooledEvent(NamedTuple):
     link_seq: int
     seq: int
     envelope: bytes
-    data: bytes
+    data: bytes | None
 
 
 @dataclass(slots=True)
@@ -214,7 +214,9 @@ class Spool:
         )
 
     def read_spool(self, link_id: int, after: int, limit: int) -> list[SpooledEvent]:
-        """Up to `limit` spooled events of a link after link seq `after`, with their data."""
+        """Up to `limit` spooled events of a link after link seq `after`, with their data
+        (None for an entry whose event is gone: data written before spool entries
+        counted in an event's references may hold some)."""
         found = []
         with self._env.reading() as txn:
             cursor = txn.cursor(db=self.spools)
@@ -226,8 +228,7 @@ class Spool:
                     break
                 seq = _U64.unpack(value[:8])[0]
                 data = txn.get(_U64.pack(seq), db=self.events)
-                if data is not None:
-                    found.append(SpooledEvent(_ENTRY_KEY.unpack(key)[1], seq, value[8:], data))
+                found.append(SpooledEvent(_ENTRY_KEY.unpack(key)[1], seq, value[8:], data))
         return found
 
     def spool_totals(self, link_id: int) -> tuple[int, int]:
