@@ -38,7 +38,7 @@ log = logging.getLogger("plexus.client")
 # slept for a random 50-100 % of it (jitter, so clients of a restarted node do
 # not come back in one wave).
 FIRST_BACKOFF_S = 0.05
-MAX_BACKOFF_S = 0.5
+MAX_BACKOFF_S = 0.25
 PUBLISH_METHOD = "/plexus.v1.Broker/Publish"
 # Two start times of a node computed from its uptime further apart than this are
 # two processes (a restart).
