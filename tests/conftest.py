@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from node.server import Node
+from storage.environment import Environment
+from storage.spool import Spool
 from tests.harness import NodeProcess, Nodes
 from tests.inprocess import InProcessNodes
 
@@ -44,3 +46,18 @@ async def inproc_nodes(tmp_path: Path) -> AsyncIterator[InProcessNodes]:
 async def inproc_node(inproc_nodes: InProcessNodes) -> Node:
     """One started in-process node `us` on 127.0.0.1:0; `inproc_node.address` is HOST:PORT."""
     return await inproc_nodes.start("us")
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Environment]:
+    """An LMDB environment in a fresh data directory, closed after the test."""
+    opened = Environment(tmp_path / "data")
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+@pytest.fixture
+def spool(env: Environment) -> Spool:
+    return Spool(env)

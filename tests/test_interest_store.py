@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -61,15 +60,6 @@ def _delta(region: str, version: int, added: list[str]) -> lpb.LinkFrame:
 
 def _kept(store: InterestStore) -> dict[str, tuple[int, frozenset[str]]]:
     return {r.region: (r.version, frozenset(r.patterns)) for r in store.read_all()}
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[Environment]:
-    opened = Environment(tmp_path / "data")
-    try:
-        yield opened
-    finally:
-        opened.close()
 
 
 @pytest.fixture

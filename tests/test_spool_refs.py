@@ -2,30 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
-
 from storage.environment import Environment
 from storage.spool import Forward, Spool, StoredEvent
 
 LINK_ID = 1
 QUEUE_ID = 7
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[Environment]:
-    opened = Environment(tmp_path / "data")
-    try:
-        yield opened
-    finally:
-        opened.close()
-
-
-@pytest.fixture
-def spool(env: Environment) -> Spool:
-    return Spool(env)
 
 
 def _event(env: Environment, spool: Spool) -> bytes | None:

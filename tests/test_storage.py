@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import struct
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,20 +18,6 @@ from storage.spool import EntryRecord, Spool, StoredEvent
 from storage.writer import SpoolWriter, WriteOp
 
 WAIT_S = 10.0
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[Environment]:
-    opened = Environment(tmp_path / "data")
-    try:
-        yield opened
-    finally:
-        opened.close()
-
-
-@pytest.fixture
-def spool(env: Environment) -> Spool:
-    return Spool(env)
 
 
 def write(env: Environment, fn: Callable[[lmdb.Transaction], Any]) -> Any:
