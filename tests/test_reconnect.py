@@ -16,6 +16,7 @@ import pytest
 
 from plexus import Client
 from plexus.client.connection import ConnectionState, StateChange
+from plexus.errors import Unavailable
 from tests.harness import Nodes, eventually
 
 pytestmark = pytest.mark.slow
@@ -212,3 +213,20 @@ def test_cli_publisher_consumer_and_subscriber_ride_through_a_node_restart(
         consumed.setdefault(event["topic"], set()).add(event["id"])
     assert len(consumed) == total, f"consumer got {len(consumed)} of {total}: {con_err[-300:]}"
     assert all(len(ids) == 1 for ids in consumed.values()), "an event was stored twice"
+
+
+async def test_direct_publishes_fail_fast_while_disconnected_when_asked(nodes: Nodes) -> None:
+    node = nodes.start("us")
+    async with await Client.connect(node.address, direct_on_break="fail") as client:
+        await client.publish("d/x", b"before")
+        await client.flush()
+        node.kill()
+        await eventually(lambda: not client.connected, 20, "the client to notice the break")
+        with pytest.raises(Unavailable, match="direct_on_break"):
+            client.publish_nowait("d/x", b"during")
+        assert client.publish_stats()["direct_dropped"] == 1
+        await asyncio.to_thread(nodes.restart, node)
+        await eventually(lambda: client.connected, 20, "the client to reconnect")
+        await client.publish("d/x", b"after")
+        await client.flush(timeout=10)
+        assert (await client.node_info()).direct_in == 1
