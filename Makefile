@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install promtool demo test test-fast bench lint proto clean
+.PHONY: install promtool demo test test-fast bench soak lint proto clean
 
 install: $(STAMP)
 
@@ -38,6 +38,10 @@ test-fast: install
 
 bench: install
 	$(BIN)/python benchmarks/run_all.py
+
+# One node under mixed load for 10 minutes (not part of make bench).
+soak: install
+	$(BIN)/python benchmarks/run_all.py --only soak
 
 lint: install
 	$(BIN)/ruff check .

@@ -38,9 +38,12 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "cluster": ("bench_cluster", "Local clusters: plexus up, region add, failover, 12 regions"),
     "tui": ("bench_tui", "plexus top: time per refresh, 12 regions, 10,000 subscriptions"),
     "reconnect": ("bench_reconnect", "Clients across a node restart; idempotent publishing's cost"),
+    "soak": ("bench_soak", "Soak: one node, 10 minutes of mixed load (make soak)"),
 }
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 SUMMARY_COLUMNS = ("benchmark", "measure", "value", "unit", "target", "met", "peers")
+# Run only when named (`--only soak`, `make soak`): they take many minutes.
+LONG = frozenset({"soak"})
 # Columns of a benchmark's table; every other key goes in `detail` as k=v.
 MAIN_COLUMNS = ("measure", "value", "unit", "target", "met")
 # Peers are shown in the summary only.
@@ -169,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     started = time.strftime("%Y-%m-%d %H:%M %Z")
     t0 = time.monotonic()
     results: dict[str, list[dict[str, Any]]] = {}
-    for name in args.only or BENCHMARKS:
+    for name in args.only or [n for n in BENCHMARKS if n not in LONG]:
         module_name, title = BENCHMARKS[name]
         console.print(f"[bold]{name}[/bold]: running (load average {load()}) ...", style="dim")
         t = time.monotonic()
