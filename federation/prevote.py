@@ -32,11 +32,14 @@ private attributes (`_SyncObj__*`); the version is pinned in constraints.txt.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
 from pysyncobj import SyncObj
 from pysyncobj.syncobj import _RAFT_STATE
+
+log = logging.getLogger(__name__)
 
 PRE_VOTE = "pre_vote"
 PRE_VOTE_RESPONSE = "pre_vote_response"
@@ -50,6 +53,9 @@ class PreVoteSyncObj(SyncObj):  # type: ignore[misc]  # pysyncobj has no type hi
         self._prevote_grants: set[Any] = set()
         self._prevote_won = False
         self._leader_heard_at = 0.0
+        self._tick_at = 0.0
+        self._stalled_at = 0.0
+        self._prevote_logged = False
         super().__init__(*args, **kwargs)
         transport = self._SyncObj__transport
         self._pysyncobj_on_message = transport._onMessageReceivedCallback
@@ -58,9 +64,27 @@ class PreVoteSyncObj(SyncObj):  # type: ignore[misc]  # pysyncobj has no type hi
     # ------------------------------------------------------------ the election step
 
     def _onTick(self, timeToWait: float = 0.0) -> None:  # pysyncobj's name and signature
+        self._note_stall()
         if getattr(self._SyncObj__transport, "ready", False):
             self._before_election()
         super()._onTick(timeToWait)
+
+    def _note_stall(self) -> None:
+        """Remember when this node's tick thread last ran late (a starved CPU, a slow disk).
+
+        pysyncobj checks the election deadline before it reads the messages that
+        waited meanwhile: after a stall, the leader's append entries are still
+        unread. For `raftMinTimeout` after one, this voter neither starts a pre-vote
+        (it reads first) nor grants one (it may not have read the leader yet).
+        """
+        conf = self._SyncObj__conf
+        now = time.monotonic()
+        if self._tick_at and now - self._tick_at > conf.autoTickPeriod + conf.raftMinTimeout / 2:
+            self._stalled_at = now
+        self._tick_at = now
+
+    def _recently_stalled(self) -> bool:
+        return time.monotonic() - self._stalled_at < self._SyncObj__conf.raftMinTimeout
 
     def _before_election(self) -> None:
         """Let pysyncobj campaign only after a won pre-vote; otherwise start one."""
@@ -78,6 +102,17 @@ class PreVoteSyncObj(SyncObj):  # type: ignore[misc]  # pysyncobj has no type hi
             return  # pysyncobj campaigns in this tick
         # The deadline passed: a new pre-vote round instead of a new term.
         self._SyncObj__raftElectionDeadline = now + self._SyncObj__generateRaftTimeout()
+        if self._recently_stalled():
+            return  # read what waited during the stall first
+        if not self._prevote_logged:  # once per outage of the leader, not per round
+            self._prevote_logged = True
+            log.info(
+                "Raft: no leader heard for %.0f ms; asking the other voters for a pre-vote "
+                "before campaigning for term %d",
+                (now - self._leader_heard_at) * 1000 if self._leader_heard_at else 0,
+                self._SyncObj__raftCurrentTerm + 1,
+                extra={"event": "raft_pre_vote"},
+            )
         self._prevote_round += 1
         self._prevote_term = self._SyncObj__raftCurrentTerm + 1
         self._prevote_grants = set()
@@ -104,6 +139,7 @@ class PreVoteSyncObj(SyncObj):  # type: ignore[misc]  # pysyncobj has no type hi
         if kind == "append_entries" and message["term"] >= self._SyncObj__raftCurrentTerm:
             self._leader_heard_at = time.monotonic()
             self._prevote_won = False  # a leader is back: a won round is void
+            self._prevote_logged = False
         self._pysyncobj_on_message(node, message)
 
     def _answer_pre_vote(self, node: Any, message: dict[str, Any]) -> None:
@@ -124,6 +160,8 @@ class PreVoteSyncObj(SyncObj):  # type: ignore[misc]  # pysyncobj has no type hi
             return False  # a vote at that term would be refused too
         if self._SyncObj__raftState == _RAFT_STATE.LEADER:
             return False
+        if self._recently_stalled():
+            return False  # the leader's latest append entries may be unread
         quiet_s = time.monotonic() - self._leader_heard_at
         if self._SyncObj__raftLeader is not None and quiet_s < self._SyncObj__conf.raftMinTimeout:
             return False  # the leader is alive as far as this voter knows
