@@ -140,6 +140,10 @@ class LinkSession:
 
     @property
     def state(self) -> LinkState:
+        # A stream that broke, or a call cancelled under the session, leaves the
+        # protocol OPEN (nobody told it): the session's own close is the truth.
+        if self.close_reason is not None:
+            return LinkState.CLOSED
         return self.protocol.state
 
     async def run(
