@@ -25,6 +25,10 @@ A region cut off from the majority never gets a majority of grants, so it
 never increments its term, and when it returns the leader's next append
 entries make it a follower again at the same term.
 
+Every time here is read from pysyncobj's own clock (`raft_clock`), never
+`time.monotonic()`: pysyncobj's `monotonic` module may fall back to
+`time.time()` (it does on these machines), and its deadlines are in that clock.
+
 Everything here runs on pysyncobj's tick thread (the transport calls back from
 within `_onTick`), like the code it extends. It reaches into pysyncobj's
 private attributes (`_SyncObj__*`); the version is pinned in constraints.txt.
@@ -33,11 +37,11 @@ private attributes (`_SyncObj__*`); the version is pinned in constraints.txt.
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 from pysyncobj import SyncObj
 from pysyncobj.syncobj import _RAFT_STATE
+from pysyncobj.syncobj import monotonicTime as raft_clock
 
 log = logging.getLogger(__name__)
 
@@ -78,13 +82,13 @@ class PreVoteSyncObj(SyncObj):  # type: ignore[misc]  # pysyncobj has no type hi
         (it reads first) nor grants one (it may not have read the leader yet).
         """
         conf = self._SyncObj__conf
-        now = time.monotonic()
+        now = raft_clock()
         if self._tick_at and now - self._tick_at > conf.autoTickPeriod + conf.raftMinTimeout / 2:
             self._stalled_at = now
         self._tick_at = now
 
     def _recently_stalled(self) -> bool:
-        return time.monotonic() - self._stalled_at < self._SyncObj__conf.raftMinTimeout
+        return raft_clock() - self._stalled_at < self._SyncObj__conf.raftMinTimeout
 
     def _before_election(self) -> None:
         """Let pysyncobj campaign only after a won pre-vote; otherwise start one."""
@@ -92,7 +96,7 @@ class PreVoteSyncObj(SyncObj):  # type: ignore[misc]  # pysyncobj has no type hi
             return  # a read-only replica never campaigns
         if self._SyncObj__raftState not in (_RAFT_STATE.FOLLOWER, _RAFT_STATE.CANDIDATE):
             return
-        now = time.monotonic()
+        now = raft_clock()
         if self._SyncObj__raftElectionDeadline >= now:
             return
         voters = self._SyncObj__otherNodes
@@ -137,7 +141,7 @@ class PreVoteSyncObj(SyncObj):  # type: ignore[misc]  # pysyncobj has no type hi
             self._count_pre_vote(node, message)
             return
         if kind == "append_entries" and message["term"] >= self._SyncObj__raftCurrentTerm:
-            self._leader_heard_at = time.monotonic()
+            self._leader_heard_at = raft_clock()
             self._prevote_won = False  # a leader is back: a won round is void
             self._prevote_logged = False
         self._pysyncobj_on_message(node, message)
@@ -162,7 +166,7 @@ class PreVoteSyncObj(SyncObj):  # type: ignore[misc]  # pysyncobj has no type hi
             return False
         if self._recently_stalled():
             return False  # the leader's latest append entries may be unread
-        quiet_s = time.monotonic() - self._leader_heard_at
+        quiet_s = raft_clock() - self._leader_heard_at
         if self._SyncObj__raftLeader is not None and quiet_s < self._SyncObj__conf.raftMinTimeout:
             return False  # the leader is alive as far as this voter knows
         # The same log check as a real vote (Raft 5.4.1).
