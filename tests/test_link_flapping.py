@@ -170,3 +170,96 @@ async def direct_traffic(publisher: Client, subscriber: Client) -> None:
 async def drain(sub: object) -> None:
     async for _event in sub:  # type: ignore[attr-defined]
         pass
+
+
+CRASHES = 5
+
+
+def lifetimes(log: Path) -> list[Path]:
+    """`log` split per process lifetime (a restarted node appends to the same file)."""
+    parts = re.split(r"(?m)^.* INFO node\.server: node \w+ serving on .*$", log.read_text())
+    paths = []
+    for number, part in enumerate(parts[1:]):
+        path = log.with_suffix(f".life{number}")
+        path.write_text(part)
+        paths.append(path)
+    return paths
+
+
+def alternates(states: list[str]) -> bool:
+    return all(state == ("up" if i % 2 == 0 else "down") for i, state in enumerate(states))
+
+
+async def test_a_follower_killed_and_restarted_under_load_leaves_exact_link_logs_and_no_election(
+    tmp_path: Path,
+) -> None:
+    cluster = Cluster(tmp_path / "c", REGIONS, LINKS, raft=True, heartbeat_ms=500)
+    try:
+        cluster.start()
+        clients = {r: await Client.connect(cluster.address(r)) for r in REGIONS}
+        try:
+
+            async def raft_agreed() -> bool:
+                views = [(await clients[r].membership())["raft"] for r in REGIONS]
+                return len({v["leader"] for v in views}) == 1 and bool(views[0]["leader"])
+
+            await eventually(raft_agreed, STATE_DEADLINE_S, "a Raft leader")
+            before = (await clients["ap"].membership())["raft"]
+            roles = {r: (await clients[r].membership())["raft"]["role"] for r in ("eu", "us")}
+            # Crash a follower of the eu-us link's two ends; the other one survives.
+            victim = "us" if roles["us"] == "follower" else "eu"
+            survivor = "eu" if victim == "us" else "us"
+
+            async def state(region: str, peer: str) -> str:
+                async with await Client.connect(cluster.address(region)) as client:
+                    return await link_state(client, peer)
+
+            with saturated_cpu():
+                for crash in range(CRASHES):
+                    for _ in range(5):
+                        await clients[survivor].set_link(victim, up=False)
+                        await eventually(
+                            lambda: _is(state(survivor, victim), "down"), STATE_DEADLINE_S, "down"
+                        )
+                        await clients[survivor].set_link(victim, up=True)
+                        await eventually(
+                            lambda: _is(state(victim, survivor), "up"), STATE_DEADLINE_S, "up"
+                        )
+                    cluster.kill(victim)
+                    await eventually(
+                        lambda: _is(state(survivor, victim), "down"), STATE_DEADLINE_S, "crash seen"
+                    )
+                    await clients[victim].close()
+                    cluster.restart(victim)
+                    clients[victim] = await Client.connect(cluster.address(victim))
+                    for a, b in ((victim, survivor), (survivor, victim)):
+                        await eventually(
+                            lambda a=a, b=b: _is(state(a, b), "up"),
+                            STATE_DEADLINE_S,
+                            f"up #{crash}",
+                        )
+            after = (await clients["ap"].membership())["raft"]
+            assert (after["leader"], after["term"]) == (before["leader"], before["term"])
+        finally:
+            for client in clients.values():
+                await client.close()
+        check_crash_logs(cluster, survivor, victim)  # before close() takes links down
+    finally:
+        cluster.close()
+
+
+def check_crash_logs(cluster: Cluster, survivor: str, victim: str) -> None:
+    survived = transitions(cluster.nodes[survivor].log_path, survivor, victim)
+    assert alternates(survived) and survived[-1] == "up", survived
+    # Five operator flaps and one crash per round, each seen as one down and one up.
+    assert len(survived) == 1 + 2 * 6 * CRASHES, survived
+    for life in lifetimes(cluster.nodes[victim].log_path):
+        states = transitions(life, victim, survivor)
+        assert alternates(states), (life, states)
+    for region in REGIONS:
+        text = cluster.nodes[region].log_path.read_text()
+        assert "Traceback" not in text and "GRPC_CALL_ERROR" not in text, text[-3000:]
+
+
+async def _is(value: object, expected: str) -> bool:
+    return await value == expected  # type: ignore[misc]
