@@ -58,7 +58,8 @@ class PreVoteSyncObj(SyncObj):  # type: ignore[misc]  # pysyncobj has no type hi
         self._prevote_won = False
         self._leader_heard_at = 0.0
         self._tick_at = 0.0
-        self._stalled_at = 0.0
+        self._stalled = False  # this tick started late
+        self._skipped_for_stall = False
         self._prevote_logged = False
         super().__init__(*args, **kwargs)
         transport = self._SyncObj__transport
@@ -74,21 +75,19 @@ class PreVoteSyncObj(SyncObj):  # type: ignore[misc]  # pysyncobj has no type hi
         super()._onTick(timeToWait)
 
     def _note_stall(self) -> None:
-        """Remember when this node's tick thread last ran late (a starved CPU, a slow disk).
+        """Note whether this tick started late (a starved CPU, a slow disk).
 
         pysyncobj checks the election deadline before it reads the messages that
         waited meanwhile: after a stall, the leader's append entries are still
-        unread. For `raftMinTimeout` after one, this voter neither starts a pre-vote
-        (it reads first) nor grants one (it may not have read the leader yet).
+        unread. In the tick after a stall, this voter grants no pre-vote (it may
+        not have read the leader yet), and it skips one round of its own (it
+        reads first); only one, so that a voter starved for long still campaigns.
         """
         conf = self._SyncObj__conf
         now = raft_clock()
-        if self._tick_at and now - self._tick_at > conf.autoTickPeriod + conf.raftMinTimeout / 2:
-            self._stalled_at = now
+        late = conf.autoTickPeriod + conf.raftMinTimeout / 2
+        self._stalled = bool(self._tick_at) and now - self._tick_at > late
         self._tick_at = now
-
-    def _recently_stalled(self) -> bool:
-        return raft_clock() - self._stalled_at < self._SyncObj__conf.raftMinTimeout
 
     def _before_election(self) -> None:
         """Let pysyncobj campaign only after a won pre-vote; otherwise start one."""
@@ -106,8 +105,10 @@ class PreVoteSyncObj(SyncObj):  # type: ignore[misc]  # pysyncobj has no type hi
             return  # pysyncobj campaigns in this tick
         # The deadline passed: a new pre-vote round instead of a new term.
         self._SyncObj__raftElectionDeadline = now + self._SyncObj__generateRaftTimeout()
-        if self._recently_stalled():
+        if self._stalled and not self._skipped_for_stall:
+            self._skipped_for_stall = True
             return  # read what waited during the stall first
+        self._skipped_for_stall = False
         if not self._prevote_logged:  # once per outage of the leader, not per round
             self._prevote_logged = True
             log.info(
@@ -164,7 +165,7 @@ class PreVoteSyncObj(SyncObj):  # type: ignore[misc]  # pysyncobj has no type hi
             return False  # a vote at that term would be refused too
         if self._SyncObj__raftState == _RAFT_STATE.LEADER:
             return False
-        if self._recently_stalled():
+        if self._stalled:
             return False  # the leader's latest append entries may be unread
         quiet_s = raft_clock() - self._leader_heard_at
         if self._SyncObj__raftLeader is not None and quiet_s < self._SyncObj__conf.raftMinTimeout:
