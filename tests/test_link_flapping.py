@@ -144,11 +144,15 @@ async def flap(cluster: Cluster) -> None:
     for region in REGIONS:
         text = cluster.nodes[region].log_path.read_text()
         assert "Traceback" not in text and "GRPC_CALL_ERROR" not in text, text[-3000:]
-    # Metrics: both ends see the link up, with no direct event dropped for a full buffer.
+    # Metrics: both ends see the link up (and nothing else), with no direct event
+    # dropped for a full buffer, at the Raft term they started with.
     for region, peer in (("eu", "us"), ("us", "eu")):
         text = scrape(metrics[region])
         assert value(text, "plexus_link_state", peer=peer, state="up") == 1, text
+        assert value(text, "plexus_link_state", peer=peer, state="down") == 0, text
+        assert value(text, "plexus_link_state", peer=peer, state="connecting") == 0, text
         assert value(text, "plexus_link_direct_dropped_total", peer=peer) == 0
+        assert value(text, "plexus_raft_term") == before["term"], text
 
 
 async def direct_traffic(publisher: Client, subscriber: Client) -> None:
