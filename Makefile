@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install promtool demo test test-fast bench soak lint proto clean
+.PHONY: install promtool iproute2 demo test test-fast bench soak lint proto clean
 
 install: $(STAMP)
 
@@ -25,12 +25,19 @@ promtool:
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -q && $$SUDO apt-get install -y -q --no-install-recommends prometheus; }
 
+# tests/test_partition.py cuts regions off in network namespaces with `ip` (Debian's
+# iproute2 package: a command-line tool, no service to start).
+iproute2:
+	@command -v ip >/dev/null || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -q && $$SUDO apt-get install -y -q --no-install-recommends iproute2; }
+
 # TEST_WORKERS=2 runs the suite in two pytest-xdist workers (about half the time on an
 # idle machine). Off by default: `plexus up` in tests picks its own free ports, which
 # can race with the other worker's nodes (tests/harness.free_port cannot).
 TEST_WORKERS ?= 0
 
-test: install promtool
+test: install promtool iproute2
 	$(BIN)/pytest -q -n $(TEST_WORKERS)
 
 test-fast: install

@@ -42,10 +42,17 @@ MAX_DIRECT_BUFFERED_EVENTS = 100_000
 MIN_TICK_MS = 5  # a late timer never spins the loop
 RATE_WINDOW_S = 2.0
 REFUSAL_GRACE_S = 1.0
+# How long a closing link lets a write in flight finish before cancelling it.
+WRITE_DRAIN_S = 1.0
 SPOOL_READ = 1000  # spooled events per read and per frame
 # What a frame's content may fail with once the protocol took it: the peer's error.
 # Anything else raised while handling a frame is a bug here, and said to be one.
 PEER_FAULTS = (DecodeError, PlexusError, ValueError)
+
+
+class StreamGone(Exception):
+    """The stream ended under a read or a write (the peer cancelled the call): the
+    stream is lost, not a bug here. The shell that owns the stream raises it."""
 
 
 def now_ms() -> int:
@@ -101,6 +108,8 @@ class LinkSession:
         self.close_reason: CloseReason | None = None
         self.close_detail = ""
         self.opened = False
+        # The mesh is told once that an opened link went down, as it goes down.
+        self._down_reported = False
         self.rate_in = Rate()
         self.rate_out = Rate()
         self.direct_dropped = 0
@@ -131,6 +140,10 @@ class LinkSession:
 
     @property
     def state(self) -> LinkState:
+        # A stream that broke, or a call cancelled under the session, leaves the
+        # protocol OPEN (nobody told it): the session's own close is the truth.
+        if self.close_reason is not None:
+            return LinkState.CLOSED
         return self.protocol.state
 
     async def run(
@@ -138,22 +151,41 @@ class LinkSession:
         read: Callable[[], Awaitable[Any]],
         write: Callable[[lpb.LinkFrame], Awaitable[None]],
     ) -> None:
-        """Run until the link closes; the stream is the caller's to end."""
+        """Run until the link closes; the stream is the caller's to end.
+
+        One task owns each direction of the stream: `_read_loop` is the only one
+        that reads, `_write_loop` the only one that writes. A write in flight is
+        never cancelled while the stream lives on (gRPC would still hold the
+        operation, and the next operation on the call fails with
+        GRPC_CALL_ERROR_TOO_MANY_OPERATIONS): the writer stops between frames,
+        and is cancelled only if one write does not finish in WRITE_DRAIN_S.
+        """
         self._perform(self.protocol.start(now_ms()))
-        tasks = [
+        writer = asyncio.create_task(self._write_loop(write))
+        others = [
             asyncio.create_task(self._read_loop(read)),
-            asyncio.create_task(self._write_loop(write)),
             asyncio.create_task(self._tick_loop()),
         ]
         try:
             await self._closed.wait()
         finally:
-            tasks.extend(self._tasks)
+            if self.close_reason is None:  # cancelled from outside: the call went away
+                self.close_reason, self.close_detail = CloseReason.STREAM_LOST, "call cancelled"
+            self._report_down()
+            self._closed.set()
+            self._wake.set()
+            done, _ = await asyncio.wait([writer], timeout=WRITE_DRAIN_S)
+            tasks = [*others, *self._tasks, *([] if done else [writer])]
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            if self.opened:
-                self.mesh.link_closed(self, self.describe_close())
+            await asyncio.gather(writer, *tasks, return_exceptions=True)
+
+    def _report_down(self) -> None:
+        """Tell the mesh, once, that this opened link is down: as it happens, so that a
+        newer link to the same peer is only ever logged up after this one was logged down."""
+        if self.opened and not self._down_reported:
+            self._down_reported = True
+            self.mesh.link_closed(self, self.describe_close())
 
     def describe_close(self) -> str:
         if self.close_reason is None:
@@ -174,6 +206,8 @@ class LinkSession:
                 self._perform(self.protocol.receive(frame, now_ms()))
         except grpc.RpcError as exc:
             self._stream_ended(f"stream failed: {exc.code().name}")
+        except StreamGone as exc:
+            self._stream_ended(str(exc))
         except PEER_FAULTS as exc:  # a frame the protocol took that its content then failed
             log.warning("link %s: bad input: %r", self.peer, exc)
             self._perform(self.protocol.take_down(CloseReason.BAD_FRAME, str(exc)[:200]))
@@ -182,10 +216,10 @@ class LinkSession:
 
     async def _write_loop(self, write: Callable[[lpb.LinkFrame], Awaitable[None]]) -> None:
         try:
-            while True:
+            while not self._closed.is_set():
                 await self._wake.wait()
                 self._wake.clear()
-                while self._outbox:
+                while self._outbox and not self._closed.is_set():
                     frame = self._outbox.popleft()
                     if frame.WhichOneof("frame") == "direct":
                         events = len(frame.direct.events)
@@ -199,6 +233,8 @@ class LinkSession:
             self._stream_ended(f"stream failed: {exc.code().name}")
         except (asyncio.InvalidStateError, RuntimeError) as exc:
             self._stream_ended(f"stream closed: {exc}")
+        except StreamGone as exc:
+            self._stream_ended(str(exc))
         except Exception:
             self._bug("writing frames")
 
@@ -231,12 +267,14 @@ class LinkSession:
             return
         if self.close_reason is None:
             self.close_reason, self.close_detail = CloseReason.INTERNAL_ERROR, detail
+        self._report_down()
         self._closed.set()
 
     def _stream_ended(self, detail: str) -> None:
         if self.close_reason is None:
             reason = CloseReason.STREAM_LOST if self.opened else CloseReason.UNREACHABLE
             self.close_reason, self.close_detail = reason, detail
+        self._report_down()
         self._closed.set()
 
     def _perform(self, actions: list[Any]) -> None:
@@ -247,6 +285,11 @@ class LinkSession:
                 self.mesh.received(self, action.frame)
             elif isinstance(action, Opened):
                 self.peer = action.peer
+                old = self.mesh.links.get(self.peer)
+                if old is not None and old is not self:
+                    # An older link to the peer is still open here (its stream has not
+                    # broken yet on this side): it goes down, and is logged down, first.
+                    old.replaced()
                 self.opened = True
                 self._registry[self.peer] = self
                 self.mesh.link_opened(self)
@@ -263,6 +306,7 @@ class LinkSession:
                 self._tasks.append(asyncio.create_task(self.spools.trim(self.peer, action.upto)))
             elif isinstance(action, Close):
                 self.close_reason, self.close_detail = action.reason, action.detail
+                self._report_down()
                 if self._outbox_has_refusal():
                     # The writer closes once the peer has been told why; never wait long.
                     asyncio.get_running_loop().call_later(REFUSAL_GRACE_S, self._closed.set)

@@ -27,6 +27,7 @@ from typing import Any
 
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
 
+from federation.prevote import PreVoteSyncObj
 from federation.topology import ClusterSettings, RegionSpec, Topology
 from plexus.errors import AlreadyExists, FailedPrecondition, NotFound, PlexusError, Unavailable
 
@@ -226,7 +227,12 @@ class RaftMembership:
             commandsWaitLeader=False,
             onStateChanged=self._role_changed,
         )
-        self._sync = SyncObj(self.self_raft, self._other_rafts, conf=conf, consumers=[self._state])
+        # With a pre-vote in front of pysyncobj's election (federation/prevote.py): a
+        # voter cut off from the majority does not run its term up and depose the
+        # leader when it returns.
+        self._sync = PreVoteSyncObj(
+            self.self_raft, self._other_rafts, conf=conf, consumers=[self._state]
+        )
         if self._seed is not None and not self._state.regions:
             self._seeding = asyncio.create_task(self._seed_until_done(self._seed))
 

@@ -15,8 +15,9 @@ import random
 from collections.abc import AsyncIterator
 
 import grpc
+from grpc._cython.cygrpc import ExecuteBatchError  # not exported by grpc.aio
 
-from federation.link import LinkSession, now_ms
+from federation.link import LinkSession, StreamGone, now_ms
 from federation.link_protocol import CloseReason, LinkProtocol, LinkState
 from federation.mesh import Mesh
 from federation.spools import LinkSpools
@@ -48,6 +49,10 @@ class LinkSupervisor:
         self._released: dict[str, asyncio.Event] = {}
         # Why each link that is failing to open failed last (logged once per reason).
         self._failing: dict[str, CloseReason] = {}
+        # Links whose current outage is logged down already (by the mesh when an open
+        # link closed, or here): retries log a changed reason as "still down", never
+        # a second "is down", so each side logs exactly one line per transition.
+        self._down_logged: set[str] = set()
         # Refusals of accepted links logged since a link last opened here.
         self._refusals: set[str] = set()
         self._started = False
@@ -154,6 +159,7 @@ class LinkSupervisor:
         reason = session.close_reason
         if session.opened:  # the mesh logged it up and down
             self._failing.pop(peer, None)
+            self._down_logged.add(peer)
         elif reason not in (None, CloseReason.SHUTDOWN, self._failing.get(peer)):
             # A link that does not open: one line per outage and reason, not per attempt.
             self._failing[peer] = reason
@@ -161,6 +167,21 @@ class LinkSupervisor:
         return session.opened
 
     def _not_opened(self, peer: str, reason: str) -> None:
+        if peer in self._down_logged:
+            log.warning(
+                "link %s-%s still down: %s; retrying",
+                self.region,
+                peer,
+                reason,
+                extra={
+                    "event": "link_still_down",
+                    "region": self.region,
+                    "peer": peer,
+                    "reason": reason,
+                },
+            )
+            return
+        self._down_logged.add(peer)
         log.warning(
             "link %s-%s is down: %s; retrying",
             self.region,
@@ -175,7 +196,25 @@ class LinkSupervisor:
         session = LinkSession(
             self.mesh, self._protocol(dialled_peer=None), self.sessions, self.spools
         )
-        await session.run(context.read, context.write)
+
+        # The dialler may cancel the call at any moment (it gave up, or its link went
+        # down): grpc then fails the read or write in progress with its internal
+        # ExecuteBatchError, sometimes before the context says it is done. With one
+        # task per direction nothing else has an operation on the call, so that is
+        # the stream ending, not a bug in this node.
+        async def read() -> object:
+            try:
+                return await context.read()
+            except ExecuteBatchError as exc:
+                raise StreamGone("the dialler ended the call during a read") from exc
+
+        async def write(frame: lpb.LinkFrame) -> None:
+            try:
+                await context.write(frame)
+            except ExecuteBatchError as exc:
+                raise StreamGone("the dialler ended the call during a write") from exc
+
+        await session.run(read, write)
         reason = session.describe_close()
         if session.opened:  # the mesh logged it up and down
             self._refusals.clear()
