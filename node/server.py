@@ -171,7 +171,15 @@ class Node:
         queues.recover(spool.last_seq())
         dedup = Dedup.open(DedupLog(env), config.dedup_window_events, config.dedup_window_s)
         publisher = Publisher(
-            config.name, router, queues, spool, commits, config.max_payload_bytes, dedup
+            config.name,
+            router,
+            queues,
+            spool,
+            commits,
+            config.max_payload_bytes,
+            dedup,
+            max_headers=config.max_headers,
+            max_header_bytes=config.max_header_bytes,
         )
         local.publisher = publisher
         if mesh is not None and local.spools is not None:

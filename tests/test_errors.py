@@ -197,14 +197,15 @@ async def test_full_queue_by_depth_refuses_a_guaranteed_publish_with_queue_full(
 async def test_full_queue_by_bytes_refuses_a_guaranteed_publish_with_queue_full(
     client: Client,
 ) -> None:
-    await client.create_queue("narrow", ["n/>"], max_bytes=10)
+    # Room for one event counted whole (payload, topic and the node's fields), not two.
+    await client.create_queue("narrow", ["n/>"], max_bytes=50)
     await client.publish("n/1", b"12345678", guaranteed=True)
     with pytest.raises(QueueFull) as caught:
         await client.publish("n/2", b"12345678", guaranteed=True)
     assert (caught.value.name, caught.value.limit, caught.value.value) == (
         "narrow",
         "max bytes",
-        10,
+        50,
     )
 
 

@@ -21,6 +21,8 @@ from plexus.errors import (
 from plexus.v1 import plexus_pb2 as pb
 from plexus.v1 import plexus_pb2_grpc as rpc
 from tests.harness import Nodes
+from tests.inprocess import InProcessNodes
+from tests.test_node_api import Consumer, create, guaranteed, publish
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -105,3 +107,105 @@ async def test_a_subscriber_that_never_reads_keeps_the_node_rss_bounded_and_disc
             holder = [c for c in clients if list(c.subscriptions) == ["big/>"]]
             assert holder and holder[0].events_discarded >= total - 200
         call.cancel()
+
+
+# ------------------------------------------------------------------ headers counted
+
+
+@pytest.fixture
+async def stub(
+    inproc_node_settings: dict, inproc_nodes: InProcessNodes
+) -> AsyncIterator[rpc.BrokerStub]:
+    node = await inproc_nodes.start("us", **inproc_node_settings)
+    async with grpc.aio.insecure_channel(node.address, options=CHANNEL_OPTIONS) as channel:
+        yield rpc.BrokerStub(channel)
+
+
+CHANNEL_OPTIONS = (("grpc.max_receive_message_length", 64 << 20),)
+
+
+@pytest.fixture
+def inproc_node_settings() -> dict:
+    return {}
+
+
+@pytest.mark.parametrize(
+    "inproc_node_settings",
+    [{"max_payload_bytes": 32 << 20, "max_header_bytes": 24 << 20}],
+)
+async def test_headers_count_in_a_queues_bytes_and_a_20_mib_header_is_refused_queue_full(
+    stub: rpc.BrokerStub,
+) -> None:
+    await create(stub, "small", "small/>", max_bytes=1 << 20)
+    header = {"h": "x" * (100 << 10)}
+    acks = await publish(stub, *[guaranteed("small/x", b"1", headers=header) for _ in range(12)])
+    stored = [a for a in acks if not a.HasField("error")]
+    refused = [a for a in acks if a.HasField("error")]
+    # 100 KiB of headers with a one-byte payload: about ten fit in 1 MiB, not a million.
+    assert 8 <= len(stored) <= 10 and refused
+    assert refused[0].error.reason == "QUEUE_FULL" and "max bytes" in refused[0].error.message
+    info = await stub.DescribeQueue(pb.DescribeQueueRequest(name="small"))
+    assert info.depth == len(stored) and info.bytes >= len(stored) * (100 << 10)
+    huge = await publish(stub, guaranteed("small/y", b"1", headers={"h": "x" * (20 << 20)}))
+    assert huge[0].error.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+    assert huge[0].error.reason == "QUEUE_FULL"
+    assert dict(huge[0].error.fields) == {
+        "name": "small",
+        "limit": "max bytes",
+        "value": str(1 << 20),
+    }
+    # Nothing acked was lost.
+    consumer = Consumer(stub, "small", credits=100)
+    try:
+        got = await consumer.events(len(stored))
+        assert sorted(e.id for e in got) == sorted(a.id for a in stored)
+        assert all(len(e.headers["h"]) == 100 << 10 for e in got)
+    finally:
+        consumer.close()
+
+
+async def test_too_many_headers_or_header_bytes_refuse_that_event_alone(
+    stub: rpc.BrokerStub,
+) -> None:
+    await create(stub, "q", "h/>")
+    events = [
+        guaranteed("h/ok", b"0", headers={"a": "1"}),
+        guaranteed("h/many", b"1", headers={f"k{i}": "v" for i in range(65)}),
+        guaranteed("h/ok", b"2"),
+        guaranteed("h/heavy", b"3", headers={"big": "x" * (16 << 10)}),
+        pb.Event(topic="h/direct", payload=b"4", headers={f"k{i}": "" for i in range(1000)}),
+        guaranteed("h/ok", b"5", headers={f"k{i}": "v" for i in range(64)}),
+    ]
+    acks = await publish(stub, *events)
+    errors = {a.index: a.error for a in acks if a.HasField("error")}
+    assert sorted(errors) == [1, 3, 4]
+    invalid = grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert all(e.code == invalid and e.reason == "INVALID_ARGUMENT" for e in errors.values())
+    assert "event 1 on 'h/many'" in errors[1].message and "max_headers = 64" in errors[1].message
+    assert "event 3 on 'h/heavy'" in errors[3].message
+    assert "max_header_bytes = 16384" in errors[3].message
+    assert "event 4" in errors[4].message and "1000 headers" in errors[4].message
+    stored = [a for a in acks if not a.HasField("error")]
+    assert len(stored) == 3
+    consumer = Consumer(stub, "q", credits=10)
+    try:
+        got = await consumer.events(3)
+        assert [e.payload for e in got] == [b"0", b"2", b"5"]
+    finally:
+        consumer.close()
+
+
+async def test_the_payload_limit_counts_the_whole_event(inproc_nodes: InProcessNodes) -> None:
+    node = await inproc_nodes.start("us", max_payload_bytes=4096)
+    async with grpc.aio.insecure_channel(node.address) as channel:
+        stub = rpc.BrokerStub(channel)
+        # A 4,000-byte payload fits; with 2 KiB of headers the event does not.
+        acks = await publish(
+            stub,
+            pb.Event(topic="p/x", payload=b"x" * 4000),
+            pb.Event(topic="p/x", payload=b"x" * 4000, headers={"h": "y" * 2048}),
+        )
+        errors = {a.index: a.error for a in acks if a.HasField("error")}
+        assert list(errors) == [1]
+        assert "max_payload_bytes = 4096" in errors[1].message
+        assert "payload of 4000 bytes" in errors[1].message
