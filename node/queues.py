@@ -21,7 +21,14 @@ from node.config import NodeConfig
 from node.delivery import DeadReason, Entry, QueueDelivery
 from node.event_ids import publish_ms
 from node.interest import InterestSink, NoInterestSink
-from plexus.errors import InvalidArgument, InvalidPattern, QueueExists, QueueFull, QueueNotFound
+from plexus.errors import (
+    InvalidArgument,
+    InvalidPattern,
+    LimitReached,
+    QueueExists,
+    QueueFull,
+    QueueNotFound,
+)
 from plexus.topics import SubscriptionTrie, validate_pattern
 from plexus.v1 import plexus_pb2 as pb
 from storage.spool import EntryRecord, Spool
@@ -238,6 +245,10 @@ class QueueTable:
         name = config.name
         if name in self.by_name or name in self._creating:
             raise QueueExists(name)
+        max_queues = self._defaults.max_queues
+        # Each queue comes with its dead-message queue.
+        if len(self.by_name) // 2 + len(self._creating) >= max_queues:
+            raise LimitReached("max_queues", max_queues)
         dmq_config = pb.QueueConfig(name=name + DMQ_SUFFIX, limits=config.limits)
         dmq_config.limits.max_deliveries = 0
         self._creating.add(name)

@@ -6,22 +6,25 @@ Each test asserts the clear error and that nothing already acknowledged was lost
 from __future__ import annotations
 
 import asyncio
+import resource
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
 import pytest
 
+from node.clients import FD_RESERVE, client_connection_limit, raise_open_file_limit
 from plexus.errors import (
     LimitReached,
+    PlexusError,
     error_from_metadata,
     error_from_status,
     status_of,
 )
 from plexus.v1 import plexus_pb2 as pb
 from plexus.v1 import plexus_pb2_grpc as rpc
-from tests.harness import Nodes
-from tests.inprocess import InProcessNodes
+from tests.harness import Nodes, eventually
+from tests.inprocess import InProcessNodes, node_config
 from tests.test_node_api import Consumer, create, guaranteed, publish
 
 pytestmark = pytest.mark.timeout(120)
@@ -209,3 +212,132 @@ async def test_the_payload_limit_counts_the_whole_event(inproc_nodes: InProcessN
         assert list(errors) == [1]
         assert "max_payload_bytes = 4096" in errors[1].message
         assert "payload of 4000 bytes" in errors[1].message
+
+
+# ------------------------------------------------------------------ per client, per node
+
+OWN_CONNECTION = (("grpc.use_local_subchannel_pool", 1),)
+
+
+async def refusal(call: grpc.aio.Call) -> PlexusError:
+    """The error a call ended with, as the SDK rebuilds it from the status details."""
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for _ in call:  # type: ignore[attr-defined]
+            pass
+    exc = caught.value
+    return error_from_metadata(exc.code(), exc.details() or "", exc.trailing_metadata())
+
+
+async def live(stub: rpc.BrokerStub, pattern: str) -> grpc.aio.UnaryStreamCall:
+    call = stub.Subscribe(pb.SubscribeRequest(pattern=pattern))
+    await call.initial_metadata()  # the node sends headers once the subscription is live
+    return call
+
+
+async def test_subscriptions_per_client_are_limited_and_the_live_ones_keep_receiving(
+    inproc_nodes: InProcessNodes,
+) -> None:
+    node = await inproc_nodes.start("us", max_subscriptions_per_client=3)
+    async with grpc.aio.insecure_channel(node.address, options=OWN_CONNECTION) as channel:
+        stub = rpc.BrokerStub(channel)
+        calls = [await live(stub, f"s/{i}") for i in range(3)]
+        err = await refusal(stub.Subscribe(pb.SubscribeRequest(pattern="s/3")))
+        assert isinstance(err, LimitReached)
+        assert (err.limit, err.value) == ("max_subscriptions_per_client", 3)
+        assert "max_subscriptions_per_client = 3" in str(err)
+        # Those already made still get their events, and one closed makes room again.
+        await publish(stub, *[pb.Event(topic=f"s/{i}", payload=b"%d" % i) for i in range(3)])
+        for i, call in enumerate(calls):
+            batch = await asyncio.wait_for(call.read(), 5)
+            assert [e.payload for e in batch.events] == [b"%d" % i]
+        calls[0].cancel()
+        admin = rpc.AdminStub(channel)
+
+        async def room_again() -> bool:
+            clients = (await admin.ListClients(pb.ListClientsRequest())).clients
+            return sum(len(c.subscriptions) for c in clients) == 2
+
+        await eventually(room_again, 5, "the cancelled subscription to close")
+        calls.append(await live(stub, "s/3"))
+        for call in calls:
+            call.cancel()
+
+
+async def test_streams_per_client_are_limited(inproc_nodes: InProcessNodes) -> None:
+    node = await inproc_nodes.start("us", max_streams_per_client=2)
+    async with grpc.aio.insecure_channel(node.address, options=OWN_CONNECTION) as channel:
+        stub = rpc.BrokerStub(channel)
+        calls = [await live(stub, "a/>"), await live(stub, "b/>")]
+
+        async def one_event() -> AsyncIterator[pb.PublishRequest]:
+            yield pb.PublishRequest(events=[pb.Event(topic="a/x")], flush=True)
+
+        err = await refusal(stub.Publish(one_event()))
+        assert isinstance(err, LimitReached)
+        assert (err.limit, err.value) == ("max_streams_per_client", 2)
+        for call in calls:
+            call.cancel()
+
+
+async def test_client_connections_are_limited_and_admin_calls_still_answer(
+    inproc_nodes: InProcessNodes,
+) -> None:
+    node = await inproc_nodes.start("us", max_client_connections=2)
+    channels = [grpc.aio.insecure_channel(node.address, options=OWN_CONNECTION) for _ in range(3)]
+    try:
+        held = [await live(rpc.BrokerStub(c), "c/>") for c in channels[:2]]
+        late = rpc.BrokerStub(channels[2])
+        err = await refusal(late.Subscribe(pb.SubscribeRequest(pattern="c/>")))
+        assert isinstance(err, LimitReached)
+        assert (err.limit, err.value) == ("max_client_connections", 2)
+        # Unary calls are not client streams: the reserve keeps admin and info working.
+        assert (await late.GetNodeInfo(pb.NodeInfoRequest())).subscriptions == 2
+        clients = (await rpc.AdminStub(channels[2]).ListClients(pb.ListClientsRequest())).clients
+        assert len(clients) == 2
+        # Nothing lost for the connections already in.
+        await publish(rpc.BrokerStub(channels[0]), pb.Event(topic="c/1", payload=b"hi"))
+        for call in held:
+            batch = await asyncio.wait_for(call.read(), 5)
+            assert [e.payload for e in batch.events] == [b"hi"]
+            call.cancel()
+    finally:
+        for c in channels:
+            await c.close()
+
+
+async def test_queues_per_node_are_limited_and_existing_queues_keep_their_events(
+    inproc_nodes: InProcessNodes,
+) -> None:
+    node = await inproc_nodes.start("us", max_queues=2)
+    async with grpc.aio.insecure_channel(node.address) as channel:
+        stub = rpc.BrokerStub(channel)
+        await create(stub, "q0", "q/>")
+        await create(stub, "q1", "r/>")
+        acks = await publish(stub, guaranteed("q/x", b"kept"))
+        assert not acks[0].HasField("error")
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await create(stub, "q2", "s/>")
+        exc = caught.value
+        err = error_from_metadata(exc.code(), exc.details() or "", exc.trailing_metadata())
+        assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert isinstance(err, LimitReached) and (err.limit, err.value) == ("max_queues", 2)
+        info = await stub.DescribeQueue(pb.DescribeQueueRequest(name="q0"))
+        assert info.depth == 1
+        await stub.DeleteQueue(pb.DeleteQueueRequest(name="q1"))
+        await create(stub, "q2", "s/>")
+        consumer = Consumer(stub, "q0", credits=10)
+        try:
+            assert [e.payload for e in await consumer.events(1)] == [b"kept"]
+        finally:
+            consumer.close()
+
+
+def test_the_node_raises_its_open_file_limit_and_keeps_a_reserve() -> None:
+    soft = raise_open_file_limit()
+    now_soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert soft == now_soft
+    assert hard == resource.RLIM_INFINITY or now_soft == hard
+    config = node_config("us", Path("/nonexistent"))
+    assert client_connection_limit(config, 1024) == 1024 - FD_RESERVE
+    fixed = node_config("us", Path("/nonexistent"), max_client_connections=10)
+    assert client_connection_limit(fixed, 1024) == 10
