@@ -51,6 +51,11 @@ class NodeConfig(BaseModel):
         le=1 << 30,
         description="encoded events buffered per subscriber; past it they are discarded, counted",
     )
+    consumer_inflight_bytes: int = Field(
+        default=64 << 20,
+        ge=1,
+        description="delivered, unacked bytes per consumer, whatever its credits",
+    )
     max_headers: int = Field(default=64, ge=0, description="headers per event")
     max_header_bytes: int = Field(
         default=16 << 10, ge=0, description="keys and values of one event's headers, in bytes"

@@ -348,6 +348,7 @@ class QueueTable:
         return ids
 
     def _register(self, queue: Queue) -> None:
+        queue.delivery.max_inflight_bytes = self._defaults.consumer_inflight_bytes
         self.by_name[queue.name] = queue
         for pattern in queue.subscriptions:
             self.index.add(pattern, queue)
@@ -395,9 +396,13 @@ class QueueTable:
 
     def ack(self, queue: Queue, consumer: Consumer, tags: Iterable[int]) -> None:
         """Remove acked entries; the consumer hears `confirmed` once that is durable."""
-        done = queue.delivery.ack(consumer.id, tags)
+        delivery = queue.delivery
+        blocked = delivery.blocked_by_bytes(consumer.id)
+        done = delivery.ack(consumer.id, tags)
         if not done:
             return
+        if blocked:  # its unacked bytes held it back: it may take more now
+            self._schedule(queue)
         seqs = [e.seq for e in done]
         spool, queue_id = self._spool, queue.queue_id
         future = self._commits.submit(lambda txn: spool.remove_entries(txn, queue_id, seqs))

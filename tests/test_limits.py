@@ -14,6 +14,7 @@ import grpc
 import pytest
 
 from node.clients import FD_RESERVE, client_connection_limit, raise_open_file_limit
+from node.delivery import Entry, QueueDelivery
 from plexus import Client
 from plexus.errors import (
     LimitReached,
@@ -393,3 +394,51 @@ async def test_headers_count_in_a_link_spool_quota_and_what_was_acked_arrives(
             assert sorted(d.event.id for d in got) == sorted(acked)
     finally:
         cluster.close()
+
+
+# ------------------------------------------------------------------ consumer prefetch
+
+
+async def test_a_consumer_holds_at_most_its_inflight_bytes_unacked_whatever_its_credits(
+    inproc_nodes: InProcessNodes,
+) -> None:
+    node = await inproc_nodes.start("us", consumer_inflight_bytes=100 << 10)
+    async with grpc.aio.insecure_channel(node.address) as channel:
+        stub = rpc.BrokerStub(channel)
+        await create(stub, "wide", "w/>")
+        events = [guaranteed("w/x", b"%02d" % i + b"x" * (30 << 10)) for i in range(20)]
+        acks = await publish(stub, *events)
+        assert not any(a.HasField("error") for a in acks)
+        consumer = Consumer(stub, "wide", credits=1000)
+        try:
+            # 30 KiB each: the fourth passes 100 KiB, then nothing until acks.
+            first = await consumer.events(4)
+            assert await consumer.nothing_within(0.3)
+            info = await stub.DescribeQueue(pb.DescribeQueueRequest(name="wide"))
+            assert info.unacked == 4
+            got = list(first)
+            consumer.send(ack=pb.Tags(tags=[e.delivery_tag for e in first]))
+            while len(got) < 20:  # each ack makes room for more (events() skips confirmations)
+                batch = await consumer.events(1)
+                got.extend(batch)
+                consumer.send(ack=pb.Tags(tags=[e.delivery_tag for e in batch]))
+            assert [e.payload[:2] for e in got] == [b"%02d" % i for i in range(20)]
+        finally:
+            consumer.close()
+
+
+def test_delivery_core_bounds_each_consumers_unacked_bytes_and_always_lets_one_through() -> None:
+    delivery = QueueDelivery(exclusive=False, max_deliveries=0, max_inflight_bytes=100)
+    delivery.add_consumer(1, credits=50)
+    delivery.push([Entry(seq, size=40) for seq in range(1, 6)] + [Entry(6, size=500)])
+    assert [e.seq for _c, es in delivery.pull(0).deliveries for e in es] == [1, 2, 3]
+    assert delivery.blocked_by_bytes(1) and delivery.pull(0).deliveries == []
+    assert [e.seq for e in delivery.ack(1, [1, 2])] == [1, 2]
+    assert not delivery.blocked_by_bytes(1)
+    assert [e.seq for _c, es in delivery.pull(0).deliveries for e in es] == [4, 5]
+    delivery.ack(1, [3, 4, 5])
+    # An entry bigger than the bound still goes, alone.
+    assert [e.seq for _c, es in delivery.pull(0).deliveries for e in es] == [6]
+    assert delivery.inflight_bytes[1] == 500
+    delivery.nack(1, [6])
+    assert delivery.inflight_bytes[1] == 0
