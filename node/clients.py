@@ -34,21 +34,22 @@ log = logging.getLogger(__name__)
 # Open files kept for what is not a client stream: LMDB, links, Raft, metrics, admin calls.
 FD_RESERVE = 256
 MIN_CLIENT_CONNECTIONS = 16
-# Where the hard limit is unlimited, the soft limit is raised to this (Linux refuses infinity).
-NOFILE_WHEN_UNLIMITED = 1 << 20
+# The soft limit is raised to the hard limit, but no further than this (Linux refuses
+# infinity, and code that walks every possible descriptor gets slow past it).
+NOFILE_MAX = 1 << 20
 
 
 def raise_open_file_limit() -> int:
     """Raise this process's open-file soft limit to its hard limit; the soft limit now."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = NOFILE_WHEN_UNLIMITED if hard == resource.RLIM_INFINITY else hard
+    target = NOFILE_MAX if hard == resource.RLIM_INFINITY else min(hard, NOFILE_MAX)
     if soft != resource.RLIM_INFINITY and soft < target:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
             soft = target
         except (ValueError, OSError) as exc:
             log.warning("could not raise the open-file limit from %d to %d: %s", soft, target, exc)
-    return NOFILE_WHEN_UNLIMITED if soft == resource.RLIM_INFINITY else soft
+    return NOFILE_MAX if soft == resource.RLIM_INFINITY else soft
 
 
 def client_connection_limit(config: NodeConfig, open_files: int) -> int:

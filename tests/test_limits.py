@@ -13,7 +13,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from node.clients import FD_RESERVE, client_connection_limit, raise_open_file_limit
+from node.clients import FD_RESERVE, NOFILE_MAX, client_connection_limit
 from node.delivery import Entry, QueueDelivery
 from plexus import Client
 from plexus.errors import (
@@ -337,11 +337,19 @@ async def test_queues_per_node_are_limited_and_existing_queues_keep_their_events
             consumer.close()
 
 
-def test_the_node_raises_its_open_file_limit_and_keeps_a_reserve() -> None:
-    soft = raise_open_file_limit()
-    now_soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    assert soft == now_soft
-    assert hard == resource.RLIM_INFINITY or now_soft == hard
+def test_the_node_raises_its_open_file_limit_and_keeps_a_reserve(nodes: Nodes) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    low = min(soft, 512)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard))
+    try:
+        node = nodes.start("us")  # inherits the low soft limit
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert node.proc is not None
+    limits = Path(f"/proc/{node.proc.pid}/limits").read_text().splitlines()
+    row = next(line for line in limits if line.startswith("Max open files")).split()
+    wanted = NOFILE_MAX if hard == resource.RLIM_INFINITY else min(hard, NOFILE_MAX)
+    assert int(row[3]) == wanted, row
     config = node_config("us", Path("/nonexistent"))
     assert client_connection_limit(config, 1024) == 1024 - FD_RESERVE
     fixed = node_config("us", Path("/nonexistent"), max_client_connections=10)
