@@ -97,7 +97,11 @@ class LinkSpools:
         return link
 
     def reserve(self, peer: str, size: int, envelope: bytes, *, enforce_quota: bool) -> Forward:
-        """A place in `peer`'s spool for an event of `size` bytes; SpoolFull past the quota."""
+        """A place in `peer`'s spool for an event of `size` bytes; SpoolFull past the quota.
+
+        `size` is the stored event's encoded length (payload, topic, headers and the
+        node's fields), as the storage counts it when the spool is trimmed or reopened.
+        """
         link = self.links[peer]
         quota = self.settings.link_spool_quota_bytes
         if link.bytes + size > quota:

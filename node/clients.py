@@ -5,18 +5,56 @@ Subscribe or Consume stream open: it is registered with its first stream and
 forgotten with its last. Streams count on objects they already hold (publish
 counts per batch, subscribers and consumers per write), so the hot path does
 no lookups here; the totals are added up when someone asks.
+
+The registry also holds the per-client limits (docs/architecture.md, "Limits"):
+connections with streams open, streams per connection, subscriptions per
+connection. A stream past one is refused with `LimitReached` (RESOURCE_EXHAUSTED)
+naming the setting. gRPC gives Python no cheap way to refuse a connection itself,
+so a connection over the limit is refused stream by stream; unary calls (admin,
+node info) and links are not counted, which is the reserve that keeps them working.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
+import resource
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from node.config import NodeConfig
 from node.direct import Subscriber
 from node.queues import Consumer
+from plexus.errors import LimitReached
 from plexus.v1 import plexus_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+# Open files kept for what is not a client stream: LMDB, links, Raft, metrics, admin calls.
+FD_RESERVE = 256
+MIN_CLIENT_CONNECTIONS = 16
+# The soft limit is raised to the hard limit, but no further than this (Linux refuses
+# infinity, and code that walks every possible descriptor gets slow past it).
+NOFILE_MAX = 1 << 20
+
+
+def raise_open_file_limit() -> int:
+    """Raise this process's open-file soft limit to its hard limit; the soft limit now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = NOFILE_MAX if hard == resource.RLIM_INFINITY else min(hard, NOFILE_MAX)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open-file limit from %d to %d: %s", soft, target, exc)
+    return NOFILE_MAX if soft == resource.RLIM_INFINITY else soft
+
+
+def client_connection_limit(config: NodeConfig, open_files: int) -> int:
+    """`max_client_connections`, or (0) the open-file limit less the reserve."""
+    return config.max_client_connections or max(MIN_CLIENT_CONNECTIONS, open_files - FD_RESERVE)
 
 
 class ConnectedClient:
@@ -55,9 +93,25 @@ class ConnectedClient:
 class ClientRegistry:
     """Every connected client, by peer address."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        max_connections: int = 1 << 20,
+        max_streams_per_client: int = 1 << 20,
+        max_subscriptions_per_client: int = 1 << 20,
+    ) -> None:
         self.by_peer: dict[str, ConnectedClient] = {}
         self._ids = itertools.count(1)
+        self.max_connections = max_connections
+        self.max_streams_per_client = max_streams_per_client
+        self.max_subscriptions_per_client = max_subscriptions_per_client
+
+    @classmethod
+    def from_config(cls, config: NodeConfig, open_files: int) -> ClientRegistry:
+        return cls(
+            client_connection_limit(config, open_files),
+            config.max_streams_per_client,
+            config.max_subscriptions_per_client,
+        )
 
     @contextmanager
     def publishing(self, peer: str) -> Iterator[ConnectedClient]:
@@ -73,6 +127,10 @@ class ClientRegistry:
     def subscribing(self, peer: str, subscriber: Subscriber) -> Iterator[None]:
         """`subscriber` belongs to the client of `peer` while its Subscribe stream is open."""
         with self._stream(peer) as client:
+            if len(client.subscribers) >= self.max_subscriptions_per_client:
+                raise LimitReached(
+                    "max_subscriptions_per_client", self.max_subscriptions_per_client
+                )
             subscriber.client_id = client.id
             client.subscribers[subscriber] = None
             try:
@@ -101,8 +159,12 @@ class ClientRegistry:
     def _stream(self, peer: str) -> Iterator[ConnectedClient]:
         client = self.by_peer.get(peer)
         if client is None:
+            if len(self.by_peer) >= self.max_connections:
+                raise LimitReached("max_client_connections", self.max_connections)
             client = ConnectedClient(next(self._ids), peer, time.time_ns() // 1_000_000)
             self.by_peer[peer] = client
+        elif client.streams >= self.max_streams_per_client:
+            raise LimitReached("max_streams_per_client", self.max_streams_per_client)
         client.streams += 1
         try:
             yield client

@@ -17,6 +17,7 @@ from plexus.errors import ConfigError
 
 REGION_NAME = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 MAX_PAYLOAD_BYTES_LIMIT = 64 << 20
+MAX_SUBSCRIBER_BUFFER_EVENTS = 1_000_000
 # `metrics = "off"` (or `--no-metrics`): the node serves no metrics.
 METRICS_OFF = "off"
 
@@ -33,8 +34,45 @@ class NodeConfig(BaseModel):
     )
     data: Path = Field(description="data directory (LMDB environment, lock)")
     map_size_mb: int = Field(default=1024, ge=1, description="initial LMDB map size; grows")
-    max_payload_bytes: int = Field(default=1 << 20, ge=1, le=MAX_PAYLOAD_BYTES_LIMIT)
-    subscriber_buffer_events: int = Field(default=10_000, ge=1, le=1_000_000)
+    max_payload_bytes: int = Field(
+        default=1 << 20,
+        ge=1,
+        le=MAX_PAYLOAD_BYTES_LIMIT,
+        description="largest event accepted, counted whole: payload, topic, headers",
+    )
+    # Bounds: memory in bytes as well as counts, per client and per node (docs/architecture.md,
+    # "Limits"). Past one, the event or stream is refused naming the setting.
+    subscriber_buffer_events: int = Field(
+        default=10_000, ge=1, le=MAX_SUBSCRIBER_BUFFER_EVENTS, description="default per subscriber"
+    )
+    subscriber_buffer_bytes: int = Field(
+        default=8 << 20,
+        ge=1,
+        le=1 << 30,
+        description="encoded events buffered per subscriber; past it they are discarded, counted",
+    )
+    consumer_inflight_bytes: int = Field(
+        default=64 << 20,
+        ge=1,
+        description="delivered, unacked bytes per consumer, whatever its credits",
+    )
+    max_headers: int = Field(default=64, ge=0, description="headers per event")
+    max_header_bytes: int = Field(
+        default=16 << 10, ge=0, description="keys and values of one event's headers, in bytes"
+    )
+    max_subscriptions_per_client: int = Field(
+        default=4_096, ge=1, description="Subscribe streams open on one client connection"
+    )
+    max_streams_per_client: int = Field(
+        default=8_192, ge=1, description="Publish, Subscribe and Consume streams per connection"
+    )
+    max_queues: int = Field(default=50_000, ge=1, description="queues in this region")
+    max_client_connections: int = Field(
+        default=0,
+        ge=0,
+        description="client connections with streams open; 0: the open-file limit less a "
+        "reserve for admin calls, links and storage",
+    )
     queue_max_depth: int = Field(default=1_000_000, ge=1, description="default per queue")
     queue_max_bytes: int = Field(default=1 << 30, ge=1, description="default per queue")
     queue_max_deliveries: int = Field(default=0, ge=0, description="default; 0 = no limit")

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 DEFAULT_WINDOW = 4096
 DEFAULT_WINDOW_BYTES = 32 << 20
+# Delivered, unacked bytes one consumer may hold, whatever its credits (one entry always goes).
+DEFAULT_INFLIGHT_BYTES = 64 << 20
 
 
 @dataclass(slots=True)
@@ -58,6 +60,7 @@ class QueueDelivery:
         max_deliveries: int,
         window: int = DEFAULT_WINDOW,
         window_bytes: int = DEFAULT_WINDOW_BYTES,
+        max_inflight_bytes: int = DEFAULT_INFLIGHT_BYTES,
     ) -> None:
         self.exclusive = exclusive
         self.max_deliveries = max_deliveries
@@ -67,6 +70,9 @@ class QueueDelivery:
         self.ready_bytes = 0
         self.inflight: dict[int, tuple[int, Entry]] = {}
         self.credits: dict[int, int] = {}
+        # Each consumer's delivered, unacked bytes, bounded by max_inflight_bytes.
+        self.max_inflight_bytes = max_inflight_bytes
+        self.inflight_bytes: dict[int, int] = {}
         self._turn = 0
         # Window state: entries past the window live only on disk.
         self.spilled = False
@@ -78,10 +84,12 @@ class QueueDelivery:
 
     def add_consumer(self, consumer: int, credits: int = 0) -> None:
         self.credits[consumer] = credits
+        self.inflight_bytes[consumer] = 0
 
     def remove_consumer(self, consumer: int) -> list[Entry]:
         """Forget a consumer; its unacked entries go back to the front, redelivered."""
         self.credits.pop(consumer, None)
+        self.inflight_bytes.pop(consumer, None)
         back = [entry for owner, entry in self.inflight.values() if owner == consumer]
         for entry in back:
             del self.inflight[entry.seq]
@@ -166,7 +174,8 @@ class QueueDelivery:
             self.inflight[entry.seq] = (consumer, entry)
             deliveries.setdefault(consumer, []).append(entry)
             self.credits[consumer] -= 1
-            if self.credits[consumer] <= 0:
+            held = self.inflight_bytes[consumer] = self.inflight_bytes[consumer] + entry.size
+            if self.credits[consumer] <= 0 or held >= self.max_inflight_bytes:
                 takers.pop(self._turn)
             elif not self.exclusive:
                 self._turn += 1
@@ -191,6 +200,7 @@ class QueueDelivery:
             held = self.inflight.get(tag)
             if held is not None and held[0] == consumer:
                 del self.inflight[tag]
+                self._settled(consumer, held[1])
                 done.append(held[1])
         return done
 
@@ -201,6 +211,7 @@ class QueueDelivery:
             held = self.inflight.get(tag)
             if held is not None and held[0] == consumer:
                 del self.inflight[tag]
+                self._settled(consumer, held[1])
                 back.append(held[1])
         self._requeue(back)
         return back
@@ -211,15 +222,31 @@ class QueueDelivery:
         self.ready = deque(e for e in self.ready if e.seq not in gone)
         self.ready_bytes = sum(e.size for e in self.ready)
         for seq in gone:
-            self.inflight.pop(seq, None)
+            held = self.inflight.pop(seq, None)
+            if held is not None:
+                self._settled(*held)
 
     # ------------------------------------------------------------ internals
 
+    def blocked_by_bytes(self, consumer: int) -> bool:
+        """True when `consumer` has credit but holds max_inflight_bytes unacked."""
+        return (
+            self.credits.get(consumer, 0) > 0
+            and self.inflight_bytes.get(consumer, 0) >= self.max_inflight_bytes
+        )
+
+    def _settled(self, consumer: int, entry: Entry) -> None:
+        if consumer in self.inflight_bytes:
+            self.inflight_bytes[consumer] -= entry.size
+
     def _takers(self) -> list[int]:
+        limit, held = self.max_inflight_bytes, self.inflight_bytes
         if self.exclusive:
             first = next(iter(self.credits), None)
-            return [first] if first is not None and self.credits[first] > 0 else []
-        return [c for c, credit in self.credits.items() if credit > 0]
+            if first is None or self.credits[first] <= 0 or held[first] >= limit:
+                return []
+            return [first]
+        return [c for c, credit in self.credits.items() if credit > 0 and held[c] < limit]
 
     def _window_full(self) -> bool:
         return len(self.ready) >= self.window or self.ready_bytes >= self.window_bytes

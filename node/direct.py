@@ -1,9 +1,12 @@
 """Direct delivery: subscribers with bounded buffers, fed from the subscription index.
 
 A publisher never waits on a subscriber: fan-out appends pre-framed bytes to
-each matching subscriber's buffer and wakes its sender. A full buffer
-discards the new event for that subscriber only, counts it, and the next
-event it does receive says how many it lost.
+each matching subscriber's buffer and wakes its sender. A buffer is bounded in
+events and in bytes (the encoded events, headers and topics included); a full
+one discards the new event for that subscriber only, counts it, and the next
+event it does receive says how many it lost. An empty buffer takes one event
+of any size, so an event bigger than the byte bound is still delivered to a
+subscriber that keeps up.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ class Subscriber:
 
     __slots__ = (
         "buffer",
+        "buffered_bytes",
         "capacity",
+        "capacity_bytes",
         "client_id",
         "delivered",
         "discarded",
@@ -35,15 +40,17 @@ class Subscriber:
         "wake",
     )
 
-    def __init__(self, pattern: str, capacity: int) -> None:
+    def __init__(self, pattern: str, capacity: int, capacity_bytes: int) -> None:
         self.id = next(_ids)
         self.pattern = pattern
         self.capacity = capacity
+        self.capacity_bytes = capacity_bytes
         # The connected client holding the subscription, set by node/clients.py.
         self.client_id = 0
         # Encoded events (one frame or a whole batch each) and how many events they hold.
         self.buffer: list[bytes] = []
         self.size = 0
+        self.buffered_bytes = 0
         self.wake = asyncio.Event()
         self.discarded = 0
         self.pending_discards = 0
@@ -51,7 +58,9 @@ class Subscriber:
 
     def offer(self, framed: bytes) -> bool:
         """Buffer one framed event; False (and counted) when the buffer is full."""
-        if self.size >= self.capacity:
+        if self.size and (
+            self.size >= self.capacity or self.buffered_bytes + len(framed) > self.capacity_bytes
+        ):
             self.discarded += 1
             self.pending_discards += 1
             return False
@@ -64,7 +73,11 @@ class Subscriber:
 
     def offer_batch(self, batch: bytes, count: int) -> bool:
         """Buffer an encoded batch of `count` events whole, if it fits and owes no discard note."""
-        if self.size + count > self.capacity or self.pending_discards:
+        if (
+            self.pending_discards
+            or self.size + count > self.capacity
+            or self.buffered_bytes + len(batch) > self.capacity_bytes
+        ):
             return False
         self._append(batch, count)
         return True
@@ -74,12 +87,14 @@ class Subscriber:
             self.wake.set()
         self.buffer.append(encoded)
         self.size += count
+        self.buffered_bytes += len(encoded)
 
     def take(self) -> bytes:
         """Everything buffered, as one encoded EventBatch."""
         chunks, self.buffer = self.buffer, []
         self.delivered += self.size
         self.size = 0
+        self.buffered_bytes = 0
         return b"".join(chunks)
 
 

@@ -149,13 +149,21 @@ class Publisher:
         commits: Commits,
         max_payload_bytes: int,
         dedup: Dedup | None = None,
+        max_headers: int = 64,
+        max_header_bytes: int = 16 << 10,
     ) -> None:
         self.region = region
         self.router = router
         self.queues = queues
         self.spool = spool
         self.commits = commits
+        # Every size limit counts the whole event (payload, topic, headers), not the payload.
         self.max_payload_bytes = max_payload_bytes
+        self.max_headers = max_headers
+        self.max_header_bytes = max_header_bytes
+        # A batch no longer than this holds no event over any size limit (a header takes at
+        # least 2 bytes on the wire), so its events need no size checks.
+        self._sizes_fit_bytes = min(max_payload_bytes, max_header_bytes, 2 * max_headers + 1)
         self.ids = EventIds()
         self.counters = Counters()
         self.dedup = dedup if dedup is not None and dedup.window.enabled else None
@@ -190,8 +198,8 @@ class Publisher:
         routed: list[tuple[pb.Event, tuple[Subscriber, ...]]] = []
         match_subscribers = self.router.index.match
         valid_topics = self._valid_topics
-        # One size check for the whole batch covers every payload in it.
-        check_payloads = len(raw) > self.max_payload_bytes
+        # One size check for the whole batch covers every event in it, mostly.
+        check_sizes = len(raw) > self._sizes_fit_bytes
         keys_of: list[bytes] | None = None
         if self.dedup is not None and (request.sequences or request.keys):
             try:
@@ -212,9 +220,16 @@ class Publisher:
         remote: list[tuple[str, bytes]] = []
         for offset, event in enumerate(events):
             topic = event.topic
-            if topic != last_topic or check_payloads:
-                if topic not in valid_topics or check_payloads:
-                    problem = self._check(topic, event)
+            if check_sizes:
+                problem = self._check_sizes(first_index + offset, topic, event, len(raw))
+                if problem is not None:
+                    refused.append(_refusal(first_index + offset, problem))
+                    whole_batch = False
+                    invalid += 1
+                    continue
+            if topic != last_topic:
+                if topic not in valid_topics:
+                    problem = self._check(topic)
                     if problem is not None:
                         refused.append(_refusal(first_index + offset, problem))
                         whole_batch = False
@@ -294,20 +309,42 @@ class Publisher:
             duplicates.append(pb.PublishAck(index=index, id=stored_id, duplicate=True))
         return True
 
-    def _check(self, topic: str, event: pb.Event) -> PlexusError | None:
-        if topic not in self._valid_topics:
-            try:
-                validate_topic(topic)
-            except InvalidTopic as exc:
-                return exc
-            if len(self._valid_topics) >= VALID_TOPIC_CACHE:
-                self._valid_topics.clear()
-            self._valid_topics.add(topic)
-        if len(event.payload) > self.max_payload_bytes:
+    def _check(self, topic: str) -> PlexusError | None:
+        try:
+            validate_topic(topic)
+        except InvalidTopic as exc:
+            return exc
+        if len(self._valid_topics) >= VALID_TOPIC_CACHE:
+            self._valid_topics.clear()
+        self._valid_topics.add(topic)
+        return None
+
+    def _check_sizes(
+        self, index: int, topic: str, event: pb.Event, batch_bytes: int
+    ) -> PlexusError | None:
+        """Why event `index` is over a size limit (`batch_bytes` bounds each event), or None."""
+        headers = event.headers
+        count = len(headers)
+        if count > self.max_headers:
             return InvalidArgument(
-                f"payload of {len(event.payload)} bytes on {topic!r} is over the node's limit "
-                f"of {self.max_payload_bytes} bytes"
+                f"event {index} on {topic!r} has {count} headers, over the node's limit "
+                f"max_headers = {self.max_headers}"
             )
+        if count and batch_bytes > self.max_header_bytes:
+            header_bytes = sum(len(k.encode()) + len(v.encode()) for k, v in headers.items())
+            if header_bytes > self.max_header_bytes:
+                return InvalidArgument(
+                    f"event {index} on {topic!r} has {header_bytes} bytes of headers, over the "
+                    f"node's limit max_header_bytes = {self.max_header_bytes}"
+                )
+        if batch_bytes > self.max_payload_bytes:
+            size = event.ByteSize()
+            if size > self.max_payload_bytes:
+                return InvalidArgument(
+                    f"event {index} on {topic!r}: payload of {len(event.payload)} bytes "
+                    f"(event of {size} bytes with topic and headers) is over the node's limit "
+                    f"max_payload_bytes = {self.max_payload_bytes}"
+                )
         return None
 
     def _prepare(
@@ -316,7 +353,9 @@ class Publisher:
         """Reserve room in every matching queue for a guaranteed event, or refuse it."""
         topic = event.topic
         queues = self.queues.match(topic)
-        size = len(event.payload)
+        # Quotas count the event as stored: payload, topic, headers and the node's fields.
+        data = event.SerializeToString()
+        size = len(data)
         for queue in queues:
             full = queue.check_room(size)
             if full is not None:
@@ -327,7 +366,6 @@ class Publisher:
                 forwards = self.forwarder.forwards(topic, size)
             except PlexusError as exc:  # a link's spool is full
                 return _refusal(index, exc)
-        data = event.SerializeToString()
         self._reserve(queues, size)
         expires = at_ms + event.ttl_ms if event.ttl_ms else 0
         ids = self.queues.ids_of(queues)

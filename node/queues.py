@@ -21,7 +21,14 @@ from node.config import NodeConfig
 from node.delivery import DeadReason, Entry, QueueDelivery
 from node.event_ids import publish_ms
 from node.interest import InterestSink, NoInterestSink
-from plexus.errors import InvalidArgument, InvalidPattern, QueueExists, QueueFull, QueueNotFound
+from plexus.errors import (
+    InvalidArgument,
+    InvalidPattern,
+    LimitReached,
+    QueueExists,
+    QueueFull,
+    QueueNotFound,
+)
 from plexus.topics import SubscriptionTrie, validate_pattern
 from plexus.v1 import plexus_pb2 as pb
 from storage.spool import EntryRecord, Spool
@@ -238,6 +245,10 @@ class QueueTable:
         name = config.name
         if name in self.by_name or name in self._creating:
             raise QueueExists(name)
+        max_queues = self._defaults.max_queues
+        # Each queue comes with its dead-message queue.
+        if len(self.by_name) // 2 + len(self._creating) >= max_queues:
+            raise LimitReached("max_queues", max_queues)
         dmq_config = pb.QueueConfig(name=name + DMQ_SUFFIX, limits=config.limits)
         dmq_config.limits.max_deliveries = 0
         self._creating.add(name)
@@ -337,6 +348,7 @@ class QueueTable:
         return ids
 
     def _register(self, queue: Queue) -> None:
+        queue.delivery.max_inflight_bytes = self._defaults.consumer_inflight_bytes
         self.by_name[queue.name] = queue
         for pattern in queue.subscriptions:
             self.index.add(pattern, queue)
@@ -384,9 +396,13 @@ class QueueTable:
 
     def ack(self, queue: Queue, consumer: Consumer, tags: Iterable[int]) -> None:
         """Remove acked entries; the consumer hears `confirmed` once that is durable."""
-        done = queue.delivery.ack(consumer.id, tags)
+        delivery = queue.delivery
+        blocked = delivery.blocked_by_bytes(consumer.id)
+        done = delivery.ack(consumer.id, tags)
         if not done:
             return
+        if blocked:  # its unacked bytes held it back: it may take more now
+            self._schedule(queue)
         seqs = [e.seq for e in done]
         spool, queue_id = self._spool, queue.queue_id
         future = self._commits.submit(lambda txn: spool.remove_entries(txn, queue_id, seqs))

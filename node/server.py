@@ -27,7 +27,7 @@ from federation.spools import LinkSpools
 from federation.supervisor import LinkService, LinkSupervisor
 from federation.topology import StaticTopology, Topology
 from node.admin_service import AdminService, add_admin_service
-from node.clients import ClientRegistry
+from node.clients import ClientRegistry, raise_open_file_limit
 from node.commits import Commits
 from node.config import NodeConfig
 from node.direct import DirectRouter
@@ -147,6 +147,7 @@ class Node:
     async def _start(self) -> None:
         config, topology = self.config, self.topology
         loop = asyncio.get_running_loop()
+        open_files = raise_open_file_limit()  # before anything holds a file
         self._env = env = Environment(config.data, config.map_size_mb << 20)
         self._commits = commits = Commits(env, loop)
         commits.start()
@@ -171,7 +172,15 @@ class Node:
         queues.recover(spool.last_seq())
         dedup = Dedup.open(DedupLog(env), config.dedup_window_events, config.dedup_window_s)
         publisher = Publisher(
-            config.name, router, queues, spool, commits, config.max_payload_bytes, dedup
+            config.name,
+            router,
+            queues,
+            spool,
+            commits,
+            config.max_payload_bytes,
+            dedup,
+            max_headers=config.max_headers,
+            max_header_bytes=config.max_header_bytes,
         )
         local.publisher = publisher
         if mesh is not None and local.spools is not None:
@@ -184,7 +193,7 @@ class Node:
         if wanted is not None:
             self._metrics = MetricsServer(wanted)
             self.metrics_address = self._metrics.start()
-        clients = ClientRegistry()
+        clients = ClientRegistry.from_config(config, open_files)
         service = BrokerService(
             config, address, env, router, queues, publisher, clients, self.metrics_address
         )

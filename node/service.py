@@ -20,7 +20,7 @@ from google.protobuf.message import DecodeError
 from federation.status import abort, guard
 from node import framing
 from node.clients import ClientRegistry, ConnectedClient
-from node.config import NodeConfig
+from node.config import MAX_SUBSCRIBER_BUFFER_EVENTS, NodeConfig
 from node.direct import DirectRouter, Subscriber
 from node.publishing import Publisher
 from node.queues import Consumer, Queue, QueueTable
@@ -112,9 +112,10 @@ class BrokerService:
             validate_pattern(request.pattern)
         except InvalidPattern as exc:
             await abort(context, exc)
+        # A client may ask for more events, never for more bytes than the node's bound.
         capacity = request.buffer_events or self.config.subscriber_buffer_events
-        capacity = min(capacity, 1_000_000)
-        subscriber = Subscriber(request.pattern, capacity)
+        capacity = min(capacity, MAX_SUBSCRIBER_BUFFER_EVENTS)
+        subscriber = Subscriber(request.pattern, capacity, self.config.subscriber_buffer_bytes)
         with self.clients.subscribing(context.peer(), subscriber):
             self.router.add(subscriber)
             try:

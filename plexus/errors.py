@@ -182,6 +182,17 @@ class SpoolFull(ResourceExhausted):
         )
 
 
+class LimitReached(ResourceExhausted):
+    """A per-client or per-node limit (`limit`: the setting's name) would be passed."""
+
+    reason_code = "LIMIT_REACHED"
+    wire_fields = {"limit": TEXT, "value": INT}
+
+    def __init__(self, limit: str, value: int) -> None:
+        self.limit, self.value = limit, value
+        super().__init__(f"limit reached: {limit} = {value}")
+
+
 class FailedPrecondition(PlexusError):
     status_code = grpc.StatusCode.FAILED_PRECONDITION
     reason_code = "FAILED_PRECONDITION"
@@ -269,6 +280,7 @@ REASONS: dict[str, type[PlexusError]] = _reasons(
         QueueFull,
         StorageFull,
         SpoolFull,
+        LimitReached,
         FailedPrecondition,
         DataDirLocked,
         PermissionDenied,

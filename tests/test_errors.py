@@ -38,6 +38,7 @@ from plexus.errors import (
     InvalidArgument,
     InvalidPattern,
     InvalidTopic,
+    LimitReached,
     NotFound,
     PermissionDenied,
     PlexusError,
@@ -77,6 +78,7 @@ SAMPLES: dict[type[PlexusError], PlexusError] = {
     QueueFull: QueueFull("billing", "max depth", 10),
     StorageFull: StorageFull("/data/us", "no space left on the device"),
     SpoolFull: SpoolFull("eu", 1 << 20),
+    LimitReached: LimitReached("max_subscriptions_per_client", 4096),
     FailedPrecondition: FailedPrecondition("region 'us' is leaving the cluster"),
     DataDirLocked: DataDirLocked("/data/us", 4242),
     PermissionDenied: PermissionDenied("region 'sa' does not know the cluster secret"),
@@ -195,14 +197,15 @@ async def test_full_queue_by_depth_refuses_a_guaranteed_publish_with_queue_full(
 async def test_full_queue_by_bytes_refuses_a_guaranteed_publish_with_queue_full(
     client: Client,
 ) -> None:
-    await client.create_queue("narrow", ["n/>"], max_bytes=10)
+    # Room for one event counted whole (payload, topic and the node's fields), not two.
+    await client.create_queue("narrow", ["n/>"], max_bytes=50)
     await client.publish("n/1", b"12345678", guaranteed=True)
     with pytest.raises(QueueFull) as caught:
         await client.publish("n/2", b"12345678", guaranteed=True)
     assert (caught.value.name, caught.value.limit, caught.value.value) == (
         "narrow",
         "max bytes",
-        10,
+        50,
     )
 
 

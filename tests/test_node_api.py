@@ -310,11 +310,12 @@ async def test_full_queue_refuses_publish_with_resource_exhausted_and_keeps_the_
     assert acks[3].error.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
     assert name in acks[3].error.message and "max depth 3" in acks[3].error.message
     small = unique("bytes")
-    await create(stub, small, f"{small}/>", max_bytes=10)
+    # Bytes count the whole event (payload, topic, the node's fields): room for the first only.
+    await create(stub, small, f"{small}/>", max_bytes=50)
     acks = await publish(
         stub, guaranteed(f"{small}/x", b"12345678"), guaranteed(f"{small}/x", b"123")
     )
-    assert not acks[0].HasField("error") and "max bytes 10" in acks[1].error.message
+    assert not acks[0].HasField("error") and "max bytes 50" in acks[1].error.message
 
 
 async def test_list_describe_delete_queues(stub):
