@@ -111,6 +111,19 @@ def test_no_space_left_on_device_becomes_storage_full(tmp_path: Path) -> None:
     assert translate_error(other, tmp_path) is other
 
 
+def test_input_output_error_is_storage_full_only_when_the_device_is_full(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    exc = lmdb.Error("mdb_txn_commit: Input/output error")
+    assert translate_error(exc, tmp_path) is exc or shutil.disk_usage(tmp_path).free < 16 << 20
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(100, 100, 0))  # type: ignore[attr-defined]
+    full = translate_error(exc, tmp_path)
+    assert isinstance(full, StorageFull)
+    assert "0.0 MiB free of 0.0 MiB" in full.detail
+
+
 # --------------------------------------------------------------------------
 # the spool layout
 # --------------------------------------------------------------------------
