@@ -170,8 +170,12 @@ def _translate(exc: lmdb.Error, data_dir: Path) -> Exception:
     return exc
 
 
+def translate_open_error(exc: lmdb.Error, data_dir: Path) -> Exception:
+    """An LMDB failure while a node starts: a full disk, else a damaged data file."""
+    return _translate_open(exc, data_dir)
+
+
 def _translate_open(exc: lmdb.Error, data_dir: Path) -> Exception:
-    """An LMDB failure while opening: a full disk, else a damaged data file."""
     translated = _translate(exc, data_dir)
     if translated is not exc:
         return translated
