@@ -89,6 +89,14 @@ class Environment:
         if names and not self._held_data:
             self.note_committed()
 
+    def has_room(self) -> bool:
+        """Whether the device is past the full-disk margin (a quarter of a small device)."""
+        try:
+            usage = shutil.disk_usage(self.data_dir)
+        except OSError:
+            return False
+        return usage.free >= min(FULL_DISK_MARGIN_BYTES, usage.total // 4)
+
     def note_committed(self) -> None:
         """A commit landed: mark DATA as holding data (once; retried if the marker fails)."""
         if self._held_data:

@@ -122,7 +122,8 @@ class SpoolWriter:
 
     def _landed(self) -> None:
         self._env.note_committed()
-        if self.full is not None:
+        # Acks may land in LMDB's free pages on a disk still full: wait for real room.
+        if self.full is not None and self._env.has_room():
             log.warning("storage in %s has room again: writes land", self._env.data_dir)
             self.full = None
 
