@@ -73,10 +73,6 @@ class Environment:
         self._readers = 0
         self._growing = False
 
-    @property
-    def data_file(self) -> Path:
-        return self.data_dir / DATA_FILE
-
     def _check_pages(self) -> None:
         """Walk every key of every database once: a zeroed or garbled page fails here, not later."""
         with self.env.begin(buffers=True) as txn:
