@@ -20,6 +20,8 @@ import dataclasses
 import hashlib
 import hmac
 import logging
+import socket
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -172,6 +174,37 @@ class RaftStatus:
     has_quorum: bool
 
 
+RAFT_PORT_WAIT_S = 1.0
+
+
+class RaftPortInUse(FailedPrecondition):
+    def __init__(self, address: str) -> None:
+        self.address = address
+        super().__init__(f"cannot listen for Raft on {address}: the address is in use or not local")
+
+
+def check_raft_port_free(address: str, wait_s: float = RAFT_PORT_WAIT_S) -> None:
+    """Refuse a taken Raft port at start: pysyncobj would retry the bind forever, silently.
+
+    Waits up to `wait_s` for the port: a SyncObj destroyed in this process
+    closes its socket on its tick thread, a moment later.
+    """
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    deadline = time.monotonic() + wait_s
+    while True:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as pysyncobj binds
+            try:
+                probe.bind((host, int(port)))
+                return
+            except OSError as exc:
+                if time.monotonic() > deadline:
+                    raise RaftPortInUse(address) from exc
+        time.sleep(0.05)
+
+
 class RaftMembership:
     """A TopologySource backed by the Raft-replicated membership."""
 
@@ -207,7 +240,10 @@ class RaftMembership:
         self._loop = asyncio.get_running_loop()
         raft_dir = self._data_dir / "raft"
         raft_dir.mkdir(parents=True, exist_ok=True)
+        check_raft_port_free(self.self_raft)
         conf = SyncObjConf(
+            # Only the address the cluster file names (pysyncobj binds 0.0.0.0 otherwise).
+            bindAddress=self.self_raft,
             password=self.secret,
             dynamicMembershipChange=True,
             journalFile=str(raft_dir / "journal"),

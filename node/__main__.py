@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
+import lmdb
 
 from node.logs import LOG_FORMATS, LOG_LEVELS, LogFormat, setup_logging
 from plexus.errors import PlexusError
+from storage.environment import translate_open_error
 
 if TYPE_CHECKING:
     from federation.topology import Topology
@@ -132,7 +134,10 @@ async def run_node(
     from node.server import Node
 
     node = Node(config, topology, join)
-    await node.start()
+    try:
+        await node.start()
+    except lmdb.Error as exc:  # a damaged page found past the start-up check of the data file
+        raise translate_open_error(exc, config.data) from exc
     try:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -18,6 +18,7 @@ from typing import Any
 
 import lmdb
 
+from plexus.errors import StorageFull
 from storage.environment import Environment, translate_error
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,8 @@ class SpoolWriter:
         self._thread = threading.Thread(target=self._run, name="spool-writer", daemon=True)
         self.commits = 0
         self.ops = 0
+        # The refusal while the disk is full (None when writes land): logged on each change.
+        self.full: StorageFull | None = None
 
     def start(self) -> None:
         self._thread.start()
@@ -90,15 +93,18 @@ class SpoolWriter:
         try:
             self._apply_all(group)
         except Exception as exc:
-            if len(group) == 1:
-                group[0].error = self._as_error(exc)
+            error = self._as_error(exc)
+            if len(group) == 1 or isinstance(error, StorageFull):
+                # A full disk refuses every op alike: no point retrying them one by one.
+                for op in group:
+                    op.result, op.error = None, error
                 return
             # One op failed the transaction: isolate it so the others still land.
             for op in group:
                 try:
                     self._apply_all([op])
                 except Exception as op_exc:
-                    op.error = self._as_error(op_exc)
+                    op.result, op.error = None, self._as_error(op_exc)
 
     def _apply_all(self, group: list[WriteOp]) -> None:
         while True:
@@ -108,13 +114,29 @@ class SpoolWriter:
                         op.result = op.apply(txn)
                 self.commits += 1
                 self.ops += len(group)
+                self._landed()
                 return
             except lmdb.MapFullError:
                 new_size = self._env.grow()
                 log.info("storage map grown to %d MiB", new_size >> 20)
 
+    def _landed(self) -> None:
+        self._env.note_committed()
+        # Acks may land in LMDB's free pages on a disk still full: wait for real room.
+        if self.full is not None and self._env.has_room():
+            log.warning("storage in %s has room again: writes land", self._env.data_dir)
+            self.full = None
+
     def _as_error(self, exc: Exception) -> BaseException:
         if isinstance(exc, lmdb.Error):
-            return translate_error(exc, self._env.data_dir)
+            error = translate_error(exc, self._env.data_dir)
+            if isinstance(error, StorageFull):
+                if self.full is None:
+                    log.error("%s; refusing writes until there is room", error)
+                self.full = error
+            return error
+        if isinstance(exc, StorageFull):  # from growing the map
+            self.full = exc
+            return exc
         log.error("spool write failed: %r", exc)
         return exc

@@ -13,6 +13,7 @@ import lmdb
 import pytest
 
 from plexus.errors import DataDirLocked, StorageFull
+from storage.data_file import DataDirUnusable, DataFileDamaged
 from storage.environment import Environment, translate_error
 from storage.spool import EntryRecord, Spool, StoredEvent
 from storage.writer import SpoolWriter, WriteOp
@@ -109,6 +110,19 @@ def test_no_space_left_on_device_becomes_storage_full(tmp_path: Path) -> None:
     assert translated.path == str(tmp_path)
     other = lmdb.Error("mdb_get: MDB_CORRUPTED")
     assert translate_error(other, tmp_path) is other
+
+
+def test_input_output_error_is_storage_full_only_when_the_device_is_full(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    exc = lmdb.Error("mdb_txn_commit: Input/output error")
+    assert translate_error(exc, tmp_path) is exc or shutil.disk_usage(tmp_path).free < 16 << 20
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(100, 100, 0))  # type: ignore[attr-defined]
+    full = translate_error(exc, tmp_path)
+    assert isinstance(full, StorageFull)
+    assert "0.0 MiB free of 0.0 MiB" in full.detail
 
 
 # --------------------------------------------------------------------------
@@ -388,3 +402,94 @@ def test_writer_grows_a_full_map_while_readers_read_and_every_op_succeeds(
         assert spool.read_events([ops]) == [payload]
     finally:
         env.close()
+
+
+# --------------------------------------------------------------------------
+# the data file checked before it is mapped
+
+
+def _environment_with_data(data: Path) -> Path:
+    env = Environment(data)
+    spool = Spool(env)
+    write(env, lambda txn: spool.put_events(txn, [event(seq, seq) for seq in range(1, 200)]))
+    env.close()
+    assert not (data / "HELD-DATA").exists()  # written by the writer's commits, not this one
+    Environment(data).close()  # a directory with data from before the marker gets one
+    assert (data / "HELD-DATA").exists()
+    return data / "lmdb" / "data.mdb"
+
+
+def test_truncated_data_file_is_refused_before_it_is_mapped(tmp_path: Path) -> None:
+    data_file = _environment_with_data(tmp_path / "data")
+    size = data_file.stat().st_size
+    os.truncate(data_file, size // 2)
+    with pytest.raises(DataFileDamaged, match="is truncated") as refused:
+        Environment(tmp_path / "data")
+    assert refused.value.path == str(data_file)
+    assert "restore it from a backup" in str(refused.value)
+
+
+def test_empty_data_file_is_refused_only_where_data_was_held(tmp_path: Path) -> None:
+    data_file = _environment_with_data(tmp_path / "data")
+    os.truncate(data_file, 0)
+    with pytest.raises(DataFileDamaged, match="is empty but this directory held data"):
+        Environment(tmp_path / "data")
+    (tmp_path / "data" / "HELD-DATA").unlink()
+    Environment(tmp_path / "data").close()  # no marker: a fresh start is what was asked
+
+
+def test_garbled_pages_are_refused_naming_the_data_file(tmp_path: Path) -> None:
+    data_file = _environment_with_data(tmp_path / "data")
+    with open(data_file, "r+b") as f:
+        f.seek(2 * 4096)
+        f.write(b"\xa5" * (data_file.stat().st_size - 2 * 4096))
+    with pytest.raises(DataFileDamaged, match="is corrupt"):
+        Environment(tmp_path / "data")
+    # the refusal released the directory's lock
+    with pytest.raises(DataFileDamaged):
+        Environment(tmp_path / "data")
+
+
+def test_data_path_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "data").write_text("x")
+    with pytest.raises(DataDirUnusable, match="is a file"):
+        Environment(tmp_path / "data")
+
+
+def test_a_full_disk_fails_the_whole_group_and_the_writer_goes_on(
+    env: Environment, spool: Spool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One commit refused for a full disk (as LMDB reports it: EIO), the next lands."""
+    full = {"now": True}
+
+    def store(seq: int) -> Callable[[lmdb.Transaction], Any]:
+        def apply(txn: lmdb.Transaction) -> Any:
+            if full["now"]:
+                raise lmdb.Error("mdb_txn_commit: Input/output error")
+            return spool.put_events(txn, [event(seq, 1)])
+
+        return apply
+
+    done = Completions()
+    writer = SpoolWriter(env, done)
+    assert not (env.data_dir / "HELD-DATA").exists()
+    monkeypatch.setattr(env, "has_room", lambda: not full["now"])
+    monkeypatch.setattr("storage.environment.FULL_DISK_MARGIN_BYTES", 1 << 62)  # any device
+    try:
+        done.expect(3)
+        for seq in (1, 2, 3):
+            writer.submit(WriteOp(store(seq), token=seq))
+        writer.start()
+        done.wait()
+        assert done.groups == 1
+        assert all(isinstance(op.error, StorageFull) for op in done.ops)
+        assert writer.full is not None
+        full["now"] = False
+        done.expect(4)
+        writer.submit(WriteOp(store(4), token=4))
+        done.wait()
+    finally:
+        writer.stop()
+    assert done.ops[-1].token == 4 and done.ops[-1].error is None
+    assert writer.full is None
+    assert (env.data_dir / "HELD-DATA").exists()
