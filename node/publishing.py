@@ -30,6 +30,9 @@ from storage.spool import Forward, Spool, StoredEvent
 log = logging.getLogger(__name__)
 
 GUARANTEED = pb.GUARANTEED
+# The longest time to live a guaranteed event may ask for: ten years (expiry
+# times are Unix milliseconds in a u64 in storage; a longer TTL is refused).
+MAX_TTL_MS = 10 * 365 * 24 * 3600 * 1000
 VALID_TOPIC_CACHE = 65_536
 
 AckSink = Callable[[list[pb.PublishAck]], None]
@@ -314,6 +317,8 @@ class Publisher:
         self, event: pb.Event, index: int, at_ms: int, pending: list[_Pending], key: bytes = b""
     ) -> pb.PublishAck | None:
         """Reserve room in every matching queue for a guaranteed event, or refuse it."""
+        if event.ttl_ms > MAX_TTL_MS:
+            return _refusal(index, ttl_too_long(index, event.ttl_ms))
         topic = event.topic
         queues = self.queues.match(topic)
         size = len(event.payload)
@@ -573,3 +578,14 @@ def _refusal(index: int, error: BaseException) -> pb.PublishAck:
         fields=error.fields(),
     )
     return pb.PublishAck(index=index, error=refused)
+
+
+def ttl_too_long(index: int, ttl_ms: int) -> InvalidArgument:
+    return InvalidArgument(
+        f"event {index}: ttl_ms {ttl_ms} is over the maximum of {MAX_TTL_MS} (ten years)"
+    )
+
+
+def refusal(index: int, error: BaseException) -> pb.PublishAck:
+    """The ack refusing the event at stream index `index` with `error`."""
+    return _refusal(index, error)
