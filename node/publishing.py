@@ -19,7 +19,7 @@ from node.commits import Commits
 from node.dedup import MAX_KEY_BYTES, PENDING, DedupWindow, app_key, producer_key
 from node.delivery import Entry
 from node.direct import DirectRouter, Subscriber
-from node.event_ids import EventIds
+from node.event_ids import EventIds, publish_ms
 from node.queues import Queue, QueueTable, now_ms
 from plexus.errors import InvalidArgument, InvalidTopic, PlexusError, reason_of
 from plexus.topics import validate_topic
@@ -33,6 +33,7 @@ GUARANTEED = pb.GUARANTEED
 # The longest time to live a guaranteed event may ask for: ten years (expiry
 # times are Unix milliseconds in a u64 in storage; a longer TTL is refused).
 MAX_TTL_MS = 10 * 365 * 24 * 3600 * 1000
+_TTL_TAG = b"\x28"  # Event.ttl_ms, field 5, varint
 VALID_TOPIC_CACHE = 65_536
 
 AckSink = Callable[[list[pb.PublishAck]], None]
@@ -370,7 +371,8 @@ class Publisher:
                 visited = frozenset(relayed.visited) | {self.region}
                 forwards = self.forwarder.forwards(topic, size, rest, visited)
             ids = self.queues.ids_of(queues)
-            stored = StoredEvent(self.next_seq, data, ids, 0, size, forwards)
+            expires = relayed_expiry(data) if queues else 0
+            stored = StoredEvent(self.next_seq, data, ids, expires, size, forwards)
             self.next_seq += 1
             pending.append(
                 _Pending(
@@ -485,6 +487,21 @@ class Publisher:
             log.error("storing %d guaranteed events failed: %r", len(pending), error)
             error = PlexusError(f"storage failure: {error}")
         on_acks([_refusal(p.index, error) for p in pending])
+
+
+def relayed_expiry(data: bytes) -> int:
+    """When an encoded event that came over a link expires here (Unix ms; 0: never).
+
+    Its publish time (the high bits of its id) plus its TTL: the same moment
+    in every region it reaches. One already past is stored all the same and
+    moves to the dead-message queue as a local event past its TTL does.
+    """
+    if _TTL_TAG not in data:  # the origin encodes canonically: no tag, no TTL
+        return 0
+    event = pb.Event.FromString(data)
+    if not event.ttl_ms:
+        return 0
+    return publish_ms(event.id) + min(event.ttl_ms, MAX_TTL_MS)
 
 
 def _dedup_keys(request: pb.PublishRequest, count: int) -> list[bytes]:
