@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install promtool demo test test-fast bench lint proto clean
+.PHONY: install demo test test-fast bench lint proto clean
 
 install: $(STAMP)
 
@@ -19,18 +19,12 @@ $(STAMP): pyproject.toml constraints.txt
 demo: install
 	$(BIN)/python -m plexus.demo
 
-# tests/test_metrics.py checks the nodes' metrics with promtool (Debian's prometheus package).
-promtool:
-	@command -v promtool >/dev/null || { \
-		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -q && $$SUDO apt-get install -y -q --no-install-recommends prometheus; }
-
 # TEST_WORKERS=2 runs the suite in two pytest-xdist workers (about half the time on an
 # idle machine). Off by default: `plexus up` in tests picks its own free ports, which
 # can race with the other worker's nodes (tests/harness.free_port cannot).
 TEST_WORKERS ?= 0
 
-test: install promtool
+test: install
 	$(BIN)/pytest -q -n $(TEST_WORKERS)
 
 test-fast: install
