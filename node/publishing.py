@@ -220,7 +220,8 @@ class Publisher:
                 if topic not in valid_topics or check_payloads:
                     problem = self._check(topic, event)
                     if problem is not None:
-                        refused.append(_refusal(first_index + offset, problem))
+                        index = first_index + offset
+                        refused.append(_refusal(index, problem, f"event {index}: "))
                         whole_batch = False
                         invalid += 1
                         continue
@@ -591,13 +592,14 @@ def _clear_delivery_fields(events: Sequence[pb.Event]) -> None:
             event.ClearField(field)
 
 
-def _refusal(index: int, error: BaseException) -> pb.PublishAck:
-    """The ack refusing one event: status code, message, and the error's reason and fields."""
+def _refusal(index: int, error: BaseException, prefix: str = "") -> pb.PublishAck:
+    """The ack refusing one event: status code, message (after `prefix`), and the error's
+    reason and fields."""
     if not isinstance(error, PlexusError):
-        return pb.PublishAck(index=index, error=pb.Error(code=2, message=str(error)))
+        return pb.PublishAck(index=index, error=pb.Error(code=2, message=prefix + str(error)))
     refused = pb.Error(
         code=error.status_code.value[0],
-        message=str(error),
+        message=prefix + str(error),
         reason=reason_of(error),
         fields=error.fields(),
     )
