@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install promtool iproute2 demo test test-fast bench soak lint proto clean
+.PHONY: install iproute2 demo test test-fast bench soak lint proto clean
 
 install: $(STAMP)
 
@@ -19,12 +19,6 @@ $(STAMP): pyproject.toml constraints.txt
 demo: install
 	$(BIN)/python -m plexus.demo
 
-# tests/test_metrics.py checks the nodes' metrics with promtool (Debian's prometheus package).
-promtool:
-	@command -v promtool >/dev/null || { \
-		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -q && $$SUDO apt-get install -y -q --no-install-recommends prometheus; }
-
 # tests/test_partition.py cuts regions off in network namespaces with `ip` (Debian's
 # iproute2 package: a command-line tool, no service to start).
 iproute2:
@@ -37,7 +31,7 @@ iproute2:
 # can race with the other worker's nodes (tests/harness.free_port cannot).
 TEST_WORKERS ?= 0
 
-test: install promtool iproute2
+test: install iproute2
 	$(BIN)/pytest -q -n $(TEST_WORKERS)
 
 test-fast: install

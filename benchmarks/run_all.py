@@ -38,6 +38,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "cluster": ("bench_cluster", "Local clusters: plexus up, region add, failover, 12 regions"),
     "tui": ("bench_tui", "plexus top: time per refresh, 12 regions, 10,000 subscriptions"),
     "reconnect": ("bench_reconnect", "Clients across a node restart; idempotent publishing's cost"),
+    "listing": ("bench_listing", "Listings with 10,000 items: plexus queue list and the tables"),
     "soak": ("bench_soak", "Soak: one node, 10 minutes of mixed load (make soak)"),
 }
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"

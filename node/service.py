@@ -22,7 +22,8 @@ from node import framing
 from node.clients import ClientRegistry, ConnectedClient
 from node.config import MAX_SUBSCRIBER_BUFFER_EVENTS, NodeConfig
 from node.direct import DirectRouter, Subscriber
-from node.publishing import Publisher
+from node.publish_parts import Malformed, PublishParts, split_request
+from node.publishing import Publisher, refusal
 from node.queues import Consumer, Queue, QueueTable
 from plexus import __version__
 from plexus.errors import FailedPrecondition, InvalidArgument, InvalidPattern
@@ -79,18 +80,27 @@ class BrokerService:
                 if received is grpc.aio.EOF:
                     break
                 raw, request = received
-                count = len(request.events)
-                client.published += count
-                flush = request.flush  # read first: routing reuses the request's bytes
-                done = (
-                    self.publisher.publish(request, raw, index, stream.on_acks) if count else None
-                )
-                index += count
-                if done is None:
-                    stream.processed += count
+                if isinstance(request, PublishParts):  # did not parse: event by event
+                    count, flush = len(request.events), request.flush
+                    client.published += count
+                    runs = self._publish_parts(request, index, stream)
                 else:
-                    stream.pending += count
-                    done.add_done_callback(lambda _f, n=count: stream.settled(n))
+                    count = len(request.events)
+                    client.published += count
+                    flush = request.flush  # read first: routing reuses the request's bytes
+                    done = (
+                        self.publisher.publish(request, raw, index, stream.on_acks)
+                        if count
+                        else None
+                    )
+                    runs = ((count, done),)
+                index += count
+                for n, done in runs:
+                    if done is None:
+                        stream.processed += n
+                    else:
+                        stream.pending += n
+                        done.add_done_callback(lambda _f, n=n: stream.settled(n))
                 if flush:
                     stream.flush_at = index
                     stream.wake.set()
@@ -102,6 +112,36 @@ class BrokerService:
             await writer
         finally:
             writer.cancel()
+
+    def _publish_parts(
+        self, parts: PublishParts, first_index: int, stream: _PublishStream
+    ) -> list[tuple[int, asyncio.Future[None] | None]]:
+        """A request that did not parse: each bad event refused alone, naming its index and
+        field; each run of good events published as its own request. Returns (events, done)."""
+        if parts.malformed:
+            raise InvalidArgument(parts.malformed)
+        runs: list[tuple[int, asyncio.Future[None] | None]] = []
+        start = 0
+        count = len(parts.events)
+        for offset in range(count + 1):
+            problem = parts.problem(offset) if offset < count else None
+            if problem is None and offset < count:
+                continue
+            if start < offset:  # the good events before this one
+                request = parts.request(start, offset)
+                raw = request.SerializeToString()
+                runs.append(
+                    (
+                        offset - start,
+                        self.publisher.publish(request, raw, first_index + start, stream.on_acks),
+                    )
+                )
+            if problem is not None:
+                index = first_index + offset
+                stream.on_acks([refusal(index, InvalidArgument(f"event {index}: {problem}"))])
+                runs.append((1, None))
+            start = offset + 1
+        return runs
 
     # ------------------------------------------------------------ subscribe
 
@@ -343,8 +383,15 @@ def _parse(message_type: Any, raw: bytes) -> Any:
         raise InvalidArgument(f"malformed {name}: {exc}") from None
 
 
-def _with_raw_bytes(raw: bytes) -> tuple[bytes, pb.PublishRequest]:
-    return raw, _parse(pb.PublishRequest, raw)
+def _with_raw_bytes(raw: bytes) -> tuple[bytes, pb.PublishRequest | PublishParts]:
+    """A request and its bytes; one that does not parse (a bad event in it) split in parts."""
+    try:
+        return raw, pb.PublishRequest.FromString(raw)
+    except DecodeError as exc:
+        try:
+            return raw, split_request(raw)
+        except Malformed:  # refused on the stream, by `_publish_parts` (a status, not a crash)
+            return raw, PublishParts(malformed=f"malformed PublishRequest: {exc}")
 
 
 def _consume_request(raw: bytes) -> pb.ConsumeRequest:

@@ -608,3 +608,49 @@ async def test_a_silent_peer_is_declared_down_as_silent(cluster_factory):
     finally:
         os.kill(frozen.pid, signal.SIGCONT)
     await all_links_up(cluster, [("eu", "us")])
+
+
+async def test_guaranteed_events_ttl_holds_in_the_region_they_are_relayed_to(cluster_factory):
+    """A relayed event expires at its publish time plus its TTL in eu, as it would in us:
+    one that arrives alive moves to eu's dead-message queue once the TTL passes, one that
+    arrives already expired (its link was cut) goes there too; one without a TTL stays."""
+    links = [("eu", "us")]
+    cluster = cluster_factory(["eu", "us"], links)
+    await all_links_up(cluster, links)
+    async with (
+        await Client.connect(cluster.address("eu")) as eu,
+        await Client.connect(cluster.address("us")) as us,
+    ):
+        await eu.create_queue("ttlq", ["ttl/>"])
+        await knows_interest(cluster, "us", "eu", "ttl/>")
+
+        async def depths() -> tuple[int, int]:
+            queues = {q.name: q.depth for q in await eu.list_queues()}
+            return queues["ttlq"], queues["ttlq.dmq"]
+
+        # Arrives alive, then outlives its TTL in eu, where nobody consumes it.
+        await us.publish("ttl/alive", b"alive", guaranteed=True, ttl_ms=1_500)
+        await us.publish("ttl/kept", b"kept", guaranteed=True)
+
+        async def alive_expired() -> bool:
+            return await depths() == (1, 1)
+
+        await eventually(alive_expired, 15, "the event with a TTL to move to ttlq.dmq in eu")
+
+        # Spooled in us while the link is down, past its TTL before it reaches eu.
+        await set_link(cluster, "us", "eu", up=False)
+        late_id = await us.publish("ttl/late", b"late", guaranteed=True, ttl_ms=200)
+        assert late_id is not None
+        await eventually(
+            lambda: time.time() * 1000 > (late_id >> 22) + 200, 5, "the late event's TTL to pass"
+        )
+        await set_link(cluster, "us", "eu", up=True)
+
+        async def late_expired() -> bool:
+            return await depths() == (1, 2)
+
+        await eventually(late_expired, 20, "the event expired on arrival to move to ttlq.dmq")
+        dead = await consume_all(eu, "ttlq.dmq", idle_s=0.3, expected=2)
+        kept = await consume_all(eu, "ttlq", idle_s=0.3, expected=1)
+    assert sorted(d.payload for d in dead) == [b"alive", b"late"]
+    assert [d.payload for d in kept] == [b"kept"]

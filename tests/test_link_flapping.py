@@ -5,7 +5,7 @@ count on each side), no gRPC call error or traceback may appear, both ends'
 metrics must agree at the end, and the flapping must not cost a Raft
 election (the term and leader stay the same).
 
-`PLEXUS_LINK_FLAPS` sets the number of down/up cycles (default 300, about 30 s
+`PLEXUS_LINK_FLAPS` sets the number of down/up cycles (default 120, ~12 s; 300 took 30 s
 on 2 busy cores; 500 passed in 45 s). Each cycle waits for both ends to see the
 link down, then up. Against the links of before this test, the acceptor kept
 reporting a link up after the dialler's cancelled call ended it (stuck within
@@ -32,7 +32,7 @@ from tests.test_metrics import scrape, value
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
-FLAPS = int(os.environ.get("PLEXUS_LINK_FLAPS", "300"))
+FLAPS = int(os.environ.get("PLEXUS_LINK_FLAPS", "120"))
 REGIONS = ["us", "eu", "ap"]
 LINKS = [("eu", "us"), ("eu", "ap"), ("us", "ap")]
 STATE_DEADLINE_S = 30.0

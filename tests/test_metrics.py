@@ -1,5 +1,6 @@
 """Prometheus metrics of nodes: names and values after known traffic (in-process),
-`promtool check metrics`, where node processes serve them (or not), and bad flags."""
+the checks of `promtool check metrics` (tests/exposition.py, no Prometheus package
+needed), where node processes serve them (or not), and bad flags."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from node.server import Node
 from plexus.errors import NotFound
 from plexus.v1 import plexus_pb2 as pb
 from plexus.v1 import plexus_pb2_grpc as rpc
+from tests.exposition import exposition_problems
 from tests.harness import NodeProcess, Nodes, eventually, free_port
 from tests.inprocess import InProcessNodes
 
@@ -45,7 +47,8 @@ def value(text: str, name: str, **labels: str) -> float | None:
 
 
 def promtool_check(text: str) -> subprocess.CompletedProcess[str]:
-    assert PROMTOOL, "promtool is not installed (apt-get install prometheus; .ci/run does it)"
+    """promtool itself, where it happens to be installed (only to cross-check our checker)."""
+    assert PROMTOOL
     return subprocess.run(
         [PROMTOOL, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
     )
@@ -71,7 +74,9 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], *parts: str)
         assert part in lines[0], lines[0]
 
 
-async def test_counters_after_known_traffic_and_promtool_passes(inproc_nodes: InProcessNodes):
+async def test_counters_after_known_traffic_and_promtools_checks_pass(
+    inproc_nodes: InProcessNodes,
+):
     node = await inproc_nodes.start("us", metrics=None)  # the default: on the gRPC host
     address = await metrics_address(node)
     assert address == node.metrics_address
@@ -128,8 +133,10 @@ async def test_counters_after_known_traffic_and_promtool_passes(inproc_nodes: In
     await eventually(as_expected, 10, f"metrics {expected}")
 
     text = await asyncio.to_thread(scrape, address)
-    check = promtool_check(text)
-    assert check.returncode == 0 and not check.stdout.strip(), check.stdout + check.stderr
+    assert exposition_problems(text) == []
+    if PROMTOOL:  # the checker and promtool agree on the real thing
+        check = promtool_check(text)
+        assert check.returncode == 0 and not check.stdout.strip(), check.stdout + check.stderr
     assert value(text, "plexus_storage_used_bytes") > 0
 
 
@@ -194,8 +201,7 @@ def test_local_cluster_status_gives_each_region_metrics_address(tmp_path: Path):
             role = {r: value(text, "plexus_raft_role", role=r) for r in ("leader", "follower")}
             assert None not in role.values(), "every region reports its Raft role"
             leaders += role["leader"] or 0
-            check = promtool_check(text)
-            assert check.returncode == 0 and not check.stdout.strip(), check.stdout
+            assert exposition_problems(text) == []
         assert leaders <= 1  # (an election may be under way at a scrape)
         # The record keeps the addresses: a restarted cluster serves them again.
         local.run("down")
@@ -205,3 +211,67 @@ def test_local_cluster_status_gives_each_region_metrics_address(tmp_path: Path):
     finally:
         local.close()
         assert not local.processes(), "nodes left running"
+
+
+GOOD_EXPOSITION = """\
+# HELP plexus_events_total Events.
+# TYPE plexus_events_total counter
+plexus_events_total{kind="direct"} 3
+plexus_events_total{kind="guaranteed"} 1
+# HELP plexus_latency_seconds Latency.
+# TYPE plexus_latency_seconds histogram
+plexus_latency_seconds_bucket{le="0.1"} 1
+plexus_latency_seconds_bucket{le="+Inf"} 2
+plexus_latency_seconds_sum 0.3
+plexus_latency_seconds_count 2
+# HELP plexus_queue_depth Depth.
+# TYPE plexus_queue_depth gauge
+plexus_queue_depth{queue="a"} 0
+"""
+
+
+def _gauge(name: str, labels: str = "", help_text: str = "Some help.") -> str:
+    help_line = f"# HELP {name} {help_text}\n" if help_text else ""
+    return f"{help_line}# TYPE {name} gauge\n{name}{labels} 1\n"
+
+
+BAD_EXPOSITIONS = {
+    "no help text": _gauge("plexus_depth", help_text=""),
+    'counter metrics should have "_total" suffix': (
+        "# HELP plexus_events Events.\n# TYPE plexus_events counter\nplexus_events 1\n"
+    ),
+    'non-counter metrics should not have "_total" suffix': _gauge("plexus_events_total"),
+    '"_bucket" suffix': _gauge("plexus_x_bucket"),
+    '"_count"': _gauge("plexus_x_count"),
+    '"le" label': _gauge("plexus_x", '{le="1"}'),
+    '"quantile" label': _gauge("plexus_x", '{quantile="0.5"}'),
+    "should not include type 'gauge'": _gauge("plexus_depth_gauge"),
+    "should not contain ':'": _gauge("plexus:depth"),
+    "metric names should be written in 'snake_case'": _gauge("plexus_queueDepth"),
+    "label names should be written in 'snake_case'": _gauge("plexus_depth", '{queueName="a"}'),
+    'use base unit "seconds" instead of "milliseconds"': _gauge("plexus_age_milliseconds"),
+    'use base unit "bytes" instead of "kibibytes"': _gauge("plexus_spool_kibibytes"),
+    "abbreviated units": _gauge("plexus_age_ms"),
+    "second HELP line": _gauge("plexus_depth") + "# HELP plexus_depth Again.\n",
+    "does not parse": _gauge("plexus_depth") + "plexus_depth{x=1} 2\n",
+}
+# What a Prometheus server's scrape refuses though promtool 2.42 lets it pass.
+BAD_FOR_A_SCRAPE = {
+    "not together": _gauge("plexus_depth") + _gauge("plexus_used") + 'plexus_depth{x="1"} 2\n',
+    "twice": _gauge("plexus_depth") + "plexus_depth 2\n",
+}
+
+
+def test_the_exposition_checker_passes_good_text_and_names_each_problem_promtool_finds() -> None:
+    assert exposition_problems(GOOD_EXPOSITION) == []
+    if PROMTOOL:
+        assert promtool_check(GOOD_EXPOSITION).returncode == 0
+    for problem, text in BAD_EXPOSITIONS.items():
+        found = exposition_problems(text)
+        assert any(problem in p for p in found), (problem, found)
+        if PROMTOOL:  # promtool, where installed, refuses the same text
+            check = promtool_check(text)
+            assert check.returncode != 0 or check.stdout.strip(), (problem, text)
+    for problem, text in BAD_FOR_A_SCRAPE.items():
+        found = exposition_problems(text)
+        assert any(problem in p for p in found), (problem, found)

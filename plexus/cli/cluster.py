@@ -178,6 +178,8 @@ def print_status(view: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from plexus.cli.output import Column, print_table
+
     console = Console(highlight=False)
     regions = Table(title=f"cluster {view['cluster']}")
     for column in ("region", "address", "pid", "state", "metrics"):
@@ -200,13 +202,16 @@ def print_status(view: dict[str, Any]) -> None:
             spool = ", ".join(f"{end}: {n}" for end, n in link["spool"].items() if n is not None)
             links.add_row(f"{a}-{b}", state, f"{link['spool_depth']} ({spool})" if spool else "-")
         console.print(links)
-    if view["queues"]:
-        queues = Table(title="queues")
-        for column in ("region", "queue", "depth", "consumers"):
-            queues.add_column(column)
-        for q in view["queues"]:
-            queues.add_row(q["region"], q["name"], str(q["depth"]), str(q["consumers"]))
-        console.print(queues)
+    if view["queues"]:  # plain text: thousands of rows print at once (see print_table)
+        queues = view["queues"]
+        columns = (
+            Column("region"),
+            Column("queue"),
+            Column("depth", True),
+            Column("consumers", True),
+        )
+        rows = ((q["region"], q["name"], str(q["depth"]), str(q["consumers"])) for q in queues)
+        print_table(f"queues ({len(queues)})", columns, rows)
     else:
         console.print("no queues")
 
