@@ -3,7 +3,7 @@ and subscriptions."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from plexus.v1 import plexus_pb2 as pb
@@ -61,7 +61,7 @@ class QueueInfo:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (subscriptions as a list)."""
-        data = asdict(self)
+        data = _fields(self)
         data["subscriptions"] = list(self.subscriptions)
         return data
 
@@ -93,7 +93,7 @@ class NodeInfo:
         return cls(**{name: getattr(info, name) for name in cls.__dataclass_fields__})
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return _fields(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +133,7 @@ class LinkInfo:
 
     def to_dict(self, region: str | None = None) -> dict[str, Any]:
         """A JSON-ready dict; given this end's region, with `regions: [region, peer]`."""
-        data = asdict(self)
+        data = _fields(self)
         if region is None:
             return data
         return {"peer": self.peer, "regions": [region, self.peer], **data}
@@ -161,7 +161,7 @@ class RegionInterest:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = _fields(self)
         data["patterns"] = list(self.patterns)
         return data
 
@@ -231,7 +231,7 @@ class ClientInfo:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = _fields(self)
         data["subscriptions"] = list(self.subscriptions)
         data["consuming"] = list(self.consuming)
         return data
@@ -263,7 +263,7 @@ class SubscriptionInfo:
         return cls(**{name: getattr(info, name) for name in cls.__dataclass_fields__})
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return _fields(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,3 +283,8 @@ class SubscriptionsView:
 
     def to_dict(self) -> dict[str, Any]:
         return {"subscriptions": [s.to_dict() for s in self.subscriptions], "total": self.total}
+
+
+def _fields(info: Any) -> dict[str, Any]:
+    """A flat dataclass's fields as a dict (asdict's deep copy costs ~0.1 ms an item)."""
+    return {name: getattr(info, name) for name in info.__dataclass_fields__}
