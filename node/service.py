@@ -35,8 +35,9 @@ log = logging.getLogger(__name__)
 
 PROTOCOL_VERSION = 1
 SERVICE = "plexus.v1.Broker"
-# Guaranteed events a publish stream may have waiting for their commit.
+# Guaranteed events a publish stream may have waiting for their commit, in events and bytes.
 MAX_PENDING_PER_STREAM = 50_000
+MAX_PENDING_BYTES_PER_STREAM = 64 << 20
 MAX_CONSUMER_CREDITS = 100_000
 MAX_FRAMES_PER_WRITE = 1_000
 
@@ -99,12 +100,14 @@ class BrokerService:
                     if done is None:
                         stream.processed += n
                     else:
+                        size = len(raw) * n // count  # this run's share of the request
                         stream.pending += n
-                        done.add_done_callback(lambda _f, n=n: stream.settled(n))
+                        stream.pending_bytes += size
+                        done.add_done_callback(lambda _f, n=n, b=size: stream.settled(n, b))
                 if flush:
                     stream.flush_at = index
                     stream.wake.set()
-                if stream.pending >= MAX_PENDING_PER_STREAM:
+                if stream.full:
                     stream.room.clear()
                     await stream.room.wait()
             stream.closing = True
@@ -297,7 +300,9 @@ class _PublishStream:
         self.wake = asyncio.Event()
         self.room = asyncio.Event()
         self.processed = 0
+        # Guaranteed events waiting for their commit, and their requests' bytes.
         self.pending = 0
+        self.pending_bytes = 0
         self.flush_at = -1
         self.closing = False
 
@@ -305,10 +310,19 @@ class _PublishStream:
         self.acks.extend(batch)
         self.wake.set()
 
-    def settled(self, count: int) -> None:
+    @property
+    def full(self) -> bool:
+        """Stop reading the stream until commits land (bounded in events and bytes)."""
+        return (
+            self.pending >= MAX_PENDING_PER_STREAM
+            or self.pending_bytes >= MAX_PENDING_BYTES_PER_STREAM
+        )
+
+    def settled(self, count: int, size: int) -> None:
         self.pending -= count
+        self.pending_bytes -= size
         self.processed += count
-        if self.pending < MAX_PENDING_PER_STREAM:
+        if not self.full:
             self.room.set()
         self.wake.set()
 

@@ -453,3 +453,13 @@ def test_delivery_core_bounds_each_consumers_unacked_bytes_and_always_lets_one_t
     assert delivery.inflight_bytes[1] == 500
     delivery.nack(1, [6])
     assert delivery.inflight_bytes[1] == 0
+
+
+def test_a_publish_stream_stops_reading_past_its_pending_bytes() -> None:
+    from node.service import MAX_PENDING_BYTES_PER_STREAM, _PublishStream
+
+    stream = _PublishStream(context=None)  # type: ignore[arg-type]
+    stream.pending, stream.pending_bytes = 10, MAX_PENDING_BYTES_PER_STREAM
+    assert stream.full  # ten big events are enough to wait for their commits
+    stream.settled(1, 1 << 20)
+    assert not stream.full and stream.room.is_set()
