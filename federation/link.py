@@ -38,7 +38,10 @@ from plexus.v1 import link_pb2 as lpb
 
 log = logging.getLogger(__name__)
 
+# Direct events waiting to be written to a link: past either bound a batch is
+# dropped and counted (direct is at most once).
 MAX_DIRECT_BUFFERED_EVENTS = 100_000
+MAX_DIRECT_BUFFERED_BYTES = 32 << 20
 MIN_TICK_MS = 5  # a late timer never spins the loop
 RATE_WINDOW_S = 2.0
 REFUSAL_GRACE_S = 1.0
@@ -103,6 +106,7 @@ class LinkSession:
         self.peer = protocol.peer or "?"
         self._outbox: deque[lpb.LinkFrame] = deque()
         self._direct_buffered = 0
+        self._direct_buffered_bytes = 0
         self._wake = asyncio.Event()
         self._closed = asyncio.Event()
         self.close_reason: CloseReason | None = None
@@ -121,10 +125,15 @@ class LinkSession:
         self._wake.set()
 
     def send_direct(self, batch: lpb.DirectBatch, count: int) -> None:
-        if self._direct_buffered + count > MAX_DIRECT_BUFFERED_EVENTS:
+        size = batch.ByteSize()
+        if (
+            self._direct_buffered + count > MAX_DIRECT_BUFFERED_EVENTS
+            or self._direct_buffered_bytes + size > MAX_DIRECT_BUFFERED_BYTES
+        ):
             self.direct_dropped += count
             return
         self._direct_buffered += count
+        self._direct_buffered_bytes += size
         self.send(lpb.LinkFrame(direct=batch))
 
     def set_digest(self, digest: int) -> None:
@@ -224,6 +233,7 @@ class LinkSession:
                     if frame.WhichOneof("frame") == "direct":
                         events = len(frame.direct.events)
                         self._direct_buffered -= events
+                        self._direct_buffered_bytes -= frame.direct.ByteSize()
                         self.rate_out.add(events, frame.ByteSize())
                     await write(frame)
                     if frame.WhichOneof("frame") == "refusal":
