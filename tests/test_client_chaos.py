@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
 import random
 from pathlib import Path
 
@@ -34,7 +35,12 @@ async def _consume_all(address: str, queue: str, got: dict[str, set[int]]) -> No
         await consumer.drain(10)
 
 
-@pytest.mark.parametrize("seed", [7, 11, 23])
+# Each seed is one sequence of kills (~25 s). make test runs one; PLEXUS_CHAOS_SEEDS=7,11,23
+# runs more (all three passed when the drill found the interest and reference bugs).
+SEEDS = [int(s) for s in os.environ.get("PLEXUS_CHAOS_SEEDS", "7").split(",")]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
 async def test_clients_lose_nothing_and_store_nothing_twice_while_regions_die(
     tmp_path: Path, seed: int
 ) -> None:
