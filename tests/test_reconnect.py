@@ -170,7 +170,7 @@ def test_cli_publisher_consumer_and_subscriber_ride_through_a_node_restart(
     assert run("queue", "create", "cq", "--subscribe", "cq/>").returncode == 0
     total = 2_000
     sub = spawn("sub", "late/>", "--json", "--count", "1", "--timeout", "60")
-    consumer = spawn("queue", "consume", "cq", "--json", "--timeout", "8")
+    consumer = spawn("queue", "consume", "cq", "--json", "--timeout", "5")
     deadline = time.monotonic() + 30
     while "late/>" not in run("subscriptions", "--json").stdout:
         assert time.monotonic() < deadline, "the subscriber never subscribed"
