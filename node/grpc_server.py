@@ -29,7 +29,7 @@ class PortInUse(FailedPrecondition):
 
 def bind_server(listen: str, grpc_errors: GrpcErrors) -> tuple[grpc.aio.Server, str]:
     """A gRPC server bound to `listen` (not started yet), and the "host:port" it bound."""
-    _check_port_free(listen)
+    check_port_free(listen)
     server = grpc.aio.server(options=GRPC_OPTIONS, interceptors=[grpc_errors])
     try:
         port = server.add_insecure_port(listen)
@@ -40,7 +40,7 @@ def bind_server(listen: str, grpc_errors: GrpcErrors) -> tuple[grpc.aio.Server, 
     return server, f"{listen.rpartition(':')[0]}:{port}"
 
 
-def _check_port_free(address: str) -> None:
+def check_port_free(address: str) -> None:
     """Refuse a taken port ourselves: gRPC would also log a C-level error line."""
     host, _, port = address.rpartition(":")
     if int(port) == 0:

@@ -181,6 +181,8 @@ class QueueTable:
         self.by_name: dict[str, Queue] = {}
         self.index: SubscriptionTrie[Queue] = SubscriptionTrie()
         self._creating: set[str] = set()
+        # Reads of spilled queue windows under way (each in a worker thread).
+        self._loads: set[asyncio.Task[None]] = set()
         self._ids_cache: dict[tuple[Queue, ...], tuple[int, ...]] = {}
         self._recovered_upto_seq = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -464,7 +466,14 @@ class QueueTable:
             self._bury(queue, pulled.dead)
         if delivery.wants_load():
             delivery.loading = True
-            asyncio.get_running_loop().create_task(self._load(queue))
+            task = asyncio.get_running_loop().create_task(self._load(queue))
+            self._loads.add(task)
+            task.add_done_callback(self._loads.discard)
+
+    async def settle(self) -> None:
+        """Wait for the reads from disk under way (before the environment closes)."""
+        while self._loads:
+            await asyncio.gather(*self._loads, return_exceptions=True)
 
     def expire_all(self) -> None:
         """Move expired ready entries of every queue to its dead-message queue."""

@@ -31,7 +31,7 @@ from node.clients import ClientRegistry, raise_open_file_limit
 from node.commits import Commits
 from node.config import NodeConfig
 from node.direct import DirectRouter
-from node.grpc_server import PortInUse, bind_server
+from node.grpc_server import PortInUse, bind_server, check_port_free
 from node.joining import JoinRequest, start_membership
 from node.local_delivery import RelayedDelivery
 from node.metrics import GrpcErrors, MetricsServer, NodeCollector, NodeParts
@@ -84,6 +84,7 @@ class Node:
         self._known: DurableInterest | None = None
         self._server: grpc.aio.Server | None = None
         self._metrics: MetricsServer | None = None
+        self._queues: QueueTable | None = None
         self._health: health.aio.HealthServicer | None = None
         self._links_started = False
 
@@ -148,6 +149,7 @@ class Node:
         config, topology = self.config, self.topology
         loop = asyncio.get_running_loop()
         open_files = raise_open_file_limit()  # before anything holds a file
+        check_port_free(config.listen)  # before recovering anything: a taken port ends it
         self._env = env = Environment(config.data, config.map_size_mb << 20)
         self._commits = commits = Commits(env, loop)
         commits.start()
@@ -168,7 +170,7 @@ class Node:
             mesh.set_configured_links(current.links)
             await local.spools.open_all(current.neighbours(config.name))
             router.interest = mesh
-        queues = QueueTable(spool, commits, config, mesh)
+        self._queues = queues = QueueTable(spool, commits, config, mesh)
         queues.recover(spool.last_seq())
         dedup = Dedup.open(DedupLog(env), config.dedup_window_events, config.dedup_window_s)
         publisher = Publisher(
@@ -281,6 +283,8 @@ class Node:
             steps.append(self._stop_servers)
         if self._known is not None:
             steps.append(self._known.flush)  # before the writer ends: it applies what is queued
+        if self._queues is not None:
+            steps.append(self._queues.settle)  # its reads from disk, before the LMDB closes
         if self._commits is not None:
             steps.append(lambda: asyncio.to_thread(self._commits.stop))  # type: ignore[union-attr]
         if self._env is not None:

@@ -7,6 +7,7 @@ whatever a failed test left behind.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import os
 import signal
@@ -15,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -262,3 +263,38 @@ class Cluster:
     def close(self) -> None:
         for node in self.nodes.values():
             node.kill()
+
+
+@contextlib.asynccontextmanager
+async def link_held_down(root: Path, spool_quota: int) -> AsyncIterator[tuple[Any, Any]]:
+    """Regions eu and us linked (us's spool for eu capped at `spool_quota` bytes), a queue
+    `far` on `far/>` in eu that us has learned of, and the link then held down from us:
+    what us takes for `far/>` waits in its spool. Yields SDK clients (eu, us)."""
+    from plexus import Client
+
+    cluster = Cluster(
+        root, ["eu", "us"], [("eu", "us")], settings={"link_spool_quota_bytes": spool_quota}
+    )
+    cluster.start()
+    try:
+        async with (
+            await Client.connect(cluster.address("eu")) as eu,
+            await Client.connect(cluster.address("us")) as us,
+        ):
+
+            async def link_up() -> bool:
+                links = (await us.list_links(interest=False)).links
+                return [(link.peer, link.state) for link in links] == [("eu", "up")]
+
+            await eventually(link_up, 10, "link us-eu up")
+            await eu.create_queue("far", ["far/>"])
+
+            async def us_knows_eu_interest() -> bool:
+                view = await us.list_links()
+                return any("far/>" in i.patterns for i in view.interest if i.region == "eu")
+
+            await eventually(us_knows_eu_interest, 10, "us to learn eu's interest")
+            await us.set_link("eu", up=False)
+            yield eu, us
+    finally:
+        cluster.close()

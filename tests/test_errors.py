@@ -57,7 +57,7 @@ from plexus.errors import (
 from plexus.v1 import link_pb2 as lpb
 from plexus.v1 import plexus_pb2 as pb
 from plexus.v1 import plexus_pb2_grpc as rpc
-from tests.harness import Cluster, NodeProcess, eventually
+from tests.harness import NodeProcess, eventually, link_held_down
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -251,37 +251,13 @@ async def test_a_full_link_spool_refuses_a_guaranteed_publish_with_spool_full(
     tmp_path: Path,
 ) -> None:
     quota = 1 << 20  # the smallest quota a cluster file allows
-    cluster = Cluster(
-        tmp_path, ["eu", "us"], [("eu", "us")], settings={"link_spool_quota_bytes": quota}
-    )
-    cluster.start()
-    try:
-        async with (
-            await Client.connect(cluster.address("eu")) as eu,
-            await Client.connect(cluster.address("us")) as us,
-        ):
-
-            async def link_up() -> bool:
-                links = (await us.list_links(interest=False)).links
-                return [(link.peer, link.state) for link in links] == [("eu", "up")]
-
-            await eventually(link_up, DEADLINE_S, "link us-eu up")
-            await eu.create_queue("far", ["far/>"])
-
-            async def us_knows_eu_interest() -> bool:
-                view = await us.list_links()
-                return any("far/>" in i.patterns for i in view.interest if i.region == "eu")
-
-            await eventually(us_knows_eu_interest, DEADLINE_S, "us to learn eu's interest")
-            await us.set_link("eu", up=False)
-            payload = b"p" * 10_000
-            with pytest.raises(SpoolFull) as caught:
-                for _ in range(quota // len(payload) + 10):
-                    await us.publish("far/x", payload, guaranteed=True)
-        full = caught.value
-        assert (full.peer, full.quota_bytes) == ("eu", quota) and full.retriable
-    finally:
-        cluster.close()
+    async with link_held_down(tmp_path, quota) as (_eu, us):
+        payload = b"p" * 10_000
+        with pytest.raises(SpoolFull) as caught:
+            for _ in range(quota // len(payload) + 10):
+                await us.publish("far/x", payload, guaranteed=True)
+    full = caught.value
+    assert (full.peer, full.quota_bytes) == ("eu", quota) and full.retriable
 
 
 # ---------------------------------------------------------------- a real node, raw gRPC

@@ -15,7 +15,6 @@ import pytest
 
 from node.clients import FD_RESERVE, NOFILE_MAX, client_connection_limit
 from node.delivery import Entry, QueueDelivery
-from plexus import Client
 from plexus.errors import (
     LimitReached,
     PlexusError,
@@ -26,7 +25,7 @@ from plexus.errors import (
 )
 from plexus.v1 import plexus_pb2 as pb
 from plexus.v1 import plexus_pb2_grpc as rpc
-from tests.harness import Cluster, Nodes, eventually
+from tests.harness import Nodes, eventually, link_held_down
 from tests.inprocess import InProcessNodes, node_config
 from tests.test_federation import consume_all
 from tests.test_node_api import Consumer, create, guaranteed, publish
@@ -366,45 +365,21 @@ async def test_headers_count_in_a_link_spool_quota_and_what_was_acked_arrives(
     tmp_path: Path,
 ) -> None:
     quota = 1 << 20  # the smallest quota a cluster file allows
-    cluster = Cluster(
-        tmp_path, ["eu", "us"], [("eu", "us")], settings={"link_spool_quota_bytes": quota}
-    )
-    cluster.start()
-    try:
-        async with (
-            await Client.connect(cluster.address("eu")) as eu,
-            await Client.connect(cluster.address("us")) as us,
-        ):
-
-            async def link_up() -> bool:
-                links = (await us.list_links(interest=False)).links
-                return [(link.peer, link.state) for link in links] == [("eu", "up")]
-
-            await eventually(link_up, DEADLINE_S, "link us-eu up")
-            await eu.create_queue("far", ["far/>"])
-
-            async def us_knows_eu_interest() -> bool:
-                view = await us.list_links()
-                return any("far/>" in i.patterns for i in view.interest if i.region == "eu")
-
-            await eventually(us_knows_eu_interest, DEADLINE_S, "us to learn eu's interest")
-            await us.set_link("eu", up=False)
-            header = {"h": "x" * (10 << 10)}  # 10 KiB of headers, a one-byte payload
-            acked: list[int] = []
-            with pytest.raises(SpoolFull) as caught:
-                for _ in range(3 * quota // (10 << 10)):
-                    event_id = await us.publish("far/x", b"1", headers=header, guaranteed=True)
-                    assert event_id is not None
-                    acked.append(event_id)
-            full = caught.value
-            assert (full.peer, full.quota_bytes) == ("eu", quota)
-            # About a hundred events of 10 KiB fill 1 MiB (counting payloads: a million).
-            assert 90 <= len(acked) <= quota // (10 << 10)
-            await us.set_link("eu", up=True)
-            got = await consume_all(eu, "far", expected=len(acked))
-            assert sorted(d.event.id for d in got) == sorted(acked)
-    finally:
-        cluster.close()
+    async with link_held_down(tmp_path, quota) as (eu, us):
+        header = {"h": "x" * (10 << 10)}  # 10 KiB of headers, a one-byte payload
+        acked: list[int] = []
+        with pytest.raises(SpoolFull) as caught:
+            for _ in range(3 * quota // (10 << 10)):
+                event_id = await us.publish("far/x", b"1", headers=header, guaranteed=True)
+                assert event_id is not None
+                acked.append(event_id)
+        full = caught.value
+        assert (full.peer, full.quota_bytes) == ("eu", quota)
+        # About a hundred events of 10 KiB fill 1 MiB (counting payloads: a million).
+        assert 90 <= len(acked) <= quota // (10 << 10)
+        await us.set_link("eu", up=True)
+        got = await consume_all(eu, "far", expected=len(acked))
+        assert sorted(d.event.id for d in got) == sorted(acked)
 
 
 # ------------------------------------------------------------------ consumer prefetch
