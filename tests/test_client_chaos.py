@@ -22,7 +22,7 @@ from tests.harness import Cluster, eventually
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 EVENTS = 4_000
-RATE_PER_S = 400
+WINDOW = 50
 KILLS = 4
 
 
@@ -75,22 +75,26 @@ async def test_clients_lose_nothing_and_store_nothing_twice_while_regions_die(
             asyncio.create_task(_consume_all(cluster.address("eu"), "far", far)),
         ]
 
-        async def publish() -> list[int | None]:
+        acked: list[int | None] = []
+
+        async def publish() -> None:
             async with await Client.connect(cluster.address("us")) as client:
-                futures = []
-                for i in range(EVENTS):
-                    futures.append(client.publish_nowait(f"orders/{i}", b"%d" % i, guaranteed=True))
-                    await asyncio.sleep(1 / RATE_PER_S)
-                return await asyncio.gather(*futures)
+                for first in range(0, EVENTS, WINDOW):  # paced by the acks, WINDOW in flight
+                    window = [
+                        client.publish_nowait(f"orders/{i}", b"%d" % i, guaranteed=True)
+                        for i in range(first, first + WINDOW)
+                    ]
+                    acked.extend(await asyncio.gather(*window))
 
         publishing = asyncio.create_task(publish())
-        for _ in range(KILLS):
-            await asyncio.sleep(rng.uniform(0.5, 2.0))  # a random moment, not a wait for a state
+        # Each kill lands at a random point of the publisher's progress.
+        moments = sorted(rng.sample(range(WINDOW, EVENTS - WINDOW, WINDOW), KILLS))
+        for moment in moments:
+            await eventually(lambda m=moment: len(acked) >= m, 60, f"{moment} events acked")
             region = rng.choice(["us", "eu"])
             cluster.kill(region)
-            await asyncio.sleep(rng.uniform(0.0, 1.0))
             await asyncio.to_thread(cluster.restart, region)
-        acked = await asyncio.wait_for(publishing, 120)
+        await asyncio.wait_for(publishing, 120)
         done, _ = await asyncio.wait(consumers, timeout=60)
         if len(done) < len(consumers):
             depths = {}

@@ -17,7 +17,7 @@ import pytest
 from plexus import Client
 from plexus.client.connection import ConnectionState, StateChange
 from plexus.errors import Unavailable
-from tests.harness import Nodes, eventually
+from tests.harness import Nodes, eventually, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -55,13 +55,14 @@ async def test_guaranteed_publisher_and_consumer_ride_through_a_node_restart(
                 await consumer.drain(10)
 
         async def publish() -> list[int | None]:
-            futures = []
-            for i in range(total):
-                futures.append(publisher.publish_nowait(f"orders/{i}", b"x" * 100, guaranteed=True))
-                if i % 200 == 0:
-                    await publisher.drain()
-                    await asyncio.sleep(0.001)  # a steady rate, so the kill lands mid-stream
-            return await asyncio.gather(*futures)
+            acked: list[int | None] = []
+            for first in range(0, total, 100):  # 100 in flight at a time: paced by the acks,
+                window = [  # so the kill lands mid-stream
+                    publisher.publish_nowait(f"orders/{i}", b"x" * 100, guaranteed=True)
+                    for i in range(first, first + 100)
+                ]
+                acked.extend(await asyncio.gather(*window))
+            return acked
 
         consuming = asyncio.create_task(consume())
         publishing = asyncio.create_task(publish())
@@ -184,10 +185,9 @@ def test_cli_publisher_consumer_and_subscriber_ride_through_a_node_restart(
             text=True,
         )  # fmt: skip
     try:
-        deadline = time.monotonic() + 30
-        while acks_file.read_text().count("\n") < 200:  # kill once well under way
-            assert time.monotonic() < deadline, "the publisher did not get going"
-            time.sleep(0.02)
+        wait_for(
+            lambda: acks_file.read_text().count("\n") >= 200, 30, "the publisher under way"
+        )  # kill once well under way
         node.kill()
         node = nodes.restart(node)
         # Publish until the subscriber, back on the restarted node, takes one.
