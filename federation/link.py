@@ -347,7 +347,11 @@ class LinkSession:
                 continue
             link.changed.clear()  # before reading, so no commit after the read is missed
             batch = await asyncio.to_thread(
-                store.read_spool, link.link_id, self.protocol.sent_upto, min(room, SPOOL_READ)
+                store.read_spool,
+                link.link_id,
+                self.protocol.sent_upto,
+                min(room, SPOOL_READ),
+                self.protocol.room_bytes(),
             )
             if not batch:
                 await link.changed.wait()
@@ -360,7 +364,7 @@ class LinkSession:
                 event = lpb.GuaranteedEvent.FromString(item.envelope)
                 event.link_seq, event.event = item.link_seq, item.data
                 events.append(event)
-                size += len(item.data)
+                size += len(item.data) + len(item.envelope)
             if len(events) < len(batch):
                 log.warning(
                     "link %s: %d spooled events are missing from the store and were skipped "
@@ -368,7 +372,7 @@ class LinkSession:
                     self.peer,
                     len(batch) - len(events),
                 )
-            self.protocol.sent(batch[-1].link_seq)
+            self.protocol.sent(batch[-1].link_seq, size)
             self.rate_out.add(len(events), size)
             if events:
                 self.send(lpb.LinkFrame(guaranteed=lpb.GuaranteedBatch(events=events)))

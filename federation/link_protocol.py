@@ -14,6 +14,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,6 +24,8 @@ PROTOCOL_VERSION = 1
 # Guaranteed events a sender may have unacked on a link: bounds the memory of
 # both ends and lets a slow peer slow the sender down instead of growing it.
 DEFAULT_SEND_WINDOW = 20_000
+# ... and their bytes (payloads, topics, headers): 20,000 events of 1 MiB would be 20 GiB.
+DEFAULT_SEND_WINDOW_BYTES = 32 << 20
 
 
 class LinkState(enum.Enum):
@@ -126,6 +129,7 @@ class LinkProtocol:
         dead_after_ms: int,
         now_ms: int,
         send_window: int = DEFAULT_SEND_WINDOW,
+        send_window_bytes: int = DEFAULT_SEND_WINDOW_BYTES,
         received_mark: Callable[[str], int] | None = None,
     ) -> None:
         self.cluster = cluster
@@ -155,6 +159,10 @@ class LinkProtocol:
         self.sent_upto = 0
         self.acked_upto = 0
         self.send_window = send_window
+        self.send_window_bytes = send_window_bytes
+        # (last link seq, bytes) of each sent, unacked batch, oldest first.
+        self._in_flight: deque[tuple[int, int]] = deque()
+        self.in_flight_bytes = 0
         # The accepting end learns which peer it has from the hello: then it
         # looks up what it already stored from that peer.
         self._received_mark = received_mark
@@ -241,13 +249,22 @@ class LinkProtocol:
     # ------------------------------------------------------------ send window
 
     def room(self) -> int:
-        """How many more guaranteed events may be sent now."""
-        if self.state is not LinkState.OPEN:
+        """How many more guaranteed events may be sent now (0 while the bytes window is full)."""
+        if self.state is not LinkState.OPEN or self.room_bytes() == 0:
             return 0
         return max(0, self.send_window - (self.sent_upto - self.acked_upto))
 
-    def sent(self, upto: int) -> None:
-        self.sent_upto = max(self.sent_upto, upto)
+    def room_bytes(self) -> int:
+        """How many more bytes of guaranteed events may be sent now: a batch may overshoot
+        by its last event, so one event larger than the window still goes."""
+        return max(0, self.send_window_bytes - self.in_flight_bytes)
+
+    def sent(self, upto: int, size: int = 0) -> None:
+        if upto <= self.sent_upto:
+            return
+        self.sent_upto = upto
+        self._in_flight.append((upto, size))
+        self.in_flight_bytes += size
 
     # ------------------------------------------------------------ internals
 
@@ -331,6 +348,8 @@ class LinkProtocol:
         if upto <= self.acked_upto:
             return []
         self.acked_upto = upto
+        while self._in_flight and self._in_flight[0][0] <= upto:
+            self.in_flight_bytes -= self._in_flight.popleft()[1]
         return [Trim(upto)]
 
     def _refuse(self, reason: CloseReason, detail: str) -> list[Action]:

@@ -213,11 +213,15 @@ class Spool:
             _U64.unpack(received)[0] if received else 0,
         )
 
-    def read_spool(self, link_id: int, after: int, limit: int) -> list[SpooledEvent]:
+    def read_spool(
+        self, link_id: int, after: int, limit: int, max_bytes: int | None = None
+    ) -> list[SpooledEvent]:
         """Up to `limit` spooled events of a link after link seq `after`, with their data
         (None for an entry whose event is gone: data written before spool entries
-        counted in an event's references may hold some)."""
+        counted in an event's references may hold some). With `max_bytes`, reading
+        stops once the events read (data and envelope) reach it: at least one is read."""
         found = []
+        size = 0
         with self._env.reading() as txn:
             cursor = txn.cursor(db=self.spools)
             if not cursor.set_range(_ENTRY_KEY.pack(link_id, after + 1)):
@@ -226,9 +230,12 @@ class Spool:
             for key, value in cursor:
                 if key[:4] != prefix or len(found) >= limit:
                     break
+                if max_bytes is not None and found and size >= max_bytes:
+                    break
                 seq = _U64.unpack(value[:8])[0]
                 data = txn.get(_U64.pack(seq), db=self.events)
                 found.append(SpooledEvent(_ENTRY_KEY.unpack(key)[1], seq, value[8:], data))
+                size += len(data or b"") + len(value) - 8
         return found
 
     def spool_totals(self, link_id: int) -> tuple[int, int]:

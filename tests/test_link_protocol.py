@@ -246,6 +246,25 @@ def test_guaranteed_events_are_stored_then_acked_then_trimmed():
     assert of(a.receive(ack, 2), Trim) == [Trim(3)] and a.room() == 1000
 
 
+def test_the_send_window_is_bounded_in_bytes_as_well_as_events():
+    a = end("eu", "us")
+    a.send_window_bytes = 1_000
+    b = end("us", None)
+    connect(a, b)
+    a.sent(2, 600)
+    assert a.room() == 998 and a.room_bytes() == 400
+    a.sent(3, 600)  # a batch may overshoot by its last event
+    assert a.room_bytes() == 0 and a.room() == 0
+    b.receive(guaranteed(1, 2), 1)
+    (ack,) = sent(b.stored(2))
+    a.receive(ack, 2)
+    assert a.in_flight_bytes == 600 and a.room_bytes() == 400  # batch 3 is still out
+    b.receive(guaranteed(3), 3)
+    (ack,) = sent(b.stored(3))
+    a.receive(ack, 4)
+    assert a.in_flight_bytes == 0 and a.room() == 1000 and a.room_bytes() == 1_000
+
+
 def test_duplicates_after_a_lost_ack_are_not_stored_again_but_acked_again():
     a, b = opened()
     a.sent(2)

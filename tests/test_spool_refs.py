@@ -43,3 +43,18 @@ def test_a_queued_event_survives_its_link_trim(env: Environment, spool: Spool) -
     with env.env.begin(write=True) as txn:
         spool.remove_entries(txn, QUEUE_ID + 1, [1])
     assert _event(env, spool) is None
+
+
+def test_reading_a_spool_stops_at_a_byte_budget_but_always_reads_one(
+    env: Environment, spool: Spool
+) -> None:
+    stored = [
+        StoredEvent(seq, b"p" * 100, (), 0, 7, (Forward(LINK_ID, seq, b"envelope"),))
+        for seq in range(1, 11)
+    ]
+    with env.env.begin(write=True) as txn:
+        spool.put_events(txn, stored)
+    # 108 bytes an event (payload and envelope): the third one reaches 250.
+    assert [s.link_seq for s in spool.read_spool(LINK_ID, 0, 10, 250)] == [1, 2, 3]
+    assert [s.link_seq for s in spool.read_spool(LINK_ID, 0, 10, 0)] == [1]
+    assert len(spool.read_spool(LINK_ID, 0, 10)) == 10
