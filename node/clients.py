@@ -9,9 +9,11 @@ no lookups here; the totals are added up when someone asks.
 The registry also holds the per-client limits (docs/architecture.md, "Limits"):
 connections with streams open, streams per connection, subscriptions per
 connection. A stream past one is refused with `LimitReached` (RESOURCE_EXHAUSTED)
-naming the setting. gRPC gives Python no cheap way to refuse a connection itself,
-so a connection over the limit is refused stream by stream; unary calls (admin,
-node info) and links are not counted, which is the reserve that keeps them working.
+naming the setting; each refusal by a limit is counted by the limit's name, per
+client and for the node (`plexus clients`, `plexus_limit_hits_total`). gRPC
+gives Python no cheap way to refuse a connection itself, so a connection over
+the limit is refused stream by stream; unary calls (admin, node info) and links
+are not counted, which is the reserve that keeps them working.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import itertools
 import logging
 import resource
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
 from node.config import NodeConfig
@@ -30,6 +33,14 @@ from plexus.errors import LimitReached
 from plexus.v1 import plexus_pb2 as pb
 
 log = logging.getLogger(__name__)
+
+# The limit a per-event refusal's reason names, from its fields ("max depth" -> queue_max_depth).
+_LIMIT_OF_REASON: dict[str, Callable[[Mapping[str, str]], str]] = {
+    "QUEUE_FULL": lambda fields: "queue_" + fields.get("limit", "limit").replace(" ", "_"),
+    "SPOOL_FULL": lambda _fields: "link_spool_quota",
+    "STORAGE_FULL": lambda _fields: "storage_space",
+    "LIMIT_REACHED": lambda fields: fields.get("limit", "limit"),
+}
 
 # Open files kept for what is not a client stream: LMDB, links, Raft, metrics, admin calls.
 FD_RESERVE = 256
@@ -72,6 +83,7 @@ class ConnectedClient:
         # What streams that have closed delivered and discarded.
         self.delivered_closed = 0
         self.discarded_closed = 0
+        self.limits_hit: Counter[str] = Counter()
 
     def info(self) -> pb.ClientInfo:
         subscribers, consumers = self.subscribers, self.consumers
@@ -87,6 +99,7 @@ class ConnectedClient:
             + sum(s.delivered for s in subscribers)
             + sum(c.delivered for c in consumers),
             events_discarded=self.discarded_closed + sum(s.discarded for s in subscribers),
+            limits_hit=self.limits_hit,
         )
 
 
@@ -104,6 +117,8 @@ class ClientRegistry:
         self.max_connections = max_connections
         self.max_streams_per_client = max_streams_per_client
         self.max_subscriptions_per_client = max_subscriptions_per_client
+        # Refusals by limit since the node started, of clients gone too.
+        self.limits_hit: Counter[str] = Counter()
 
     @classmethod
     def from_config(cls, config: NodeConfig, open_files: int) -> ClientRegistry:
@@ -128,6 +143,7 @@ class ClientRegistry:
         """`subscriber` belongs to the client of `peer` while its Subscribe stream is open."""
         with self._stream(peer) as client:
             if len(client.subscribers) >= self.max_subscriptions_per_client:
+                self.hit(client, "max_subscriptions_per_client")
                 raise LimitReached(
                     "max_subscriptions_per_client", self.max_subscriptions_per_client
                 )
@@ -151,6 +167,19 @@ class ClientRegistry:
                 del client.consumers[consumer]
                 client.delivered_closed += consumer.delivered
 
+    def hit(self, client: ConnectedClient | None, limit: str) -> None:
+        """A limit refused `client` (None: one not admitted) something: count it."""
+        self.limits_hit[limit] += 1
+        if client is not None:
+            client.limits_hit[limit] += 1
+
+    def refused_events(self, client: ConnectedClient, acks: list[pb.PublishAck]) -> None:
+        """Count the publishes a limit refused (a full queue, spool or disk) for `client`."""
+        for ack in acks:
+            limit = _LIMIT_OF_REASON.get(ack.error.reason) if ack.HasField("error") else None
+            if limit is not None:
+                self.hit(client, limit(ack.error.fields))
+
     def infos(self) -> list[pb.ClientInfo]:
         """Every client, in the order they connected."""
         return [c.info() for c in sorted(self.by_peer.values(), key=lambda c: c.id)]
@@ -160,10 +189,12 @@ class ClientRegistry:
         client = self.by_peer.get(peer)
         if client is None:
             if len(self.by_peer) >= self.max_connections:
+                self.hit(None, "max_client_connections")
                 raise LimitReached("max_client_connections", self.max_connections)
             client = ConnectedClient(next(self._ids), peer, time.time_ns() // 1_000_000)
             self.by_peer[peer] = client
         elif client.streams >= self.max_streams_per_client:
+            self.hit(client, "max_streams_per_client")
             raise LimitReached("max_streams_per_client", self.max_streams_per_client)
         client.streams += 1
         try:

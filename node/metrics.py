@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -135,6 +135,8 @@ class NodeParts:
     # Guaranteed events sent to queue consumers (the Broker service counts them).
     guaranteed_out: Callable[[], int]
     grpc_errors: GrpcErrors
+    # Refusals by a limit since the node started, by the limit's name.
+    limits_hit: Callable[[], Mapping[str, int]]
     supervisor: LinkSupervisor | None = None
     raft_status: Callable[[], RaftStatus] | None = None
 
@@ -198,6 +200,15 @@ def node_families(parts: NodeParts) -> list[Metric]:
     for (method, code), count in sorted(parts.grpc_errors.counts.items()):
         errors.add_metric([method, code], count)
     families.append(errors)
+    hits = CounterMetricFamily(
+        "plexus_limit_hits",
+        "Requests and events refused by a limit (a setting, a queue's or a link spool's "
+        "quota, the disk), by the limit's name.",
+        labels=["limit"],
+    )
+    for limit, count in sorted(parts.limits_hit().items()):
+        hits.add_metric([limit], count)
+    families.append(hits)
     return families
 
 

@@ -13,6 +13,7 @@ import itertools
 import logging
 import re
 import time
+from collections import Counter
 from collections.abc import Iterable
 
 from node import framing
@@ -181,6 +182,7 @@ class QueueTable:
         self.by_name: dict[str, Queue] = {}
         self.index: SubscriptionTrie[Queue] = SubscriptionTrie()
         self._creating: set[str] = set()
+        self.limits_hit: Counter[str] = Counter()  # max_queues refusals, for metrics
         # Reads of spilled queue windows under way (each in a worker thread).
         self._loads: set[asyncio.Task[None]] = set()
         self._ids_cache: dict[tuple[Queue, ...], tuple[int, ...]] = {}
@@ -250,6 +252,7 @@ class QueueTable:
         max_queues = self._defaults.max_queues
         # Each queue comes with its dead-message queue.
         if len(self.by_name) // 2 + len(self._creating) >= max_queues:
+            self.limits_hit["max_queues"] += 1
             raise LimitReached("max_queues", max_queues)
         dmq_config = pb.QueueConfig(name=name + DMQ_SUFFIX, limits=config.limits)
         dmq_config.limits.max_deliveries = 0

@@ -208,6 +208,7 @@ class Node:
                 publisher,
                 lambda: service.guaranteed_out,
                 grpc_errors,
+                lambda: clients.limits_hit + queues.limits_hit,
                 supervisor,
                 membership.status if membership is not None else None,
             )

@@ -72,7 +72,7 @@ class BrokerService:
             await self._publish(context, client)
 
     async def _publish(self, context: grpc.aio.ServicerContext, client: ConnectedClient) -> None:
-        stream = _PublishStream(context)
+        stream = _PublishStream(context, lambda acks: self.clients.refused_events(client, acks))
         writer = asyncio.create_task(stream.write_responses())
         index = 0
         try:
@@ -294,8 +294,13 @@ class BrokerService:
 class _PublishStream:
     """Acks and flush answers owed to one publisher, written by one task."""
 
-    def __init__(self, context: grpc.aio.ServicerContext) -> None:
+    def __init__(
+        self,
+        context: grpc.aio.ServicerContext,
+        on_refusals: Callable[[list[pb.PublishAck]], None],
+    ) -> None:
         self.context = context
+        self.on_refusals = on_refusals
         self.acks: list[pb.PublishAck] = []
         self.wake = asyncio.Event()
         self.room = asyncio.Event()
@@ -307,6 +312,8 @@ class _PublishStream:
         self.closing = False
 
     def on_acks(self, batch: list[pb.PublishAck]) -> None:
+        if any(ack.HasField("error") for ack in batch):
+            self.on_refusals(batch)
         self.acks.extend(batch)
         self.wake.set()
 

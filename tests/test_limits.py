@@ -13,12 +13,17 @@ from pathlib import Path
 import grpc
 import pytest
 
-from node.clients import FD_RESERVE, NOFILE_MAX, client_connection_limit
+from node.clients import FD_RESERVE, NOFILE_MAX, ClientRegistry, client_connection_limit
 from node.delivery import Entry, QueueDelivery
+from node.publishing import refusal as refused_ack
+from node.server import Node
 from plexus.errors import (
+    InvalidArgument,
     LimitReached,
     PlexusError,
+    QueueFull,
     SpoolFull,
+    StorageFull,
     error_from_metadata,
     error_from_status,
     status_of,
@@ -28,6 +33,7 @@ from plexus.v1 import plexus_pb2_grpc as rpc
 from tests.harness import Nodes, eventually, link_held_down
 from tests.inprocess import InProcessNodes, node_config
 from tests.test_federation import consume_all
+from tests.test_metrics import metrics_address, scrape, value
 from tests.test_node_api import Consumer, create, guaranteed, publish
 
 pytestmark = pytest.mark.timeout(120)
@@ -42,6 +48,11 @@ def rss_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise AssertionError(f"no VmRSS for process {pid}")
+
+
+async def limit_hits(node: Node, limit: str) -> float | None:
+    text = await asyncio.to_thread(scrape, await metrics_address(node))
+    return value(text, "plexus_limit_hits_total", limit=limit)
 
 
 async def publish_stream(stub: rpc.BrokerStub, batches: list[list[pb.Event]]) -> None:
@@ -244,7 +255,7 @@ async def live(stub: rpc.BrokerStub, pattern: str) -> grpc.aio.UnaryStreamCall:
 async def test_subscriptions_per_client_are_limited_and_the_live_ones_keep_receiving(
     inproc_nodes: InProcessNodes,
 ) -> None:
-    node = await inproc_nodes.start("us", max_subscriptions_per_client=3)
+    node = await inproc_nodes.start("us", max_subscriptions_per_client=3, metrics="127.0.0.1:0")
     async with grpc.aio.insecure_channel(node.address, options=OWN_CONNECTION) as channel:
         stub = rpc.BrokerStub(channel)
         calls = [await live(stub, f"s/{i}") for i in range(3)]
@@ -252,6 +263,10 @@ async def test_subscriptions_per_client_are_limited_and_the_live_ones_keep_recei
         assert isinstance(err, LimitReached)
         assert (err.limit, err.value) == ("max_subscriptions_per_client", 3)
         assert "max_subscriptions_per_client = 3" in str(err)
+        # The refusal shows for the client (plexus clients) and in the node's metrics.
+        (held,) = (await rpc.AdminStub(channel).ListClients(pb.ListClientsRequest())).clients
+        assert dict(held.limits_hit) == {"max_subscriptions_per_client": 1}
+        assert await limit_hits(node, "max_subscriptions_per_client") == 1
         # Those already made still get their events, and one closed makes room again.
         await publish(stub, *[pb.Event(topic=f"s/{i}", payload=b"%d" % i) for i in range(3)])
         for i, call in enumerate(calls):
@@ -315,7 +330,7 @@ async def test_client_connections_are_limited_and_admin_calls_still_answer(
 async def test_queues_per_node_are_limited_and_existing_queues_keep_their_events(
     inproc_nodes: InProcessNodes,
 ) -> None:
-    node = await inproc_nodes.start("us", max_queues=2)
+    node = await inproc_nodes.start("us", max_queues=2, metrics="127.0.0.1:0")
     async with grpc.aio.insecure_channel(node.address) as channel:
         stub = rpc.BrokerStub(channel)
         await create(stub, "q0", "q/>")
@@ -328,6 +343,7 @@ async def test_queues_per_node_are_limited_and_existing_queues_keep_their_events
         err = error_from_metadata(exc.code(), exc.details() or "", exc.trailing_metadata())
         assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert isinstance(err, LimitReached) and (err.limit, err.value) == ("max_queues", 2)
+        assert await limit_hits(node, "max_queues") == 1
         info = await stub.DescribeQueue(pb.DescribeQueueRequest(name="q0"))
         assert info.depth == 1
         await stub.DeleteQueue(pb.DeleteQueueRequest(name="q1"))
@@ -433,8 +449,28 @@ def test_delivery_core_bounds_each_consumers_unacked_bytes_and_always_lets_one_t
 def test_a_publish_stream_stops_reading_past_its_pending_bytes() -> None:
     from node.service import MAX_PENDING_BYTES_PER_STREAM, _PublishStream
 
-    stream = _PublishStream(context=None)  # type: ignore[arg-type]
+    stream = _PublishStream(context=None, on_refusals=print)  # type: ignore[arg-type]
     stream.pending, stream.pending_bytes = 10, MAX_PENDING_BYTES_PER_STREAM
     assert stream.full  # ten big events are enough to wait for their commits
     stream.settled(1, 1 << 20)
     assert not stream.full and stream.room.is_set()
+
+
+def test_publishes_refused_by_a_limit_count_by_its_name_for_the_client_and_the_node() -> None:
+    registry = ClientRegistry()
+    with registry.publishing("ipv4:127.0.0.1:1") as client:
+        registry.refused_events(
+            client,
+            [
+                pb.PublishAck(index=0, id=1),
+                refused_ack(1, QueueFull("orders", "max depth", 10)),
+                refused_ack(2, QueueFull("orders", "max bytes", 1 << 20)),
+                refused_ack(3, SpoolFull("eu", 1 << 30)),
+                refused_ack(4, StorageFull("/data", "no space left on device")),
+                refused_ack(5, InvalidArgument("event 5: bad topic")),  # not a limit
+            ],
+        )
+        (info,) = registry.infos()
+    limits = {"queue_max_depth", "queue_max_bytes", "link_spool_quota", "storage_space"}
+    assert dict(info.limits_hit) == dict.fromkeys(limits, 1)
+    assert dict(registry.limits_hit) == dict.fromkeys(limits, 1)  # outlives the client

@@ -223,6 +223,7 @@ CLIENT_COLUMNS = (
     Column("since", right=True),
     Column("streams"),
     *(Column(n, right=True) for n in ("published", "delivered", "discarded")),
+    Column("limits hit"),
 )
 
 
@@ -237,6 +238,7 @@ def print_clients(clients: list[ClientInfo]) -> None:
             str(c.events_published),
             str(c.events_delivered),
             str(c.events_discarded),
+            ", ".join(f"{limit} {n}" for limit, n in c.limits_hit.items()) or "-",
         )
         for c in clients
     )

@@ -203,7 +203,8 @@ class ClientInfo:
 
     `peer` is its address as gRPC reports it; `subscriptions` holds the pattern
     of each direct subscription it has open, `consuming` the queue of each
-    Consume stream. The counts run from when it connected.
+    Consume stream. The counts run from when it connected; `limits_hit` counts
+    what each limit refused it (e.g. {"max_streams_per_client": 2}).
     """
 
     id: int
@@ -215,6 +216,8 @@ class ClientInfo:
     events_published: int
     events_delivered: int
     events_discarded: int
+    # How often each limit refused it something, by the limit's name.
+    limits_hit: dict[str, int]
 
     @classmethod
     def from_proto(cls, info: pb.ClientInfo) -> ClientInfo:
@@ -228,12 +231,14 @@ class ClientInfo:
             events_published=info.events_published,
             events_delivered=info.events_delivered,
             events_discarded=info.events_discarded,
+            limits_hit=dict(sorted(info.limits_hit.items())),
         )
 
     def to_dict(self) -> dict[str, Any]:
         data = _fields(self)
         data["subscriptions"] = list(self.subscriptions)
         data["consuming"] = list(self.consuming)
+        data["limits_hit"] = dict(self.limits_hit)
         return data
 
 

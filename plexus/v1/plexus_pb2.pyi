@@ -489,7 +489,14 @@ class ListClientsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ClientInfo(_message.Message):
-    __slots__ = ("id", "peer", "connected_since_ms", "publishers", "subscriptions", "consuming", "events_published", "events_delivered", "events_discarded")
+    __slots__ = ("id", "peer", "connected_since_ms", "publishers", "subscriptions", "consuming", "events_published", "events_delivered", "events_discarded", "limits_hit")
+    class LimitsHitEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     ID_FIELD_NUMBER: _ClassVar[int]
     PEER_FIELD_NUMBER: _ClassVar[int]
     CONNECTED_SINCE_MS_FIELD_NUMBER: _ClassVar[int]
@@ -499,6 +506,7 @@ class ClientInfo(_message.Message):
     EVENTS_PUBLISHED_FIELD_NUMBER: _ClassVar[int]
     EVENTS_DELIVERED_FIELD_NUMBER: _ClassVar[int]
     EVENTS_DISCARDED_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_HIT_FIELD_NUMBER: _ClassVar[int]
     id: int
     peer: str
     connected_since_ms: int
@@ -508,7 +516,8 @@ class ClientInfo(_message.Message):
     events_published: int
     events_delivered: int
     events_discarded: int
-    def __init__(self, id: _Optional[int] = ..., peer: _Optional[str] = ..., connected_since_ms: _Optional[int] = ..., publishers: _Optional[int] = ..., subscriptions: _Optional[_Iterable[str]] = ..., consuming: _Optional[_Iterable[str]] = ..., events_published: _Optional[int] = ..., events_delivered: _Optional[int] = ..., events_discarded: _Optional[int] = ...) -> None: ...
+    limits_hit: _containers.ScalarMap[str, int]
+    def __init__(self, id: _Optional[int] = ..., peer: _Optional[str] = ..., connected_since_ms: _Optional[int] = ..., publishers: _Optional[int] = ..., subscriptions: _Optional[_Iterable[str]] = ..., consuming: _Optional[_Iterable[str]] = ..., events_published: _Optional[int] = ..., events_delivered: _Optional[int] = ..., events_discarded: _Optional[int] = ..., limits_hit: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class ListClientsResponse(_message.Message):
     __slots__ = ("clients",)
