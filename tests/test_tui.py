@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from textual.app import App, ComposeResult
 from textual.pilot import Pilot
 from textual.widgets import DataTable, RichLog, Static
 
@@ -18,6 +19,7 @@ from plexus.local import ops
 from plexus.local.state import StateDir
 from plexus.tui.actions import Actions
 from plexus.tui.app import TopApp
+from plexus.tui.screens.base import refill, selected_key
 from plexus.tui.screens.clients import ClientsScreen
 from plexus.tui.screens.events import EventsScreen
 from plexus.tui.screens.help import HelpScreen
@@ -413,3 +415,25 @@ def test_top_refuses_bad_arguments_in_one_line(tmp_path: Path, args: list[str], 
     assert lines[0].startswith("error: ") and "Traceback" not in result.stderr
     for needle in needles:
         assert needle in lines[0], lines[0]
+
+
+class _OneTable(App[None]):
+    def compose(self) -> ComposeResult:
+        yield DataTable()
+
+
+async def test_a_refresh_updates_rows_in_place_keeping_the_cursor_and_rebuilds_on_new_order() -> (
+    None
+):
+    app = _OneTable()
+    async with app.run_test() as pilot:
+        table: DataTable[object] = app.query_one(DataTable)
+        table.add_columns("queue", "depth")
+        refill(table, [(f"q{i}", (f"q{i}", "0")) for i in range(1000)])
+        table.move_cursor(row=500, animate=False)
+        refill(table, [(f"q{i}", (f"q{i}", str(i))) for i in range(1000)])
+        await pilot.pause()
+        assert table.get_row("q7") == ["q7", "7"] and selected_key(table) == "q500"
+        refill(table, [("new", ("new", "1")), *((f"q{i}", (f"q{i}", "2")) for i in range(999))])
+        assert table.get_row_at(0) == ["new", "1"] and table.row_count == 1000
+        assert selected_key(table) == "q500"  # the same queue, one row further down
