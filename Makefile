@@ -31,7 +31,7 @@ iproute2:
 # can race with the other worker's nodes (tests/harness.free_port cannot).
 TEST_WORKERS ?= 0
 
-test: install iproute2
+test: install iproute2 lint
 	$(BIN)/pytest -q -n $(TEST_WORKERS)
 
 test-fast: install

@@ -406,7 +406,8 @@ class RaftMembership:
     async def _replicated_state(self) -> None:
         """Changes apply to the replicated state: wait (bounded) until it holds the cluster."""
         try:
-            await asyncio.wait_for(self._ready.wait(), COMMAND_TIMEOUT_S)
+            async with asyncio.timeout(COMMAND_TIMEOUT_S):
+                await self._ready.wait()
         except TimeoutError:
             raise _no_majority() from None
 
@@ -441,7 +442,8 @@ class RaftMembership:
 
             method(*args, callback=done)
             try:
-                result, error = await asyncio.wait_for(future, max(0.1, deadline - loop.time()))
+                async with asyncio.timeout(max(0.1, deadline - loop.time())):
+                    result, error = await future
             except TimeoutError:
                 raise _no_majority() from None
             if error == FAIL_REASON.SUCCESS:
@@ -469,7 +471,8 @@ class RaftMembership:
             change(address, callback=done)
             patience = max(0.1, deadline - loop.time()) if wait else ADD_SETTLE_S
             try:
-                error = await asyncio.wait_for(future, patience)
+                async with asyncio.timeout(patience):
+                    error = await future
             except TimeoutError:
                 if not wait:
                     return

@@ -148,7 +148,8 @@ class RegionMembership:
             stream = rpc.AdminStub(channel).WatchMembership(pb.MembershipRequest())
             try:
                 while True:
-                    info = await asyncio.wait_for(stream.read(), WATCH_SILENCE_S)
+                    async with asyncio.timeout(WATCH_SILENCE_S):
+                        info = await stream.read()
                     if info is grpc.aio.EOF:
                         return
                     if info.version:

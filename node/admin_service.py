@@ -90,7 +90,8 @@ class AdminService(rpc.AdminServicer):
                 changed.clear()
                 yield self._membership_info()
                 with contextlib.suppress(TimeoutError):  # the beat: the same again
-                    await asyncio.wait_for(changed.wait(), WATCH_BEAT_S)
+                    async with asyncio.timeout(WATCH_BEAT_S):
+                        await changed.wait()
         finally:
             self._watches.discard(changed)
 

@@ -48,7 +48,8 @@ async def direct_across_regions(us: Client, eu: Client) -> None:
             await us.publish(f"orders/us/{i}", f'{{"order": {i}}}')
         await us.publish("payments/us/1", "not for eu")
         for _ in range(3):
-            event = await asyncio.wait_for(sub.__anext__(), RECEIVE_TIMEOUT_S)
+            async with asyncio.timeout(RECEIVE_TIMEOUT_S):
+                event = await sub.__anext__()
             console.print(
                 f"  eu [green]received[/green] [cyan]{event.topic}[/cyan] "
                 f"{event.payload.decode()} from region {event.origin_region}"
@@ -66,7 +67,8 @@ async def guaranteed_across_regions(us: Client, ap: Client) -> None:
         console.print(f"  us published orders/us/{i}: durable and spooled (event {event_id})")
     async with ap.consume("billing", prefetch=10) as consumer:
         for _ in range(5):
-            delivery = await asyncio.wait_for(consumer.__anext__(), RECEIVE_TIMEOUT_S)
+            async with asyncio.timeout(RECEIVE_TIMEOUT_S):
+                delivery = await consumer.__anext__()
             await delivery.ack()
             console.print(
                 f"  ap [green]consumed[/green] {delivery.topic} {delivery.payload.decode()!r}, "
@@ -81,7 +83,8 @@ async def region_added_live(state: StateDir, eu: Client) -> None:
     async with await Client.connect(region.grpc) as sa, sa.subscribe("alerts/>") as sub:
         await wait_routed(eu, "alerts/eu/1", "sa")
         await eu.publish("alerts/eu/1", "hello sa")
-        event = await asyncio.wait_for(sub.__anext__(), RECEIVE_TIMEOUT_S)
+        async with asyncio.timeout(RECEIVE_TIMEOUT_S):
+            event = await sub.__anext__()
         console.print(
             f"  sa [green]received[/green] {event.topic} {event.payload.decode()!r} "
             f"from {event.origin_region}, routed eu -> us -> sa"

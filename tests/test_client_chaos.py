@@ -94,7 +94,8 @@ async def test_clients_lose_nothing_and_store_nothing_twice_while_regions_die(
             region = rng.choice(["us", "eu"])
             cluster.kill(region)
             await asyncio.to_thread(cluster.restart, region)
-        await asyncio.wait_for(publishing, 120)
+        async with asyncio.timeout(120):
+            await publishing
         done, _ = await asyncio.wait(consumers, timeout=60)
         if len(done) < len(consumers):
             depths = {}

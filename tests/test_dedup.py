@@ -133,7 +133,8 @@ async def _publish_raw(address: str, request: pb.PublishRequest) -> list[pb.Publ
         await call.write(request)
         acks: list[pb.PublishAck] = []
         while sum(max(1, a.count) for a in acks) < len(request.events):
-            resp = await asyncio.wait_for(call.read(), 10)
+            async with asyncio.timeout(10):
+                resp = await call.read()
             acks.extend(resp.acks)
         await call.done_writing()
         return acks

@@ -141,7 +141,8 @@ async def crash_round(node: NodeProcess, ledger: Ledger, start: int, seed: int) 
     con = asyncio.create_task(consume_until_dead(node.address, ledger))
     await asyncio.sleep(random.uniform(0.2, 1.2))  # the random moment of the crash
     node.kill()
-    await asyncio.wait_for(asyncio.gather(pub, con), 20)
+    async with asyncio.timeout(20):
+        await asyncio.gather(pub, con)
 
 
 @pytest.mark.parametrize("seed", range(ROUNDS))
@@ -156,7 +157,8 @@ async def test_kill_9_loses_no_acked_event_and_returns_no_confirmed_one(nodes: N
     assert ledger.acked, "the publisher got no ack before the crash"
 
     node = nodes.restart(node)
-    after = await asyncio.wait_for(drain(node.address), 30)
+    async with asyncio.timeout(30):
+        after = await drain(node.address)
     after_payloads = [e.payload for e in after]
 
     assert len(after_payloads) == len(set(after_payloads)), "an event came back twice"

@@ -446,7 +446,8 @@ async def _refusal_after(frame: lpb.LinkFrame, received: Any) -> tuple[LinkSessi
     async def write(frame: lpb.LinkFrame) -> None:
         sent.append(frame)
 
-    await asyncio.wait_for(session.run(inbox.get, write), DEADLINE_S)
+    async with asyncio.timeout(DEADLINE_S):
+        await session.run(inbox.get, write)
     await eventually(lambda: any(f.HasField("refusal") for f in sent), DEADLINE_S, "refusal")
     return session, next(f.refusal for f in sent if f.HasField("refusal"))
 

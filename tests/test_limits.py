@@ -270,7 +270,8 @@ async def test_subscriptions_per_client_are_limited_and_the_live_ones_keep_recei
         # Those already made still get their events, and one closed makes room again.
         await publish(stub, *[pb.Event(topic=f"s/{i}", payload=b"%d" % i) for i in range(3)])
         for i, call in enumerate(calls):
-            batch = await asyncio.wait_for(call.read(), 5)
+            async with asyncio.timeout(5):
+                batch = await call.read()
             assert [e.payload for e in batch.events] == [b"%d" % i]
         calls[0].cancel()
         admin = rpc.AdminStub(channel)
@@ -319,7 +320,8 @@ async def test_client_connections_are_limited_and_admin_calls_still_answer(
         # Nothing lost for the connections already in.
         await publish(rpc.BrokerStub(channels[0]), pb.Event(topic="c/1", payload=b"hi"))
         for call in held:
-            batch = await asyncio.wait_for(call.read(), 5)
+            async with asyncio.timeout(5):
+                batch = await call.read()
             assert [e.payload for e in batch.events] == [b"hi"]
             call.cancel()
     finally:

@@ -165,7 +165,7 @@ async def direct_traffic(publisher: Client, subscriber: Client) -> None:
             sequence += 1
             await publisher.publish(f"flap/{sequence % 10}", b"x" * 256)
             if sequence % 50 == 0:
-                await asyncio.sleep(0.005)  # pacing: leave the loaded CPU to the nodes
+                await publisher.flush(timeout=20)
     finally:
         reader.cancel()
         await asyncio.gather(reader, return_exceptions=True)

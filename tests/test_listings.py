@@ -40,7 +40,8 @@ async def _plexus(node: Node, *args: str) -> str:
         stderr=asyncio.subprocess.PIPE,
     )
     try:
-        out, err = await asyncio.wait_for(proc.communicate(), CLI_TIMEOUT_S)
+        async with asyncio.timeout(CLI_TIMEOUT_S):
+            out, err = await proc.communicate()
     finally:
         if proc.returncode is None:
             proc.kill()

@@ -91,7 +91,8 @@ class Reader:
             self.responses.put_nowait(exc)
 
     async def read(self, timeout: float = 5.0):
-        response = await asyncio.wait_for(self.responses.get(), timeout)
+        async with asyncio.timeout(timeout):
+            response = await self.responses.get()
         if isinstance(response, BaseException):
             raise response
         return response

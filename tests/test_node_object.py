@@ -46,7 +46,8 @@ async def test_stop_is_graceful_idempotent_and_frees_port_and_data_directory(
         await client.publish("k/1", b"x", guaranteed=True)
     await node.stop()
     await node.stop()
-    await asyncio.wait_for(node.wait_stopped(), WAIT_S)
+    async with asyncio.timeout(WAIT_S):
+        await node.wait_stopped()
     assert node_threads() == []
     # The same data directory and port serve again, with what was stored.
     again = Node(node_config("us", tmp_path, listen=node.address))
@@ -72,7 +73,8 @@ async def test_a_node_that_cannot_start_closes_what_it_opened(tmp_path: Path) ->
 async def test_stop_of_a_node_never_started_does_nothing(tmp_path: Path) -> None:
     node = Node(node_config("us", tmp_path))
     await node.stop()
-    await asyncio.wait_for(node.wait_stopped(), WAIT_S)
+    async with asyncio.timeout(WAIT_S):
+        await node.wait_stopped()
     assert not (tmp_path / "LOCK").exists()
 
 
@@ -82,7 +84,8 @@ async def test_admin_shutdown_stops_the_node(tmp_path: Path) -> None:
     try:
         async with grpc.aio.insecure_channel(node.address) as channel:
             await rpc.AdminStub(channel).Shutdown(pb.ShutdownRequest(force=True), timeout=WAIT_S)
-        await asyncio.wait_for(node.wait_stopped(), WAIT_S)
+        async with asyncio.timeout(WAIT_S):
+            await node.wait_stopped()
         assert node.stop_requested
         assert node_threads() == []
     finally:

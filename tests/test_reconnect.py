@@ -67,8 +67,10 @@ async def test_guaranteed_publisher_and_consumer_ride_through_a_node_restart(
         consuming = asyncio.create_task(consume())
         publishing = asyncio.create_task(publish())
         await _restart_when(nodes, node, lambda: len(consumed) > 1_000)
-        acked = await asyncio.wait_for(publishing, 120)
-        await asyncio.wait_for(consuming, 120)
+        async with asyncio.timeout(120):
+            acked = await publishing
+        async with asyncio.timeout(120):
+            await consuming
 
         assert len(acked) == total and all(isinstance(i, int) for i in acked)
         assert len(consumed) == total, f"{total - len(consumed)} events never consumed"

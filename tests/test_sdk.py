@@ -55,7 +55,8 @@ async def test_connect_to_unreachable_node_raises_unavailable_naming_address() -
     address = f"127.0.0.1:{free_port()}"
     with pytest.raises(Unavailable, match=address):
         # Gives up at its own timeout: a connect that hangs fails the outer deadline instead.
-        await asyncio.wait_for(Client.connect(address, timeout=1.0), GENEROUS_S)
+        async with asyncio.timeout(GENEROUS_S):
+            await Client.connect(address, timeout=1.0)
 
 
 async def test_connect_rejects_address_without_port() -> None:
@@ -252,9 +253,8 @@ async def test_without_reconnect_pending_guaranteed_publishes_fail_unavailable_w
         # Kill once the stream is flowing: the first acks are in, most are not.
         await asyncio.wait(futures, return_when=asyncio.FIRST_COMPLETED)
         node.kill()
-        results = await asyncio.wait_for(
-            asyncio.gather(*futures, return_exceptions=True), timeout=20
-        )
+        async with asyncio.timeout(20):
+            results = await asyncio.gather(*futures, return_exceptions=True)
         failures = [r for r in results if isinstance(r, BaseException)]
         assert failures, "expected some publishes to be in flight at the kill"
         assert all(isinstance(f, Unavailable) for f in failures), {repr(f) for f in failures}
@@ -270,7 +270,8 @@ async def test_subscription_raises_unavailable_once_the_client_gives_up(nodes: N
         await subscribed(client)
         node.kill()
         with pytest.raises(Unavailable):
-            await asyncio.wait_for(sub.__anext__(), timeout=20)
+            async with asyncio.timeout(20):
+                await sub.__anext__()
         await sub.close()
 
 
@@ -324,7 +325,8 @@ async def test_a_lone_publish_is_sent_at_once(client: Client) -> None:
 
     # Each publish goes out in a request of its own, waiting for nothing else
     # (the latency figure is in benchmarks/bench_latency.py).
-    await asyncio.wait_for(one_by_one(), GENEROUS_S)
+    async with asyncio.timeout(GENEROUS_S):
+        await one_by_one()
     assert writes == [1] * 20
 
 

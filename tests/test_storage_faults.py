@@ -104,13 +104,15 @@ async def test_full_disk_refuses_guaranteed_with_storage_full_and_recovers(
             async with client.subscribe("news/>") as sub:
                 await eventually(lambda: _subscriptions(client), 10, "the subscription to register")
                 await client.publish("news/1", b"direct while full")
-                event = await asyncio.wait_for(sub.__anext__(), 10)
+                async with asyncio.timeout(10):
+                    event = await sub.__anext__()
             assert event.payload == b"direct while full"
             # Acks free space: they land in LMDB's free pages, or are refused and redelivered.
             consumer_acked: list[bytes] = []
             async with client.consume("orders", prefetch=16) as consumer:
                 for _ in range(10):
-                    delivery = await asyncio.wait_for(consumer.__anext__(), 10)
+                    async with asyncio.timeout(10):
+                        delivery = await consumer.__anext__()
                     try:
                         await delivery.ack()
                     except StorageFull:

@@ -99,7 +99,8 @@ def pub(
 
 async def _publish_within(timeout: float | None, acks: _Acks, *args: Any) -> int | None:
     try:
-        return await asyncio.wait_for(_publish(acks, *args), timeout)
+        async with asyncio.timeout(timeout):
+            return await _publish(acks, *args)
     except TimeoutError:
         what = "acked" if acks.guaranteed else "published"
         raise PlexusError(

@@ -209,7 +209,8 @@ class Client:
         )
         if guaranteed:
             try:
-                return await asyncio.wait_for(asyncio.shield(fut), timeout)
+                async with asyncio.timeout(timeout):
+                    return await asyncio.shield(fut)
             except TimeoutError:
                 raise Timeout(f"node at {self.address} acking {topic!r}", timeout) from None
         stream = self._stream
@@ -222,7 +223,8 @@ class Client:
         stream = self._stream
         if stream is not None:
             try:
-                await asyncio.wait_for(stream.wait_for_capacity(), timeout)
+                async with asyncio.timeout(timeout):
+                    await stream.wait_for_capacity()
             except TimeoutError:
                 raise Timeout(f"room in the publish buffer to {self.address}", timeout) from None
 

@@ -167,7 +167,8 @@ class Connection:
             if left is not None and left <= 0:
                 raise Timeout(f"reconnect to node at {self.address}", timeout)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), left)
+                async with asyncio.timeout(left):
+                    await self._changed.wait()
 
     async def usable(self, timeout: float | None) -> None:
         """Wait (bounded) while a reconnect is under way; raise when the client cannot call."""

@@ -131,7 +131,8 @@ class Consumer:
                 raise ClientClosed(f"consumer of queue {self.queue!r}")
             await self._conn.usable(timeout)
             try:
-                self.info = await asyncio.wait_for(self._bind(), timeout)
+                async with asyncio.timeout(timeout):
+                    self.info = await self._bind()
             except TimeoutError:
                 raise Timeout(f"node at {self._address} binding {self._what}", timeout) from None
             return self.info
@@ -252,7 +253,8 @@ class Consumer:
                 return []
             self._arrived.clear()
             try:
-                await asyncio.wait_for(self._arrived.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._arrived.wait()
             except TimeoutError:
                 return []
             if not ready:
@@ -437,7 +439,8 @@ class Consumer:
 
     async def _ended(self, call: aio.StreamStreamCall) -> PlexusError:
         try:
-            code = await asyncio.wait_for(call.code(), 1.0)
+            async with asyncio.timeout(1.0):
+                code = await call.code()
             details = await call.details()
         except (TimeoutError, grpc.RpcError):
             return Unavailable(f"node at {self._address} ended the consumer of {self.queue!r}")

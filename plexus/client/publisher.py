@@ -252,7 +252,8 @@ class PublishStream:
             waiter: asyncio.Future[None] = self._loop.create_future()
             self._flush_waiters.append((self._next_index, waiter))
             try:
-                await asyncio.wait_for(asyncio.shield(waiter), timeout)
+                async with asyncio.timeout(timeout):
+                    await asyncio.shield(waiter)
             except TimeoutError:
                 raise Timeout(
                     f"node at {self._conn.address} confirming "
@@ -280,7 +281,8 @@ class PublishStream:
             self._closing = True
             self._wakeup.set()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._runner), timeout)
+                async with asyncio.timeout(timeout):
+                    await asyncio.shield(self._runner)
         self._fail(ClientClosed("publish stream"))
         self._runner.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -407,7 +409,8 @@ class PublishStream:
 
     async def _call_failure(self, call: aio.StreamStreamCall, exc: Exception) -> PlexusError:
         try:
-            code = await asyncio.wait_for(call.code(), 1.0)
+            async with asyncio.timeout(1.0):
+                code = await call.code()
             details = await call.details()
         except Exception:
             return Unavailable(f"publish stream to node at {self._conn.address} failed: {exc}")

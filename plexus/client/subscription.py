@@ -75,7 +75,8 @@ class Subscription:
             await self._conn.usable(timeout)
             call = self._open()
         try:
-            await asyncio.wait_for(call.initial_metadata(), timeout)
+            async with asyncio.timeout(timeout):
+                await call.initial_metadata()
         except TimeoutError:
             raise Timeout(
                 f"node at {self._conn.address} confirming {self._what}", timeout

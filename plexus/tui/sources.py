@@ -200,7 +200,8 @@ class LiveSource:
         address = self.address_of(name)
         try:
             client = await self._client(address)
-            return await asyncio.wait_for(ask(client), ASK_TIMEOUT_S)
+            async with asyncio.timeout(ASK_TIMEOUT_S):
+                return await ask(client)
         except (Unavailable, Timeout, TimeoutError) as exc:
             await self._drop(address)
             raise _unavailable(name, address, exc) from None
@@ -268,10 +269,10 @@ class LiveSource:
             return _Answer(error="stopped")
         try:
             client = await self._client(target.address)
-            view, membership = await asyncio.wait_for(
-                asyncio.gather(client.list_links(interest=False), client.membership()),
-                ASK_TIMEOUT_S,
-            )
+            async with asyncio.timeout(ASK_TIMEOUT_S):
+                view, membership = await asyncio.gather(
+                    client.list_links(interest=False), client.membership()
+                )
         except (PlexusError, TimeoutError) as exc:
             await self._drop(target.address)
             return _Answer(error=str(_unavailable(target.name, target.address, exc)))
