@@ -26,6 +26,8 @@ PROTOCOL_VERSION = 2
 # Guaranteed events a sender may have unacked on a link: bounds the memory of
 # both ends and lets a slow peer slow the sender down instead of growing it.
 DEFAULT_SEND_WINDOW = 20_000
+# A hello's nonce: fresh random bytes, enough that none comes twice.
+NONCE_BYTES = (16, 64)
 
 
 class LinkState(enum.Enum):
@@ -326,8 +328,10 @@ class LinkProtocol:
                 CloseReason.VERSION_MISMATCH,
                 f"peer speaks version {hello.protocol_version}, this node {PROTOCOL_VERSION}",
             )
-        if not hello.nonce:
-            return self._refuse(CloseReason.PROTOCOL_ERROR, "a hello without a nonce")
+        shortest, longest = NONCE_BYTES
+        if not shortest <= len(hello.nonce) <= longest:
+            detail = f"a hello nonce of {len(hello.nonce)} bytes, not {shortest}-{longest}"
+            return self._refuse(CloseReason.PROTOCOL_ERROR, detail)
         if self.dialler:
             if hello.region != self.peer:
                 return self._refuse(

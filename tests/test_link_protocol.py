@@ -43,7 +43,7 @@ def end(
         region=region,
         dialled_peer=peer,
         admit=admit,
-        nonce=region.encode() * 4,
+        nonce=region.encode() * 8,
         received_upto=received_upto,
         heartbeat_ms=HEARTBEAT_MS,
         dead_after_ms=DEAD_MS,
@@ -108,7 +108,7 @@ def test_the_secret_never_travels_only_proofs_over_the_peers_nonce():
     for frame in (hello, answer, proof):
         assert b"topsecret" not in frame.SerializeToString()
     assert hello.hello.proof == b""  # the dialler proves nothing before it is challenged
-    common = {"cluster": "demo", "verifier_nonce": b"eu" * 4, "prover_nonce": b"us" * 4}
+    common = {"cluster": "demo", "verifier_nonce": b"eu" * 8, "prover_nonce": b"us" * 8}
     assert answer.hello.proof == link_proof(
         "topsecret", role=Role.ACCEPTOR, prover="us", verifier="eu", **common
     )
@@ -118,8 +118,8 @@ def test_the_secret_never_travels_only_proofs_over_the_peers_nonce():
         cluster="demo",
         prover="eu",
         verifier="us",
-        verifier_nonce=b"us" * 4,
-        prover_nonce=b"eu" * 4,
+        verifier_nonce=b"us" * 8,
+        prover_nonce=b"eu" * 8,
     )
 
 
@@ -242,6 +242,13 @@ def test_dialler_refuses_a_different_region_answering():
     impostor = end("ap", None)
     a_actions, _ = connect(dialler, impostor)
     assert of(a_actions, Close)[0].reason is CloseReason.WRONG_PEER
+
+
+def test_a_hello_with_a_short_nonce_is_refused():
+    hello = sent(end("eu", "us").start(0))[0]
+    hello.hello.nonce = b"x" * 8
+    actions = end("us", None).receive(hello, 0)
+    assert of(actions, Close)[0].reason is CloseReason.PROTOCOL_ERROR
 
 
 def test_a_proof_after_the_handshake_closes_the_link():
