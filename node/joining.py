@@ -2,11 +2,12 @@
 
 A region listed in a cluster file with a Raft address runs replicated
 membership seeded from the file. A new region joins by asking any member
-(over gRPC, proving it knows the cluster secret over a fresh challenge
-from that member, and covering the addresses it registers) to add it; the member answers
-with the membership; the new node starts its Raft node with every voter's
-address (pysyncobj needs the full list: a node started with one seed
-campaigns on its own), or, once the cluster has its voters, follows without voting.
+(over gRPC) for a join challenge, then to add it, proving it knows the cluster
+secret over that challenge and the addresses it registers
+(federation/join_proof.py); the member answers with the membership; the new
+node starts its Raft node with every voter's address (pysyncobj needs the full
+list: a node started with one seed campaigns on its own), or, once the cluster
+has its voters, follows without voting.
 """
 
 from __future__ import annotations
