@@ -124,7 +124,8 @@ def twelve_regions(shape: str, directory: Path) -> Path:
     else:
         links = [(TWELVE[i], TWELVE[(i + 1) % 12]) for i in range(12)]
         links += [(TWELVE[i], TWELVE[(i + 5) % 12]) for i in range(0, 12, 3)]
-    lines = ["[cluster]", f'name = "{shape}-12"', 'secret = "bench"']  # default settings
+    # default settings
+    lines = ["[cluster]", f'name = "{shape}-12"', 'secret = "bench-secret-0123456789"']
     for name in TWELVE:
         lines += ["[[region]]", f'name = "{name}"', f'grpc = "127.0.0.1:{free_port()}"',
                   f'raft = "127.0.0.1:{free_port()}"', f'data = "{name}"']  # fmt: skip

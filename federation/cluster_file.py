@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from federation.cluster_secret import cluster_secret
 from federation.topology import (
     REGION_NAME,
     REGION_NAME_RULE,
@@ -30,7 +31,7 @@ __all__ = ["load_cluster_file", "region_spec"]
 
 CLUSTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 TOP_KEYS = ("cluster", "settings", "region", "link")
-CLUSTER_KEYS = ("name", "secret")
+CLUSTER_KEYS = ("name", "secret", "secret_file")
 REGION_KEYS = ("name", "grpc", "data", "raft", "metrics")
 LINK_KEYS = ("regions",)
 SETTINGS_KEYS = tuple(ClusterSettings.__dataclass_fields__)
@@ -98,9 +99,9 @@ class _Checker:
                 f"{name!r} must be 1-64 letters, digits, '.', '_' or '-', "
                 "starting with a letter or digit",
             )
-        secret = self.string(cluster, "cluster", "secret", required=True)
-        if secret is not None and not secret.strip():
-            self.add("cluster.secret", "must not be empty: every link hello checks it")
+        secret, problems = cluster_secret(cluster, base)
+        for key, text in problems:
+            self.add(key, text)
         settings = self.settings(self.table(doc, "settings", required=False))
         regions = self.regions(doc.get("region"), base)
         links = self.links(doc.get("link", []), regions)

@@ -1,7 +1,9 @@
 """The link protocol between two regions, sans-IO: frames and time in, actions out.
 
 `LinkProtocol` holds one end of one `Link.Connect` stream: the handshake
-(cluster, protocol version, proof of the shared secret), heartbeats with
+(cluster, protocol version, and a challenge-response proof of the shared
+secret: each end proves it over the other's fresh nonce, so a recorded
+handshake cannot be replayed), heartbeats with
 round-trip time and silence detection, the receive side of guaranteed
 sequencing (duplicates dropped, cumulative acks once stored) and the send
 window of guaranteed events. It never touches a socket, a clock or a disk:
@@ -20,12 +22,15 @@ from dataclasses import dataclass
 
 from plexus.v1 import link_pb2 as lpb
 
-PROTOCOL_VERSION = 1
+# 2: challenge-response handshake (version 1 signed each end's own nonce: replayable).
+PROTOCOL_VERSION = 2
 # Guaranteed events a sender may have unacked on a link: bounds the memory of
 # both ends and lets a slow peer slow the sender down instead of growing it.
 DEFAULT_SEND_WINDOW = 20_000
 # ... and their bytes (payloads, topics, headers): 20,000 events of 1 MiB would be 20 GiB.
 DEFAULT_SEND_WINDOW_BYTES = 32 << 20
+# A hello's nonce: fresh random bytes, enough that none comes twice.
+NONCE_BYTES = (16, 64)
 
 
 class LinkState(enum.Enum):
@@ -107,8 +112,28 @@ Action = Send | Opened | Close | Deliver | Store | Trim | Resync
 Admission = Callable[[str], CloseReason | None]
 
 
-def link_proof(secret: str, cluster: str, region: str, nonce: bytes) -> bytes:
-    message = f"plexus-link-v1|{cluster}|{region}|".encode() + nonce
+class Role(enum.Enum):
+    DIALLER = "dialler"
+    ACCEPTOR = "acceptor"
+
+
+def link_proof(
+    secret: str,
+    *,
+    role: Role,
+    cluster: str,
+    prover: str,
+    verifier: str,
+    verifier_nonce: bytes,
+    prover_nonce: bytes,
+) -> bytes:
+    """What `prover` shows `verifier` on one stream: it knows the cluster secret.
+
+    The role and the order of the names keep a proof from being reflected back
+    or relayed as the other end's; the verifier's nonce makes it fresh.
+    """
+    head = f"plexus-link-v{PROTOCOL_VERSION}|{role.value}|{cluster}|{PROTOCOL_VERSION}|"
+    message = f"{head}{prover}|{verifier}|".encode() + verifier_nonce + prover_nonce
     return hmac.new(secret.encode(), message, hashlib.sha256).digest()
 
 
@@ -137,6 +162,8 @@ class LinkProtocol:
         self._secret = secret
         self._admit = admit
         self._nonce = nonce
+        # The acceptor, between its hello and the dialler's proof: the peer's hello.
+        self._peer_hello: lpb.Hello | None = None
         self.peer = dialled_peer
         self.dialler = dialled_peer is not None
         self.state = LinkState.HANDSHAKE
@@ -185,9 +212,15 @@ class LinkProtocol:
                 CloseReason.REFUSED, f"{frame.refusal.reason}: {frame.refusal.detail}"
             )
         if self.state is LinkState.HANDSHAKE:
+            if self._peer_hello is not None:
+                if kind != "proof":
+                    return self._refuse(CloseReason.PROTOCOL_ERROR, f"{kind} before the proof")
+                return self._on_proof(self._peer_hello, frame.proof.proof)
             if kind != "hello":
                 return self._refuse(CloseReason.PROTOCOL_ERROR, f"{kind} before hello")
             return self._on_hello(frame.hello)
+        if kind == "proof":
+            return self._refuse(CloseReason.PROTOCOL_ERROR, "a proof after the handshake")
         if kind == "hello":
             return self._refuse(CloseReason.PROTOCOL_ERROR, "a second hello")
         if kind == "heartbeat":
@@ -268,16 +301,41 @@ class LinkProtocol:
 
     # ------------------------------------------------------------ internals
 
-    def _hello(self) -> lpb.LinkFrame:
+    def _hello(self, proof: bytes = b"") -> lpb.LinkFrame:
         hello = lpb.Hello(
             cluster=self.cluster,
             region=self.region,
             protocol_version=PROTOCOL_VERSION,
-            proof=link_proof(self._secret, self.cluster, self.region, self._nonce),
+            proof=proof,
             nonce=self._nonce,
             received_upto=self.received_upto,
         )
         return lpb.LinkFrame(hello=hello)
+
+    def _proof(self, role: Role, peer: lpb.Hello) -> bytes:
+        """This end's proof for the peer, over the peer's nonce."""
+        return link_proof(
+            self._secret,
+            role=role,
+            cluster=self.cluster,
+            prover=self.region,
+            verifier=peer.region,
+            verifier_nonce=peer.nonce,
+            prover_nonce=self._nonce,
+        )
+
+    def _proven(self, role: Role, peer: lpb.Hello, proof: bytes) -> bool:
+        """The peer's proof, in `role`, covers our own nonce of this stream."""
+        expected = link_proof(
+            self._secret,
+            role=role,
+            cluster=self.cluster,
+            prover=peer.region,
+            verifier=self.region,
+            verifier_nonce=self._nonce,
+            prover_nonce=peer.nonce,
+        )
+        return hmac.compare_digest(expected, proof)
 
     def _on_hello(self, hello: lpb.Hello) -> list[Action]:
         if hello.cluster != self.cluster:
@@ -287,25 +345,39 @@ class LinkProtocol:
                 CloseReason.VERSION_MISMATCH,
                 f"peer speaks version {hello.protocol_version}, this node {PROTOCOL_VERSION}",
             )
-        expected = link_proof(self._secret, hello.cluster, hello.region, hello.nonce)
-        if not hmac.compare_digest(expected, hello.proof):
-            return self._refuse(CloseReason.WRONG_SECRET, f"region {hello.region!r}")
-        if self.dialler and hello.region != self.peer:
-            return self._refuse(
-                CloseReason.WRONG_PEER, f"dialled {self.peer!r}, {hello.region!r} answered"
-            )
-        if not self.dialler:
-            refusal = self._admit(hello.region)
-            if refusal is not None:
-                return self._refuse(refusal, f"{refusal.value} (region {hello.region!r})")
-        self.peer = hello.region
-        if not self.dialler and self._received_mark is not None:
+        shortest, longest = NONCE_BYTES
+        if not shortest <= len(hello.nonce) <= longest:
+            detail = f"a hello nonce of {len(hello.nonce)} bytes, not {shortest}-{longest}"
+            return self._refuse(CloseReason.PROTOCOL_ERROR, detail)
+        if self.dialler:
+            if hello.region != self.peer:
+                return self._refuse(
+                    CloseReason.WRONG_PEER, f"dialled {self.peer!r}, {hello.region!r} answered"
+                )
+            if not self._proven(Role.ACCEPTOR, hello, hello.proof):
+                return self._refuse(CloseReason.WRONG_SECRET, f"region {hello.region!r}")
+            proof = lpb.LinkProof(proof=self._proof(Role.DIALLER, hello))
+            return [Send(lpb.LinkFrame(proof=proof)), *self._open(hello)]
+        refusal = self._admit(hello.region)
+        if refusal is not None:
+            return self._refuse(refusal, f"{refusal.value} (region {hello.region!r})")
+        if self._received_mark is not None:
             self.received_upto = self.stored_pending_upto = self._received_mark(hello.region)
+        # Not open yet: the dialler has proven nothing until it answers our nonce.
+        self._peer_hello = hello
+        return [Send(self._hello(self._proof(Role.ACCEPTOR, hello)))]
+
+    def _on_proof(self, hello: lpb.Hello, proof: bytes) -> list[Action]:
+        if not self._proven(Role.DIALLER, hello, proof):
+            return self._refuse(CloseReason.WRONG_SECRET, f"region {hello.region!r}")
+        return self._open(hello)
+
+    def _open(self, hello: lpb.Hello) -> list[Action]:
+        self._peer_hello = None
+        self.peer = hello.region
         self.state = LinkState.OPEN
         self.sent_upto = self.acked_upto = hello.received_upto
-        actions: list[Action] = [] if self.dialler else [Send(self._hello())]
-        actions.append(Opened(hello.region, hello.received_upto))
-        return actions
+        return [Opened(hello.region, hello.received_upto)]
 
     def _on_heartbeat(self, beat: lpb.Heartbeat, now_ms: int) -> list[Action]:
         actions: list[Action] = []

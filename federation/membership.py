@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
-import hmac
 import logging
 import socket
 import time
@@ -482,12 +480,6 @@ class RaftMembership:
             if error not in _RETRIABLE or loop.time() > deadline:
                 raise _no_majority()
             await asyncio.sleep(RETRY_PAUSE_S)
-
-
-def join_proof(secret: str, cluster: str, region: str) -> bytes:
-    """What a joining region shows to prove it knows the cluster secret."""
-    message = f"plexus-join-v1|{cluster}|{region}".encode()
-    return hmac.new(secret.encode(), message, hashlib.sha256).digest()
 
 
 def _resolve(future: asyncio.Future[Any], value: Any) -> None:

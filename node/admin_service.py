@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
 
+from federation.join_proof import NONCE_BYTES, JoinChallenges, join_proven, prove_join
 from federation.link_protocol import LinkState
-from federation.membership import join_proof
 from federation.mesh import Mesh
 from federation.region_membership import RegionMembership
 from federation.status import abort, guard_servicer
@@ -70,6 +70,7 @@ class AdminService(rpc.AdminServicer):
         self.mesh = mesh
         self.local_view = local_view
         self.membership = membership
+        self.join_challenges = JoinChallenges()
         # One event per WatchMembership call, set when the membership changes.
         self._watches: set[asyncio.Event] = set()
         if membership is not None:
@@ -99,15 +100,20 @@ class AdminService(rpc.AdminServicer):
         for changed in self._watches:
             changed.set()
 
+    async def JoinChallenge(
+        self, request: pb.JoinChallengeRequest, context: Any
+    ) -> pb.JoinChallengeResponse:
+        nonce = os.urandom(NONCE_BYTES)
+        self.join_challenges.issue(nonce, _now_ms())
+        return pb.JoinChallengeResponse(nonce=nonce, expires_in_ms=self.join_challenges.ttl_ms)
+
     async def AddRegion(self, request: pb.AddRegionRequest, context: Any) -> pb.AddRegionResponse:
+        # Checked where the challenge was issued, before a follower forwards it to a voter.
+        await self._answer(context, lambda: self._check_join(request))
+
         async def change() -> pb.AddRegionResponse:
             membership = self._raft()
             new = request.region
-            cluster = membership.current().cluster
-            if not hmac.compare_digest(
-                request.proof, join_proof(membership.secret, cluster, new.name)
-            ):
-                raise PermissionDenied(f"region {new.name!r} does not know the cluster secret")
             spec = RegionSpec(name=new.name, grpc=new.grpc, raft=new.raft or None)
             after = await membership.add_region(spec, list(request.links))
             voters = after.raft_voters()
@@ -118,6 +124,31 @@ class AdminService(rpc.AdminServicer):
             )
 
         return await self._change(context, "AddRegion", request, change)
+
+    async def _check_join(self, request: pb.AddRegionRequest) -> None:
+        membership = self._raft()
+        name = request.region.name
+        if not self.join_challenges.redeem(request.nonce, _now_ms()):
+            raise PermissionDenied(
+                f"join of region {name!r} refused: its challenge nonce is unknown here, "
+                "already used or expired (ask JoinChallenge first)"
+            )
+        if not join_proven(membership.secret, membership.current().cluster, request):
+            raise PermissionDenied(
+                f"join of region {name!r} refused: the proof does not hold (the joiner does "
+                "not know the cluster secret, or the request was altered)"
+            )
+
+    async def _vouch(self, voter: rpc.AdminStub, request: pb.AddRegionRequest) -> Any:
+        """The checked join, proven again over the voter's own challenge."""
+        membership = self._raft()
+        challenge = await voter.JoinChallenge(
+            pb.JoinChallengeRequest(), timeout=ASK_REGION_TIMEOUT_S
+        )
+        again = pb.AddRegionRequest(
+            region=request.region, links=request.links, nonce=challenge.nonce
+        )
+        return prove_join(membership.secret, membership.current().cluster, again)
 
     async def RemoveRegion(
         self, request: pb.RemoveRegionRequest, context: Any
@@ -193,10 +224,11 @@ class AdminService(rpc.AdminServicer):
         )
         for address in voters:
             async with grpc.aio.insecure_channel(address) as channel:
+                voter = rpc.AdminStub(channel)
                 try:
-                    return await getattr(rpc.AdminStub(channel), method)(
-                        request, timeout=ASK_VOTER_TIMEOUT_S
-                    )
+                    if method == "AddRegion":
+                        request = await self._vouch(voter, request)
+                    return await getattr(voter, method)(request, timeout=ASK_VOTER_TIMEOUT_S)
                 except grpc.aio.AioRpcError as exc:
                     if exc.code() is not grpc.StatusCode.UNAVAILABLE:
                         raise error_from_metadata(
@@ -366,6 +398,10 @@ class AdminService(rpc.AdminServicer):
             info.events_in, info.events_out = session.rate_in.events, session.rate_out.events
             info.direct_dropped = session.direct_dropped
         return info
+
+
+def _now_ms() -> int:
+    return time.monotonic_ns() // 1_000_000
 
 
 async def _shut_down(address: str, force: bool) -> int:

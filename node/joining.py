@@ -2,10 +2,12 @@
 
 A region listed in a cluster file with a Raft address runs replicated
 membership seeded from the file. A new region joins by asking any member
-(over gRPC, proving it knows the cluster secret) to add it; the member answers
-with the membership; the new node starts its Raft node with every voter's
-address (pysyncobj needs the full list: a node started with one seed
-campaigns on its own), or, once the cluster has its voters, follows without voting.
+(over gRPC) for a join challenge, then to add it, proving it knows the cluster
+secret over that challenge and the addresses it registers
+(federation/join_proof.py); the member answers with the membership; the new
+node starts its Raft node with every voter's address (pysyncobj needs the full
+list: a node started with one seed campaigns on its own), or, once the cluster
+has its voters, follows without voting.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from federation.membership import join_proof
+from federation.join_proof import prove_join
 from federation.region_membership import RegionMembership, topology_from
 from federation.topology import Topology
 from node.config import NodeConfig
@@ -51,14 +53,13 @@ async def start_membership(
 
 
 async def _join(config: NodeConfig, file: Topology, join: JoinRequest) -> Topology:
-    request = pb.AddRegionRequest(
-        region=pb.RegionMember(name=config.name, grpc=config.listen, raft=join.raft),
-        links=join.links,
-        proof=join_proof(file.secret, file.cluster, config.name),
-    )
+    member = pb.RegionMember(name=config.name, grpc=config.listen, raft=join.raft)
     try:
         async with grpc.aio.insecure_channel(join.via) as channel:
             admin = rpc.AdminStub(channel)
+            challenge = await admin.JoinChallenge(pb.JoinChallengeRequest(), timeout=JOIN_TIMEOUT_S)
+            request = pb.AddRegionRequest(region=member, links=join.links, nonce=challenge.nonce)
+            prove_join(file.secret, file.cluster, request)
             try:
                 info = (await admin.AddRegion(request, timeout=JOIN_TIMEOUT_S)).membership
             except grpc.aio.AioRpcError as exc:

@@ -38,6 +38,8 @@ MAX_DBS = 8
 # LMDB may report a write that found no room as EIO rather than ENOSPC: with
 # less than this free on the device, a failed write is taken as a full disk.
 FULL_DISK_MARGIN_BYTES = 16 << 20
+DATA_DIR_MODE = 0o700
+DATA_FILE_MODE = 0o600
 
 
 class Environment:
@@ -59,6 +61,7 @@ class Environment:
                 writemap=False,
                 readahead=False,
                 max_readers=256,
+                mode=DATA_FILE_MODE,
             )
             self._held_data = held_data(self.data_dir)
             self._check_pages()
@@ -204,7 +207,9 @@ def _make_data_dir(data_dir: Path) -> None:
     if data_dir.exists() and not data_dir.is_dir():
         raise DataDirUnusable(str(data_dir), "it is a file, not a directory")
     try:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir.mkdir(mode=DATA_DIR_MODE, parents=True, exist_ok=True)
+        # Events, spools and the Raft state (the cluster's keys with it) are the node's alone.
+        os.chmod(data_dir, DATA_DIR_MODE)
     except OSError as exc:
         raise DataDirUnusable(str(data_dir), f"cannot create it ({exc.strerror})") from exc
     if not os.access(data_dir, os.W_OK | os.X_OK):

@@ -183,7 +183,7 @@ class Cluster:
         regions: list[str],
         links: list[tuple[str, str]],
         *,
-        secret: str = "test-secret",
+        secret: str = "test-secret-0123456789",
         heartbeat_ms: int = 100,
         ports: dict[str, int] | None = None,
         settings: dict[str, int | str] | None = None,
@@ -192,6 +192,7 @@ class Cluster:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
         self.file = root / "cluster.toml"
+        self.secret = secret
         self.ports = {name: (ports or {}).get(name) or free_port() for name in regions}
         self.nodes: dict[str, NodeProcess] = {}
         lines = [

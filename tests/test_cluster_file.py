@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
 from federation.cluster_file import load_cluster_file, region_spec
+from federation.cluster_secret import SECRET_ENV
 from federation.topology import (
     ClusterSettings,
     RegionSpec,
@@ -21,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 GOOD = """\
 [cluster]
 name = "demo"
-secret = "s3cret"
+secret = "s3cret-of-16-bytes"
 
 [[region]]
 name = "us"
@@ -61,7 +64,18 @@ def link(a: str, b: str) -> str:
     return f'\n[[link]]\nregions = ["{a}", "{b}"]\n'
 
 
-HEAD = '[cluster]\nname = "demo"\nsecret = "x"\n'
+def load_shipped(name: str) -> Topology:
+    """A shipped cluster file, run as its comments say: the secret in the environment."""
+    with mock.patch.dict(os.environ, {SECRET_ENV: "a-secret-from-the-environment"}):
+        return load_cluster_file(ROOT / "cluster-configs" / f"{name}.toml")
+
+
+@pytest.fixture(autouse=True)
+def no_secret_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(SECRET_ENV, raising=False)
+
+
+HEAD = '[cluster]\nname = "demo"\nsecret = "x-secret-of-16-bytes"\n'
 
 
 # --- the shipped files ---
@@ -72,7 +86,7 @@ HEAD = '[cluster]\nname = "demo"\nsecret = "x"\n'
     [("three-regions", 3, 3), ("hub-and-spoke", 4, 3), ("chain-5", 5, 4)],
 )
 def test_shipped_cluster_files_load(name: str, regions: int, links: int):
-    topology = load_cluster_file(ROOT / "cluster-configs" / f"{name}.toml")
+    topology = load_shipped(name)
     assert (len(topology.regions), len(topology.links)) == (regions, links)
     for spec in topology.regions.values():
         # Data directories are relative to the file: state/<region> at the repository root.
@@ -80,8 +94,17 @@ def test_shipped_cluster_files_load(name: str, regions: int, links: int):
         assert spec.raft is not None
 
 
+def test_shipped_cluster_files_carry_no_secret_and_need_one_from_outside():
+    for path in (ROOT / "cluster-configs").glob("*.toml"):
+        text = path.read_text()
+        assert not any(line.startswith(("secret =", "secret_file =")) for line in text.splitlines())
+        if "[cluster]" in text:
+            with pytest.raises(ConfigError, match=f"cluster.secret_file: .*{SECRET_ENV}"):
+                load_cluster_file(path)
+
+
 def test_three_regions_is_a_full_mesh_on_ports_7101_to_7103():
-    topology = load_cluster_file(ROOT / "cluster-configs/three-regions.toml")
+    topology = load_shipped("three-regions")
     assert list(topology.regions) == ["us", "eu", "ap"]
     assert [spec.grpc for spec in topology.regions.values()] == [
         "127.0.0.1:7101",
@@ -92,11 +115,58 @@ def test_three_regions_is_a_full_mesh_on_ports_7101_to_7103():
 
 
 def test_hub_and_spoke_and_chain_have_their_shapes():
-    hub = load_cluster_file(ROOT / "cluster-configs/hub-and-spoke.toml")
+    hub = load_shipped("hub-and-spoke")
     assert hub.neighbours("hub") == {"spoke-a", "spoke-b", "spoke-c"}
     assert hub.neighbours("spoke-a") == {"hub"}
-    chain = load_cluster_file(ROOT / "cluster-configs/chain-5.toml")
+    chain = load_shipped("chain-5")
     assert [len(chain.neighbours(r)) for r in chain.regions] == [1, 2, 2, 2, 1]
+
+
+# --- the secret ---
+
+NO_SECRET = '[cluster]\nname = "demo"\n{}\n[[region]]\nname = "us"\ngrpc = "127.0.0.1:7101"\n'
+
+
+def test_the_secret_is_read_from_secret_file_relative_to_the_cluster_file(tmp_path: Path):
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "cluster.secret").write_text("0123456789abcdef0123\n")
+    path = write(tmp_path, NO_SECRET.format('secret_file = "keys/cluster.secret"'))
+    assert load_cluster_file(path).secret == "0123456789abcdef0123"
+
+
+def test_the_secret_comes_from_the_environment_when_the_file_names_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv(SECRET_ENV, "from-the-environment-1234")
+    assert load_cluster_file(write(tmp_path, NO_SECRET.format(""))).secret.startswith("from-the")
+
+
+@pytest.mark.parametrize(
+    ("setting", "env", "says"),
+    [
+        ('secret = "short-secret"', None, "cluster.secret: the secret is 12 bytes, at least 16"),
+        ("", "short", f"{SECRET_ENV}: the secret is 5 bytes, at least 16"),
+        ('secret_file = "nope"', None, "cluster.secret_file: '"),
+        ('secret_file = "short"', None, "cluster.secret_file: the secret is 9 bytes"),
+        (
+            'secret = "0123456789abcdef"\nsecret_file = "short"',
+            None,
+            "cluster.secret_file: give either secret or secret_file, not both",
+        ),
+    ],
+)
+def test_a_short_missing_or_doubled_secret_is_refused_naming_the_key_not_the_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, setting: str, env: str | None, says: str
+):
+    (tmp_path / "short").write_text("too-short\n")
+    if env is None:
+        monkeypatch.delenv(SECRET_ENV, raising=False)
+    else:
+        monkeypatch.setenv(SECRET_ENV, env)
+    (problem,) = problems_of(tmp_path, NO_SECRET.format(setting))
+    assert says in problem, problem
+    for value in ("short-secret", "too-short"):
+        assert value not in problem
 
 
 # --- a good file ---
@@ -104,7 +174,11 @@ def test_hub_and_spoke_and_chain_have_their_shapes():
 
 def test_a_minimal_file_loads_with_default_settings(tmp_path: Path):
     topology = load_cluster_file(write(tmp_path, GOOD))
-    assert (topology.cluster, topology.secret, topology.version) == ("demo", "s3cret", 0)
+    assert (topology.cluster, topology.secret, topology.version) == (
+        "demo",
+        "s3cret-of-16-bytes",
+        0,
+    )
     assert topology.settings == ClusterSettings()
     assert topology.regions["us"] == RegionSpec("us", "127.0.0.1:7101", str(tmp_path / "state/us"))
     assert topology.regions["eu"].data is None
@@ -212,9 +286,10 @@ def test_each_bad_input_is_named_with_key_and_value(tmp_path: Path, body: str, s
 @pytest.mark.parametrize(
     ("head", "says"),
     [
-        ('[cluster]\nsecret = "x"\n', "cluster.name: missing (required)"),
-        ('[cluster]\nname = "demo"\n', "cluster.secret: missing (required)"),
-        ('[cluster]\nname = "demo"\nsecret = "  "\n', "cluster.secret: must not be empty"),
+        ('[cluster]\nsecret = "x-secret-of-16-bytes"\n', "cluster.name: missing (required)"),
+        ('[cluster]\nname = "demo"\n', "cluster.secret_file: missing (required)"),
+        ('[cluster]\nname = "demo"\nsecret = "  "\n', "cluster.secret: the secret is 0 bytes"),
+        ('[cluster]\nname = "demo"\nsecret = 7\n', "cluster.secret: must be a string"),
         ('[cluster]\nname = "a b"\nsecret = "x"\n', "cluster.name: 'a b' must be"),
         ("", "cluster: missing (required)"),
         ('cluster = "demo"\n', "cluster: must be a [cluster] table, got 'demo'"),
@@ -238,7 +313,7 @@ def test_every_problem_is_reported_together_with_its_line(tmp_path: Path):
     assert len(problems) == 5, problems
     lines = text.splitlines()
     expected = {
-        "cluster.secret: missing": "[cluster]",
+        "cluster.secret_file: missing": "[cluster]",
         "region[1].name: duplicate region 'us'": 'name = "us"',
         "region[2].grpc: '127.0.0.1:x' is not HOST:PORT": 'grpc = "127.0.0.1:x"',
         "link[0].regions: unknown region 'xx'": 'regions = ["us", "xx"]',
@@ -283,7 +358,7 @@ def test_region_spec_names_the_file_and_its_regions(tmp_path: Path):
 
 
 def three() -> Topology:
-    return load_cluster_file(ROOT / "cluster-configs/three-regions.toml")
+    return load_shipped("three-regions")
 
 
 def test_the_smaller_name_dials_on_both_ends():

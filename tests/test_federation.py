@@ -194,7 +194,7 @@ async def test_peer_with_the_wrong_secret_is_refused_and_nobody_crashes(
         tmp_path / "impostor",
         ["eu", "us"],
         [("eu", "us")],
-        secret="wrong",
+        secret="a-wrong-secret-0123456789",
         ports={"us": cluster.ports["us"]},
     )
     impostor.start("eu")

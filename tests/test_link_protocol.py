@@ -14,6 +14,7 @@ from federation.link_protocol import (
     LinkState,
     Opened,
     Resync,
+    Role,
     Send,
     Store,
     Trim,
@@ -42,7 +43,7 @@ def end(
         region=region,
         dialled_peer=peer,
         admit=admit,
-        nonce=region.encode() * 4,
+        nonce=region.encode() * 8,
         received_upto=received_upto,
         heartbeat_ms=HEARTBEAT_MS,
         dead_after_ms=DEAD_MS,
@@ -99,10 +100,104 @@ def test_acceptor_waits_for_hello_and_dialler_speaks_first():
     assert frame.hello.region == "eu" and frame.hello.protocol_version == PROTOCOL_VERSION
 
 
-def test_the_secret_never_travels_only_a_proof_of_it():
-    (frame,) = sent(end("eu", "us", secret="topsecret").start(0))
-    assert b"topsecret" not in frame.SerializeToString()
-    assert frame.hello.proof == link_proof("topsecret", "demo", "eu", frame.hello.nonce)
+def test_the_secret_never_travels_only_proofs_over_the_peers_nonce():
+    dialler, acceptor = end("eu", "us", secret="topsecret"), end("us", None, secret="topsecret")
+    (hello,) = sent(dialler.start(0))
+    (answer,) = sent(acceptor.receive(hello, 0))
+    (proof,) = sent(dialler.receive(answer, 0))
+    for frame in (hello, answer, proof):
+        assert b"topsecret" not in frame.SerializeToString()
+    assert hello.hello.proof == b""  # the dialler proves nothing before it is challenged
+    common = {"cluster": "demo", "verifier_nonce": b"eu" * 8, "prover_nonce": b"us" * 8}
+    assert answer.hello.proof == link_proof(
+        "topsecret", role=Role.ACCEPTOR, prover="us", verifier="eu", **common
+    )
+    assert proof.proof.proof == link_proof(
+        "topsecret",
+        role=Role.DIALLER,
+        cluster="demo",
+        prover="eu",
+        verifier="us",
+        verifier_nonce=b"us" * 8,
+        prover_nonce=b"eu" * 8,
+    )
+
+
+def test_acceptor_opens_only_once_the_dialler_proved_it_over_the_acceptors_nonce():
+    dialler, acceptor = end("eu", "us"), end("us", None)
+    (hello,) = sent(dialler.start(0))
+    answer = acceptor.receive(hello, 0)
+    assert acceptor.state is LinkState.HANDSHAKE and not of(answer, Opened)
+    dialler_actions = dialler.receive(sent(answer)[0], 0)
+    assert dialler.state is LinkState.OPEN and of(dialler_actions, Opened)
+    assert of(acceptor.receive(sent(dialler_actions)[0], 0), Opened) == [Opened("eu", 0)]
+
+
+def recorded_handshake() -> tuple[lpb.LinkFrame, lpb.LinkFrame]:
+    """The dialler's hello and proof of a real handshake, as an eavesdropper saw them."""
+    dialler, acceptor = end("eu", "us"), end("us", None)
+    (hello,) = sent(dialler.start(0))
+    (answer,) = sent(acceptor.receive(hello, 0))
+    (proof,) = sent(dialler.receive(answer, 0))
+    return hello, proof
+
+
+def acceptor_with_fresh_nonce() -> LinkProtocol:
+    fresh = end("us", None)
+    fresh._nonce = b"fresh-nonce-0123"
+    return fresh
+
+
+def test_a_replayed_hello_and_proof_are_refused_by_an_acceptor_with_a_fresh_nonce():
+    hello, proof = recorded_handshake()
+    acceptor = acceptor_with_fresh_nonce()
+    acceptor.receive(hello, 0)
+    actions = acceptor.receive(proof, 0)
+    assert not of(actions, Opened) and acceptor.state is LinkState.CLOSED
+    assert of(actions, Close)[0].reason is CloseReason.WRONG_SECRET
+
+
+def test_a_replayed_hello_alone_never_opens_and_frames_instead_of_the_proof_close():
+    hello, _ = recorded_handshake()
+    acceptor = acceptor_with_fresh_nonce()
+    acceptor.receive(hello, 0)
+    ack = lpb.LinkFrame(ack=lpb.LinkAck(upto=5))
+    actions = acceptor.receive(ack, 0)
+    assert not of(actions, Trim) and of(actions, Close)[0].reason is CloseReason.PROTOCOL_ERROR
+    silent = acceptor_with_fresh_nonce()
+    silent.receive(hello, 0)
+    assert of(silent.tick(DEAD_MS + 1), Close)[0].reason is CloseReason.HANDSHAKE_TIMEOUT
+
+
+def test_an_acceptors_proof_reflected_back_as_the_diallers_is_refused():
+    dialler, acceptor = end("eu", "us"), end("us", None)
+    (hello,) = sent(dialler.start(0))
+    (answer,) = sent(acceptor.receive(hello, 0))
+    reflected = lpb.LinkFrame(proof=lpb.LinkProof(proof=answer.hello.proof))
+    assert of(acceptor.receive(reflected, 0), Close)[0].reason is CloseReason.WRONG_SECRET
+
+
+def test_a_dialler_refuses_an_acceptor_whose_proof_is_not_over_its_nonce():
+    dialler = end("eu", "us")
+    dialler.start(0)
+    other_dialler, acceptor = end("eu", "us"), end("us", None)
+    other_dialler._nonce = b"another-nonce-01"
+    (answer,) = sent(acceptor.receive(sent(other_dialler.start(0))[0], 0))
+    actions = dialler.receive(answer, 0)
+    assert not of(actions, Opened) and of(actions, Close)[0].reason is CloseReason.WRONG_SECRET
+
+
+def test_a_proof_for_another_cluster_or_version_does_not_hold():
+    common = {
+        "role": Role.DIALLER,
+        "prover": "eu",
+        "verifier": "us",
+        "verifier_nonce": b"n1",
+        "prover_nonce": b"n2",
+    }
+    proof = link_proof("s", cluster="demo", **common)
+    assert proof != link_proof("s", cluster="other", **common)
+    assert proof != link_proof("s", cluster="demo", **{**common, "prover": "us", "verifier": "eu"})
 
 
 def refused_with(dialler: LinkProtocol, acceptor: LinkProtocol) -> tuple[CloseReason, CloseReason]:
@@ -113,9 +208,14 @@ def refused_with(dialler: LinkProtocol, acceptor: LinkProtocol) -> tuple[CloseRe
     return of(a_actions, Close)[0].reason, of(b_actions, Close)[0].reason
 
 
-def test_wrong_secret_is_refused_and_both_ends_say_why():
-    mine, theirs = refused_with(end("eu", "us", secret="nope"), end("us", None))
-    assert theirs is CloseReason.WRONG_SECRET and mine is CloseReason.REFUSED
+def test_wrong_secret_is_refused_by_the_dialler_first_and_both_ends_say_why():
+    # The acceptor proves first: a dialler with another secret cannot check its proof.
+    dialler, acceptor = end("eu", "us", secret="nope"), end("us", None)
+    a_actions, b_actions = connect(dialler, acceptor)
+    assert dialler.state is acceptor.state is LinkState.CLOSED
+    (refusal,) = [f.refusal for f in sent(a_actions) if f.HasField("refusal")]
+    assert refusal.reason == "WRONG_SECRET" and "us" in refusal.detail
+    assert of(b_actions, Close)[0].reason is CloseReason.REFUSED
 
 
 def test_wrong_cluster_is_refused():
@@ -142,6 +242,19 @@ def test_dialler_refuses_a_different_region_answering():
     impostor = end("ap", None)
     a_actions, _ = connect(dialler, impostor)
     assert of(a_actions, Close)[0].reason is CloseReason.WRONG_PEER
+
+
+def test_a_hello_with_a_short_nonce_is_refused():
+    hello = sent(end("eu", "us").start(0))[0]
+    hello.hello.nonce = b"x" * 8
+    actions = end("us", None).receive(hello, 0)
+    assert of(actions, Close)[0].reason is CloseReason.PROTOCOL_ERROR
+
+
+def test_a_proof_after_the_handshake_closes_the_link():
+    _, b = opened()
+    frame = lpb.LinkFrame(proof=lpb.LinkProof(proof=b"x"))
+    assert of(b.receive(frame, 0), Close)[0].reason is CloseReason.PROTOCOL_ERROR
 
 
 def test_frames_before_hello_and_empty_frames_close_the_link():

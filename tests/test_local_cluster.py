@@ -293,8 +293,9 @@ def test_config_the_node_rejects_names_file_and_key(local: Local, tmp_path: Path
     assert not local.processes()
     assert not (local.state / "cluster.json").exists()
     # Fixed, the same state dir takes it.
-    bad.write_text(text.replace("secret =", "#"))
-    assert "cluster.secret" in local.fails("up", str(bad))
+    bad.write_text(text.replace("[cluster]", '[cluster]\nsecret = "short"'))
+    line = local.fails("up", str(bad))
+    assert "cluster.secret" in line and "at least 16" in line and "short" not in line, line
     bad.write_text("[cluster\n")
     assert "not valid TOML" in local.fails("up", str(bad))
 
@@ -309,7 +310,7 @@ def test_port_in_use_stops_what_was_started(local: Local, tmp_path: Path) -> Non
             other = probe.getsockname()[1]
         config = tmp_path / "busy.toml"
         config.write_text(
-            '[cluster]\nname = "busy"\nsecret = "s"\n\n'
+            '[cluster]\nname = "busy"\nsecret = "a-secret-of-24-bytes-xxx"\n\n'
             f'[[region]]\nname = "us"\ngrpc = "127.0.0.1:{other}"\n\n'
             f'[[region]]\nname = "eu"\ngrpc = "127.0.0.1:{port}"\n\n'
             '[[link]]\nregions = ["us", "eu"]\n'

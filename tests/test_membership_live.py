@@ -184,7 +184,7 @@ async def test_a_node_joining_with_the_wrong_secret_is_refused_with_one_line(
 ):
     await leader(cluster, NAMES)
     wrong = tmp_path / "wrong.toml"
-    wrong.write_text(cluster.file.read_text().replace('secret = "test-secret"', 'secret = "x"'))
+    wrong.write_text(cluster.file.read_text().replace(cluster.secret, "a-wrong-secret-of-24-byte"))
     result = await asyncio.to_thread(
         subprocess.run,
         [sys.executable, "-m", "node", "run", "--cluster", str(wrong), "--region", "zz",

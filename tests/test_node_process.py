@@ -60,14 +60,15 @@ def test_sigterm_stops_the_node_cleanly(nodes: Nodes):
 def test_bad_cluster_file_and_unknown_region_are_named(tmp_path: Path):
     cluster = tmp_path / "c.toml"
     cluster.write_text(
-        '[cluster]\nname = "t"\nsecret = "s"\n'
+        '[cluster]\nname = "t"\nsecret = "a-secret-of-24-bytes-xxx"\n'
         '[[region]]\nname = "us"\ngrpc = "127.0.0.1:1"\n'
         '[[link]]\nregions = ["us", "xx"]\n'
     )
     result = run_node("--cluster", str(cluster), "--region", "us")
     assert_one_line_error(result, str(cluster), "unknown region 'xx'")
     cluster.write_text(
-        '[cluster]\nname = "t"\nsecret = "s"\n[[region]]\nname = "us"\ngrpc = "127.0.0.1:1"\n'
+        '[cluster]\nname = "t"\nsecret = "a-secret-of-24-bytes-xxx"\n'
+        '[[region]]\nname = "us"\ngrpc = "127.0.0.1:1"\n'
     )
     result = run_node("--cluster", str(cluster), "--region", "eu")
     assert_one_line_error(result, "region 'eu' is not in")

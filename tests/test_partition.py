@@ -144,7 +144,7 @@ def write_cluster_file(net: Net, root: Path) -> Path:
     lines = [
         "[cluster]",
         'name = "test"',
-        'secret = "test-secret"',
+        'secret = "test-secret-0123456789"',
         "[settings]",
         "heartbeat_ms = 100",
         "reconnect_min_ms = 50",

@@ -16,10 +16,17 @@ from typing import Any
 
 from plexus.local.state import LocalClusterError
 
-__all__ = ["ClusterSpec", "RegionEntry", "read_cluster_file", "rewrite_data_paths"]
+__all__ = [
+    "ClusterSpec",
+    "RegionEntry",
+    "read_cluster_file",
+    "rewrite_data_paths",
+    "with_secret_file",
+]
 
 _HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.-]+)\s*\]\]?")
 _DATA_KEY = re.compile(r"^\s*data\s*=")
+_SECRET_FILE_KEY = re.compile(r"^\s*secret_file\s*=")
 
 
 @dataclass(frozen=True)
@@ -125,6 +132,38 @@ def rewrite_data_paths(text: str, data_dirs: list[Path | None]) -> str:
         out.append(line)
     flush()
     return "\n".join(out) + "\n"
+
+
+def with_secret_file(text: str, path: Path) -> str:
+    """`text` whose [cluster] table names `path` as its secret_file.
+
+    An existing secret_file line is replaced; else the key takes the place of the
+    table's first blank line, so the lines after it keep their numbers (the
+    node's errors about the copy then point at the original's lines).
+    """
+    lines = text.splitlines()
+    setting = f"secret_file = {_toml_string(str(path))}"
+    table = ""
+    header_at: int | None = None
+    blank_at: int | None = None
+    for i, line in enumerate(lines):
+        header = _HEADER.match(line)
+        if header:
+            table = header.group(2) if header.group(1) == "[" else ""
+            header_at = i if table == "cluster" else header_at
+            continue
+        if table != "cluster":
+            continue
+        if _SECRET_FILE_KEY.match(line):
+            lines[i] = setting
+            return "\n".join(lines) + "\n"
+        if not line.strip() and blank_at is None:
+            blank_at = i
+    if blank_at is not None:
+        lines[blank_at] = setting
+    elif header_at is not None:
+        lines.insert(header_at + 1, setting)
+    return "\n".join(lines) + "\n"
 
 
 def _toml_string(value: str) -> str:

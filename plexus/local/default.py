@@ -30,11 +30,12 @@ def free_ports(count: int, host: str = HOST, avoid: Collection[int] = ()) -> lis
         return ports
 
 
-def default_cluster_toml(data_dir: dict[str, Path], secret: str) -> str:
+def default_cluster_toml(data_dir: dict[str, Path], secret_file: Path) -> str:
     """The cluster file of the default cluster, with ports picked now.
 
     Each region gets a gRPC port, a membership (Raft) port and a metrics port;
-    the file is written into the state directory so a restart reuses them.
+    the file is written into the state directory so a restart reuses them. The
+    secret stays in its own file (`secret_file`), out of the cluster file.
     """
     ports = free_ports(3 * len(DEFAULT_REGIONS))
     lines = [
@@ -43,7 +44,7 @@ def default_cluster_toml(data_dir: dict[str, Path], secret: str) -> str:
         "",
         "[cluster]",
         f'name = "{DEFAULT_NAME}"',
-        f"secret = {json.dumps(secret)}",
+        f"secret_file = {json.dumps(str(secret_file))}",
         "",
         "[settings]",
         "heartbeat_ms = 250              # quick failure detection on one machine",

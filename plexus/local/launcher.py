@@ -16,6 +16,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from plexus.local.private import open_private, private_dir
+
 __all__ = [
     "READY_LINE",
     "NodeFailed",
@@ -73,8 +75,9 @@ class NodeFailed(Exception):
 
 def start_node(name: str, command: list[str], log: Path, cwd: Path) -> Started:
     """Start a node detached: own session, stdin from /dev/null, stdout+stderr appended to `log`."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as out:
+    private_dir(log.parent)
+    # A node's log may name its peers, tokens' names and errors: its owner's to read.
+    with os.fdopen(open_private(log, os.O_WRONLY | os.O_APPEND), "ab") as out:
         offset = out.tell()
         process = subprocess.Popen(
             command,

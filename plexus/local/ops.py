@@ -6,6 +6,7 @@ Each operation works on one state directory (see `state`); the CLI prints.
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import shutil
 import time
@@ -14,7 +15,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from plexus.errors import PlexusError
-from plexus.local.clusterfile import ClusterSpec, read_cluster_file, rewrite_data_paths, spec_of
+from plexus.local.clusterfile import (
+    ClusterSpec,
+    read_cluster_file,
+    rewrite_data_paths,
+    spec_of,
+    with_secret_file,
+)
 from plexus.local.default import DEFAULT_REGIONS, HOST, default_cluster_toml, free_ports
 from plexus.local.launcher import (
     NodeFailed,
@@ -27,6 +34,7 @@ from plexus.local.launcher import (
     stop_processes,
     wait_listening,
 )
+from plexus.local.private import private_dir, write_private
 from plexus.local.state import ClusterRecord, LocalClusterError, RegionRecord, StateDir
 
 if TYPE_CHECKING:
@@ -46,6 +54,8 @@ __all__ = [
 ]
 
 DEFAULT_TIMEOUT_S = 30.0
+# Where a node takes the secret when its file names none (federation/cluster_secret.py).
+SECRET_ENV = "PLEXUS_CLUSTER_SECRET"
 LINK_POLL_S = 0.05
 CONNECT_TIMEOUT_S = 2.0
 
@@ -103,10 +113,10 @@ def up(state: StateDir, config: Path | None, timeout_s: float = DEFAULT_TIMEOUT_
 
 def _create(state: StateDir, config: Path | None) -> ClusterRecord:
     """Write the cluster file into the state dir and the record (no pids yet)."""
-    state.path.mkdir(parents=True, exist_ok=True)
+    private_dir(state.path)
     if config is None:
         data = {name: state.data_dir(name) for name in DEFAULT_REGIONS}
-        text = default_cluster_toml(data, secrets.token_hex(16))
+        text = default_cluster_toml(data, _generated_secret(state))
         import tomllib
 
         spec = spec_of(tomllib.loads(text))
@@ -115,8 +125,11 @@ def _create(state: StateDir, config: Path | None) -> ClusterRecord:
         spec, original = read_cluster_file(config)
         data_dirs = [state.data_dir(r.name) if _safe_name(r.name) else None for r in spec.regions]
         text = rewrite_data_paths(original, _per_table(original, spec, data_dirs))
+        secret_file = _secret_file_for(state, config, original)
+        if secret_file is not None:
+            text = with_secret_file(text, secret_file)
         source = str(config.absolute())
-    state.cluster_file.write_text(text, encoding="utf-8")
+    write_private(state.cluster_file, text)
     if not spec.regions:
         # Nothing we can start: let the node say what is wrong with the file.
         _discard_files(state)
@@ -149,6 +162,35 @@ def _create(state: StateDir, config: Path | None) -> ClusterRecord:
     return record
 
 
+def _generated_secret(state: StateDir) -> Path:
+    """A random cluster secret in the state dir, readable by this user only."""
+    write_private(state.secret_file, secrets.token_hex(32) + "\n")
+    return state.secret_file
+
+
+def _secret_file_for(state: StateDir, config: Path, text: str) -> Path | None:
+    """Where the copy of `config` finds its secret, when the copy must say so itself.
+
+    A secret_file relative to `config` is made absolute (the copy lives elsewhere);
+    a file with neither a secret nor a secret_file, run without $PLEXUS_CLUSTER_SECRET
+    (what the shipped files expect beyond a laptop), gets a generated one.
+    """
+    import tomllib
+
+    try:
+        cluster = tomllib.loads(text).get("cluster")
+    except tomllib.TOMLDecodeError:
+        return None  # the node names the problem
+    if not isinstance(cluster, dict):
+        return None
+    named = cluster.get("secret_file")
+    if isinstance(named, str) and named.strip():
+        return config.absolute().parent / Path(named).expanduser()
+    if "secret" in cluster or "secret_file" in cluster or SECRET_ENV in os.environ:
+        return None
+    return _generated_secret(state)
+
+
 def _ports_of(spec: ClusterSpec) -> set[int]:
     """The ports the cluster file gives its regions (free now, taken once they run)."""
     addresses = [a for r in spec.regions for a in (r.grpc, r.raft, r.metrics) if a]
@@ -176,7 +218,7 @@ def _node_verdict(state: StateDir, config: Path | None, region: str, text: str) 
     """Run the node on the cluster file just to get its error (it validates before serving)."""
     import subprocess
 
-    state.cluster_file.write_text(text, encoding="utf-8")
+    write_private(state.cluster_file, text)
     try:
         out = subprocess.run(
             node_command(state.cluster_file, region),
@@ -209,7 +251,7 @@ def start_regions(
     started: list[Started] = []
     try:
         for region in regions:
-            Path(region.data).mkdir(parents=True, exist_ok=True)
+            private_dir(Path(region.data))
             node = start_node(region.name, region.command, Path(region.log), state.path)
             started.append(node)
             region.pid = node.pid
@@ -253,7 +295,7 @@ def _discard(state: StateDir, record: ClusterRecord) -> None:
 
 
 def _discard_files(state: StateDir) -> None:
-    for path in (state.record_path, state.cluster_file):
+    for path in (state.record_path, state.cluster_file, state.secret_file):
         path.unlink(missing_ok=True)
 
 

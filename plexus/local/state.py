@@ -1,7 +1,8 @@
 """The state directory of a local cluster and the JSON record kept in it.
 
-    STATE/
+    STATE/                    0700, and every file in it 0600 (plexus/local/private.py)
       cluster.toml            the cluster file the nodes run (generated or copied)
+      cluster.secret          the cluster secret, when `up` generated it
       cluster.json            the record: cluster, source, links, regions with pids
       lock                    held while up/down/start change the record
       regions/NAME/data       the region's data directory
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from plexus.errors import PlexusError
+from plexus.local.private import open_private, private_dir, write_private
 
 __all__ = [
     "STATE_ENV",
@@ -116,6 +118,10 @@ class StateDir:
     def cluster_file(self) -> Path:
         return self.path / "cluster.toml"
 
+    @property
+    def secret_file(self) -> Path:
+        return self.path / "cluster.secret"
+
     def region_dir(self, name: str) -> Path:
         return self.path / "regions" / name
 
@@ -145,16 +151,16 @@ class StateDir:
 
     def save(self, record: ClusterRecord) -> None:
         """Write the record atomically (readers never see half of it)."""
-        self.path.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path)
         tmp = self.record_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(record.to_dict(), indent=2) + "\n", encoding="utf-8")
+        write_private(tmp, json.dumps(record.to_dict(), indent=2) + "\n")
         os.replace(tmp, self.record_path)
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """Held by commands that start or stop nodes, so two of them never interleave."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.path / "lock", "a") as handle:
+        private_dir(self.path)
+        with os.fdopen(open_private(self.path / "lock", os.O_WRONLY | os.O_APPEND), "a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14plexus/v1/link.proto\x12\tplexus.v1\"\xd2\x03\n\tLinkFrame\x12!\n\x05hello\x18\x01 \x01(\x0b\x32\x10.plexus.v1.HelloH\x00\x12%\n\x07refusal\x18\x02 \x01(\x0b\x32\x12.plexus.v1.RefusalH\x00\x12\x30\n\rinterest_full\x18\x03 \x01(\x0b\x32\x17.plexus.v1.InterestFullH\x00\x12\x32\n\x0einterest_delta\x18\x04 \x01(\x0b\x32\x18.plexus.v1.InterestDeltaH\x00\x12\x36\n\x10interest_request\x18\x05 \x01(\x0b\x32\x1a.plexus.v1.InterestRequestH\x00\x12*\n\nlink_state\x18\x06 \x01(\x0b\x32\x14.plexus.v1.LinkStateH\x00\x12(\n\x06\x64irect\x18\x07 \x01(\x0b\x32\x16.plexus.v1.DirectBatchH\x00\x12\x30\n\nguaranteed\x18\x08 \x01(\x0b\x32\x1a.plexus.v1.GuaranteedBatchH\x00\x12!\n\x03\x61\x63k\x18\t \x01(\x0b\x32\x12.plexus.v1.LinkAckH\x00\x12)\n\theartbeat\x18\n \x01(\x0b\x32\x14.plexus.v1.HeartbeatH\x00\x42\x07\n\x05\x66rame\"w\n\x05Hello\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\x12\x18\n\x10protocol_version\x18\x03 \x01(\r\x12\r\n\x05proof\x18\x04 \x01(\x0c\x12\r\n\x05nonce\x18\x05 \x01(\x0c\x12\x15\n\rreceived_upto\x18\x06 \x01(\x04\")\n\x07Refusal\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x02 \x01(\t\"A\n\x0cInterestFull\x12\x0e\n\x06region\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x10\n\x08patterns\x18\x03 \x03(\t\"P\n\rInterestDelta\x12\x0e\n\x06region\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x03 \x03(\t\x12\x0f\n\x07removed\x18\x04 \x03(\t\"\"\n\x0fInterestRequest\x12\x0f\n\x07regions\x18\x01 \x03(\t\"8\n\tLinkState\x12\x0e\n\x06region\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\n\n\x02up\x18\x03 \x03(\t\"T\n\x0b\x44irectBatch\x12\x14\n\x0c\x64\x65stinations\x18\x01 \x03(\t\x12\x0f\n\x07visited\x18\x02 \x03(\t\x12\x0e\n\x06\x65vents\x18\x03 \x03(\x0c\x12\x0e\n\x06topics\x18\x04 \x03(\t\"h\n\x0fGuaranteedEvent\x12\x10\n\x08link_seq\x18\x01 \x01(\x04\x12\x14\n\x0c\x64\x65stinations\x18\x02 \x03(\t\x12\x0f\n\x07visited\x18\x03 \x03(\t\x12\r\n\x05\x65vent\x18\x04 \x01(\x0c\x12\r\n\x05topic\x18\x05 \x01(\t\"=\n\x0fGuaranteedBatch\x12*\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1a.plexus.v1.GuaranteedEvent\"\x17\n\x07LinkAck\x12\x0c\n\x04upto\x18\x01 \x01(\x04\"\\\n\tHeartbeat\x12\x0f\n\x07sent_ms\x18\x01 \x01(\x03\x12\x0f\n\x07\x65\x63ho_ms\x18\x02 \x01(\x03\x12\x14\n\x0c\x65\x63ho_held_ms\x18\x04 \x01(\x03\x12\x17\n\x0finterest_digest\x18\x03 \x01(\x06\x32\x41\n\x04Link\x12\x39\n\x07\x43onnect\x12\x14.plexus.v1.LinkFrame\x1a\x14.plexus.v1.LinkFrame(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14plexus/v1/link.proto\x12\tplexus.v1\"\xf9\x03\n\tLinkFrame\x12!\n\x05hello\x18\x01 \x01(\x0b\x32\x10.plexus.v1.HelloH\x00\x12%\n\x07refusal\x18\x02 \x01(\x0b\x32\x12.plexus.v1.RefusalH\x00\x12\x30\n\rinterest_full\x18\x03 \x01(\x0b\x32\x17.plexus.v1.InterestFullH\x00\x12\x32\n\x0einterest_delta\x18\x04 \x01(\x0b\x32\x18.plexus.v1.InterestDeltaH\x00\x12\x36\n\x10interest_request\x18\x05 \x01(\x0b\x32\x1a.plexus.v1.InterestRequestH\x00\x12*\n\nlink_state\x18\x06 \x01(\x0b\x32\x14.plexus.v1.LinkStateH\x00\x12(\n\x06\x64irect\x18\x07 \x01(\x0b\x32\x16.plexus.v1.DirectBatchH\x00\x12\x30\n\nguaranteed\x18\x08 \x01(\x0b\x32\x1a.plexus.v1.GuaranteedBatchH\x00\x12!\n\x03\x61\x63k\x18\t \x01(\x0b\x32\x12.plexus.v1.LinkAckH\x00\x12)\n\theartbeat\x18\n \x01(\x0b\x32\x14.plexus.v1.HeartbeatH\x00\x12%\n\x05proof\x18\x0b \x01(\x0b\x32\x14.plexus.v1.LinkProofH\x00\x42\x07\n\x05\x66rame\"w\n\x05Hello\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\x12\x18\n\x10protocol_version\x18\x03 \x01(\r\x12\r\n\x05proof\x18\x04 \x01(\x0c\x12\r\n\x05nonce\x18\x05 \x01(\x0c\x12\x15\n\rreceived_upto\x18\x06 \x01(\x04\"\x1a\n\tLinkProof\x12\r\n\x05proof\x18\x01 \x01(\x0c\")\n\x07Refusal\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x02 \x01(\t\"A\n\x0cInterestFull\x12\x0e\n\x06region\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x10\n\x08patterns\x18\x03 \x03(\t\"P\n\rInterestDelta\x12\x0e\n\x06region\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x03 \x03(\t\x12\x0f\n\x07removed\x18\x04 \x03(\t\"\"\n\x0fInterestRequest\x12\x0f\n\x07regions\x18\x01 \x03(\t\"8\n\tLinkState\x12\x0e\n\x06region\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\n\n\x02up\x18\x03 \x03(\t\"T\n\x0b\x44irectBatch\x12\x14\n\x0c\x64\x65stinations\x18\x01 \x03(\t\x12\x0f\n\x07visited\x18\x02 \x03(\t\x12\x0e\n\x06\x65vents\x18\x03 \x03(\x0c\x12\x0e\n\x06topics\x18\x04 \x03(\t\"h\n\x0fGuaranteedEvent\x12\x10\n\x08link_seq\x18\x01 \x01(\x04\x12\x14\n\x0c\x64\x65stinations\x18\x02 \x03(\t\x12\x0f\n\x07visited\x18\x03 \x03(\t\x12\r\n\x05\x65vent\x18\x04 \x01(\x0c\x12\r\n\x05topic\x18\x05 \x01(\t\"=\n\x0fGuaranteedBatch\x12*\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1a.plexus.v1.GuaranteedEvent\"\x17\n\x07LinkAck\x12\x0c\n\x04upto\x18\x01 \x01(\x04\"\\\n\tHeartbeat\x12\x0f\n\x07sent_ms\x18\x01 \x01(\x03\x12\x0f\n\x07\x65\x63ho_ms\x18\x02 \x01(\x03\x12\x14\n\x0c\x65\x63ho_held_ms\x18\x04 \x01(\x03\x12\x17\n\x0finterest_digest\x18\x03 \x01(\x06\x32\x41\n\x04Link\x12\x39\n\x07\x43onnect\x12\x14.plexus.v1.LinkFrame\x1a\x14.plexus.v1.LinkFrame(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,29 +32,31 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'plexus.v1.link_pb2', _globa
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_LINKFRAME']._serialized_start=36
-  _globals['_LINKFRAME']._serialized_end=502
-  _globals['_HELLO']._serialized_start=504
-  _globals['_HELLO']._serialized_end=623
-  _globals['_REFUSAL']._serialized_start=625
-  _globals['_REFUSAL']._serialized_end=666
-  _globals['_INTERESTFULL']._serialized_start=668
-  _globals['_INTERESTFULL']._serialized_end=733
-  _globals['_INTERESTDELTA']._serialized_start=735
-  _globals['_INTERESTDELTA']._serialized_end=815
-  _globals['_INTERESTREQUEST']._serialized_start=817
-  _globals['_INTERESTREQUEST']._serialized_end=851
-  _globals['_LINKSTATE']._serialized_start=853
-  _globals['_LINKSTATE']._serialized_end=909
-  _globals['_DIRECTBATCH']._serialized_start=911
-  _globals['_DIRECTBATCH']._serialized_end=995
-  _globals['_GUARANTEEDEVENT']._serialized_start=997
-  _globals['_GUARANTEEDEVENT']._serialized_end=1101
-  _globals['_GUARANTEEDBATCH']._serialized_start=1103
-  _globals['_GUARANTEEDBATCH']._serialized_end=1164
-  _globals['_LINKACK']._serialized_start=1166
-  _globals['_LINKACK']._serialized_end=1189
-  _globals['_HEARTBEAT']._serialized_start=1191
-  _globals['_HEARTBEAT']._serialized_end=1283
-  _globals['_LINK']._serialized_start=1285
-  _globals['_LINK']._serialized_end=1350
+  _globals['_LINKFRAME']._serialized_end=541
+  _globals['_HELLO']._serialized_start=543
+  _globals['_HELLO']._serialized_end=662
+  _globals['_LINKPROOF']._serialized_start=664
+  _globals['_LINKPROOF']._serialized_end=690
+  _globals['_REFUSAL']._serialized_start=692
+  _globals['_REFUSAL']._serialized_end=733
+  _globals['_INTERESTFULL']._serialized_start=735
+  _globals['_INTERESTFULL']._serialized_end=800
+  _globals['_INTERESTDELTA']._serialized_start=802
+  _globals['_INTERESTDELTA']._serialized_end=882
+  _globals['_INTERESTREQUEST']._serialized_start=884
+  _globals['_INTERESTREQUEST']._serialized_end=918
+  _globals['_LINKSTATE']._serialized_start=920
+  _globals['_LINKSTATE']._serialized_end=976
+  _globals['_DIRECTBATCH']._serialized_start=978
+  _globals['_DIRECTBATCH']._serialized_end=1062
+  _globals['_GUARANTEEDEVENT']._serialized_start=1064
+  _globals['_GUARANTEEDEVENT']._serialized_end=1168
+  _globals['_GUARANTEEDBATCH']._serialized_start=1170
+  _globals['_GUARANTEEDBATCH']._serialized_end=1231
+  _globals['_LINKACK']._serialized_start=1233
+  _globals['_LINKACK']._serialized_end=1256
+  _globals['_HEARTBEAT']._serialized_start=1258
+  _globals['_HEARTBEAT']._serialized_end=1350
+  _globals['_LINK']._serialized_start=1352
+  _globals['_LINK']._serialized_end=1417
 # @@protoc_insertion_point(module_scope)

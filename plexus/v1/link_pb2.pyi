@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class LinkFrame(_message.Message):
-    __slots__ = ("hello", "refusal", "interest_full", "interest_delta", "interest_request", "link_state", "direct", "guaranteed", "ack", "heartbeat")
+    __slots__ = ("hello", "refusal", "interest_full", "interest_delta", "interest_request", "link_state", "direct", "guaranteed", "ack", "heartbeat", "proof")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     REFUSAL_FIELD_NUMBER: _ClassVar[int]
     INTEREST_FULL_FIELD_NUMBER: _ClassVar[int]
@@ -18,6 +18,7 @@ class LinkFrame(_message.Message):
     GUARANTEED_FIELD_NUMBER: _ClassVar[int]
     ACK_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    PROOF_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     refusal: Refusal
     interest_full: InterestFull
@@ -28,7 +29,8 @@ class LinkFrame(_message.Message):
     guaranteed: GuaranteedBatch
     ack: LinkAck
     heartbeat: Heartbeat
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., refusal: _Optional[_Union[Refusal, _Mapping]] = ..., interest_full: _Optional[_Union[InterestFull, _Mapping]] = ..., interest_delta: _Optional[_Union[InterestDelta, _Mapping]] = ..., interest_request: _Optional[_Union[InterestRequest, _Mapping]] = ..., link_state: _Optional[_Union[LinkState, _Mapping]] = ..., direct: _Optional[_Union[DirectBatch, _Mapping]] = ..., guaranteed: _Optional[_Union[GuaranteedBatch, _Mapping]] = ..., ack: _Optional[_Union[LinkAck, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ...) -> None: ...
+    proof: LinkProof
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., refusal: _Optional[_Union[Refusal, _Mapping]] = ..., interest_full: _Optional[_Union[InterestFull, _Mapping]] = ..., interest_delta: _Optional[_Union[InterestDelta, _Mapping]] = ..., interest_request: _Optional[_Union[InterestRequest, _Mapping]] = ..., link_state: _Optional[_Union[LinkState, _Mapping]] = ..., direct: _Optional[_Union[DirectBatch, _Mapping]] = ..., guaranteed: _Optional[_Union[GuaranteedBatch, _Mapping]] = ..., ack: _Optional[_Union[LinkAck, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., proof: _Optional[_Union[LinkProof, _Mapping]] = ...) -> None: ...
 
 class Hello(_message.Message):
     __slots__ = ("cluster", "region", "protocol_version", "proof", "nonce", "received_upto")
@@ -45,6 +47,12 @@ class Hello(_message.Message):
     nonce: bytes
     received_upto: int
     def __init__(self, cluster: _Optional[str] = ..., region: _Optional[str] = ..., protocol_version: _Optional[int] = ..., proof: _Optional[bytes] = ..., nonce: _Optional[bytes] = ..., received_upto: _Optional[int] = ...) -> None: ...
+
+class LinkProof(_message.Message):
+    __slots__ = ("proof",)
+    PROOF_FIELD_NUMBER: _ClassVar[int]
+    proof: bytes
+    def __init__(self, proof: _Optional[bytes] = ...) -> None: ...
 
 class Refusal(_message.Message):
     __slots__ = ("reason", "detail")

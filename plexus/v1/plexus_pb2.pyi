@@ -434,15 +434,29 @@ class MembershipInfo(_message.Message):
     links: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, cluster: _Optional[str] = ..., region: _Optional[str] = ..., raft_role: _Optional[str] = ..., raft_term: _Optional[int] = ..., raft_leader: _Optional[str] = ..., raft_commit_index: _Optional[int] = ..., raft_has_quorum: _Optional[bool] = ..., version: _Optional[int] = ..., regions: _Optional[_Iterable[_Union[RegionMember, _Mapping]]] = ..., links: _Optional[_Iterable[str]] = ...) -> None: ...
 
+class JoinChallengeRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class JoinChallengeResponse(_message.Message):
+    __slots__ = ("nonce", "expires_in_ms")
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_IN_MS_FIELD_NUMBER: _ClassVar[int]
+    nonce: bytes
+    expires_in_ms: int
+    def __init__(self, nonce: _Optional[bytes] = ..., expires_in_ms: _Optional[int] = ...) -> None: ...
+
 class AddRegionRequest(_message.Message):
-    __slots__ = ("region", "links", "proof")
+    __slots__ = ("region", "links", "proof", "nonce")
     REGION_FIELD_NUMBER: _ClassVar[int]
     LINKS_FIELD_NUMBER: _ClassVar[int]
     PROOF_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
     region: RegionMember
     links: _containers.RepeatedScalarFieldContainer[str]
     proof: bytes
-    def __init__(self, region: _Optional[_Union[RegionMember, _Mapping]] = ..., links: _Optional[_Iterable[str]] = ..., proof: _Optional[bytes] = ...) -> None: ...
+    nonce: bytes
+    def __init__(self, region: _Optional[_Union[RegionMember, _Mapping]] = ..., links: _Optional[_Iterable[str]] = ..., proof: _Optional[bytes] = ..., nonce: _Optional[bytes] = ...) -> None: ...
 
 class AddRegionResponse(_message.Message):
     __slots__ = ("membership", "raft_members", "voter")

@@ -45,6 +45,11 @@ class AdminStub:
                 request_serializer=plexus_dot_v1_dot_plexus__pb2.MembershipRequest.SerializeToString,
                 response_deserializer=plexus_dot_v1_dot_plexus__pb2.MembershipInfo.FromString,
                 _registered_method=True)
+        self.JoinChallenge = channel.unary_unary(
+                '/plexus.v1.Admin/JoinChallenge',
+                request_serializer=plexus_dot_v1_dot_plexus__pb2.JoinChallengeRequest.SerializeToString,
+                response_deserializer=plexus_dot_v1_dot_plexus__pb2.JoinChallengeResponse.FromString,
+                _registered_method=True)
         self.AddRegion = channel.unary_unary(
                 '/plexus.v1.Admin/AddRegion',
                 request_serializer=plexus_dot_v1_dot_plexus__pb2.AddRegionRequest.SerializeToString,
@@ -111,6 +116,13 @@ class AdminServicer:
         """The membership now, then again after each change, and at least every ten
         seconds so a watcher can tell a quiet cluster from a lost server. Regions
         that do not vote in Raft follow the membership this way.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def JoinChallenge(self, request, context):
+        """A nonce for the AddRegion request that follows (what a joining node asks first).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -196,6 +208,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.WatchMembership,
                     request_deserializer=plexus_dot_v1_dot_plexus__pb2.MembershipRequest.FromString,
                     response_serializer=plexus_dot_v1_dot_plexus__pb2.MembershipInfo.SerializeToString,
+            ),
+            'JoinChallenge': grpc.unary_unary_rpc_method_handler(
+                    servicer.JoinChallenge,
+                    request_deserializer=plexus_dot_v1_dot_plexus__pb2.JoinChallengeRequest.FromString,
+                    response_serializer=plexus_dot_v1_dot_plexus__pb2.JoinChallengeResponse.SerializeToString,
             ),
             'AddRegion': grpc.unary_unary_rpc_method_handler(
                     servicer.AddRegion,
@@ -303,6 +320,33 @@ class Admin:
             '/plexus.v1.Admin/WatchMembership',
             plexus_dot_v1_dot_plexus__pb2.MembershipRequest.SerializeToString,
             plexus_dot_v1_dot_plexus__pb2.MembershipInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def JoinChallenge(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/plexus.v1.Admin/JoinChallenge',
+            plexus_dot_v1_dot_plexus__pb2.JoinChallengeRequest.SerializeToString,
+            plexus_dot_v1_dot_plexus__pb2.JoinChallengeResponse.FromString,
             options,
             channel_credentials,
             insecure,
