@@ -53,6 +53,19 @@ SPOOL_READ = 1000  # spooled events per read and per frame
 PEER_FAULTS = (DecodeError, PlexusError, ValueError)
 
 
+# What gRPC says when the peer's certificate is not the one expected (TLS links).
+TLS_FAILURES = ("handshake failed", "verification check failed", "not in peer certificate")
+
+
+def _tls_failure(exc: grpc.RpcError) -> str:
+    """The TLS reason a dial failed, if that is why (the operator's next step differs)."""
+    details = exc.details() if hasattr(exc, "details") else ""
+    for line in (details or "").split(";"):
+        if any(needle in line.lower() for needle in TLS_FAILURES):
+            return f" (TLS: {line.strip()[:300]})"
+    return ""
+
+
 class StreamGone(Exception):
     """The stream ended under a read or a write (the peer cancelled the call): the
     stream is lost, not a bug here. The shell that owns the stream raises it."""
@@ -214,7 +227,7 @@ class LinkSession:
                     self.rate_in.add(events, frame.ByteSize())
                 self._perform(self.protocol.receive(frame, now_ms()))
         except grpc.RpcError as exc:
-            self._stream_ended(f"stream failed: {exc.code().name}")
+            self._stream_ended(f"stream failed: {exc.code().name}{_tls_failure(exc)}")
         except StreamGone as exc:
             self._stream_ended(str(exc))
         except PEER_FAULTS as exc:  # a frame the protocol took that its content then failed
