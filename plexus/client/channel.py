@@ -146,7 +146,14 @@ TLS_REASONS = (
         "TLS handshake failed: the node does not serve TLS (connect without a CA)",
     ),
     (
-        ("signature failure", "certificate verify failed", "unknown_ca", "self signed"),
+        (
+            "signature failure",
+            "certificate_verify_failed",
+            "certificate verify failed",
+            "local issuer",
+            "unknown_ca",
+            "self signed",
+        ),
         "TLS: the node's certificate is not signed by the CA given",
     ),
     (
