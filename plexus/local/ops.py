@@ -160,7 +160,7 @@ def region_tls_flags(state: StateDir, region: str, grpc: str) -> list[str]:
     from plexus.certs import make_ca, make_node_cert
 
     if not state.ca_cert.exists():
-        make_ca(state.tls_dir, f"plexus local cluster CA ({state.path})")
+        make_ca(state.tls_dir, "plexus local cluster CA")
     host = grpc.rpartition(":")[0].strip("[]")
     hosts = list(dict.fromkeys([host, "127.0.0.1", "localhost"]))
     files = make_node_cert(state.tls_dir, region, hosts, state.tls_dir)
