@@ -213,7 +213,7 @@ async def test_a_lost_region_shows_down_and_the_view_reconnects(cluster: StateDi
 
 async def test_top_through_one_node_sees_the_whole_mesh(cluster: StateDir):
     eu = cluster.load().region("eu").grpc
-    source = LiveSource(entry=eu)
+    source = LiveSource(entry=eu, ca=str(cluster.ca_cert))
     app = TopApp(source, Actions(source), refresh_s=0.25)
     async with app.run_test(size=SIZE) as pilot:
         await all_up(app, regions=3, links=3)
