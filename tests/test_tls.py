@@ -169,9 +169,9 @@ def test_tls_needs_certificate_key_and_ca_together(tls_dir: Path, tmp_path: Path
 # ------------------------------------------------------------------ links
 
 
-def tls_cluster(root: Path, tls_dir: Path) -> Cluster:
+def tls_cluster(root: Path, tls_dir: Path, raft: bool = False) -> Cluster:
     """us and eu linked, TLS from the cluster file's [tls] (paths relative to the file)."""
-    cluster = Cluster(root, ["us", "eu"], [("us", "eu")])
+    cluster = Cluster(root, ["us", "eu"], [("us", "eu")], raft=raft)
     shutil.copytree(tls_dir, root / "certs")
     with cluster.file.open("a") as file:
         file.write('[tls]\nca = "certs/ca.crt"\ncert = "certs/{region}.crt"\n')
@@ -188,18 +188,33 @@ async def test_regions_link_over_tls_and_route_events(tmp_path: Path, tls_dir: P
             await Client.connect(cluster.address("us"), ca=ca) as us,
             await Client.connect(cluster.address("eu"), ca=ca) as eu,
         ):
-
-            async def link_up() -> bool:
-                view = await us.list_links(interest=False)
-                link = view.link("eu")
-                return link is not None and link.up
-
-            await eventually(link_up, 20, "link us-eu up over TLS")
+            await eventually(lambda: _link_up(us, "eu"), 20, "link us-eu up over TLS")
             async with eu.subscribe("orders/>") as sub:
                 await eventually(lambda: _routed(us, "orders/us/1", "eu"), 10, "eu interest at us")
                 await us.publish("orders/us/1", b"across")
                 event = await asyncio.wait_for(sub.__anext__(), 10)
             assert event.payload == b"across"
+    finally:
+        cluster.close()
+
+
+async def _link_up(client: Client, peer: str) -> bool:
+    link = (await client.list_links(interest=False)).link(peer)
+    return link is not None and link.up
+
+
+async def test_a_region_joins_a_tls_cluster_and_links_over_tls(
+    tmp_path: Path, tls_dir: Path
+) -> None:
+    cluster = tls_cluster(tmp_path / "c", tls_dir, raft=True)
+    ca = tls_dir / "ca.crt"
+    try:
+        cluster.start()
+        async with await Client.connect(cluster.address("us"), ca=ca) as us:
+            await eventually(lambda: _link_up(us, "eu"), 20, "link us-eu up")
+            await asyncio.to_thread(cluster.join, "ap", "us", ["us"])
+            await eventually(lambda: _link_up(us, "ap"), 30, "link ap-us up after the join")
+            assert "ap" in {r["name"] for r in (await us.membership())["regions"]}
     finally:
         cluster.close()
 
