@@ -53,16 +53,28 @@ SPOOL_READ = 1000  # spooled events per read and per frame
 PEER_FAULTS = (DecodeError, PlexusError, ValueError)
 
 
-# What gRPC says when the peer's certificate is not the one expected (TLS links).
-TLS_FAILURES = ("handshake failed", "verification check failed", "not in peer certificate")
+# gRPC's words for why a TLS link could not be dialled, and what they mean to an operator.
+TLS_FAILURES = (
+    (
+        ("hostname verification", "not in peer certificate"),
+        "its certificate does not name the region dialled",
+    ),
+    (("wrong_version_number",), "it does not serve TLS"),
+    (
+        ("signature failure", "certificate_verify_failed", "local issuer", "unknown_ca"),
+        "its certificate is not signed by this cluster's CA",
+    ),
+    (("handshake failed",), "the TLS handshake failed"),
+)
 
 
 def _tls_failure(exc: grpc.RpcError) -> str:
-    """The TLS reason a dial failed, if that is why (the operator's next step differs)."""
-    details = exc.details() if hasattr(exc, "details") else ""
-    for line in (details or "").split(";"):
-        if any(needle in line.lower() for needle in TLS_FAILURES):
-            return f" (TLS: {line.strip()[:300]})"
+    """Why TLS stopped a dial, if it did (the operator's next step differs)."""
+    details = (exc.details() if hasattr(exc, "details") else "") or ""
+    lowered = details.lower()
+    for needles, meaning in TLS_FAILURES:
+        if any(needle in lowered for needle in needles):
+            return f" (TLS: {meaning})"
     return ""
 
 
@@ -253,7 +265,7 @@ class LinkSession:
                         self._closed.set()
                         return
         except grpc.RpcError as exc:
-            self._stream_ended(f"stream failed: {exc.code().name}")
+            self._stream_ended(f"stream failed: {exc.code().name}{_tls_failure(exc)}")
         except (asyncio.InvalidStateError, RuntimeError) as exc:
             self._stream_ended(f"stream closed: {exc}")
         except StreamGone as exc:

@@ -251,3 +251,21 @@ def test_a_region_presenting_another_regions_certificate_is_refused(
         assert "is up" not in eu_log.read_text()
     finally:
         cluster.close()
+
+
+def test_a_dialler_refuses_an_acceptor_whose_certificate_names_another_region(
+    tmp_path: Path, tls_dir: Path
+) -> None:
+    cluster = tls_cluster(tmp_path / "c", tls_dir)
+    certs = cluster.root / "certs"
+    # us (which eu dials) shows ap's certificate: eu's TLS checks it names us.
+    shutil.copy(certs / "ap.crt", certs / "us.crt")
+    shutil.copy(certs / "ap.key", certs / "us.key")
+    try:
+        cluster.start()
+        eu_log = cluster.nodes["eu"].log_path
+        wait_for(lambda: "link eu-us is down" in eu_log.read_text(), 20, "eu logs the link down")
+        down = next(line for line in eu_log.read_text().splitlines() if "is down" in line)
+        assert "TLS: its certificate does not name the region dialled" in down, down
+    finally:
+        cluster.close()
