@@ -151,7 +151,7 @@ class LinkProof:
             return (), f"its proof is {abs(now_ms - sent) / 1000:.0f} s off this node's clock"
         message = self._message(claimed, region, sent, nonce)
         if not _verify(cert.public_key(), signature, message):
-            return (), "its proof is not signed with its certificate's key"
+            return (), "its proof does not verify with its certificate (made for another region?)"
         if nonce in self._seen:
             return (), "a replayed proof"
         self._remember(nonce, sent)

@@ -9,11 +9,13 @@ import shutil
 import ssl
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+from federation.tls import PROOF_SKEW_MS, LinkProof, load_node_tls
 from node.config import load_config
 from plexus.certs import make_ca, make_node_cert
 from plexus.client import Client
@@ -164,6 +166,54 @@ def test_insecure_allows_plaintext_on_any_address(tmp_path: Path) -> None:
 def test_tls_needs_certificate_key_and_ca_together(tls_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="tls_key, tls_ca missing"):
         load_config(None, {"name": "us", "data": tmp_path, "tls_cert": tls_dir / "us.crt"})
+
+
+# ------------------------------------------------------------------ link proofs (no sockets)
+
+
+NOW_MS = int(time.time() * 1000)  # certificates are valid from a few minutes ago
+
+
+def node_tls(tls_dir: Path, region: str):
+    return load_node_tls(tls_dir / f"{region}.crt", tls_dir / f"{region}.key", tls_dir / "ca.crt")
+
+
+def test_a_link_proof_certifies_the_dialler_once(tls_dir: Path) -> None:
+    eu, us = LinkProof(node_tls(tls_dir, "eu"), "c"), LinkProof(node_tls(tls_dir, "us"), "c")
+    proof = eu.metadata("eu", "us", now_ms=NOW_MS)
+    assert us.certified(proof, "us", now_ms=NOW_MS + 500) == (("eu",), "")
+    assert us.certified(proof, "us", now_ms=NOW_MS + 600) == ((), "a replayed proof")
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ("other region", "does not verify with its certificate"),
+        ("other cluster", "does not verify with its certificate"),
+        ("late", "s off this node's clock"),
+        ("no proof", "no certificate presented"),
+    ],
+)
+def test_a_link_proof_for_something_else_is_refused(tls_dir: Path, change: str, why: str) -> None:
+    eu = LinkProof(node_tls(tls_dir, "eu"), "other" if change == "other cluster" else "c")
+    ap = LinkProof(node_tls(tls_dir, "ap"), "c")
+    proof = [] if change == "no proof" else eu.metadata("eu", "us", now_ms=NOW_MS)
+    at = "ap" if change == "other region" else "us"  # a proof made for us, shown to ap
+    now = NOW_MS + (PROOF_SKEW_MS + 1 if change == "late" else 0)
+    regions, reason = ap.certified(proof, at, now_ms=now)
+    assert regions == () and why in reason
+
+
+def test_a_link_proof_from_another_ca_is_refused(tls_dir: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    make_ca(other)
+    make_node_cert(other, "eu", HOSTS, other)
+    forged = LinkProof(node_tls(other, "eu"), "c").metadata("eu", "us", now_ms=NOW_MS)
+    us = LinkProof(node_tls(tls_dir, "us"), "c")
+    assert us.certified(forged, "us", now_ms=NOW_MS) == (
+        (),
+        "its certificate is not signed by this cluster's CA",
+    )
 
 
 # ------------------------------------------------------------------ links
