@@ -70,6 +70,33 @@ _DELIBERATE = frozenset(
 )
 
 
+# gRPC's words for why a TLS connection failed, and what that means for the user.
+TLS_REASONS = (
+    (
+        ("wrong_version_number",),
+        "TLS handshake failed: the node does not serve TLS (connect without a CA)",
+    ),
+    (
+        (
+            "signature failure",
+            "certificate_verify_failed",
+            "certificate verify failed",
+            "local issuer",
+            "unknown_ca",
+            "self signed",
+        ),
+        "TLS: the node's certificate is not signed by the CA given",
+    ),
+    (
+        ("hostname verification", "not in peer certificate"),
+        "TLS: the node's certificate does not name the host dialled",
+    ),
+    (("handshake",), "TLS handshake failed (does the node serve TLS?)"),
+)
+# How a TLS node's refusal of a plaintext client looks to that client.
+PLAINTEXT_REFUSED = ("socket closed", "connection reset", "end of file")
+
+
 def parse_address(address: str) -> tuple[str, int]:
     """Split `HOST:PORT` (or `[v6]:PORT`); raise InvalidArgument naming what is wrong."""
     if not isinstance(address, str) or not address:
@@ -137,33 +164,6 @@ def unreachable_reason(details: str, tls: bool) -> str:
     if not tls and any(n in lowered for n in PLAINTEXT_REFUSED):
         return "the node closed the connection: it may serve TLS only (give its CA: --ca or ca=)"
     return details.splitlines()[0] if details else "unavailable"
-
-
-# gRPC's words for why a TLS connection failed, and what that means for the user.
-TLS_REASONS = (
-    (
-        ("wrong_version_number",),
-        "TLS handshake failed: the node does not serve TLS (connect without a CA)",
-    ),
-    (
-        (
-            "signature failure",
-            "certificate_verify_failed",
-            "certificate verify failed",
-            "local issuer",
-            "unknown_ca",
-            "self signed",
-        ),
-        "TLS: the node's certificate is not signed by the CA given",
-    ),
-    (
-        ("hostname verification", "not in peer certificate"),
-        "TLS: the node's certificate does not name the host dialled",
-    ),
-    (("handshake",), "TLS handshake failed (does the node serve TLS?)"),
-)
-# How a TLS node's refusal of a plaintext client looks to that client.
-PLAINTEXT_REFUSED = ("socket closed", "connection reset", "end of file")
 
 
 Metadata = Sequence[tuple[str, str | bytes]]
