@@ -136,8 +136,10 @@ def make_node_cert(ca_dir: Path, region: str, hosts: list[str], out: Path) -> No
         )
         .sign(ca_key, hashes.SHA256())
     )
-    _make_dir(out)
     files = NodeFiles(out / f"{region}.crt", out / f"{region}.key")
+    if files.cert.absolute() == (ca_dir / CA_CERT).absolute():
+        raise CertificateError(f"region {region!r} would overwrite {files.cert}: use another --out")
+    _make_dir(out)
     _write(files.key, _key_bytes(key))
     _write(files.cert, cert.public_bytes(serialization.Encoding.PEM))
     return files
