@@ -129,7 +129,8 @@ def _create(state: StateDir, config: Path | None) -> ClusterRecord:
         # A region without a metrics address in the file gets a free loopback port.
         metrics = r.metrics or f"{HOST}:{next(picked)}"
         extra = [] if r.metrics else ["--metrics", metrics]
-        extra += region_tls_flags(state, r.name, r.grpc) if _safe_name(r.name) else []
+        tls = region_tls_flags(state, r.name, r.grpc) if _safe_name(r.name) else []
+        extra += tls
         regions.append(
             RegionRecord(
                 name=r.name,
@@ -139,7 +140,7 @@ def _create(state: StateDir, config: Path | None) -> ClusterRecord:
                 log=str(state.log_path(r.name)),
                 command=node_command(state.cluster_file, r.name, extra),
                 metrics=metrics,
-                ca=str(state.ca_cert),
+                ca=str(state.ca_cert) if tls else None,
             )
         )
     record = ClusterRecord(
