@@ -247,8 +247,8 @@ class LinkSupervisor:
         await session.run(read, write)
         reason = session.describe_close()
         if session.close_reason is CloseReason.WRONG_CERTIFICATE:
-            named = ", ".join(repr(r) for r in certified or ())
-            reason += f"; its certificate names {named}" if named else f": {why}"
+            named = ", ".join(repr(r) for r in certified or ()) or "no region"
+            reason += f": {why}" if why else f"; its certificate names {named}"
         if session.opened:  # the mesh logged it up and down
             self._refusals.clear()
         elif reason and reason not in self._refusals:
