@@ -21,6 +21,7 @@ from federation.topology import (
     REGION_NAME_RULE,
     ClusterSettings,
     RegionSpec,
+    TlsFiles,
     Topology,
     parse_address,
     settings_problems,
@@ -30,10 +31,11 @@ from plexus.errors import ConfigError
 __all__ = ["load_cluster_file", "region_spec"]
 
 CLUSTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-TOP_KEYS = ("cluster", "settings", "region", "link")
+TOP_KEYS = ("cluster", "settings", "region", "link", "tls")
 CLUSTER_KEYS = ("name", "secret", "secret_file")
 REGION_KEYS = ("name", "grpc", "data", "raft", "metrics")
 LINK_KEYS = ("regions",)
+TLS_KEYS = ("ca", "cert", "key")
 SETTINGS_KEYS = tuple(ClusterSettings.__dataclass_fields__)
 
 
@@ -105,6 +107,7 @@ class _Checker:
         settings = self.settings(self.table(doc, "settings", required=False))
         regions = self.regions(doc.get("region"), base)
         links = self.links(doc.get("link", []), regions)
+        tls = self.tls(self.table(doc, "tls", required=False), base) if "tls" in doc else None
         if self.problems or name is None or secret is None or settings is None:
             return None
         return Topology(
@@ -114,6 +117,7 @@ class _Checker:
             links=frozenset(links),
             settings=settings,
             source=source,
+            tls=tls,
         )
 
     # --- shapes ---
@@ -127,7 +131,8 @@ class _Checker:
         if not isinstance(value, dict):
             self.add(key, f"must be a [{key}] table, got {value!r}")
             return {}
-        self.unknown_keys(value, {"cluster": CLUSTER_KEYS, "settings": SETTINGS_KEYS}[key], key)
+        known = {"cluster": CLUSTER_KEYS, "settings": SETTINGS_KEYS, "tls": TLS_KEYS}[key]
+        self.unknown_keys(value, known, key)
         return value
 
     def array_of_tables(self, value: Any, key: str) -> list[Any]:
@@ -182,6 +187,22 @@ class _Checker:
         if bad or len(values) != len(set(table) & set(SETTINGS_KEYS)):
             return None
         return ClusterSettings(**values)
+
+    def tls(self, table: dict[str, Any], base: Path) -> TlsFiles | None:
+        """[tls]: ca, cert and key (`{region}` in cert and key), relative to the file."""
+        paths = {}
+        for key in TLS_KEYS:
+            value = self.string(table, "tls", key, required=True)
+            if value is not None and not value.strip():
+                self.add(f"tls.{key}", "must not be empty")
+            elif value is not None:
+                paths[key] = os.path.normpath(base / os.path.expanduser(value))
+        for key in ("cert", "key"):
+            if key in paths and "{region}" not in paths[key]:
+                self.add(f"tls.{key}", "must contain {region}: each region has its own")
+        if len(paths) != len(TLS_KEYS):
+            return None
+        return TlsFiles(**paths)
 
     def regions(self, value: Any, base: Path) -> dict[int, RegionSpec]:
         """The valid regions by index; every problem with the others is recorded."""

@@ -53,6 +53,31 @@ SPOOL_READ = 1000  # spooled events per read and per frame
 PEER_FAULTS = (DecodeError, PlexusError, ValueError)
 
 
+# gRPC's words for why a TLS link could not be dialled, and what they mean to an operator.
+TLS_FAILURES = (
+    (
+        ("hostname verification", "not in peer certificate"),
+        "its certificate does not name the region dialled",
+    ),
+    (("wrong_version_number",), "it does not serve TLS"),
+    (
+        ("signature failure", "certificate_verify_failed", "local issuer", "unknown_ca"),
+        "its certificate is not signed by this cluster's CA",
+    ),
+    (("handshake failed",), "the TLS handshake failed"),
+)
+
+
+def _tls_failure(exc: grpc.RpcError) -> str:
+    """Why TLS stopped a dial, if it did (the operator's next step differs)."""
+    details = (exc.details() if hasattr(exc, "details") else "") or ""
+    lowered = details.lower()
+    for needles, meaning in TLS_FAILURES:
+        if any(needle in lowered for needle in needles):
+            return f" (TLS: {meaning})"
+    return ""
+
+
 class StreamGone(Exception):
     """The stream ended under a read or a write (the peer cancelled the call): the
     stream is lost, not a bug here. The shell that owns the stream raises it."""
@@ -214,7 +239,7 @@ class LinkSession:
                     self.rate_in.add(events, frame.ByteSize())
                 self._perform(self.protocol.receive(frame, now_ms()))
         except grpc.RpcError as exc:
-            self._stream_ended(f"stream failed: {exc.code().name}")
+            self._stream_ended(f"stream failed: {exc.code().name}{_tls_failure(exc)}")
         except StreamGone as exc:
             self._stream_ended(str(exc))
         except PEER_FAULTS as exc:  # a frame the protocol took that its content then failed
@@ -240,7 +265,7 @@ class LinkSession:
                         self._closed.set()
                         return
         except grpc.RpcError as exc:
-            self._stream_ended(f"stream failed: {exc.code().name}")
+            self._stream_ended(f"stream failed: {exc.code().name}{_tls_failure(exc)}")
         except (asyncio.InvalidStateError, RuntimeError) as exc:
             self._stream_ended(f"stream closed: {exc}")
         except StreamGone as exc:

@@ -46,6 +46,7 @@ class CloseReason(enum.Enum):
     UNKNOWN_REGION = "the peer is not a region linked to this one"
     DUPLICATE_LINK = "this link is already up"
     WRONG_PEER = "a different region answered than the one dialled"
+    WRONG_CERTIFICATE = "the peer's TLS certificate does not name the region it claims"
     PEER_SILENT = "no frame from the peer within the dead interval"
     UNREACHABLE = "the peer cannot be reached"
     STREAM_LOST = "the stream to the peer broke"

@@ -19,6 +19,7 @@ from pathlib import Path
 import grpc
 
 from federation.membership import RaftMembership, RaftStatus
+from federation.tls import NodeTls, channel_to
 from federation.topology import RegionSpec, Topology
 from plexus.errors import FailedPrecondition
 from plexus.v1 import plexus_pb2 as pb
@@ -52,8 +53,17 @@ def topology_from(info: pb.MembershipInfo, secret: str, like: Topology) -> Topol
 class RegionMembership:
     """TopologySource and membership changes for one region, voter or not."""
 
-    def __init__(self, region: str, raft: str, secret: str, data_dir: Path, seed: Topology) -> None:
+    def __init__(
+        self,
+        region: str,
+        raft: str,
+        secret: str,
+        data_dir: Path,
+        seed: Topology,
+        tls: NodeTls | None = None,
+    ) -> None:
         self.region = region
+        self.tls = tls
         self.raft_address = raft
         self.secret = secret
         self._data_dir = data_dir
@@ -132,19 +142,16 @@ class RegionMembership:
         """Watch the voters' membership, one voter at a time, and follow it."""
         turn = 0
         while True:
-            voters = [
-                self._topology.regions[r].grpc
-                for r in self._topology.raft_voters()
-                if r in self._topology.regions
-            ]
+            voters = [r for r in self._topology.raft_voters() if r in self._topology.regions]
             if voters:
                 turn += 1
                 await self._watch_voter(voters[turn % len(voters)])
             await asyncio.sleep(NEXT_VOTER_PAUSE_S)
 
-    async def _watch_voter(self, address: str) -> None:
+    async def _watch_voter(self, voter: str) -> None:
         """Follow one voter's membership stream until it ends, fails or falls silent."""
-        async with grpc.aio.insecure_channel(address) as channel:
+        address = self._topology.regions[voter].grpc
+        async with channel_to(self.tls, address, voter) as channel:
             stream = rpc.AdminStub(channel).WatchMembership(pb.MembershipRequest())
             try:
                 while True:

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import random
+import time
 from collections.abc import AsyncIterator
 
 import grpc
@@ -22,11 +23,18 @@ from federation.link_protocol import CloseReason, LinkProtocol, LinkState
 from federation.mesh import Mesh
 from federation.spools import LinkSpools
 from federation.status import guard
+from federation.tls import LinkProof, NodeTls, channel_to
 from federation.topology import Topology, TopologySource
 from plexus.v1 import link_pb2 as lpb
 from plexus.v1 import link_pb2_grpc as lrpc
 
 log = logging.getLogger(__name__)
+
+
+def wall_ms() -> int:
+    """Link proofs carry wall-clock time: the two ends share no monotonic clock."""
+    return time.time_ns() // 1_000_000
+
 
 CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 128 << 20),
@@ -37,8 +45,18 @@ CHANNEL_OPTIONS = [
 
 
 class LinkSupervisor:
-    def __init__(self, region: str, source: TopologySource, mesh: Mesh, spools: LinkSpools) -> None:
+    def __init__(
+        self,
+        region: str,
+        source: TopologySource,
+        mesh: Mesh,
+        spools: LinkSpools,
+        tls: NodeTls | None = None,
+    ) -> None:
         self.region = region
+        # With TLS, each end's certificate must name its region (federation/tls.py).
+        self.tls = tls
+        self._proof = LinkProof(tls, source.current().cluster) if tls else None
         self.source = source
         self.mesh = mesh
         self.spools = spools
@@ -150,8 +168,9 @@ class LinkSupervisor:
             self.mesh, self._protocol(dialled_peer=peer), self.sessions, self.spools
         )
         self.sessions[peer] = session
-        async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
-            call = lrpc.LinkStub(channel).Connect()
+        async with channel_to(self.tls, address, peer, CHANNEL_OPTIONS) as channel:
+            proof = self._proof.metadata(self.region, peer, wall_ms()) if self._proof else None
+            call = lrpc.LinkStub(channel).Connect(metadata=proof)
             try:
                 await session.run(call.read, call.write)
             finally:
@@ -163,7 +182,11 @@ class LinkSupervisor:
         elif reason not in (None, CloseReason.SHUTDOWN, self._failing.get(peer)):
             # A link that does not open: one line per outage and reason, not per attempt.
             self._failing[peer] = reason
-            self._not_opened(peer, session.describe_close())
+            described = session.describe_close()
+            if self.tls is not None and CloseReason.WRONG_CERTIFICATE.name in described:
+                named = ", ".join(repr(r) for r in self.tls.regions) or "no region"
+                described += f"; this node's certificate names {named}"
+            self._not_opened(peer, described)
         return session.opened
 
     def _not_opened(self, peer: str, reason: str) -> None:
@@ -193,8 +216,15 @@ class LinkSupervisor:
     # ------------------------------------------------------------ accepting
 
     async def accept(self, context: grpc.aio.ServicerContext) -> None:
+        certified, why = None, ""
+        if self._proof is not None:
+            metadata = context.invocation_metadata() or ()
+            certified, why = self._proof.certified(metadata, self.region, wall_ms())
         session = LinkSession(
-            self.mesh, self._protocol(dialled_peer=None), self.sessions, self.spools
+            self.mesh,
+            self._protocol(dialled_peer=None, certified=certified),
+            self.sessions,
+            self.spools,
         )
 
         # The dialler may cancel the call at any moment (it gave up, or its link went
@@ -216,6 +246,9 @@ class LinkSupervisor:
 
         await session.run(read, write)
         reason = session.describe_close()
+        if session.close_reason is CloseReason.WRONG_CERTIFICATE:
+            named = ", ".join(repr(r) for r in certified or ()) or "no region"
+            reason += f": {why}" if why else f"; its certificate names {named}"
         if session.opened:  # the mesh logged it up and down
             self._refusals.clear()
         elif reason and reason not in self._refusals:
@@ -229,14 +262,19 @@ class LinkSupervisor:
                 extra={"event": "link_refused", "region": self.region, "reason": reason},
             )
 
-    def _admit(self, region: str) -> CloseReason | None:
+    def _admit(self, region: str, certified: tuple[str, ...] | None) -> CloseReason | None:
+        """`certified`: the regions the dialler's certificate names (None: TLS is off)."""
+        if certified is not None and region not in certified:
+            return CloseReason.WRONG_CERTIFICATE
         if region not in self.topology.neighbours(self.region):
             return CloseReason.UNKNOWN_REGION
         if region in self.held_down:
             return CloseReason.TAKEN_DOWN
         return None
 
-    def _protocol(self, dialled_peer: str | None) -> LinkProtocol:
+    def _protocol(
+        self, dialled_peer: str | None, certified: tuple[str, ...] | None = None
+    ) -> LinkProtocol:
         topology = self.topology
         settings = topology.settings
         return LinkProtocol(
@@ -244,7 +282,7 @@ class LinkSupervisor:
             secret=topology.secret,
             region=self.region,
             dialled_peer=dialled_peer,
-            admit=self._admit,
+            admit=lambda region: self._admit(region, certified),
             nonce=os.urandom(16),
             received_upto=self._received_upto(dialled_peer),
             received_mark=self._received_upto,

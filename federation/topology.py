@@ -24,6 +24,7 @@ __all__ = [
     "RegionSpec",
     "SpoolFullPolicy",
     "StaticTopology",
+    "TlsFiles",
     "Topology",
     "TopologyDiff",
     "TopologySource",
@@ -111,6 +112,23 @@ class RegionSpec:
 
 
 @dataclass(frozen=True)
+class TlsFiles:
+    """The cluster file's [tls]: absolute paths, `{region}` standing for each region's name."""
+
+    ca: str
+    cert: str
+    key: str
+
+    def for_region(self, region: str) -> dict[str, str]:
+        """The node settings (tls_ca, tls_cert, tls_key) of region `region`."""
+        return {
+            "tls_ca": self.ca.replace("{region}", region),
+            "tls_cert": self.cert.replace("{region}", region),
+            "tls_key": self.key.replace("{region}", region),
+        }
+
+
+@dataclass(frozen=True)
 class ClusterSettings:
     """Settings every region of a cluster shares."""
 
@@ -156,6 +174,8 @@ class Topology:
     source: str = field(default="", compare=False)
     # Regions whose nodes vote in Raft; empty means the default choice (`raft_voters`).
     voters: frozenset[str] = frozenset()
+    # Where each region's node finds its certificates: node-local, never replicated.
+    tls: TlsFiles | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         # Copy, so a caller mutating its dict cannot change a published snapshot.

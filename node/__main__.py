@@ -65,6 +65,31 @@ def cli() -> None:
 )
 @click.option("--no-metrics", is_flag=True, help="Serve no metrics.")
 @click.option(
+    "--tls-cert",
+    type=click.Path(path_type=Path),
+    help="This node's certificate (PEM; 'plexus cert node' makes one). "
+    "Default: the cluster file's [tls].",
+)
+@click.option("--tls-key", type=click.Path(path_type=Path), help="Its private key (PEM).")
+@click.option(
+    "--tls-ca",
+    type=click.Path(path_type=Path),
+    help="The cluster CA certificate: verifies the regions this node links to.",
+)
+@click.option(
+    "--metrics-tls",
+    is_flag=True,
+    default=None,
+    help="Serve metrics over HTTPS with the node's certificate (needs TLS).",
+)
+@click.option(
+    "--insecure",
+    is_flag=True,
+    default=None,
+    help="Serve plaintext gRPC on an address other than loopback (without TLS, a node "
+    "binds only loopback).",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -109,15 +134,16 @@ def run(
             if not region:
                 raise click.UsageError("--cluster needs --region NAME")
             topology = load_cluster_file(cluster_file)
+            tls = topology.tls.for_region(region) if topology.tls else {}
             if join_via:
                 if not raft:
                     raise click.UsageError("--join needs --raft HOST:PORT")
                 join = JoinRequest(join_via, raft, links)
-                flags = {"name": region, **_given(flags)}
+                flags = {"name": region, **tls, **_given(flags)}
             else:
                 spec = region_spec(topology, region)
                 from_file = {"listen": spec.grpc, "data": spec.data, "metrics": spec.metrics}
-                flags = {"name": region, **_given(from_file), **_given(flags)}
+                flags = {"name": region, **tls, **_given(from_file), **_given(flags)}
         elif region or join_via:
             raise click.UsageError("--region and --join need --cluster FILE")
         config = load_config(config_file, flags)
@@ -142,8 +168,11 @@ async def run_node(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, node.request_stop)
+        scheme = "https" if config.metrics_tls else "http"
         serving = (
-            f", metrics on http://{node.metrics_address}/metrics" if node.metrics_address else ""
+            f", metrics on {scheme}://{node.metrics_address}/metrics"
+            if node.metrics_address
+            else ""
         )
         # plexus/local/launcher.py and the tests read this line: keep it as it is.
         print(f"plexus node {config.name} listening on {node.address}{serving}", flush=True)

@@ -18,6 +18,7 @@ from federation.mesh import Mesh
 from federation.region_membership import RegionMembership
 from federation.status import abort, guard_servicer
 from federation.supervisor import LinkSupervisor
+from federation.tls import NodeTls, channel_to
 from federation.topology import RegionSpec, Topology
 from node.clients import ClientRegistry
 from node.subscription_list import SubscriptionList
@@ -60,8 +61,11 @@ class AdminService(rpc.AdminServicer):
         *,
         clients: ClientRegistry,
         subscriptions: SubscriptionList,
+        tls: NodeTls | None = None,
     ) -> None:
         self.region = region
+        # Other regions are asked over TLS when this node has it.
+        self.tls = tls
         self.clients = clients
         self.subscriptions = subscriptions
         self.request_stop = request_stop
@@ -164,7 +168,7 @@ class AdminService(rpc.AdminServicer):
             spec = membership.current().regions.get(request.name)
             if spec is None:
                 raise NotFound(f"no region named {request.name!r} in the cluster")
-            left = await _shut_down(spec.grpc, request.force)
+            left = await _shut_down(channel_to(self.tls, spec.grpc, spec.name), request.force)
             if left:
                 log.warning("region %s stopped with %d events spooled", request.name, left)
             await membership.remove_region(request.name)
@@ -217,13 +221,13 @@ class AdminService(rpc.AdminServicer):
             []
             if topology is None
             else [
-                topology.regions[name].grpc
+                (name, topology.regions[name].grpc)
                 for name in topology.raft_voters()
                 if name in topology.regions and name != self.region
             ]
         )
-        for address in voters:
-            async with grpc.aio.insecure_channel(address) as channel:
+        for name, address in voters:
+            async with channel_to(self.tls, address, name) as channel:
                 voter = rpc.AdminStub(channel)
                 try:
                     if method == "AddRegion":
@@ -291,7 +295,11 @@ class AdminService(rpc.AdminServicer):
         mesh, topology = self.mesh, self.supervisor.topology
         regions = sorted(mesh.remote.regions_for(topic))
         answers = await asyncio.gather(
-            *(self._ask(topology.regions[r].grpc, topic) for r in regions if r in topology.regions)
+            *(
+                self._ask(r, topology.regions[r].grpc, topic)
+                for r in regions
+                if r in topology.regions
+            )
         )
         reachable = mesh.routes.reachable()
         for region, answer in zip(regions, answers, strict=True):
@@ -305,9 +313,9 @@ class AdminService(rpc.AdminServicer):
             reply.regions.append(entry)
         return reply
 
-    async def _ask(self, address: str, topic: str) -> pb.ExplainedRegion | str:
+    async def _ask(self, region: str, address: str, topic: str) -> pb.ExplainedRegion | str:
         try:
-            async with grpc.aio.insecure_channel(address) as channel:
+            async with channel_to(self.tls, address, region) as channel:
                 answer = await rpc.AdminStub(channel).Explain(
                     pb.ExplainRequest(topic=topic, local_only=True), timeout=ASK_REGION_TIMEOUT_S
                 )
@@ -404,10 +412,10 @@ def _now_ms() -> int:
     return time.monotonic_ns() // 1_000_000
 
 
-async def _shut_down(address: str, force: bool) -> int:
+async def _shut_down(channel: grpc.aio.Channel, force: bool) -> int:
     """Ask a region to drain and stop; 0 if it cannot be reached (it is down already)."""
     try:
-        async with grpc.aio.insecure_channel(address) as channel:
+        async with channel:
             reply = await rpc.AdminStub(channel).Shutdown(
                 pb.ShutdownRequest(drain_timeout_ms=DRAIN_TIMEOUT_MS, force=force),
                 timeout=DRAIN_TIMEOUT_MS / 1000 + 5,

@@ -5,13 +5,14 @@ Every problem is reported at once, each naming its source (file or flag) and key
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import tomllib
 from pathlib import Path
 from typing import Any
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from plexus.errors import ConfigError
 
@@ -85,6 +86,15 @@ class NodeConfig(BaseModel):
     dedup_window_s: float = Field(
         default=120.0, gt=0, le=86_400, description="how long a de-duplication key is remembered"
     )
+    tls_cert: Path | None = Field(default=None, description="this node's certificate (PEM)")
+    tls_key: Path | None = Field(default=None, description="its private key (PEM)")
+    tls_ca: Path | None = Field(default=None, description="the cluster CA certificate (PEM)")
+    metrics_tls: bool = Field(
+        default=False, description="serve metrics over HTTPS with the node's certificate"
+    )
+    insecure: bool = Field(
+        default=False, description="allow plaintext gRPC on an address other than loopback"
+    )
 
     @field_validator("name")
     @classmethod
@@ -109,11 +119,47 @@ class NodeConfig(BaseModel):
             raise ValueError(f"must be HOST:PORT with a port from 0 to 65535, or {METRICS_OFF!r}")
         return value
 
+    @model_validator(mode="after")
+    def _tls_or_loopback(self) -> NodeConfig:
+        given = [f for f in TLS_FILES if getattr(self, f) is not None]
+        if given and len(given) != len(TLS_FILES):
+            missing = ", ".join(f for f in TLS_FILES if f not in given)
+            raise ValueError(f"TLS needs tls_cert, tls_key and tls_ca together: {missing} missing")
+        if self.metrics_tls and not given:
+            raise ValueError("metrics_tls needs TLS: give tls_cert, tls_key and tls_ca")
+        host = self.listen.rpartition(":")[0]
+        if not given and not self.insecure and not is_loopback(host):
+            # Anyone who reaches the port could publish, read and administer, in plaintext.
+            raise ValueError(
+                f"listen: {self.listen!r} is not a loopback address and TLS is off: give "
+                "tls_cert, tls_key and tls_ca (--tls-cert/--tls-key/--tls-ca, or the "
+                "cluster file's [tls]), or insecure (--insecure) to serve plaintext there"
+            )
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
     def metrics_address(self) -> str | None:
         """Where to serve metrics (None: nowhere); by default a free port on the gRPC host."""
         if self.metrics == METRICS_OFF:
             return None
         return self.metrics or f"{self.listen.rpartition(':')[0]}:0"
+
+
+TLS_FILES = ("tls_cert", "tls_key", "tls_ca")
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost: reachable from this machine only."""
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _is_address(value: str) -> bool:
@@ -148,6 +194,9 @@ def load_config(file: Path | None, overrides: dict[str, Any]) -> NodeConfig:
         for err in exc.errors():
             key = ".".join(str(p) for p in err["loc"]) or "(top)"
             msg = err["msg"].removeprefix("Value error, ")
+            if not err["loc"]:  # a rule across settings: its message names them
+                problems.append(msg)
+                continue
             if err["type"] == "missing":
                 msg = "missing (required)"
             elif err["type"] == "extra_forbidden":

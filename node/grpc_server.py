@@ -27,12 +27,18 @@ class PortInUse(FailedPrecondition):
         super().__init__(f"cannot listen on {address}: the address is in use or not local")
 
 
-def bind_server(listen: str, grpc_errors: GrpcErrors) -> tuple[grpc.aio.Server, str]:
-    """A gRPC server bound to `listen` (not started yet), and the "host:port" it bound."""
+def bind_server(
+    listen: str, grpc_errors: GrpcErrors, credentials: grpc.ServerCredentials | None = None
+) -> tuple[grpc.aio.Server, str]:
+    """A gRPC server bound to `listen` (not started yet), and the "host:port" it bound;
+    TLS with `credentials`, else plaintext."""
     check_port_free(listen)
     server = grpc.aio.server(options=GRPC_OPTIONS, interceptors=[grpc_errors])
     try:
-        port = server.add_insecure_port(listen)
+        if credentials is None:
+            port = server.add_insecure_port(listen)
+        else:
+            port = server.add_secure_port(listen, credentials)
     except RuntimeError:
         port = 0
     if not port:

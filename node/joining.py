@@ -18,6 +18,7 @@ import grpc
 
 from federation.join_proof import prove_join
 from federation.region_membership import RegionMembership, topology_from
+from federation.tls import NodeTls, channel_to
 from federation.topology import Topology
 from node.config import NodeConfig
 from plexus.errors import AlreadyExists, Unavailable, error_from_metadata
@@ -37,25 +38,28 @@ class JoinRequest:
 
 
 async def start_membership(
-    config: NodeConfig, file: Topology, join: JoinRequest | None
+    config: NodeConfig, file: Topology, join: JoinRequest | None, tls: NodeTls | None = None
 ) -> RegionMembership | None:
     """Replicated membership for this node, or None when the file has no Raft addresses."""
     if join is not None:
-        seed = await _join(config, file, join)
-        membership = RegionMembership(config.name, join.raft, file.secret, config.data, seed)
+        seed = await _join(config, file, join, tls)
+        membership = RegionMembership(config.name, join.raft, file.secret, config.data, seed, tls)
     else:
         spec = file.regions[config.name]
         if not spec.raft:
             return None
-        membership = RegionMembership(config.name, spec.raft, file.secret, config.data, file)
+        membership = RegionMembership(config.name, spec.raft, file.secret, config.data, file, tls)
     await membership.start()
     return membership
 
 
-async def _join(config: NodeConfig, file: Topology, join: JoinRequest) -> Topology:
+async def _join(
+    config: NodeConfig, file: Topology, join: JoinRequest, tls: NodeTls | None
+) -> Topology:
     member = pb.RegionMember(name=config.name, grpc=config.listen, raft=join.raft)
     try:
-        async with grpc.aio.insecure_channel(join.via) as channel:
+        # The member is known by its address only: its certificate must name that host.
+        async with channel_to(tls, join.via) as channel:
             admin = rpc.AdminStub(channel)
             challenge = await admin.JoinChallenge(pb.JoinChallengeRequest(), timeout=JOIN_TIMEOUT_S)
             request = pb.AddRegionRequest(region=member, links=join.links, nonce=challenge.nonce)
@@ -71,7 +75,9 @@ async def _join(config: NodeConfig, file: Topology, join: JoinRequest) -> Topolo
                 # Already a member (a restart with --join): carry on from the membership.
                 info = await admin.GetMembership(pb.MembershipRequest(), timeout=JOIN_TIMEOUT_S)
     except grpc.aio.AioRpcError as exc:
-        raise Unavailable(f"cannot join through {join.via}: {exc.code().name}") from None
+        raise Unavailable(
+            f"cannot join through {join.via}: {exc.code().name}: {(exc.details() or '')[:200]}"
+        ) from None
     return topology_from(info, file.secret, file)
 
 

@@ -15,6 +15,7 @@ import inspect
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -338,8 +339,10 @@ class NodeCollector(Collector):
 class MetricsServer:
     """The HTTP server of /metrics, on its own threads."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, https: tuple[Path, Path] | None = None) -> None:
         self.requested = address
+        # (certificate, key): serve HTTPS with them (Prometheus scrapes with the CA file).
+        self.https = https
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
         self._httpd: Any = None
@@ -348,7 +351,14 @@ class MetricsServer:
         """Listen; the address actually bound (a port 0 becomes the one picked)."""
         host, _, port = self.requested.rpartition(":")
         try:
-            self._httpd, _thread = start_http_server(int(port), host.strip("[]"), self.registry)
+            cert, key = self.https or (None, None)
+            self._httpd, _thread = start_http_server(
+                int(port),
+                host.strip("[]"),
+                self.registry,
+                certfile=str(cert) if cert else None,
+                keyfile=str(key) if key else None,
+            )
         except OSError as exc:
             raise MetricsPortInUse(self.requested) from exc
         return f"{host}:{self._httpd.server_port}"

@@ -25,6 +25,7 @@ from federation.mesh import Mesh
 from federation.region_membership import RegionMembership
 from federation.spools import LinkSpools
 from federation.supervisor import LinkService, LinkSupervisor
+from federation.tls import NodeTls, load_node_tls
 from federation.topology import StaticTopology, Topology
 from node.admin_service import AdminService, add_admin_service
 from node.clients import ClientRegistry, raise_open_file_limit
@@ -150,6 +151,7 @@ class Node:
         loop = asyncio.get_running_loop()
         open_files = raise_open_file_limit()  # before anything holds a file
         check_port_free(config.listen)  # before recovering anything: a taken port ends it
+        tls = _load_tls(config)
         self._env = env = Environment(config.data, config.map_size_mb << 20)
         self._commits = commits = Commits(env, loop)
         commits.start()
@@ -158,12 +160,14 @@ class Node:
         router = DirectRouter()
         local = RelayedDelivery(router)
         if topology is not None:
-            self._membership = membership = await start_membership(config, topology, self.join)
+            self._membership = membership = await start_membership(config, topology, self.join, tls)
             source = membership or StaticTopology(topology)
             self._known = known = DurableInterest(InterestStore(env), commits.submit)
             mesh = Mesh(config.name, local, known)
             local.spools = LinkSpools(spool, topology.settings, commits.submit)
-            self._supervisor = supervisor = LinkSupervisor(config.name, source, mesh, local.spools)
+            self._supervisor = supervisor = LinkSupervisor(
+                config.name, source, mesh, local.spools, tls
+            )
             # Before serving: route by the interest known before a restart, over spools ready.
             current = source.current()
             await known.restore(mesh, current.regions)
@@ -190,10 +194,13 @@ class Node:
             publisher.forwarder = GuaranteedForwarder(mesh, local.spools)
 
         grpc_errors = GrpcErrors()
-        self._server, self.address = server, address = bind_server(config.listen, grpc_errors)
+        self._server, self.address = server, address = bind_server(
+            config.listen, grpc_errors, tls.server_credentials() if tls else None
+        )
         wanted = config.metrics_address()
         if wanted is not None:
-            self._metrics = MetricsServer(wanted)
+            https = (config.tls_cert, config.tls_key) if config.metrics_tls else None
+            self._metrics = MetricsServer(wanted, https)
             self.metrics_address = self._metrics.start()
         clients = ClientRegistry.from_config(config, open_files)
         service = BrokerService(
@@ -230,6 +237,7 @@ class Node:
                 lambda error: setattr(publisher, "leaving", error),
                 clients=clients,
                 subscriptions=SubscriptionList(router, queues),
+                tls=tls,
             ),
         )
         if supervisor is not None:
@@ -246,8 +254,26 @@ class Node:
         await server.start()
         for name in HEALTH_SERVICES:
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-        serving = f", metrics on http://{self.metrics_address}/metrics" if wanted else ""
+        scheme = "https" if config.metrics_tls else "http"
+        serving = f", metrics on {scheme}://{self.metrics_address}/metrics" if wanted else ""
         log.info("node %s serving on %s%s, data in %s", config.name, address, serving, config.data)
+        if tls is not None and config.name not in tls.regions:
+            log.warning(
+                "node %s: its certificate %s names %s, not region %s: links will be refused",
+                config.name,
+                config.tls_cert,
+                ", ".join(repr(r) for r in tls.regions) or "no region",
+                config.name,
+                extra={"event": "wrong_certificate", "region": config.name},
+            )
+        if tls is None:
+            log.warning(
+                "node %s is open: no TLS, plaintext gRPC on %s (give --tls-cert, --tls-key "
+                "and --tls-ca, or the cluster file's [tls], to serve TLS)",
+                config.name,
+                address,
+                extra={"event": "open_node", "region": config.name},
+            )
         self._tasks.append(asyncio.create_task(_sweep_expired(queues)))
         if supervisor is not None:
             self._links_started = True
@@ -310,6 +336,12 @@ class Node:
         assert self._health is not None
         for name in HEALTH_SERVICES:
             await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+
+
+def _load_tls(config: NodeConfig) -> NodeTls | None:
+    if config.tls_cert is None or config.tls_key is None or config.tls_ca is None:
+        return None
+    return load_node_tls(config.tls_cert, config.tls_key, config.tls_ca)
 
 
 async def _sweep_expired(queues: QueueTable) -> None:

@@ -80,7 +80,10 @@ async def region_added_live(state: StateDir, eu: Client) -> None:
     console.rule("[bold]3. A region added live: sa joins, linked to us")
     region, seconds = await asyncio.to_thread(membership.add_region, state, "sa", ["us"])
     console.print(f"sa joined on {region.grpc} in {seconds:.2f} s (Raft-replicated membership)")
-    async with await Client.connect(region.grpc) as sa, sa.subscribe("alerts/>") as sub:
+    async with (
+        await Client.connect(region.grpc, ca=region.ca) as sa,
+        sa.subscribe("alerts/>") as sub,
+    ):
         await wait_routed(eu, "alerts/eu/1", "sa")
         await eu.publish("alerts/eu/1", "hello sa")
         async with asyncio.timeout(RECEIVE_TIMEOUT_S):
@@ -92,10 +95,11 @@ async def region_added_live(state: StateDir, eu: Client) -> None:
 
 
 async def tour(state: StateDir, addresses: dict[str, str]) -> None:
+    ca = state.ca_cert  # plexus up serves TLS with the local cluster's own CA
     async with (
-        await Client.connect(addresses["us"]) as us,
-        await Client.connect(addresses["eu"]) as eu,
-        await Client.connect(addresses["ap"]) as ap,
+        await Client.connect(addresses["us"], ca=ca) as us,
+        await Client.connect(addresses["eu"], ca=ca) as eu,
+        await Client.connect(addresses["ap"], ca=ca) as ap,
     ):
         await direct_across_regions(us, eu)
         await guaranteed_across_regions(us, ap)

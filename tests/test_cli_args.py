@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -127,3 +128,49 @@ def test_client_side_never_imports_the_server_packages() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == ""
+
+
+# ------------------------------------------------------------------ plexus cert
+
+
+def test_cert_ca_then_node_write_private_files(tmp_path: Path) -> None:
+    code, _, err = invoke("cert", "ca", "--out", str(tmp_path / "ca"))
+    assert code == 0, err
+    code, _, err = invoke(
+        "cert", "node", "--ca", str(tmp_path / "ca"), "--region", "eu",
+        "--host", "10.0.0.2", "--host", "eu.example.com", "--out", str(tmp_path / "eu"),
+    )  # fmt: skip
+    assert code == 0, err
+    for path in ("ca/ca.crt", "ca/ca.key", "eu/eu.crt", "eu/eu.key"):
+        assert (tmp_path / path).stat().st_mode & 0o777 == 0o600, path
+    assert (tmp_path / "ca").stat().st_mode & 0o777 == 0o700
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["--region", "EU", "--host", "h"], ["'EU'", "lower-case"]),
+        (["--region", "eu", "--host", "not a host"], ["'not a host'"]),
+        (["--region", "eu"], ["--host"]),
+    ],
+)
+def test_cert_node_bad_input_is_one_line(tmp_path: Path, args: list[str], needles: list[str]):
+    assert invoke("cert", "ca", "--out", str(tmp_path / "ca"))[0] == 0
+    code, _, err = invoke("cert", "node", "--ca", str(tmp_path / "ca"), "--out", "x", *args)
+    assert code != 0
+    assert_one_line_error(err, *needles)
+
+
+def test_cert_node_without_a_ca_names_the_file(tmp_path: Path) -> None:
+    code, _, err = invoke(
+        "cert", "node", "--ca", str(tmp_path), "--region", "eu", "--host", "h", "--out", "x"
+    )
+    assert code == 1
+    assert_one_line_error(err, str(tmp_path / "ca.crt"))
+
+
+def test_cert_ca_never_overwrites_a_ca(tmp_path: Path) -> None:
+    assert invoke("cert", "ca", "--out", str(tmp_path))[0] == 0
+    code, _, err = invoke("cert", "ca", "--out", str(tmp_path))
+    assert code == 1
+    assert_one_line_error(err, "exists already")

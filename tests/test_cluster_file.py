@@ -431,3 +431,41 @@ def test_static_source_hands_new_snapshots_to_watchers():
     assert source.current() is changed and seen == [1]
     with pytest.raises(ValueError, match="older"):
         source.replace(three())
+
+
+# ------------------------------------------------------------------ [tls]
+
+TLS = """
+[tls]
+ca = "certs/ca.crt"
+cert = "certs/{region}.crt"
+key = "/etc/plexus/{region}.key"
+"""
+
+
+def test_tls_paths_are_relative_to_the_file_with_the_region_filled_in(tmp_path: Path):
+    topology = load_cluster_file(write(tmp_path, GOOD + TLS))
+    assert topology.tls is not None
+    assert topology.tls.for_region("eu") == {
+        "tls_ca": str(tmp_path / "certs" / "ca.crt"),
+        "tls_cert": str(tmp_path / "certs" / "eu.crt"),
+        "tls_key": "/etc/plexus/eu.key",
+    }
+
+
+def test_a_file_without_tls_has_none(tmp_path: Path):
+    assert load_cluster_file(write(tmp_path, GOOD)).tls is None
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ('\n[tls]\nca = "ca.crt"\ncert = "{region}.crt"\n', "tls.key: missing (required)"),
+        ('\n[tls]\nca = "ca.crt"\ncert = "node.crt"\nkey = "{region}.key"\n', "tls.cert: must"),
+        (TLS + 'certificate = "x"\n', "tls.certificate: unknown key (known: ca, cert, key)"),
+        ('\n[tls]\nca = 7\ncert = "{region}.crt"\nkey = "{region}.key"\n', "tls.ca: must be a"),
+    ],
+)
+def test_each_bad_tls_key_is_named(tmp_path: Path, body: str, says: str):
+    problems = problems_of(tmp_path, GOOD + body)
+    assert any(says in p for p in problems), problems

@@ -125,6 +125,25 @@ def test_up_default_starts_three_linked_regions(default: Local) -> None:
     assert "us" in human and "running" in human
 
 
+def test_up_serves_tls_with_its_own_ca_and_refuses_plaintext(default: Local) -> None:
+    status = default.status()
+    ca = Path(status["ca"])
+    assert ca == default.state / "tls" / "ca.crt" and ca.is_file()
+    assert all(r["tls"] is True for r in status["regions"])
+    tls = default.state / "tls"
+    assert default.state.stat().st_mode & 0o777 == 0o700
+    assert tls.stat().st_mode & 0o777 == 0o700
+    for name in ("ca.crt", "ca.key", "us.crt", "us.key", "eu.key", "ap.key"):
+        assert (tls / name).stat().st_mode & 0o777 == 0o600, name
+    assert (default.state / "cluster.toml").stat().st_mode & 0o777 == 0o600
+    refused = default.fails("info", "--server", default.address("us"))
+    assert "TLS" in refused and "--ca" in refused
+    shown = json.loads(
+        default.run("info", "--server", default.address("us"), "--ca", str(ca), "--json").stdout
+    )
+    assert shown["region"] == "us"
+
+
 def test_up_again_while_running_says_already_up(default: Local) -> None:
     pids = {r["pid"] for r in default.status()["regions"]}
     out = default.run("up")
@@ -141,7 +160,7 @@ def test_sub_in_eu_receives_what_pub_in_us_published(default: Local) -> None:
         text=True,
     )
     try:
-        _wait_interest(default.address("us"), "orders/x", "eu")
+        _wait_interest(default, "us", "orders/x", "eu")
         default.run("pub", "orders/{seq}", "hello {seq}", "--count", "5", "--region", "us")
         out, err = sub.communicate(timeout=30)
     finally:
@@ -153,11 +172,13 @@ def test_sub_in_eu_receives_what_pub_in_us_published(default: Local) -> None:
     assert {e["region"] for e in events} == {"us"}
 
 
-def _wait_interest(address: str, topic: str, region: str) -> None:
-    """Until the region at `address` would route `topic` to a subscriber in `region`."""
+def _wait_interest(local: Local, at: str, topic: str, region: str) -> None:
+    """Until region `at` would route `topic` to a subscriber in `region`."""
+    status = local.status()
+    address = next(r["address"] for r in status["regions"] if r["name"] == at)
 
     async def go() -> None:
-        async with await Client.connect(address) as client:
+        async with await Client.connect(address, ca=status["ca"]) as client:
 
             async def interested() -> bool:
                 view = {r["region"]: r for r in await client.explain(topic)}
@@ -326,6 +347,8 @@ def test_region_added_live_receives_events_and_removed_region_is_gone(default: L
     assert json.loads(added.stdout)["links"] == ["us"]
     status = default.status()
     assert {r["name"] for r in status["regions"]} == {"us", "eu", "ap", "sa"}
+    assert all(r["tls"] for r in status["regions"])
+    assert (default.state / "tls" / "sa.crt").stat().st_mode & 0o777 == 0o600
     assert {r["raft"]["role"] for r in status["regions"]} >= {"leader", "follower"}
     sub = subprocess.Popen(
         [*PLEXUS, "sub", "lv/>", "--region", "sa", "--count", "20", "--json", "--timeout", "30"],
@@ -335,7 +358,7 @@ def test_region_added_live_receives_events_and_removed_region_is_gone(default: L
         text=True,
     )
     try:
-        _wait_interest(default.address("eu"), "lv/x", "sa")
+        _wait_interest(default, "eu", "lv/x", "sa")
         default.run("pub", "lv/{seq}", "v{seq}", "--count", "20", "--region", "eu")
         out, err = sub.communicate(timeout=30)
     finally:

@@ -97,6 +97,7 @@ def up(config: Path | None, state_dir: Path, timeout: float, as_json: bool) -> N
                 "already_up": result.already_up,
                 "started": result.started,
                 "ready_s": round(result.elapsed_s, 3),
+                "ca": str(state.ca_cert) if state.ca_cert.exists() else None,
                 "regions": [
                     {
                         "name": r.name,
@@ -104,6 +105,7 @@ def up(config: Path | None, state_dir: Path, timeout: float, as_json: bool) -> N
                         "grpc": r.grpc,
                         "pid": r.pid,
                         "metrics": r.metrics,
+                        "tls": r.ca is not None,
                     }
                     for r in record.regions
                 ],
@@ -128,6 +130,8 @@ def up(config: Path | None, state_dir: Path, timeout: float, as_json: bool) -> N
     if record.links and not result.already_up:
         shown = ", ".join(f"{a}-{b}" for a, b in record.links)
         click.echo(f"links up: {shown}")
+    if state.ca_cert.exists():
+        click.echo(f"TLS on: clients verify the nodes with {state.ca_cert} (--region does)")
     first = record.regions[0].name
     click.echo(f"try: plexus sub '>' --region {first}   ·   plexus status   ·   plexus down")
 
@@ -190,6 +194,8 @@ def print_status(view: dict[str, Any]) -> None:
             state += f" ({_escape(r['error'])})"
         regions.add_row(r["name"], r["address"], str(r["pid"] or "-"), state, r["metrics"] or "-")
     console.print(regions)
+    if view.get("ca"):
+        console.print(f"TLS on every region, CA {_escape(view['ca'])}")
     if view["links"]:
         links = Table(title="links")
         for column in ("link", "state", "spooled"):

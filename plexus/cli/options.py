@@ -19,10 +19,20 @@ if TYPE_CHECKING:
     from plexus.client import Client
     from plexus.client.connection import StateChange
 
-__all__ = ["DEFAULT_SERVER", "connect_streaming", "parse_headers", "run", "server_option"]
+__all__ = [
+    "DEFAULT_SERVER",
+    "connect",
+    "connect_streaming",
+    "parse_headers",
+    "run",
+    "server_option",
+]
 
 DEFAULT_SERVER = "127.0.0.1:7000"
 SERVER_ENV = "PLEXUS_SERVER"
+CA_ENV = "PLEXUS_CA"
+# Where server_option leaves the CA the command's connections verify nodes with.
+CA_META = "plexus.ca"
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -43,18 +53,33 @@ def server_option(func: F) -> F:
     `--region NAME`: a region of the local cluster in $PLEXUS_STATE_DIR (see `plexus up`).
 
     The command receives `server` either way; `--region` is resolved here, in one place.
+    `--ca FILE` (or $PLEXUS_CA) connects over TLS; with `--region` the local cluster's CA
+    is the default. `connect` and `connect_streaming` use it.
     """
 
     @functools.wraps(func)
-    def resolved(*args: Any, region: str | None, **kwargs: Any) -> Any:
+    def resolved(*args: Any, region: str | None, ca: str | None, **kwargs: Any) -> Any:
+        ctx = click.get_current_context()
         if region is not None:
-            ctx = click.get_current_context()
             if ctx.get_parameter_source("server") is ParameterSource.COMMANDLINE:
                 raise click.UsageError("give --server or --region, not both", ctx=ctx)
-            from plexus.local.state import resolve_region
+            from plexus.local.state import resolve_region, resolve_region_ca
 
             kwargs["server"] = resolve_region(region)
+            if ca is None:
+                ca = resolve_region_ca(region)
+        ctx.meta[CA_META] = ca
         return func(*args, **kwargs)
+
+    with_ca = click.option(
+        "--ca",
+        metavar="FILE",
+        default=None,
+        envvar=CA_ENV,
+        show_envvar=True,
+        help="The cluster CA certificate: connect over TLS, verifying the node with it "
+        "(with --region: the local cluster's).",
+    )(resolved)
 
     with_region = click.option(
         "--region",
@@ -62,7 +87,7 @@ def server_option(func: F) -> F:
         default=None,
         help="A region of the local cluster ($PLEXUS_STATE_DIR, see 'plexus up'), "
         "instead of --server.",
-    )(resolved)
+    )(with_ca)
     return click.option(
         "--server",
         default=lambda: os.environ.get(SERVER_ENV) or DEFAULT_SERVER,
@@ -86,13 +111,19 @@ def parse_headers(
     return headers
 
 
+async def connect(server: str, **options: Any) -> Client:
+    """A client of the node at `server`, over TLS when the command was given a CA."""
+    from plexus.client import Client
+
+    ca = click.get_current_context().meta.get(CA_META)
+    return await Client.connect(server, ca=ca, **options)
+
+
 async def connect_streaming(server: str, timeout: float | None = None) -> Client:
     """A client for a command that streams (pub, sub, queue consume): it rides through
     a restart of its node, trying to reconnect for at most `timeout` seconds (None:
     for as long as it runs), and says on stderr when it lost and regained the node."""
-    from plexus.client import Client
-
-    return await Client.connect(server, max_reconnect_s=timeout, on_state=_report_state)
+    return await connect(server, max_reconnect_s=timeout, on_state=_report_state)
 
 
 def _report_state(change: StateChange) -> None:

@@ -25,11 +25,24 @@ __all__ = ["top"]
     default=None,
     help="Watch the mesh through this region of the local cluster of --state-dir.",
 )
+@click.option(
+    "--ca",
+    metavar="FILE",
+    default=None,
+    envvar="PLEXUS_CA",
+    show_envvar=True,
+    help="The cluster CA certificate: connect over TLS (default: the local cluster's).",
+)
 @state_dir_option
-def top(server: str | None, region: str | None, state_dir: Path) -> None:
+def top(server: str | None, region: str | None, ca: str | None, state_dir: Path) -> None:
     """Show the mesh live: topology, regions, events; act on it (? lists the keys, q quits)."""
     require_extra("tui", "plexus top")
-    from plexus.local.state import LocalClusterError, StateDir, resolve_region
+    from plexus.local.state import (
+        LocalClusterError,
+        StateDir,
+        resolve_region,
+        resolve_region_ca,
+    )
     from plexus.tui.actions import Actions
     from plexus.tui.app import TopApp
     from plexus.tui.sources import LiveSource
@@ -41,11 +54,12 @@ def top(server: str | None, region: str | None, state_dir: Path) -> None:
         from plexus.client.channel import parse_address
 
         parse_address(server)
-        source = LiveSource(entry=server)
+        source = LiveSource(entry=server, ca=ca)
     elif region is not None:
-        source = LiveSource(entry=resolve_region(region, state_dir))
+        ca = ca or resolve_region_ca(region, state_dir)
+        source = LiveSource(entry=resolve_region(region, state_dir), ca=ca)
     elif state.exists():
-        source = LiveSource(state=state)
+        source = LiveSource(state=state, ca=ca)
     else:
         raise LocalClusterError(
             f"no local cluster in {state_dir}: 'plexus up' starts one, or use --server HOST:PORT"

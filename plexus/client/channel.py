@@ -7,6 +7,7 @@ and nowhere else, so callers only ever catch the Plexus taxonomy.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import grpc
 from grpc import aio
@@ -29,6 +30,7 @@ __all__ = [
     "error_from_ack",
     "open_channel",
     "parse_address",
+    "read_ca",
     "stream_broke",
     "stream_ended",
     "translate_rpc_error",
@@ -68,6 +70,33 @@ _DELIBERATE = frozenset(
 )
 
 
+# gRPC's words for why a TLS connection failed, and what that means for the user.
+TLS_REASONS = (
+    (
+        ("wrong_version_number",),
+        "TLS handshake failed: the node does not serve TLS (connect without a CA)",
+    ),
+    (
+        (
+            "signature failure",
+            "certificate_verify_failed",
+            "certificate verify failed",
+            "local issuer",
+            "unknown_ca",
+            "self signed",
+        ),
+        "TLS: the node's certificate is not signed by the CA given",
+    ),
+    (
+        ("hostname verification", "not in peer certificate"),
+        "TLS: the node's certificate does not name the host dialled",
+    ),
+    (("handshake",), "TLS handshake failed (does the node serve TLS?)"),
+)
+# How a TLS node's refusal of a plaintext client looks to that client.
+PLAINTEXT_REFUSED = ("socket closed", "connection reset", "end of file")
+
+
 def parse_address(address: str) -> tuple[str, int]:
     """Split `HOST:PORT` (or `[v6]:PORT`); raise InvalidArgument naming what is wrong."""
     if not isinstance(address, str) or not address:
@@ -88,10 +117,53 @@ def parse_address(address: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
-def open_channel(address: str) -> aio.Channel:
-    """An insecure grpc.aio channel to a node (call inside a running event loop)."""
+def open_channel(address: str, ca: bytes | None = None) -> aio.Channel:
+    """A grpc.aio channel to a node (call inside a running event loop): TLS verifying
+    the node against the CA certificate `ca` (PEM), else plaintext."""
     parse_address(address)
-    return aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+    if ca is None:
+        return aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+    credentials = grpc.ssl_channel_credentials(root_certificates=ca)
+    return aio.secure_channel(address, credentials, options=CHANNEL_OPTIONS)
+
+
+def read_ca(ca: str | Path | bytes | None) -> bytes | None:
+    """The PEM bytes of a CA certificate given as a file or as bytes; InvalidArgument naming
+    the file when it cannot be read or holds no certificate."""
+    if ca is None or isinstance(ca, bytes):
+        pem = ca
+        where = "the CA given"
+    else:
+        where = str(ca)
+        try:
+            pem = Path(ca).expanduser().read_bytes()
+        except OSError as exc:
+            raise InvalidArgument(
+                f"cannot read the CA certificate {where}: {exc.strerror}"
+            ) from None
+    if pem is not None and b"-----BEGIN CERTIFICATE-----" not in pem:
+        raise InvalidArgument(f"{where} is not a PEM certificate (the cluster CA's ca.crt)")
+    return pem
+
+
+def unreachable_reason(details: str, tls: bool) -> str:
+    """A short reason from gRPC's long connection-failure details; says when TLS is why."""
+    lowered = details.lower()
+    if tls:
+        for needles, reason in TLS_REASONS:
+            if any(needle in lowered for needle in needles):
+                return reason
+    for needle, reason in (
+        ("connection refused", "connection refused (is the node running?)"),
+        ("dns resolution failed", "unknown host"),
+        ("no route to host", "no route to host"),
+        ("network is unreachable", "network unreachable"),
+    ):
+        if needle in lowered:
+            return reason
+    if not tls and any(n in lowered for n in PLAINTEXT_REFUSED):
+        return "the node closed the connection: it may serve TLS only (give its CA: --ca or ca=)"
+    return details.splitlines()[0] if details else "unavailable"
 
 
 Metadata = Sequence[tuple[str, str | bytes]]

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import grpc
 
-from plexus.client.channel import translate_rpc_error
+from plexus.client.channel import read_ca, translate_rpc_error
 from plexus.client.connection import Connection, StateCallback, StateChange
 from plexus.client.consumer import Consumer
 from plexus.client.info import (
@@ -79,9 +80,13 @@ class Client:
         max_reconnect_s: float | None = None,
         on_state: StateCallback | None = None,
         direct_on_break: DirectOnBreak = "buffer",
+        ca: str | Path | bytes | None = None,
     ) -> Client:
         """Connect to the first of `address` (HOST:PORT, or several) whose node answers.
 
+        `ca` (the cluster CA certificate: a file or its PEM bytes) connects over
+        TLS, verifying that the node's certificate is signed by it and names the
+        host dialled; without it the connection is plaintext.
         `reconnect=False` makes a broken connection final; `max_reconnect_s`
         bounds how long the client tries to reconnect (default: forever).
         `direct_on_break`: while disconnected, direct publishes wait in the
@@ -95,7 +100,11 @@ class Client:
                 f"direct_on_break must be 'buffer' or 'fail', got {direct_on_break!r}"
             )
         connection = Connection(
-            addresses, reconnect=reconnect, max_reconnect_s=max_reconnect_s, on_state=on_state
+            addresses,
+            reconnect=reconnect,
+            max_reconnect_s=max_reconnect_s,
+            on_state=on_state,
+            ca=read_ca(ca),
         )
         await connection.open(timeout)
         return cls(connection, direct_on_break)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import grpc
 from grpc import aio
 
-from plexus.client.channel import open_channel, parse_address
+from plexus.client.channel import open_channel, parse_address, unreachable_reason
 from plexus.errors import ClientClosed, InvalidArgument, PlexusError, Timeout, Unavailable
 from plexus.v1 import plexus_pb2 as pb
 from plexus.v1 import plexus_pb2_grpc as pb_grpc
@@ -76,6 +76,7 @@ class Connection:
         reconnect: bool = True,
         max_reconnect_s: float | None = None,
         on_state: StateCallback | None = None,
+        ca: bytes | None = None,
     ) -> None:
         if not addresses:
             raise InvalidArgument("no node address given: expected HOST:PORT")
@@ -88,6 +89,7 @@ class Connection:
         self.reconnect = reconnect
         self.max_reconnect_s = max_reconnect_s
         self._on_state = on_state
+        self.ca = ca  # the cluster CA (PEM): TLS to every address
         self._channel: aio.Channel | None = None
         self.broker: pb_grpc.BrokerStub | None = None
         self.admin: pb_grpc.AdminStub | None = None
@@ -239,7 +241,7 @@ class Connection:
 
     async def _try(self, address: str, timeout: float) -> None:
         """Open a channel to `address` and check a node answers; install it or raise."""
-        channel = open_channel(address)
+        channel = open_channel(address, self.ca)
         try:
             info = await pb_grpc.BrokerStub(channel).GetNodeInfo(
                 pb.NodeInfoRequest(), timeout=timeout
@@ -249,7 +251,8 @@ class Connection:
             if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
                 raise Timeout(f"connecting to node at {address}", timeout) from None
             raise Unavailable(
-                f"cannot reach node at {address}: {unreachable_reason(exc)}"
+                f"cannot reach node at {address}: "
+                f"{unreachable_reason(exc.details() or '', self.ca is not None)}"
             ) from None
         except BaseException:
             await channel.close()
@@ -298,17 +301,3 @@ class Connection:
 
 def _started_at(info: pb.NodeInfo) -> float:
     return time.time() - info.uptime_ms / 1000
-
-
-def unreachable_reason(exc: grpc.RpcError) -> str:
-    """A short reason from gRPC's long connection-failure details."""
-    details = exc.details() or ""
-    for needle, reason in (
-        ("Connection refused", "connection refused (is the node running?)"),
-        ("DNS resolution failed", "unknown host"),
-        ("No route to host", "no route to host"),
-        ("Network is unreachable", "network unreachable"),
-    ):
-        if needle in details:
-            return reason
-    return details.splitlines()[0] if details else "unavailable"

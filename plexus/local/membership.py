@@ -15,7 +15,13 @@ from typing import Any
 from plexus.errors import PlexusError
 from plexus.local.default import free_ports
 from plexus.local.launcher import is_running, node_command, stop_processes
-from plexus.local.ops import CONNECT_TIMEOUT_S, DEFAULT_TIMEOUT_S, start_regions, wait_links
+from plexus.local.ops import (
+    CONNECT_TIMEOUT_S,
+    DEFAULT_TIMEOUT_S,
+    region_tls_flags,
+    start_regions,
+    wait_links,
+)
 from plexus.local.state import ClusterRecord, LocalClusterError, RegionRecord, StateDir
 
 LEADER_POLL_S = 0.05
@@ -42,6 +48,10 @@ def add_region(
         extra += ["--metrics", metrics]
         for peer in links:
             extra += ["--link", peer]
+        # A cluster with TLS on: the new region gets its certificate from the same CA.
+        tls = any(r.ca for r in record.regions)
+        if tls:
+            extra += region_tls_flags(state, name, grpc)
         region = RegionRecord(
             name=name,
             grpc=grpc,
@@ -50,6 +60,7 @@ def add_region(
             log=str(state.log_path(name)),
             command=node_command(Path(record.cluster_file), name, extra),
             metrics=metrics,
+            ca=str(state.ca_cert) if tls else None,
         )
         record.regions.append(region)
         record.links += [[name, peer] for peer in links]
@@ -143,5 +154,5 @@ def _any_running(record: ClusterRecord, but: str | None = None) -> RegionRecord:
 async def _ask(region: RegionRecord, call: Any) -> Any:
     from plexus.client import Client
 
-    async with await Client.connect(region.grpc, timeout=CONNECT_TIMEOUT_S) as client:
+    async with await Client.connect(region.grpc, timeout=CONNECT_TIMEOUT_S, ca=region.ca) as client:
         return await call(client)

@@ -140,6 +140,8 @@ def _create(state: StateDir, config: Path | None) -> ClusterRecord:
         # A region without a metrics address in the file gets a free loopback port.
         metrics = r.metrics or f"{HOST}:{next(picked)}"
         extra = [] if r.metrics else ["--metrics", metrics]
+        tls = region_tls_flags(state, r.name, r.grpc) if _safe_name(r.name) else []
+        extra += tls
         regions.append(
             RegionRecord(
                 name=r.name,
@@ -149,6 +151,7 @@ def _create(state: StateDir, config: Path | None) -> ClusterRecord:
                 log=str(state.log_path(r.name)),
                 command=node_command(state.cluster_file, r.name, extra),
                 metrics=metrics,
+                ca=str(state.ca_cert) if tls else None,
             )
         )
     record = ClusterRecord(
@@ -189,6 +192,27 @@ def _secret_file_for(state: StateDir, config: Path, text: str) -> Path | None:
     if "secret" in cluster or "secret_file" in cluster or SECRET_ENV in os.environ:
         return None
     return _generated_secret(state)
+
+
+def region_tls_flags(state: StateDir, region: str, grpc: str) -> list[str]:
+    """Make region `region`'s certificate (and the cluster CA, the first time) in the state
+    dir; the node flags that serve TLS with them. The certificate names the region and
+    the host it is dialled on, and localhost and 127.0.0.1 for local clients."""
+    from plexus.certs import make_ca, make_node_cert
+
+    if not state.ca_cert.exists():
+        make_ca(state.tls_dir, "plexus local cluster CA")
+    host = grpc.rpartition(":")[0].strip("[]")
+    hosts = list(dict.fromkeys([host, "127.0.0.1", "localhost"]))
+    files = make_node_cert(state.tls_dir, region, hosts, state.tls_dir)
+    return [
+        "--tls-cert",
+        str(files.cert),
+        "--tls-key",
+        str(files.key),
+        "--tls-ca",
+        str(state.ca_cert),
+    ]
 
 
 def _ports_of(spec: ClusterSpec) -> set[int]:
@@ -297,6 +321,7 @@ def _discard(state: StateDir, record: ClusterRecord) -> None:
 def _discard_files(state: StateDir) -> None:
     for path in (state.record_path, state.cluster_file, state.secret_file):
         path.unlink(missing_ok=True)
+    shutil.rmtree(state.tls_dir, ignore_errors=True)
 
 
 def down(state: StateDir, purge: bool = False, grace_s: float = 10.0) -> list[str]:
@@ -374,7 +399,9 @@ def cut_link(state: StateDir, a: str, b: str) -> dict[str, Any]:
     async def go() -> dict[str, Any]:
         from plexus.client import Client
 
-        async with await Client.connect(region.grpc, timeout=CONNECT_TIMEOUT_S) as client:
+        async with await Client.connect(
+            region.grpc, timeout=CONNECT_TIMEOUT_S, ca=region.ca
+        ) as client:
             link = await client.set_link(b, up=False)
         return link.to_dict(a)
 
@@ -390,7 +417,9 @@ def heal_link(state: StateDir, a: str, b: str, timeout_s: float = 10.0) -> bool:
     async def go() -> bool:
         from plexus.client import Client
 
-        async with await Client.connect(region.grpc, timeout=CONNECT_TIMEOUT_S) as client:
+        async with await Client.connect(
+            region.grpc, timeout=CONNECT_TIMEOUT_S, ca=region.ca
+        ) as client:
             await client.set_link(b, up=True)
         if not is_running(record.region(b).pid, record.cluster_file):
             return False
@@ -423,8 +452,9 @@ async def wait_links(
     clients: dict[str, Client] = {}
     try:
         for name in names:
+            region = record.region(name)
             clients[name] = await Client.connect(
-                record.region(name).grpc, timeout=max(0.5, deadline - time.monotonic())
+                region.grpc, timeout=max(0.5, deadline - time.monotonic()), ca=region.ca
             )
         while True:
             views = await asyncio.gather(*(clients[n].list_links(interest=False) for n in names))
@@ -497,6 +527,7 @@ async def _status(record: ClusterRecord) -> dict[str, Any]:
             "log": region.log,
             # Where Prometheus scrapes the region: http://ADDRESS/metrics.
             "metrics": region.metrics,
+            "tls": region.ca is not None,
         }
         if error:
             entry["error"] = error
@@ -530,10 +561,13 @@ async def _status(record: ClusterRecord) -> dict[str, Any]:
                 "rate_ba": lb.events_out_per_s if lb else 0.0,
             }
         )
+    cas = {r.ca for r in record.regions if r.ca}
     return {
         "cluster": record.cluster,
         "source": record.source,
         "cluster_file": record.cluster_file,
+        # The CA certificate clients verify the regions with (--ca, Client.connect(ca=...)).
+        "ca": cas.pop() if len(cas) == 1 else None,
         "regions": regions,
         "links": links,
         "queues": queues,
@@ -550,7 +584,9 @@ async def _ask(
     from plexus.client import Client
 
     try:
-        async with await Client.connect(region.grpc, timeout=CONNECT_TIMEOUT_S) as client:
+        async with await Client.connect(
+            region.grpc, timeout=CONNECT_TIMEOUT_S, ca=region.ca
+        ) as client:
             view, queues, membership = await asyncio.gather(
                 client.list_links(interest=False), client.list_queues(), client.membership()
             )

@@ -7,6 +7,8 @@
       lock                    held while up/down/start change the record
       regions/NAME/data       the region's data directory
       regions/NAME/node.log   its stdout and stderr
+      tls/ca.crt, tls/ca.key  the cluster's CA (clients verify nodes with ca.crt)
+      tls/NAME.crt, NAME.key  region NAME's certificate and key (dir 0700, files 0600)
 
 Every node's command line names STATE/cluster.toml, so `pgrep -f STATE` finds them.
 """
@@ -33,6 +35,7 @@ __all__ = [
     "StateDir",
     "default_state_dir",
     "resolve_region",
+    "resolve_region_ca",
 ]
 
 STATE_ENV = "PLEXUS_STATE_DIR"
@@ -64,6 +67,8 @@ class RegionRecord:
     command: list[str] = field(default_factory=list)
     # Where the node serves Prometheus metrics (None in records made before metrics).
     metrics: str | None = None
+    # The CA certificate that verifies this region's node (None: it serves plaintext).
+    ca: str | None = None
 
     @property
     def address(self) -> str:
@@ -131,6 +136,14 @@ class StateDir:
     def log_path(self, name: str) -> Path:
         return self.region_dir(name) / "node.log"
 
+    @property
+    def tls_dir(self) -> Path:
+        return self.path / "tls"
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.tls_dir / "ca.crt"
+
     def exists(self) -> bool:
         return self.record_path.is_file()
 
@@ -166,6 +179,12 @@ class StateDir:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def resolve_region_ca(name: str, state_dir: Path | str | None = None) -> str | None:
+    """The CA certificate that verifies region `name` of the local cluster (None: plaintext)."""
+    state = StateDir(state_dir if state_dir is not None else default_state_dir())
+    return state.load().region(name).ca
 
 
 def resolve_region(name: str, state_dir: Path | str | None = None) -> str:

@@ -78,11 +78,17 @@ class _Answer:
 class LiveSource:
     """The mesh of a local cluster (`state`) or as seen through the node at `entry`."""
 
-    def __init__(self, *, state: StateDir | None = None, entry: str | None = None) -> None:
+    def __init__(
+        self, *, state: StateDir | None = None, entry: str | None = None, ca: str | None = None
+    ) -> None:
         if (state is None) == (entry is None):
             raise ValueError("give a local cluster's state or an entry node, not both")
         self.state = state
         self.entry = entry
+        # The CA that verifies the nodes (TLS); a local cluster's own by default.
+        if ca is None and state is not None and state.ca_cert.exists():
+            ca = str(state.ca_cert)
+        self.ca = ca
         self.title = f"local cluster in {state.path}" if state else f"through {entry}"
         self._clients: dict[str, Client] = {}
         self._connecting: dict[str, asyncio.Lock] = {}
@@ -222,7 +228,7 @@ class LiveSource:
         async with self._connecting.setdefault(address, asyncio.Lock()):
             client = self._clients.get(address)
             if client is None:
-                client = await Client.connect(address, timeout=CONNECT_TIMEOUT_S)
+                client = await Client.connect(address, timeout=CONNECT_TIMEOUT_S, ca=self.ca)
                 self._clients[address] = client
             return client
 
