@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from plexus.errors import InvalidArgument
+from plexus.local.private import open_private, private_dir
 
 __all__ = [
     "CA_CERT",
@@ -41,8 +42,6 @@ NODE_VALID_DAYS = 825
 REGION_DOMAIN = "region.plexus"
 REGION_NAME = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 HOST_NAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9*]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9-]{1,63})*$")
-FILE_MODE = 0o600
-DIR_MODE = 0o700
 
 
 class CertificateError(InvalidArgument):
@@ -188,20 +187,18 @@ def _key_bytes(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 def _make_dir(path: Path) -> None:
     try:
-        path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        private_dir(path)
+    except FileExistsError:
+        raise CertificateError(f"{path}: not a directory") from None
     except OSError as exc:
         raise CertificateError(f"{path}: cannot create the directory: {exc.strerror}") from None
-    if not path.is_dir():
-        raise CertificateError(f"{path}: not a directory")
 
 
 def _write(path: Path, data: bytes) -> None:
     """Created 0600 from the start: a key is never readable by others, not even briefly."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-        with os.fdopen(fd, "wb") as handle:
+        with os.fdopen(open_private(path, os.O_WRONLY | os.O_TRUNC), "wb") as handle:
             handle.write(data)
-        os.chmod(path, FILE_MODE)  # an existing file keeps its mode through O_CREAT
     except OSError as exc:
         raise CertificateError(f"{path}: cannot write: {exc.strerror}") from None
 
