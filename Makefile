@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install iproute2 demo test test-fast bench soak lint proto clean
+.PHONY: install iproute2 demo test test-fast bench bench-security soak lint proto clean
 
 install: $(STAMP)
 
@@ -39,6 +39,10 @@ test-fast: install
 
 bench: install
 	$(BIN)/python benchmarks/run_all.py
+
+# What TLS and tokens cost (also part of make bench).
+bench-security: install
+	$(BIN)/python benchmarks/run_all.py --only security
 
 # One node under mixed load for 10 minutes (not part of make bench).
 soak: install

@@ -26,6 +26,7 @@ from typing import Any
 from common import (
     PAYLOAD_BYTES,
     Node,
+    Target,
     Workers,
     figure,
     load,
@@ -94,11 +95,11 @@ def _summary(latencies_ns: list[int]) -> dict[str, float]:
 
 
 @report_errors
-def subscriber_worker(results: Any, address: str, pattern: str, ready: Any, done: Any) -> None:
+def subscriber_worker(results: Any, target: Target, pattern: str, ready: Any, done: Any) -> None:
     async def main() -> dict[str, Any]:
         latencies: list[int] = []
         unpack = STAMP.unpack_from
-        async with await Client.connect(address) as client, client.subscribe(pattern) as sub:
+        async with await target.connect() as client, client.subscribe(pattern) as sub:
             ready.set()
             while True:
                 batch = await sub.next_batch(timeout=1.0)
@@ -116,7 +117,7 @@ def subscriber_worker(results: Any, address: str, pattern: str, ready: Any, done
 @report_errors
 def publisher_worker(
     results: Any,
-    address: str,
+    target: Target,
     topic: str,
     guaranteed: bool,
     rate: int,
@@ -125,7 +126,7 @@ def publisher_worker(
     done: Any,
 ) -> None:
     async def main() -> dict[str, Any]:
-        async with await Client.connect(address) as client:
+        async with await target.connect() as client:
             await client.publish("warmup/x", b"x")
             await client.flush()
             ready.set()
@@ -150,14 +151,14 @@ def publisher_worker(
 # ------------------------------------------------------------------ runs
 
 
-def direct_run(rate: int = RATE) -> dict[str, Any]:
+def direct_run(rate: int = RATE, secure: bool = False) -> dict[str, Any]:
     wait_for_quiet()
     load_before = load()
-    with Node() as node, Workers() as workers:
+    with Node(secure=secure) as node, Workers() as workers:
         sub_ready, pub_ready, go, done = (workers.event() for _ in range(4))
-        workers.start("subscriber", subscriber_worker, node.address, "lat/>", sub_ready, done)
+        workers.start("subscriber", subscriber_worker, node.target, "lat/>", sub_ready, done)
         workers.start(
-            "publisher", publisher_worker, node.address, "lat/x", False, rate, pub_ready, go, done
+            "publisher", publisher_worker, node.target, "lat/x", False, rate, pub_ready, go, done
         )
         workers.wait(sub_ready, pub_ready)
         with profile("latency-direct", {"node": node.pid, **workers.pids}):
@@ -172,13 +173,13 @@ def guaranteed_run(rate: int = RATE) -> dict[str, Any]:
     with Node() as node, Workers() as workers:
 
         async def create() -> None:
-            async with await Client.connect(node.address) as client:
+            async with await node.target.connect() as client:
                 await client.create_queue("lat", ["lat/>"])
 
         asyncio.run(create())
         pub_ready, go, done = (workers.event() for _ in range(3))
         workers.start(
-            "publisher", publisher_worker, node.address, "lat/g", True, rate, pub_ready, go, done
+            "publisher", publisher_worker, node.target, "lat/g", True, rate, pub_ready, go, done
         )
         workers.wait(pub_ready)
         with profile("latency-guaranteed", {"node": node.pid, **workers.pids}):

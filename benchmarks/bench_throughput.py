@@ -25,6 +25,7 @@ from common import (
     CpuMeter,
     Node,
     OwnCpu,
+    Target,
     Workers,
     figure,
     load,
@@ -128,10 +129,10 @@ async def count_events(
 
 @report_errors
 def subscriber_worker(
-    results: Any, address: str, pattern: str, subs: int, expected: int, ready: Any, done: Any
+    results: Any, target: Target, pattern: str, subs: int, expected: int, ready: Any, done: Any
 ) -> None:
     async def main() -> dict[str, Any]:
-        async with await Client.connect(address) as client:
+        async with await target.connect() as client:
             return await count_events(client, pattern, subs, expected, ready, done)
 
     results.put({"role": "subscriber", **run_async_worker(main())})
@@ -139,10 +140,10 @@ def subscriber_worker(
 
 @report_errors
 def publisher_worker(
-    results: Any, address: str, topic: str, events: int, ready: Any, go: Any, done: Any
+    results: Any, target: Target, topic: str, events: int, ready: Any, go: Any, done: Any
 ) -> None:
     async def main() -> dict[str, Any]:
-        async with await Client.connect(address) as client:
+        async with await target.connect() as client:
             await client.publish("warmup/x", PAYLOAD)  # opens the publish stream
             await client.flush()
             ready.set()
@@ -155,14 +156,14 @@ def publisher_worker(
 
 
 @report_errors
-def pub_sub_worker(results: Any, address: str, topic: str, pattern: str, events: int) -> None:
+def pub_sub_worker(results: Any, target: Target, topic: str, pattern: str, events: int) -> None:
     """Publisher and subscriber sharing one process (and one event loop)."""
 
     async def main() -> dict[str, Any]:
         import threading
 
         ready, done = threading.Event(), threading.Event()
-        async with await Client.connect(address) as pub, await Client.connect(address) as sub:
+        async with await target.connect() as pub, await target.connect() as sub:
             await pub.publish("warmup/x", PAYLOAD)
             await pub.flush()
             receiver = asyncio.ensure_future(count_events(sub, pattern, 1, events, ready, done))
@@ -179,10 +180,10 @@ def pub_sub_worker(results: Any, address: str, topic: str, pattern: str, events:
 
 @report_errors
 def guaranteed_publisher_worker(
-    results: Any, address: str, topic: str, events: int, ready: Any, go: Any
+    results: Any, target: Target, topic: str, events: int, ready: Any, go: Any
 ) -> None:
     async def main() -> dict[str, Any]:
-        async with await Client.connect(address) as client:
+        async with await target.connect() as client:
             await client.publish("warmup/x", PAYLOAD)
             await client.flush()
             ready.set()
@@ -209,9 +210,9 @@ def guaranteed_publisher_worker(
 
 
 @report_errors
-def consumer_worker(results: Any, address: str, queue: str, expected: int, ready: Any) -> None:
+def consumer_worker(results: Any, target: Target, queue: str, expected: int, ready: Any) -> None:
     async def main() -> dict[str, Any]:
-        async with await Client.connect(address) as client:
+        async with await target.connect() as client:
             consumer = client.consume(queue, prefetch=CONSUMER_PREFETCH)
             await consumer.start()
             ready.set()
@@ -268,11 +269,14 @@ def _by_role(results: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     return roles
 
 
-def direct_run(events: int, subscribers: int, processes: int, label: str) -> dict[str, Any]:
-    """One direct run: a publisher process and `processes` subscriber processes."""
+def direct_run(
+    events: int, subscribers: int, processes: int, label: str, secure: bool = False
+) -> dict[str, Any]:
+    """One direct run: a publisher process and `processes` subscriber processes
+    (`secure`: TLS and tokens on)."""
     wait_for_quiet()
     load_before = load()
-    with Node() as node, Workers() as workers:
+    with Node(secure=secure) as node, Workers() as workers:
         pub_ready, go, done = workers.event(), workers.event(), workers.event()
         readies = []
         for p in range(processes):
@@ -282,7 +286,7 @@ def direct_run(events: int, subscribers: int, processes: int, label: str) -> dic
             workers.start(
                 f"subscriber{p}",
                 subscriber_worker,
-                node.address,
+                node.target,
                 "bench/direct/>",
                 subs,
                 events,
@@ -292,7 +296,7 @@ def direct_run(events: int, subscribers: int, processes: int, label: str) -> dic
         workers.start(
             "publisher",
             publisher_worker,
-            node.address,
+            node.target,
             "bench/direct/x",
             events,
             pub_ready,
@@ -325,7 +329,7 @@ def direct_same_process_run(events: int) -> dict[str, Any]:
     load_before = load()
     with Node() as node, Workers() as workers:
         workers.start(
-            "pubsub", pub_sub_worker, node.address, "bench/direct/x", "bench/direct/>", events
+            "pubsub", pub_sub_worker, node.target, "bench/direct/x", "bench/direct/>", events
         )
         meter = CpuMeter(node.pid)
         (r,) = workers.collect(1)
@@ -341,22 +345,22 @@ def direct_same_process_run(events: int) -> dict[str, Any]:
     }
 
 
-def guaranteed_run(events: int, node_settings: str = "") -> dict[str, Any]:
+def guaranteed_run(events: int, node_settings: str = "", secure: bool = False) -> dict[str, Any]:
     wait_for_quiet()
     load_before = load()
-    with Node(node_settings) as node, Workers() as workers:
+    with Node(node_settings, secure=secure) as node, Workers() as workers:
 
         async def create() -> None:
-            async with await Client.connect(node.address) as client:
+            async with await node.target.connect() as client:
                 await client.create_queue("bench-g", ["bench/g/>"], max_depth=events * 2)
 
         asyncio.run(create())
         consumer_ready, pub_ready, go = workers.event(), workers.event(), workers.event()
-        workers.start("consumer", consumer_worker, node.address, "bench-g", events, consumer_ready)
+        workers.start("consumer", consumer_worker, node.target, "bench-g", events, consumer_ready)
         workers.start(
             "publisher",
             guaranteed_publisher_worker,
-            node.address,
+            node.target,
             "bench/g/x",
             events,
             pub_ready,

@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,8 @@ NODE_STOP_TIMEOUT_S = 10.0
 READY_LINE = b"plexus node us listening on"
 PROFILE_ENV = "PLEXUS_BENCH_PROFILE"
 
+from plexus.client import Client  # noqa: E402 - after the path is set
+
 _SPAWN = multiprocessing.get_context("spawn")
 
 
@@ -53,16 +56,31 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class Target:
+    """Where clients connect and how (the CA for TLS, a token): it travels to workers."""
+
+    address: str
+    ca: str | None = None
+    token: str | None = None
+
+    async def connect(self) -> Client:
+        return await Client.connect(self.address, ca=self.ca, token=self.token)
+
+
 class Node:
     """A node process in its own temporary data directory, stopped on exit.
+
+    `secure=True` serves TLS with a CA and certificate made for it and checks
+    tokens signed by a key made for it; `target` carries the CA and an admin token.
 
     ::
 
         with Node() as node:
-            client = await Client.connect(node.address)
+            client = await node.target.connect()
     """
 
-    def __init__(self, settings: str = "") -> None:
+    def __init__(self, settings: str = "", secure: bool = False) -> None:
         self.address = f"127.0.0.1:{free_port()}"
         self._tmp = tempfile.TemporaryDirectory(prefix="plexus-bench-")
         self.dir = Path(self._tmp.name)
@@ -70,6 +88,28 @@ class Node:
         self.proc: subprocess.Popen[bytes] | None = None
         # Lines of the node's [node] table (e.g. "dedup_window_events = 0").
         self.settings = settings
+        self.secure_flags: list[str] = []
+        self.target = Target(self.address)
+        if secure:
+            self._secure()
+
+    def _secure(self) -> None:
+        from plexus.tokens import Grants, generate_key, new_claims, sign
+
+        from plexus.certs import make_ca, make_node_cert
+
+        tls = self.dir / "tls"
+        make_ca(tls, "plexus bench CA")
+        files = make_node_cert(tls, "us", ["127.0.0.1"], tls)
+        key = generate_key()
+        key_path = self.dir / "signing.key"
+        key_path.write_bytes(key)
+        key_path.chmod(0o600)
+        ca = str(tls / "ca.crt")
+        self.secure_flags = ["--tls-cert", str(files.cert), "--tls-key", str(files.key),
+                             "--tls-ca", ca, "--auth-key", str(key_path)]  # fmt: skip
+        token = sign(new_claims("bench", Grants(admin=True)), key)
+        self.target = Target(self.address, ca, token)
 
     @property
     def pid(self) -> int:
@@ -78,7 +118,8 @@ class Node:
 
     def start(self) -> Node:
         cmd = [sys.executable, "-m", "node", "run", "--name", "us",
-               "--listen", self.address, "--data", str(self.dir / "data")]  # fmt: skip
+               "--listen", self.address, "--data", str(self.dir / "data"),
+               *self.secure_flags]  # fmt: skip
         if self.settings:
             config = self.dir / "node.toml"
             config.write_text(f"[node]\n{self.settings}\n")
