@@ -223,7 +223,7 @@ CLIENT_COLUMNS = (
     Column("since", right=True),
     Column("streams"),
     *(Column(n, right=True) for n in ("published", "delivered", "discarded")),
-    Column("limits hit"),
+    Column("limits"),
 )
 
 
