@@ -156,6 +156,9 @@ class Topology:
     source: str = field(default="", compare=False)
     # Regions whose nodes vote in Raft; empty means the default choice (`raft_voters`).
     voters: frozenset[str] = frozenset()
+    # The PEM key that signs client tokens, from the cluster file's [auth] key; it seeds
+    # the replicated token state (federation/auth_state.py). Empty: no authentication.
+    auth_key: str = field(default="", repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Copy, so a caller mutating its dict cannot change a published snapshot.
