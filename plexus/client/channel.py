@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import grpc
 from grpc import aio
 
+from plexus.client.credentials import token_interceptors
 from plexus.errors import (
     InvalidArgument,
     PlexusError,
@@ -88,10 +89,13 @@ def parse_address(address: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
-def open_channel(address: str) -> aio.Channel:
-    """An insecure grpc.aio channel to a node (call inside a running event loop)."""
+def open_channel(address: str, token: str | None = None) -> aio.Channel:
+    """An insecure grpc.aio channel to a node (call inside a running event loop); with a
+    token, every call on it carries `authorization: Bearer <token>`."""
     parse_address(address)
-    return aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+    return aio.insecure_channel(
+        address, options=CHANNEL_OPTIONS, interceptors=token_interceptors(token)
+    )
 
 
 Metadata = Sequence[tuple[str, str | bytes]]
