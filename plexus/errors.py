@@ -222,8 +222,8 @@ class NotPermitted(PermissionDenied):
 
     def __init__(self, token: str, permission: str, target: str = "") -> None:
         self.token, self.permission, self.target = token, permission, target
-        what = f" {target!r}" if target else ""
-        super().__init__(f"permission denied: token {token!r} may not {permission}{what}")
+        what = f" for {target!r}" if target else ""
+        super().__init__(f"permission denied: token {token!r} has no {permission} permission{what}")
 
 
 class Unauthenticated(PlexusError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from plexus.cli.options import run, server_option
+from plexus.cli.options import connect, run, server_option
 
 __all__ = ["clients", "subscriptions"]
 
@@ -23,10 +23,9 @@ def clients(as_json: bool, server: str) -> None:
     `plexus subscriptions` lists patterns with the client holding each.
     """
     from plexus.cli.output import print_clients, print_json
-    from plexus.client import Client
 
     async def go() -> None:
-        async with await Client.connect(server) as client:
+        async with await connect(server) as client:
             connected = await client.clients()
         if as_json:
             print_json([c.to_dict() for c in connected])
@@ -56,10 +55,9 @@ def clients(as_json: bool, server: str) -> None:
 def subscriptions(contains: str, limit: int, as_json: bool, server: str) -> None:
     """List the node's subscriptions, direct and queue, by pattern."""
     from plexus.cli.output import print_json, print_subscriptions
-    from plexus.client import Client
 
     async def go() -> None:
-        async with await Client.connect(server) as client:
+        async with await connect(server) as client:
             view = await client.subscriptions(contains=contains, limit=limit)
         if as_json:
             print_json(view.to_dict())

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from plexus.cli.options import run, server_option
+from plexus.cli.options import connect, run, server_option
 
 __all__ = ["explain"]
 
@@ -19,10 +19,9 @@ def explain(topic: str, as_json: bool, server: str) -> None:
     """Show which regions, queues and subscribers an event on TOPIC would reach, and by
     which path, computed from the routing and interest state: nothing is sent."""
     from plexus.cli.output import print_json
-    from plexus.client import Client
 
     async def go() -> None:
-        async with await Client.connect(server) as client:
+        async with await connect(server) as client:
             regions = await client.explain(topic)
         if as_json:
             print_json({"topic": topic, "regions": regions})

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from plexus.cli.cluster import state_dir_option
-from plexus.cli.options import run, server_option
+from plexus.cli.options import connect, run, server_option
 from plexus.cli.output import age
 
 if TYPE_CHECKING:
@@ -42,10 +42,9 @@ def link_group() -> None:
 def list_(as_json: bool, server: str) -> None:
     """Show each link of the node's region, and the interest it learned per region."""
     from plexus.cli.output import print_json
-    from plexus.client import Client
 
     async def go() -> None:
-        async with await Client.connect(server) as client:
+        async with await connect(server) as client:
             view = await client.list_links()
         if as_json:
             print_json(view.to_dict())
@@ -62,10 +61,9 @@ def list_(as_json: bool, server: str) -> None:
 def down(peer: str, as_json: bool, server: str) -> None:
     """Take the link to region PEER down and hold it down until `plexus link up PEER`."""
     from plexus.cli.output import print_json
-    from plexus.client import Client
 
     async def go() -> None:
-        async with await Client.connect(server) as client:
+        async with await connect(server) as client:
             link = await client.set_link(peer, up=False)
         if as_json:
             print_json(link.to_dict())
@@ -92,10 +90,9 @@ def down(peer: str, as_json: bool, server: str) -> None:
 def up(peer: str, wait: float, as_json: bool, server: str) -> None:
     """Let the link to region PEER come back up after `plexus link down PEER`."""
     from plexus.cli.output import print_json
-    from plexus.client import Client
 
     async def go() -> None:
-        async with await Client.connect(server) as client:
+        async with await connect(server) as client:
             link = await client.set_link(peer, up=True)
             deadline = time.monotonic() + wait
             while not link.up and time.monotonic() < deadline:

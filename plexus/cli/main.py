@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 import click
 
 from plexus import __version__
-from plexus.cli.options import run, server_option
+from plexus.cli.options import connect, run, server_option
 from plexus.cli.script import require_extra
 from plexus.errors import PlexusError
 
@@ -107,10 +107,9 @@ def node_run(args: tuple[str, ...]) -> None:
 def info(server: str, as_json: bool) -> None:
     """Show what the node says about itself."""
     from plexus.cli.output import print_json, print_node_info
-    from plexus.client import Client
 
     async def go() -> None:
-        async with await Client.connect(server) as client:
+        async with await connect(server) as client:
             node = await client.node_info()
         if as_json:
             print_json(node.to_dict())
@@ -128,6 +127,7 @@ def _register() -> None:
     from plexus.cli.publish import pub
     from plexus.cli.queue import queue_group
     from plexus.cli.subscribe import sub
+    from plexus.cli.token import token_group
     from plexus.cli.top import top
 
     cli.add_command(pub)
@@ -138,6 +138,7 @@ def _register() -> None:
     cli.add_command(clients)
     cli.add_command(subscriptions)
     cli.add_command(top)
+    cli.add_command(token_group)
     add_cluster_commands(cli)  # up, down, status, region, fault
 
 

@@ -19,10 +19,22 @@ if TYPE_CHECKING:
     from plexus.client import Client
     from plexus.client.connection import StateChange
 
-__all__ = ["DEFAULT_SERVER", "connect_streaming", "parse_headers", "run", "server_option"]
+__all__ = [
+    "DEFAULT_SERVER",
+    "connect",
+    "connect_streaming",
+    "parse_headers",
+    "run",
+    "server_option",
+]
 
 DEFAULT_SERVER = "127.0.0.1:7000"
 SERVER_ENV = "PLEXUS_SERVER"
+TOKEN_ENV = "PLEXUS_TOKEN"
+# Where server_option leaves the command's token (click's per-invocation metadata).
+TOKEN_META = "plexus.token"
+# True when the command was told where to go (--server, $PLEXUS_SERVER or --region).
+SERVER_GIVEN_META = "plexus.server_given"
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -43,18 +55,32 @@ def server_option(func: F) -> F:
     `--region NAME`: a region of the local cluster in $PLEXUS_STATE_DIR (see `plexus up`).
 
     The command receives `server` either way; `--region` is resolved here, in one place.
+    With it comes `--token` ($PLEXUS_TOKEN), which `connect` presents; with `--region`
+    and no token given, the local cluster's admin token.
     """
 
     @functools.wraps(func)
-    def resolved(*args: Any, region: str | None, **kwargs: Any) -> Any:
+    def resolved(*args: Any, region: str | None, token: str | None, **kwargs: Any) -> Any:
+        ctx = click.get_current_context()
         if region is not None:
-            ctx = click.get_current_context()
             if ctx.get_parameter_source("server") is ParameterSource.COMMANDLINE:
                 raise click.UsageError("give --server or --region, not both", ctx=ctx)
-            from plexus.local.state import resolve_region
+            from plexus.local.state import StateDir, default_state_dir, resolve_region
 
             kwargs["server"] = resolve_region(region)
+            token = token or StateDir(default_state_dir()).client_token()
+        ctx.meta[TOKEN_META] = token
+        source = ctx.get_parameter_source("server")
+        ctx.meta[SERVER_GIVEN_META] = region is not None or source is not ParameterSource.DEFAULT
         return func(*args, **kwargs)
+
+    with_token = click.option(
+        "--token",
+        envvar=TOKEN_ENV,
+        default=None,
+        metavar="TOKEN",
+        help=f"Client token (from 'plexus token create'); default ${TOKEN_ENV}.",
+    )(resolved)
 
     with_region = click.option(
         "--region",
@@ -62,7 +88,7 @@ def server_option(func: F) -> F:
         default=None,
         help="A region of the local cluster ($PLEXUS_STATE_DIR, see 'plexus up'), "
         "instead of --server.",
-    )(resolved)
+    )(with_token)
     return click.option(
         "--server",
         default=lambda: os.environ.get(SERVER_ENV) or DEFAULT_SERVER,
@@ -86,13 +112,28 @@ def parse_headers(
     return headers
 
 
+def command_token() -> str | None:
+    """The token of the running command (see `server_option`)."""
+    ctx = click.get_current_context(silent=True)
+    return ctx.find_root().meta.get(TOKEN_META) if ctx is not None else None
+
+
+async def connect(server: str, **options: Any) -> Client:
+    """`Client.connect` with the command's token."""
+    from plexus.client import Client
+
+    return await Client.connect(server, token=command_token(), **options)
+
+
 async def connect_streaming(server: str, timeout: float | None = None) -> Client:
     """A client for a command that streams (pub, sub, queue consume): it rides through
     a restart of its node, trying to reconnect for at most `timeout` seconds (None:
     for as long as it runs), and says on stderr when it lost and regained the node."""
     from plexus.client import Client
 
-    return await Client.connect(server, max_reconnect_s=timeout, on_state=_report_state)
+    return await Client.connect(
+        server, max_reconnect_s=timeout, on_state=_report_state, token=command_token()
+    )
 
 
 def _report_state(change: StateChange) -> None:

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from plexus.cli.options import connect_streaming, run, server_option
+from plexus.cli.options import connect, connect_streaming, run, server_option
 from plexus.errors import PlexusError
 
 __all__ = ["queue_group"]
@@ -47,14 +47,13 @@ def create(
 ) -> None:
     """Create queue NAME; it receives events published from now on that match."""
     from plexus.cli.output import print_json
-    from plexus.client import Client
     from plexus.topics import validate_pattern
 
     for pattern in subscriptions:
         validate_pattern(pattern)
 
     async def go() -> None:
-        async with await Client.connect(server) as client:
+        async with await connect(server) as client:
             info = await client.create_queue(
                 name,
                 list(subscriptions),
@@ -77,10 +76,9 @@ def create(
 def list_(as_json: bool, server: str) -> None:
     """List the node's queues with their depth and consumers."""
     from plexus.cli.output import print_json, print_queues
-    from plexus.client import Client
 
     async def go() -> None:
-        async with await Client.connect(server) as client:
+        async with await connect(server) as client:
             queues = await client.list_queues()
         if as_json:
             print_json([q.to_dict() for q in queues])
@@ -97,10 +95,9 @@ def list_(as_json: bool, server: str) -> None:
 def describe(name: str, as_json: bool, server: str) -> None:
     """Show queue NAME: configuration, limits, depth, consumers."""
     from plexus.cli.output import print_json, print_queue
-    from plexus.client import Client
 
     async def go() -> None:
-        async with await Client.connect(server) as client:
+        async with await connect(server) as client:
             info = await client.describe_queue(name)
         if as_json:
             print_json(info.to_dict())
@@ -122,7 +119,6 @@ def purge(name: str, yes: bool, as_json: bool, server: str) -> None:
     nacked or let go, they are queued again. Asks first unless --yes.
     """
     from plexus.cli.output import print_json
-    from plexus.client import Client
 
     if not yes and not sys.stdin.isatty():
         raise click.UsageError(
@@ -130,12 +126,12 @@ def purge(name: str, yes: bool, as_json: bool, server: str) -> None:
         )
 
     async def queued() -> int:
-        async with await Client.connect(server) as client:
+        async with await connect(server) as client:
             info = await client.describe_queue(name)
         return info.depth - info.unacked
 
     async def go() -> int:
-        async with await Client.connect(server) as client:
+        async with await connect(server) as client:
             return await client.purge_queue(name)
 
     if not yes and not click.confirm(
@@ -155,10 +151,9 @@ def purge(name: str, yes: bool, as_json: bool, server: str) -> None:
 @server_option
 def delete(name: str, server: str) -> None:
     """Delete queue NAME and the events it holds."""
-    from plexus.client import Client
 
     async def go() -> None:
-        async with await Client.connect(server) as client:
+        async with await connect(server) as client:
             await client.delete_queue(name)
 
     run(go())

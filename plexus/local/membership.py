@@ -73,7 +73,9 @@ def remove_region(state: StateDir, name: str, force: bool = False) -> dict[str, 
         record = state.load()
         region = record.region(name)
         via = _any_running(record, but=name)
-        view = asyncio.run(_ask(via, lambda c: c.remove_region(name, force=force)))
+        view = asyncio.run(
+            _ask(via, lambda c: c.remove_region(name, force=force), record.client_token())
+        )
         if region.pid and is_running(region.pid, record.cluster_file):
             deadline = time.monotonic() + REMOVED_STOP_TIMEOUT_S
             while is_running(region.pid, record.cluster_file) and time.monotonic() < deadline:
@@ -90,7 +92,9 @@ def add_link(state: StateDir, a: str, b: str) -> dict[str, Any]:
         record = state.load()
         record.region(a)
         record.region(b)
-        view = asyncio.run(_ask(_any_running(record), lambda c: c.add_link(a, b)))
+        view = asyncio.run(
+            _ask(_any_running(record), lambda c: c.add_link(a, b), record.client_token())
+        )
         record.links = [list(link) for link in view["links"]]
         state.save(record)
         return view
@@ -99,7 +103,9 @@ def add_link(state: StateDir, a: str, b: str) -> dict[str, Any]:
 def remove_link(state: StateDir, a: str, b: str) -> dict[str, Any]:
     with state.locked():
         record = state.load()
-        view = asyncio.run(_ask(_any_running(record), lambda c: c.remove_link(a, b)))
+        view = asyncio.run(
+            _ask(_any_running(record), lambda c: c.remove_link(a, b), record.client_token())
+        )
         record.links = [list(link) for link in view["links"]]
         state.save(record)
         return view
@@ -140,8 +146,8 @@ def _any_running(record: ClusterRecord, but: str | None = None) -> RegionRecord:
     return running[0]
 
 
-async def _ask(region: RegionRecord, call: Any) -> Any:
+async def _ask(region: RegionRecord, call: Any, token: str | None = None) -> Any:
     from plexus.client import Client
 
-    async with await Client.connect(region.grpc, timeout=CONNECT_TIMEOUT_S) as client:
+    async with await Client.connect(region.grpc, timeout=CONNECT_TIMEOUT_S, token=token) as client:
         return await call(client)

@@ -27,7 +27,13 @@ from plexus.local.launcher import (
     stop_processes,
     wait_listening,
 )
-from plexus.local.state import ClusterRecord, LocalClusterError, RegionRecord, StateDir
+from plexus.local.state import (
+    ClusterRecord,
+    LocalClusterError,
+    RegionRecord,
+    StateDir,
+    write_secret,
+)
 
 if TYPE_CHECKING:
     from plexus.client import Client
@@ -116,6 +122,7 @@ def _create(state: StateDir, config: Path | None) -> ClusterRecord:
         data_dirs = [state.data_dir(r.name) if _safe_name(r.name) else None for r in spec.regions]
         text = rewrite_data_paths(original, _per_table(original, spec, data_dirs))
         source = str(config.absolute())
+    text = _with_auth(state, text)
     state.cluster_file.write_text(text, encoding="utf-8")
     if not spec.regions:
         # Nothing we can start: let the node say what is wrong with the file.
@@ -147,6 +154,23 @@ def _create(state: StateDir, config: Path | None) -> ClusterRecord:
     )
     state.save(record)
     return record
+
+
+def _with_auth(state: StateDir, text: str) -> str:
+    """Client tokens on by default: a signing key and an admin token in the state dir, and
+    the cluster file's `[auth] key` naming the key (a file with its own [auth] keeps it)."""
+    import tomllib
+
+    from plexus.tokens import Grants, generate_key, new_claims, sign
+
+    if "auth" in tomllib.loads(text):
+        return text
+    key = generate_key()
+    write_secret(state.signing_key, key)
+    admin = sign(new_claims("admin", Grants(admin=True)), key)
+    write_secret(state.admin_token, admin.encode() + b"\n")
+    relative = state.signing_key.relative_to(state.cluster_file.parent)
+    return text.rstrip("\n") + f'\n\n[auth]\nkey = "{relative}"\n'
 
 
 def _ports_of(spec: ClusterSpec) -> set[int]:
@@ -253,7 +277,7 @@ def _discard(state: StateDir, record: ClusterRecord) -> None:
 
 
 def _discard_files(state: StateDir) -> None:
-    for path in (state.record_path, state.cluster_file):
+    for path in (state.record_path, state.cluster_file, state.signing_key, state.admin_token):
         path.unlink(missing_ok=True)
 
 
@@ -332,7 +356,9 @@ def cut_link(state: StateDir, a: str, b: str) -> dict[str, Any]:
     async def go() -> dict[str, Any]:
         from plexus.client import Client
 
-        async with await Client.connect(region.grpc, timeout=CONNECT_TIMEOUT_S) as client:
+        async with await Client.connect(
+            region.grpc, timeout=CONNECT_TIMEOUT_S, token=record.client_token()
+        ) as client:
             link = await client.set_link(b, up=False)
         return link.to_dict(a)
 
@@ -348,7 +374,9 @@ def heal_link(state: StateDir, a: str, b: str, timeout_s: float = 10.0) -> bool:
     async def go() -> bool:
         from plexus.client import Client
 
-        async with await Client.connect(region.grpc, timeout=CONNECT_TIMEOUT_S) as client:
+        async with await Client.connect(
+            region.grpc, timeout=CONNECT_TIMEOUT_S, token=record.client_token()
+        ) as client:
             await client.set_link(b, up=True)
         if not is_running(record.region(b).pid, record.cluster_file):
             return False
@@ -382,7 +410,9 @@ async def wait_links(
     try:
         for name in names:
             clients[name] = await Client.connect(
-                record.region(name).grpc, timeout=max(0.5, deadline - time.monotonic())
+                record.region(name).grpc,
+                timeout=max(0.5, deadline - time.monotonic()),
+                token=record.client_token(),
             )
         while True:
             views = await asyncio.gather(*(clients[n].list_links(interest=False) for n in names))
@@ -433,8 +463,9 @@ def status(state: StateDir) -> dict[str, Any]:
 async def _status(record: ClusterRecord) -> dict[str, Any]:
     marker = record.cluster_file
     running = {r.name: is_running(r.pid, marker) for r in record.regions}
+    token = record.client_token()
     asked = await asyncio.gather(
-        *(_ask(r) if running[r.name] else _nothing() for r in record.regions)
+        *(_ask(r, token) if running[r.name] else _nothing() for r in record.regions)
     )
     views: dict[str, Any] = {}
     queues: list[dict[str, Any]] = []
@@ -503,12 +534,14 @@ async def _nothing() -> tuple[None, list[Any], None, str | None]:
 
 
 async def _ask(
-    region: RegionRecord,
+    region: RegionRecord, token: str | None
 ) -> tuple[LinksView | None, list[Any], dict[str, Any] | None, str | None]:
     from plexus.client import Client
 
     try:
-        async with await Client.connect(region.grpc, timeout=CONNECT_TIMEOUT_S) as client:
+        async with await Client.connect(
+            region.grpc, timeout=CONNECT_TIMEOUT_S, token=token
+        ) as client:
             view, queues, membership = await asyncio.gather(
                 client.list_links(interest=False), client.list_queues(), client.membership()
             )

@@ -6,6 +6,8 @@
       lock                    held while up/down/start change the record
       regions/NAME/data       the region's data directory
       regions/NAME/node.log   its stdout and stderr
+      auth/signing.key        the key that signs client tokens (0600; the cluster file's [auth] key)
+      auth/admin.token        a token with every permission (0600): what local commands use
 
 Every node's command line names STATE/cluster.toml, so `pgrep -f STATE` finds them.
 """
@@ -34,6 +36,7 @@ __all__ = [
 ]
 
 STATE_ENV = "PLEXUS_STATE_DIR"
+TOKEN_ENV = "PLEXUS_TOKEN"
 RECORD_VERSION = 1
 
 
@@ -76,6 +79,10 @@ class ClusterRecord:
     links: list[list[str]]
     regions: list[RegionRecord]
     version: int = RECORD_VERSION
+
+    def client_token(self) -> str | None:
+        """The token commands on this cluster present (see `StateDir.client_token`)."""
+        return StateDir(Path(self.cluster_file).parent).client_token()
 
     def region(self, name: str) -> RegionRecord:
         for region in self.regions:
@@ -125,6 +132,24 @@ class StateDir:
     def log_path(self, name: str) -> Path:
         return self.region_dir(name) / "node.log"
 
+    @property
+    def signing_key(self) -> Path:
+        return self.path / "auth" / "signing.key"
+
+    @property
+    def admin_token(self) -> Path:
+        return self.path / "auth" / "admin.token"
+
+    def client_token(self) -> str | None:
+        """The token local commands present: $PLEXUS_TOKEN, else the cluster's admin token."""
+        given = os.environ.get(TOKEN_ENV)
+        if given:
+            return given
+        try:
+            return self.admin_token.read_text(encoding="ascii").strip() or None
+        except FileNotFoundError:
+            return None
+
     def exists(self) -> bool:
         return self.record_path.is_file()
 
@@ -160,6 +185,15 @@ class StateDir:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def write_secret(path: Path, content: bytes) -> None:
+    """Write a key or token readable by its owner only (0600, from its creation)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(content)
+    os.chmod(path, 0o600)
 
 
 def resolve_region(name: str, state_dir: Path | str | None = None) -> str:
