@@ -37,15 +37,16 @@ def top(server: str | None, region: str | None, state_dir: Path) -> None:
     if server is not None and region is not None:
         raise click.UsageError("give --server or --region, not both")
     state = StateDir(state_dir)
+    token = state.client_token()  # $PLEXUS_TOKEN, else the local cluster's admin token
     if server is not None:
         from plexus.client.channel import parse_address
 
         parse_address(server)
-        source = LiveSource(entry=server)
+        source = LiveSource(entry=server, token=token)
     elif region is not None:
-        source = LiveSource(entry=resolve_region(region, state_dir))
+        source = LiveSource(entry=resolve_region(region, state_dir), token=token)
     elif state.exists():
-        source = LiveSource(state=state)
+        source = LiveSource(state=state, token=token)
     else:
         raise LocalClusterError(
             f"no local cluster in {state_dir}: 'plexus up' starts one, or use --server HOST:PORT"

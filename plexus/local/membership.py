@@ -119,7 +119,7 @@ async def wait_leader(record: ClusterRecord, deadline: float) -> str | None:
     while True:
         for region in running:
             try:
-                view = await _ask(region, lambda c: c.membership())
+                view = await _ask(region, lambda c: c.membership(), record.client_token())
             except PlexusError:
                 continue
             if view["raft"]["role"] == "leader":
@@ -138,7 +138,7 @@ def _any_running(record: ClusterRecord, but: str | None = None) -> RegionRecord:
         raise LocalClusterError(f"no region of {record.cluster} is running: 'plexus up' starts it")
     for region in running:
         try:
-            view = asyncio.run(_ask(region, lambda c: c.membership()))
+            view = asyncio.run(_ask(region, lambda c: c.membership(), record.client_token()))
         except PlexusError:
             continue
         if view["raft"]["role"] in ("leader", "follower", "candidate", ""):
@@ -146,7 +146,7 @@ def _any_running(record: ClusterRecord, but: str | None = None) -> RegionRecord:
     return running[0]
 
 
-async def _ask(region: RegionRecord, call: Any, token: str | None = None) -> Any:
+async def _ask(region: RegionRecord, call: Any, token: str | None) -> Any:
     from plexus.client import Client
 
     async with await Client.connect(region.grpc, timeout=CONNECT_TIMEOUT_S, token=token) as client:

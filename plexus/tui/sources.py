@@ -78,10 +78,13 @@ class _Answer:
 class LiveSource:
     """The mesh of a local cluster (`state`) or as seen through the node at `entry`."""
 
-    def __init__(self, *, state: StateDir | None = None, entry: str | None = None) -> None:
+    def __init__(
+        self, *, state: StateDir | None = None, entry: str | None = None, token: str | None = None
+    ) -> None:
         if (state is None) == (entry is None):
             raise ValueError("give a local cluster's state or an entry node, not both")
         self.state = state
+        self.token = token
         self.entry = entry
         self.title = f"local cluster in {state.path}" if state else f"through {entry}"
         self._clients: dict[str, Client] = {}
@@ -221,7 +224,7 @@ class LiveSource:
         async with self._connecting.setdefault(address, asyncio.Lock()):
             client = self._clients.get(address)
             if client is None:
-                client = await Client.connect(address, timeout=CONNECT_TIMEOUT_S)
+                client = await Client.connect(address, timeout=CONNECT_TIMEOUT_S, token=self.token)
                 self._clients[address] = client
             return client
 
