@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -83,8 +82,7 @@ async def test_a_token_made_at_a_follower_works_everywhere_and_revocation_reache
     async with await Client.connect(cluster.address("us"), token=admin_token) as admin:
         made = await admin.create_token("short-lived", publish=["orders/>"])
         clients = {
-            name: await Client.connect(cluster.address(name), token=made["token"])
-            for name in NAMES
+            name: await Client.connect(cluster.address(name), token=made["token"]) for name in NAMES
         }
         try:
             for client in clients.values():
