@@ -78,7 +78,11 @@ async def region_added_live(state: StateDir, eu: Client) -> None:
     console.rule("[bold]3. A region added live: sa joins, linked to us")
     region, seconds = await asyncio.to_thread(membership.add_region, state, "sa", ["us"])
     console.print(f"sa joined on {region.grpc} in {seconds:.2f} s (Raft-replicated membership)")
-    async with await Client.connect(region.grpc) as sa, sa.subscribe("alerts/>") as sub:
+    token = state.client_token()
+    async with (
+        await Client.connect(region.grpc, token=token) as sa,
+        sa.subscribe("alerts/>") as sub,
+    ):
         await wait_routed(eu, "alerts/eu/1", "sa")
         await eu.publish("alerts/eu/1", "hello sa")
         event = await asyncio.wait_for(sub.__anext__(), RECEIVE_TIMEOUT_S)
@@ -89,10 +93,11 @@ async def region_added_live(state: StateDir, eu: Client) -> None:
 
 
 async def tour(state: StateDir, addresses: dict[str, str]) -> None:
+    token = state.client_token()  # the admin token `plexus up` made
     async with (
-        await Client.connect(addresses["us"]) as us,
-        await Client.connect(addresses["eu"]) as eu,
-        await Client.connect(addresses["ap"]) as ap,
+        await Client.connect(addresses["us"], token=token) as us,
+        await Client.connect(addresses["eu"], token=token) as eu,
+        await Client.connect(addresses["ap"], token=token) as ap,
     ):
         await direct_across_regions(us, eu)
         await guaranteed_across_regions(us, ap)
