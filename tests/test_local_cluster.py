@@ -19,6 +19,7 @@ import pytest
 
 from plexus.client import Client
 from plexus.local.launcher import find_processes, is_running
+from plexus.local.state import StateDir
 from tests.harness import eventually
 
 pytestmark = pytest.mark.timeout(180)
@@ -141,7 +142,7 @@ def test_sub_in_eu_receives_what_pub_in_us_published(default: Local) -> None:
         text=True,
     )
     try:
-        _wait_interest(default.address("us"), "orders/x", "eu")
+        _wait_interest(default, default.address("us"), "orders/x", "eu")
         default.run("pub", "orders/{seq}", "hello {seq}", "--count", "5", "--region", "us")
         out, err = sub.communicate(timeout=30)
     finally:
@@ -153,11 +154,12 @@ def test_sub_in_eu_receives_what_pub_in_us_published(default: Local) -> None:
     assert {e["region"] for e in events} == {"us"}
 
 
-def _wait_interest(address: str, topic: str, region: str) -> None:
+def _wait_interest(local: Local, address: str, topic: str, region: str) -> None:
     """Until the region at `address` would route `topic` to a subscriber in `region`."""
+    token = StateDir(local.state).client_token()  # the admin token `plexus up` made
 
     async def go() -> None:
-        async with await Client.connect(address) as client:
+        async with await Client.connect(address, token=token) as client:
 
             async def interested() -> bool:
                 view = {r["region"]: r for r in await client.explain(topic)}
@@ -242,7 +244,9 @@ def test_up_of_each_shipped_config(local: Local, config: str, regions: set, link
     copy = (local.state / "cluster.toml").read_text()
     for name in regions:
         assert str(local.state / "regions" / name / "data") in copy
-    assert copy.count("\n") == source.read_text().count("\n")
+    # Line for line, plus the [auth] section (3 lines) naming the key `plexus up` made.
+    assert copy.count("\n") == source.read_text().count("\n") + 3
+    assert copy.endswith('\n[auth]\nkey = "auth/signing.key"\n')
     # The same file again: already up; another file on the same state dir: refused.
     assert "already up" in local.run("up", str(source)).stdout
     other = "chain-5.toml" if config != "chain-5.toml" else "three-regions.toml"
@@ -334,7 +338,7 @@ def test_region_added_live_receives_events_and_removed_region_is_gone(default: L
         text=True,
     )
     try:
-        _wait_interest(default.address("eu"), "lv/x", "sa")
+        _wait_interest(default, default.address("eu"), "lv/x", "sa")
         default.run("pub", "lv/{seq}", "v{seq}", "--count", "20", "--region", "eu")
         out, err = sub.communicate(timeout=30)
     finally:

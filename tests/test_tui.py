@@ -213,7 +213,7 @@ async def test_a_lost_region_shows_down_and_the_view_reconnects(cluster: StateDi
 
 async def test_top_through_one_node_sees_the_whole_mesh(cluster: StateDir):
     eu = cluster.load().region("eu").grpc
-    source = LiveSource(entry=eu)
+    source = LiveSource(entry=eu, token=cluster.client_token())
     app = TopApp(source, Actions(source), refresh_s=0.25)
     async with app.run_test(size=SIZE) as pilot:
         await all_up(app, regions=3, links=3)
@@ -236,8 +236,8 @@ async def open_region(app: TopApp, pilot: Pilot[None], name: str) -> RegionScree
     return screen
 
 
-async def queue_with_events(address: str, name: str, events: int) -> None:
-    async with await Client.connect(address) as client:
+async def queue_with_events(address: str, name: str, events: int, token: str | None) -> None:
+    async with await Client.connect(address, token=token) as client:
         await client.create_queue(name, ["orders/>"])
         for i in range(events):
             await client.publish(f"orders/{i}", b"x", guaranteed=True)
@@ -245,7 +245,7 @@ async def queue_with_events(address: str, name: str, events: int) -> None:
 
 async def test_the_region_view_shows_its_queues_spools_and_metrics_address(cluster: StateDir):
     eu = cluster.load().region("eu")
-    await queue_with_events(eu.grpc, "billing", 5)
+    await queue_with_events(eu.grpc, "billing", 5, cluster.client_token())
     app = local_app(cluster)
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_region(app, pilot, "eu")
@@ -260,7 +260,7 @@ async def test_the_region_view_shows_its_queues_spools_and_metrics_address(clust
 
 async def test_a_queue_purged_in_top_is_empty_through_the_sdk(cluster: StateDir):
     eu = cluster.load().region("eu").grpc
-    await queue_with_events(eu, "billing", 5)
+    await queue_with_events(eu, "billing", 5, cluster.client_token())
     app = local_app(cluster)
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_region(app, pilot, "eu")
@@ -272,7 +272,7 @@ async def test_a_queue_purged_in_top_is_empty_through_the_sdk(cluster: StateDir)
             UI_TIMEOUT_S,
             "the purge reported",
         )
-        async with await Client.connect(eu) as client:
+        async with await Client.connect(eu, token=cluster.client_token()) as client:
             assert (await client.describe_queue("billing")).depth == 0
         await eventually(
             lambda: screen.detail is not None and screen.detail.queues[0].depth == 0,
@@ -283,13 +283,13 @@ async def test_a_queue_purged_in_top_is_empty_through_the_sdk(cluster: StateDir)
 
 async def test_a_purge_not_confirmed_leaves_the_queue_alone(cluster: StateDir):
     eu = cluster.load().region("eu").grpc
-    await queue_with_events(eu, "billing", 3)
+    await queue_with_events(eu, "billing", 3, cluster.client_token())
     app = local_app(cluster)
     async with app.run_test(size=SIZE) as pilot:
         await open_region(app, pilot, "eu")
         await pilot.press("p", "n")
         await eventually(lambda: message(app) == "cancelled", UI_TIMEOUT_S, "cancelled")
-        async with await Client.connect(eu) as client:
+        async with await Client.connect(eu, token=cluster.client_token()) as client:
             assert (await client.describe_queue("billing")).depth == 3
         await pilot.press("escape", "right", "enter")  # ap: no queue to purge
         await eventually(lambda: app.screen.detail is not None, UI_TIMEOUT_S, "ap's detail")
@@ -299,7 +299,7 @@ async def test_a_purge_not_confirmed_leaves_the_queue_alone(cluster: StateDir):
 
 async def test_the_subscription_search_finds_a_test_clients_subscription(cluster: StateDir):
     eu = cluster.load().region("eu").grpc
-    async with await Client.connect(eu) as client:
+    async with await Client.connect(eu, token=cluster.client_token()) as client:
         await client.create_queue("billing", [f"orders/q{i}/>" for i in range(30)])
         async with client.subscribe("orders/eu/created") as sub:
             await sub.ready()
@@ -330,7 +330,7 @@ async def test_the_subscription_search_finds_a_test_clients_subscription(cluster
 
 async def test_the_client_list_shows_a_connected_test_client(cluster: StateDir):
     eu = cluster.load().region("eu").grpc
-    async with await Client.connect(eu) as client:
+    async with await Client.connect(eu, token=cluster.client_token()) as client:
         orders, audit = client.subscribe("orders/>"), client.subscribe("audit/>")
         async with orders, audit:
             await asyncio.gather(orders.ready(), audit.ready())
@@ -357,9 +357,13 @@ async def test_the_client_list_shows_a_connected_test_client(cluster: StateDir):
 
 async def test_links_without_interest_carry_the_links_and_no_patterns(cluster: StateDir):
     record = cluster.load()
-    async with await Client.connect(record.region("eu").grpc) as client:
+    async with await Client.connect(
+        record.region("eu").grpc, token=cluster.client_token()
+    ) as client:
         await client.create_queue("billing", ["orders/>"])
-    async with await Client.connect(record.region("us").grpc) as client:
+    async with await Client.connect(
+        record.region("us").grpc, token=cluster.client_token()
+    ) as client:
 
         async def learned() -> bool:
             view = await client.list_links()
@@ -383,7 +387,9 @@ async def test_the_events_view_tails_events_from_the_picked_region(cluster: Stat
         await pilot.press(*"orders/>", "enter")
         await eventually(lambda: screen.tailing is not None, UI_TIMEOUT_S, "the tail to start")
         log = screen.query_one("#log", RichLog)
-        async with await Client.connect(record.region("us").grpc) as client:
+        async with await Client.connect(
+            record.region("us").grpc, token=cluster.client_token()
+        ) as client:
 
             async def published_and_shown() -> bool:
                 await client.publish("orders/us/1", b'{"id": 1}')

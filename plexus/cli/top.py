@@ -46,7 +46,7 @@ def top(server: str | None, region: str | None, state_dir: Path) -> None:
     elif region is not None:
         source = LiveSource(entry=resolve_region(region, state_dir), token=token)
     elif state.exists():
-        source = LiveSource(state=state, token=token)
+        source = LiveSource(state=state)
     else:
         raise LocalClusterError(
             f"no local cluster in {state_dir}: 'plexus up' starts one, or use --server HOST:PORT"

@@ -84,7 +84,8 @@ class LiveSource:
         if (state is None) == (entry is None):
             raise ValueError("give a local cluster's state or an entry node, not both")
         self.state = state
-        self.token = token
+        # A local cluster's own token (PLEXUS_TOKEN, else its admin token) unless one is given.
+        self.token = token if token is not None or state is None else state.client_token()
         self.entry = entry
         self.title = f"local cluster in {state.path}" if state else f"through {entry}"
         self._clients: dict[str, Client] = {}
