@@ -2,7 +2,8 @@
 
 Publish permission is a subscription trie of the token's publish patterns
 (the same index routing uses) behind a bounded per-token cache of topics, so
-the hot path is one dict lookup per event; a subscription is allowed when a
+the hot path is one hash per event (a batch's topics as a set, included in the
+topics known allowed); a subscription is allowed when a
 subscribe pattern covers it (federation/covering.py). Queues are named
 exactly, or "*" for every queue. `admin` grants everything.
 """
@@ -32,7 +33,9 @@ class Access:
         self._publish = SubscriptionTrie[bool](cache_size=0)  # cached here, per topic
         for pattern in grants.publish:
             self._publish.add(pattern, True)
-        self._published: dict[str, bool] = {}
+        # Topics known allowed, and known refused (bounded together).
+        self._allowed: set[str] = set()
+        self._refused: set[str] = set()
         self._subscribe = PatternSet(grants.subscribe)
         self._queues = {
             "consume": frozenset(grants.consume),
@@ -40,13 +43,20 @@ class Access:
             "purge": frozenset(grants.purge),
         }
 
+    def may_publish_all(self, topics: set[str]) -> bool:
+        """Whether every one of `topics` may be published: a set inclusion when all are known."""
+        return topics <= self._allowed or all(self.may_publish(t) for t in topics)
+
     def may_publish(self, topic: str) -> bool:
-        allowed = self._published.get(topic)
-        if allowed is None:
-            allowed = self.publishes_anywhere or bool(self._publish.match(topic))
-            if len(self._published) >= PUBLISH_CACHE_TOPICS:
-                self._published.clear()
-            self._published[topic] = allowed
+        if topic in self._allowed:
+            return True
+        if topic in self._refused:
+            return False
+        allowed = self.publishes_anywhere or bool(self._publish.match(topic))
+        if len(self._allowed) + len(self._refused) >= PUBLISH_CACHE_TOPICS:
+            self._allowed.clear()
+            self._refused.clear()
+        (self._allowed if allowed else self._refused).add(topic)
         return allowed
 
     def publish_refusal(self, topic: str) -> NotPermitted:

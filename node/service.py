@@ -420,11 +420,9 @@ def handlers(service: BrokerService) -> grpc.GenericRpcHandler:
 
 
 def _all_permitted(access: Access, request: pb.PublishRequest) -> bool:
-    """Whether the token may publish every event of `request` (per event: a dict lookup)."""
-    if access.publishes_anywhere:
-        return True
-    may_publish = access.may_publish
-    return all(may_publish(event.topic) for event in request.events)
+    """Whether the token may publish every event of `request`: its topics as a set, included
+    in the token's known allowed topics (a hash per event)."""
+    return access.publishes_anywhere or access.may_publish_all({e.topic for e in request.events})
 
 
 def _parts_of(request: pb.PublishRequest) -> PublishParts:
