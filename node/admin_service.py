@@ -413,16 +413,21 @@ class AdminService(rpc.AdminServicer):
         self, request: pb.ListTokensRequest, context: Any
     ) -> pb.ListTokensResponse:
         self.auth.identify(_metadata(context)).require_admin()
-        state = self._token_store().auth()
-        return pb.ListTokensResponse(
-            tokens=[token_info(claims, state) for claims in state.issued],
-            revoked_names=sorted(state.revoked_names),
-        )
+
+        async def listed() -> pb.ListTokensResponse:
+            state = self._token_store().auth()
+            return pb.ListTokensResponse(
+                tokens=[token_info(claims, state) for claims in state.issued],
+                revoked_names=sorted(state.revoked_names),
+            )
+
+        # A region that follows the membership knows the revocations, not the tokens made.
+        return await self._token_change(context, "ListTokens", request, listed)
 
     async def _token_change(
         self, context: Any, method: str, request: Any, change: Callable[[], Awaitable[Any]]
     ) -> Any:
-        """Sign and replicate on a Raft voter: a region that follows asks one."""
+        """Sign, replicate or list on a Raft voter: a region that follows asks one."""
         if self.membership is not None and self.membership.raft is None:
             metadata = forwarded(_metadata(context))
             return await self._answer(context, lambda: self._ask_voter(method, request, metadata))

@@ -100,6 +100,8 @@ async def test_a_token_made_at_a_follower_works_everywhere_and_revocation_reache
 
                 await eventually(refused, 1.0, f"the revocation to reach {name}")
             assert time.monotonic() - revoked_at < 1.5
+            listed = {t["name"]: t for t in await admin.list_tokens()}  # asked of a follower
+            assert listed["short-lived"]["revoked"] is True
         finally:
             for client in clients.values():
                 await client.close()
