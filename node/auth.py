@@ -9,9 +9,11 @@ the node runs open: every call gets `OPEN`.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -44,6 +46,9 @@ class Authenticator:
         self._state = state
         self._key: Any = None
         self._verified: dict[str, _Verified] = {}
+        # The wake-up events of open Subscribe and Consume streams: set when the state
+        # changes, so that a stream whose token was revoked ends though it is idle.
+        self._streams: set[asyncio.Event] = set()
         self.follow(state)
 
     @property
@@ -60,6 +65,17 @@ class Authenticator:
             self._key = load_pem_public_key(state.verify_key) if state.enabled else None
             self._verified.clear()
         self._state = state
+        for wake in self._streams:
+            wake.set()
+
+    @contextlib.contextmanager
+    def watching(self, wake: asyncio.Event) -> Iterator[None]:
+        """While open, a stream is woken by every change of the token state (to re-check)."""
+        self._streams.add(wake)
+        try:
+            yield
+        finally:
+            self._streams.discard(wake)
 
     def identify(self, metadata: Iterable[tuple[str, Any]] | None) -> Access:
         """The caller's access, from its call metadata."""

@@ -172,7 +172,11 @@ class BrokerService:
         capacity = request.buffer_events or self.config.subscriber_buffer_events
         capacity = min(capacity, MAX_SUBSCRIBER_BUFFER_EVENTS)
         subscriber = Subscriber(request.pattern, capacity, self.config.subscriber_buffer_bytes)
-        with self.clients.subscribing(context.peer(), subscriber):
+        metadata = context.invocation_metadata()
+        with (
+            self.clients.subscribing(context.peer(), subscriber),
+            self.auth.watching(subscriber.wake),
+        ):
             self.router.add(subscriber)
             try:
                 # Headers tell the client the subscription is live (see Subscription.ready).
@@ -180,6 +184,7 @@ class BrokerService:
                 while True:
                     await subscriber.wake.wait()
                     subscriber.wake.clear()
+                    self.auth.still_valid(metadata)  # a revocation ends an open stream
                     if subscriber.buffer:
                         await context.write(subscriber.take())
             finally:
@@ -236,7 +241,10 @@ class BrokerService:
         access.require_queue("consume", first.start.queue)
         queue = self.queues.get(first.start.queue)
         consumer = Consumer()
-        with self.clients.consuming(context.peer(), queue.name, consumer):
+        with (
+            self.clients.consuming(context.peer(), queue.name, consumer),
+            self.auth.watching(consumer.wake),
+        ):
             await self._consume(context, first, queue, consumer)
 
     async def _consume(
@@ -280,9 +288,11 @@ class BrokerService:
 
     async def _feed(self, consumer: Consumer, context: grpc.aio.ServicerContext) -> str | None:
         """Send deliveries and ack confirmations until the consumer is closed."""
+        metadata = context.invocation_metadata()
         while True:
             await consumer.wake.wait()
             consumer.wake.clear()
+            self.auth.still_valid(metadata)  # a revocation ends an open stream
             while consumer.outbox:
                 frames = consumer.outbox[:MAX_FRAMES_PER_WRITE]
                 del consumer.outbox[:MAX_FRAMES_PER_WRITE]

@@ -92,6 +92,26 @@ async def test_a_revoked_token_stops_working_at_once(node: Node, admin: Client) 
     assert listed["temp"]["revoked"] is True
 
 
+async def test_a_revocation_ends_open_subscribe_and_consume_streams(
+    node: Node, admin: Client
+) -> None:
+    made = await admin.create_token("streamer", subscribe=["s/>"], consume=["work"])
+    await admin.create_queue("work", ["w/>"])
+    async with (
+        await connect(node, made["token"]) as client,
+        client.subscribe("s/>") as sub,
+        client.consume("work") as consumer,
+    ):
+        await sub.next_batch(timeout=0.05)
+        deliveries = aiter(consumer)
+        await admin.revoke_token("streamer")
+        with pytest.raises(Unauthenticated) as ended:
+            await sub.next_batch(timeout=5)
+        assert ended.value.reason == "revoked"
+        with pytest.raises(Unauthenticated):
+            await anext(deliveries)
+
+
 async def test_a_node_without_a_key_runs_open(inproc_nodes: InProcessNodes) -> None:
     open_node = await inproc_nodes.start("eu")
     async with await Client.connect(open_node.address) as client:
