@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from federation.covering import PatternSet
 from plexus.errors import NotPermitted
 from plexus.tokens import ANY_QUEUE, Grants
-from plexus.topics import SubscriptionTrie
+from plexus.topics import SubscriptionTrie, validate_pattern
 
 # Topics remembered per token (then the cache starts again).
 PUBLISH_CACHE_TOPICS = 16_384
@@ -66,6 +66,7 @@ class Access:
         if self.admin:
             return
         for pattern in patterns:
+            validate_pattern(pattern)  # covering assumes a valid pattern
             if next(self._subscribe.covering(pattern), None) is None:
                 raise NotPermitted(self.name, "subscribe", pattern)
 

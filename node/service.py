@@ -28,7 +28,7 @@ from node.publish_parts import Malformed, PublishParts, split_request
 from node.publishing import Publisher, refusal
 from node.queues import Consumer, Queue, QueueTable
 from plexus import __version__
-from plexus.errors import FailedPrecondition, InvalidArgument, InvalidPattern
+from plexus.errors import FailedPrecondition, InvalidArgument, InvalidPattern, PlexusError
 from plexus.topics import validate_pattern
 from plexus.v1 import plexus_pb2 as pb
 from storage.environment import Environment
@@ -196,8 +196,6 @@ class BrokerService:
         access = self.auth.identify(context.invocation_metadata())
         access.require_queue("create", request.config.name)
         # A queue's subscriptions would let its consumers read those topics.
-        for pattern in request.config.subscriptions:
-            validate_pattern(pattern)
         access.require_subscribe(request.config.subscriptions)
         queue = await self.queues.create(request.config)
         return queue.info()
@@ -445,7 +443,9 @@ def _parts_of(request: pb.PublishRequest) -> PublishParts:
     )
 
 
-def _refused(parts: PublishParts, offset: int, first_index: int, access: Access) -> Any:
+def _refused(
+    parts: PublishParts, offset: int, first_index: int, access: Access
+) -> PlexusError | None:
     """Why the event at `offset` is refused (an error), or None."""
     problem = parts.problem(offset)
     if problem is not None:
