@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import wait_for
+from plexus.tokens import Grants, generate_key, new_claims, sign
+from tests.harness import free_port, wait_for
 from tests.test_local_cluster import Local
 
 pytestmark = pytest.mark.timeout(120)
@@ -66,3 +67,24 @@ def test_a_limited_token_is_held_to_its_permissions_in_every_region(default: Loc
         return result.returncode == 1 and "'limited' is revoked" in result.stderr
 
     wait_for(revoked_in_eu, 5, "the revocation to reach eu")
+
+
+def test_up_of_a_file_with_its_own_key_signs_the_admin_token_with_it(tmp_path: Path) -> None:
+    key = generate_key()
+    (tmp_path / "my.key").write_bytes(key)
+    file = tmp_path / "own.toml"
+    file.write_text(
+        '[cluster]\nname = "own"\nsecret = "own-secret"\n'
+        f'[[region]]\nname = "solo"\ngrpc = "127.0.0.1:{free_port()}"\n'
+        '[auth]\nkey = "my.key"\n'
+    )
+    local = Local(tmp_path / "state")
+    try:
+        local.run("up", str(file))
+        assert (local.state / "auth" / "signing.key").read_bytes() == key
+        assert local.run("pub", "a/b", "x", "--region", "solo").returncode == 0
+        forged = sign(new_claims("admin", Grants(admin=True)), generate_key())
+        refused = as_token(local, forged, "pub", "a/b", "x", "--region", "solo")
+        assert refused.returncode == 1 and "forged" in refused.stderr
+    finally:
+        local.close()

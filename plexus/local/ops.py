@@ -6,6 +6,7 @@ Each operation works on one state directory (see `state`); the CLI prints.
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 import shutil
 import time
@@ -122,7 +123,7 @@ def _create(state: StateDir, config: Path | None) -> ClusterRecord:
         data_dirs = [state.data_dir(r.name) if _safe_name(r.name) else None for r in spec.regions]
         text = rewrite_data_paths(original, _per_table(original, spec, data_dirs))
         source = str(config.absolute())
-    text = _with_auth(state, text)
+    text = _with_auth(state, text, config)
     state.cluster_file.write_text(text, encoding="utf-8")
     if not spec.regions:
         # Nothing we can start: let the node say what is wrong with the file.
@@ -156,21 +157,35 @@ def _create(state: StateDir, config: Path | None) -> ClusterRecord:
     return record
 
 
-def _with_auth(state: StateDir, text: str) -> str:
-    """Client tokens on by default: a signing key and an admin token in the state dir, and
-    the cluster file's `[auth] key` naming the key (a file with its own [auth] keeps it)."""
+def _with_auth(state: StateDir, text: str, source: Path | None) -> str:
+    """Client tokens on by default: the signing key in the state dir (made, or copied from
+    the `[auth] key` of the file `source`), an admin token signed with it, and the cluster
+    file's `[auth] key` naming the copy."""
     import tomllib
 
     from plexus.tokens import Grants, generate_key, new_claims, sign
 
-    if "auth" in tomllib.loads(text):
-        return text
-    key = generate_key()
+    auth = tomllib.loads(text).get("auth")
+    given = auth.get("key") if isinstance(auth, dict) else None
+    if isinstance(given, str) and source is not None:
+        try:
+            key = (source.parent / given).read_bytes()
+        except OSError:
+            return text  # the node names the file it cannot read
+    elif auth is None:
+        key = generate_key()
+    else:
+        return text  # a malformed [auth]: the node says what is wrong with it
     write_secret(state.signing_key, key)
-    admin = sign(new_claims("admin", Grants(admin=True)), key)
-    write_secret(state.admin_token, admin.encode() + b"\n")
+    write_secret(state.admin_token, sign(new_claims("admin", Grants(admin=True)), key).encode())
     relative = state.signing_key.relative_to(state.cluster_file.parent)
-    return text.rstrip("\n") + f'\n\n[auth]\nkey = "{relative}"\n'
+    if auth is None:
+        return text.rstrip("\n") + f'\n\n[auth]\nkey = "{relative}"\n'
+    return _AUTH_KEY_LINE.sub(rf'\g<1>"{relative}"', text, count=1)
+
+
+# The `key = "..."` line of the [auth] table (before any other table starts).
+_AUTH_KEY_LINE = re.compile(r"""(^\[auth\][^\[]*?^\s*key\s*=\s*)(?:"[^"]*"|'[^']*')""", re.M | re.S)
 
 
 def _ports_of(spec: ClusterSpec) -> set[int]:
