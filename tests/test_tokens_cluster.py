@@ -73,6 +73,9 @@ async def test_a_limited_subscriber_in_eu_gets_us_orders_and_never_payments(
                     return "orders/us/last" in got
 
                 await eventually(last_arrives, 10, "the last order")
+                # Asked of other regions on the caller's behalf, with its token.
+                explained = {r["region"]: r for r in await admin.explain("orders/us/2")}
+                assert explained["eu"]["subscribers"] == 1 and not explained["eu"]["error"]
     assert got and all(topic.startswith("orders/") for topic in got)
 
 
