@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from federation.cluster_file import load_cluster_file
 from node.server import Node
 from plexus import Client, NotPermitted, Unauthenticated
-from plexus.errors import PlexusError
+from plexus.errors import ConfigError, PlexusError
 from plexus.tokens import Grants, generate_key, new_claims, sign
 from tests.harness import eventually
 from tests.inprocess import InProcessNodes
@@ -195,3 +196,46 @@ async def test_admin_calls_need_admin_and_are_audited(
         await admin.revoke_token("plain")
         await eventually(lambda: "revoke token by root (plain)" in caplog.text, 5, "audit line")
     assert made["token"] not in caplog.text
+
+
+# ---------------------------------------------------------------- configuration
+
+
+def write_cluster(tmp_path: Path, key_line: str) -> Path:
+    file = tmp_path / "cluster.toml"
+    file.write_text(
+        '[cluster]\nname = "t"\nsecret = "s3cret"\n'
+        '[[region]]\nname = "us"\ngrpc = "127.0.0.1:7000"\n'
+        f"[auth]\n{key_line}\n"
+    )
+    return file
+
+
+def test_the_cluster_file_auth_key_is_read_relative_to_the_file(tmp_path: Path, key: bytes) -> None:
+    topology = load_cluster_file(write_cluster(tmp_path, 'key = "signing.key"'))
+    assert topology.auth_key.encode() == key
+    assert "PRIVATE" not in repr(topology)
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ('key = "absent.key"', "cannot read the token signing key"),
+        ('key = "cluster.toml"', "is not a PEM private key"),
+        ('kee = "signing.key"', "unknown key (did you mean 'key'?)"),
+    ],
+)
+def test_a_bad_auth_key_is_a_config_error_naming_the_key(
+    tmp_path: Path, key: bytes, line: str, problem: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_cluster_file(write_cluster(tmp_path, line))
+    assert any(p.startswith("auth.ke") and problem in p for p in err.value.problems)
+
+
+async def test_a_node_with_an_unreadable_auth_key_does_not_start(
+    inproc_nodes: InProcessNodes, tmp_path: Path
+) -> None:
+    (tmp_path / "bad.key").write_text("not a key")
+    with pytest.raises(ConfigError, match=r"bad\.key"):
+        await inproc_nodes.start("us", auth_key=tmp_path / "bad.key")
