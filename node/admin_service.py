@@ -23,6 +23,7 @@ from federation.topology import RegionSpec, Topology
 from node.auth import Authenticator, audit, forwarded
 from node.clients import ClientRegistry
 from node.subscription_list import SubscriptionList
+from node.token_messages import grants_of, token_info
 from plexus.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -32,7 +33,7 @@ from plexus.errors import (
     Unavailable,
     error_from_metadata,
 )
-from plexus.tokens import Grants, TokenClaims, new_claims, sign
+from plexus.tokens import new_claims, sign
 from plexus.topics import validate_pattern, validate_topic
 from plexus.v1 import plexus_pb2 as pb
 from plexus.v1 import plexus_pb2_grpc as rpc
@@ -475,36 +476,6 @@ class AdminService(rpc.AdminServicer):
             info.events_in, info.events_out = session.rate_in.events, session.rate_out.events
             info.direct_dropped = session.direct_dropped
         return info
-
-
-def grants_of(message: pb.TokenGrants) -> Grants:
-    return Grants(
-        publish=tuple(message.publish),
-        subscribe=tuple(message.subscribe),
-        consume=tuple(message.consume),
-        create=tuple(message.create),
-        purge=tuple(message.purge),
-        admin=message.admin,
-    )
-
-
-def token_info(claims: TokenClaims, state: AuthState) -> pb.TokenInfo:
-    grants = claims.grants
-    return pb.TokenInfo(
-        name=claims.name,
-        id=claims.jti,
-        grants=pb.TokenGrants(
-            publish=grants.publish,
-            subscribe=grants.subscribe,
-            consume=grants.consume,
-            create=grants.create,
-            purge=grants.purge,
-            admin=grants.admin,
-        ),
-        expires_at=claims.expires_at or 0,
-        issued_at=claims.issued_at,
-        revoked=state.is_revoked(claims.name, claims.jti),
-    )
 
 
 def _metadata(context: Any) -> Any:
