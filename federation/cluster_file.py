@@ -31,8 +31,9 @@ from plexus.errors import ConfigError
 __all__ = ["load_cluster_file", "region_spec"]
 
 CLUSTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-TOP_KEYS = ("cluster", "settings", "region", "link", "tls")
+TOP_KEYS = ("cluster", "settings", "region", "link", "tls", "auth")
 CLUSTER_KEYS = ("name", "secret", "secret_file")
+AUTH_KEYS = ("key",)
 REGION_KEYS = ("name", "grpc", "data", "raft", "metrics")
 LINK_KEYS = ("regions",)
 TLS_KEYS = ("ca", "cert", "key")
@@ -108,6 +109,7 @@ class _Checker:
         regions = self.regions(doc.get("region"), base)
         links = self.links(doc.get("link", []), regions)
         tls = self.tls(self.table(doc, "tls", required=False), base) if "tls" in doc else None
+        auth_key = self.auth_key(self.table(doc, "auth", required=False), base)
         if self.problems or name is None or secret is None or settings is None:
             return None
         return Topology(
@@ -118,6 +120,7 @@ class _Checker:
             settings=settings,
             source=source,
             tls=tls,
+            auth_key=auth_key,
         )
 
     # --- shapes ---
@@ -131,7 +134,12 @@ class _Checker:
         if not isinstance(value, dict):
             self.add(key, f"must be a [{key}] table, got {value!r}")
             return {}
-        known = {"cluster": CLUSTER_KEYS, "settings": SETTINGS_KEYS, "tls": TLS_KEYS}[key]
+        known = {
+            "cluster": CLUSTER_KEYS,
+            "settings": SETTINGS_KEYS,
+            "tls": TLS_KEYS,
+            "auth": AUTH_KEYS,
+        }[key]
         self.unknown_keys(value, known, key)
         return value
 
@@ -166,6 +174,22 @@ class _Checker:
         return value
 
     # --- sections ---
+
+    def auth_key(self, table: dict[str, Any], base: Path) -> str:
+        """The token signing key's PEM text, from the file `[auth] key` names ("" if none)."""
+        value = self.string(table, "auth", "key", required=False)
+        if value is None:
+            return ""
+        path = base / value
+        try:
+            text = path.read_text(encoding="ascii")
+        except (OSError, UnicodeDecodeError) as exc:
+            self.add("auth.key", f"cannot read the token signing key {str(path)!r}: {exc}")
+            return ""
+        if "PRIVATE KEY" not in text:
+            self.add("auth.key", f"{str(path)!r} is not a PEM private key")
+            return ""
+        return text
 
     def settings(self, table: dict[str, Any]) -> ClusterSettings | None:
         values: dict[str, Any] = {}

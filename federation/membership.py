@@ -27,9 +27,11 @@ from typing import Any
 
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
 
+from federation.auth_state import OFF, AuthState, record_of, state_from_snapshot
 from federation.prevote import PreVoteSyncObj
 from federation.topology import ClusterSettings, RegionSpec, Topology
 from plexus.errors import AlreadyExists, FailedPrecondition, NotFound, PlexusError, Unavailable
+from plexus.tokens import TokenClaims
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +56,14 @@ LEADER = 2  # pysyncobj's raft state of a leader (0 follower, 1 candidate)
 class MembershipState(SyncObjConsumer):
     """The replicated state. Plain dicts and lists: pysyncobj pickles it into its dump."""
 
-    def __init__(self, on_change: Callable[[dict[str, Any]], None]) -> None:
+    def __init__(
+        self,
+        on_change: Callable[[dict[str, Any]], None],
+        on_auth_change: Callable[[dict[str, Any]], None] = lambda _snapshot: None,
+    ) -> None:
         # Set before SyncObjConsumer.__init__: attributes that exist then are not replicated.
         self._on_change = on_change
+        self._on_auth_change = on_auth_change
         super().__init__()
         self.cluster = ""
         self.regions: dict[str, dict[str, str]] = {}
@@ -65,6 +72,15 @@ class MembershipState(SyncObjConsumer):
         # Regions whose nodes vote in Raft (at most settings' raft_voters); the others follow.
         self.voters: list[str] = []
         self.version = 0
+        # Client tokens (federation/auth_state.py): the signing key (PEM), revocations,
+        # tokens issued; apart from `version` so a revocation does not touch the topology.
+        self.auth: dict[str, Any] = {
+            "signing_key": "",
+            "revoked_names": [],
+            "revoked_ids": [],
+            "issued": [],
+            "version": 0,
+        }
 
     @replicated
     def seed(
@@ -138,6 +154,39 @@ class MembershipState(SyncObjConsumer):
         self.links.remove(link)
         return self._changed()
 
+    @replicated
+    def seed_auth_key(self, signing_key: str) -> str:
+        """The key that signs client tokens, from the cluster file; ignored once set."""
+        if self.auth["signing_key"]:
+            return "seeded already"
+        self.auth["signing_key"] = signing_key
+        return self._auth_changed()
+
+    @replicated
+    def record_token(self, record: dict[str, Any]) -> str:
+        if any(issued["jti"] == record["jti"] for issued in self.auth["issued"]):
+            return OK  # the same command applied twice (a retry after a timeout)
+        self.auth["issued"].append(dict(record))
+        return self._auth_changed()
+
+    @replicated
+    def revoke_token(self, name: str, jti: str) -> str:
+        for key, value in (("revoked_names", name), ("revoked_ids", jti)):
+            if value and value not in self.auth[key]:
+                self.auth[key].append(value)
+        return self._auth_changed()
+
+    def _auth_changed(self) -> str:
+        self.auth["version"] += 1
+        self._on_auth_change(self.auth_snapshot())
+        return OK
+
+    def auth_snapshot(self) -> dict[str, Any]:
+        return {
+            key: list(value) if isinstance(value, list) else value
+            for key, value in self.auth.items()
+        }
+
     def _voter_count(self) -> int:
         return int(self.settings.get("raft_voters", ClusterSettings.raft_voters))
 
@@ -161,6 +210,8 @@ class MembershipState(SyncObjConsumer):
         super()._deserialize(data)
         if self.regions:
             self._on_change(self.snapshot())
+        if self.auth["version"]:
+            self._on_auth_change(self.auth_snapshot())
 
 
 @dataclass(frozen=True)
@@ -225,9 +276,12 @@ class RaftMembership:
         self._topology = seed
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changes = asyncio.Lock()
-        self._state = MembershipState(self._applied)
+        self._auth = OFF
+        self._auth_watchers: list[Callable[[AuthState], None]] = []
+        self._state = MembershipState(self._applied, self._auth_applied)
         self._sync: SyncObj | None = None
         self._seeding: asyncio.Task[None] | None = None
+        self._seeding_auth: asyncio.Task[None] | None = None
         # Set once the replicated state holds the cluster (seeded, joined or restored).
         self._ready = asyncio.Event()
 
@@ -269,6 +323,8 @@ class RaftMembership:
         )
         if self._seed is not None and not self._state.regions:
             self._seeding = asyncio.create_task(self._seed_until_done(self._seed))
+        if self._seed is not None and self._seed.auth_key and not self._state.auth["signing_key"]:
+            self._seeding_auth = asyncio.create_task(self._seed_auth_key(self._seed.auth_key))
 
     def _role_changed(self, old: int, new: int) -> None:
         """On pysyncobj's thread: the leader changed when this node wins or loses the lead."""
@@ -304,9 +360,18 @@ class RaftMembership:
             except Unavailable:
                 log.info("membership: no Raft majority yet; seeding again")
 
+    async def _seed_auth_key(self, signing_key: str) -> None:
+        # A cluster seeded before it had a key gets the file's key too (first writer wins).
+        while not self._state.auth["signing_key"]:
+            try:
+                await self._command(self._state.seed_auth_key, signing_key)
+            except Unavailable:
+                log.info("membership: no Raft majority yet; seeding the token key again")
+
     def stop(self) -> None:
-        if self._seeding is not None:
-            self._seeding.cancel()
+        for task in (self._seeding, self._seeding_auth):
+            if task is not None:
+                task.cancel()
         if self._sync is not None:
             self._sync.destroy()
             self._sync = None
@@ -352,6 +417,37 @@ class RaftMembership:
         self._topology = topology
         for callback in list(self._watchers):
             callback(topology)
+
+    # ------------------------------------------------------------ tokens
+
+    def auth(self) -> AuthState:
+        return self._auth
+
+    def watch_auth(self, callback: Callable[[AuthState], None]) -> None:
+        self._auth_watchers.append(callback)
+
+    def _auth_applied(self, snapshot: dict[str, Any]) -> None:
+        # On pysyncobj's thread: build the state there (it parses the key), hand it over.
+        state = state_from_snapshot(snapshot)
+        if self._loop is None or self._loop.is_closed():
+            self._publish_auth(state)
+            return
+        self._loop.call_soon_threadsafe(self._publish_auth, state)
+
+    def _publish_auth(self, state: AuthState) -> None:
+        if state.version <= self._auth.version:
+            return
+        self._auth = state
+        for callback in list(self._auth_watchers):
+            callback(state)
+
+    async def record_token(self, claims: TokenClaims) -> None:
+        await self._replicated_state()
+        await self._command(self._state.record_token, record_of(claims))
+
+    async def revoke_token(self, name: str, jti: str) -> None:
+        await self._replicated_state()
+        await self._command(self._state.revoke_token, name, jti)
 
     # ------------------------------------------------------------ changes
 

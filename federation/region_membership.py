@@ -18,10 +18,12 @@ from pathlib import Path
 
 import grpc
 
+from federation.auth_state import OFF, AuthState, state_of_key
 from federation.membership import RaftMembership, RaftStatus
 from federation.tls import NodeTls, channel_to
 from federation.topology import RegionSpec, Topology
 from plexus.errors import FailedPrecondition
+from plexus.tokens import TokenClaims
 from plexus.v1 import plexus_pb2 as pb
 from plexus.v1 import plexus_pb2_grpc as rpc
 
@@ -47,6 +49,17 @@ def topology_from(info: pb.MembershipInfo, secret: str, like: Topology) -> Topol
         settings=like.settings,
         version=info.version,
         voters=frozenset(r.name for r in info.regions if r.voter),
+        auth_key=like.auth_key,
+    )
+
+
+def auth_from(info: pb.MembershipInfo) -> AuthState:
+    """The token state a voter shows a follower: the public key and revocations only."""
+    return AuthState(
+        verify_key=info.token_verify_key,
+        revoked_names=frozenset(info.revoked_token_names),
+        revoked_ids=frozenset(info.revoked_token_ids),
+        version=info.auth_version,
     )
 
 
@@ -71,6 +84,10 @@ class RegionMembership:
         self._watchers: list[Callable[[Topology], None]] = []
         self.raft: RaftMembership | None = None
         self._follower: asyncio.Task[None] | None = None
+        # Until the replicated state arrives, the cluster file's key (version 0): a node
+        # that starts never serves open when its cluster has a key.
+        self._auth = state_of_key(seed.auth_key.encode()) if seed.auth_key else OFF
+        self._auth_watchers: list[Callable[[AuthState], None]] = []
 
     async def start(self) -> None:
         if self.region in self._topology.raft_voters():
@@ -121,6 +138,27 @@ class RegionMembership:
                 extra={"event": "region_left", "region": self.region, "peer": name},
             )
 
+    # ------------------------------------------------------------ tokens
+
+    def auth(self) -> AuthState:
+        return self._auth
+
+    def watch_auth(self, callback: Callable[[AuthState], None]) -> None:
+        self._auth_watchers.append(callback)
+
+    def _publish_auth(self, state: AuthState) -> None:
+        if state.version <= self._auth.version:
+            return
+        self._auth = state
+        for callback in list(self._auth_watchers):
+            callback(state)
+
+    async def record_token(self, claims: TokenClaims) -> None:
+        await self._voter().record_token(claims)
+
+    async def revoke_token(self, name: str, jti: str) -> None:
+        await self._voter().revoke_token(name, jti)
+
     # ------------------------------------------------------------ roles
 
     async def _start_raft(self) -> None:
@@ -135,6 +173,7 @@ class RegionMembership:
             topology,
         )
         raft.watch(self._publish)
+        raft.watch_auth(self._publish_auth)
         await raft.start()
         self.raft = raft
 
@@ -161,6 +200,8 @@ class RegionMembership:
                         return
                     if info.version:
                         self._publish(topology_from(info, self.secret, self._topology))
+                    if info.auth_version:
+                        self._publish_auth(auth_from(info))
             except (grpc.aio.AioRpcError, TimeoutError):
                 return  # that voter is down or gone: the next one is watched
 

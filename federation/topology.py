@@ -176,6 +176,9 @@ class Topology:
     voters: frozenset[str] = frozenset()
     # Where each region's node finds its certificates: node-local, never replicated.
     tls: TlsFiles | None = field(default=None, compare=False)
+    # The PEM key that signs client tokens, from the cluster file's [auth] key; it seeds
+    # the replicated token state (federation/auth_state.py). Empty: no authentication.
+    auth_key: str = field(default="", repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Copy, so a caller mutating its dict cannot change a published snapshot.

@@ -90,6 +90,12 @@ def cli() -> None:
     "binds only loopback).",
 )
 @click.option(
+    "--auth-key",
+    type=click.Path(path_type=Path),
+    help="Ed25519 private key (PEM) that signs and verifies client tokens "
+    "(a node alone; in a cluster, the file's [auth] key). Unset: no authentication.",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,

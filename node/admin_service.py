@@ -12,6 +12,7 @@ from typing import Any
 
 import grpc
 
+from federation.auth_state import AuthState, TokenStore
 from federation.join_proof import NONCE_BYTES, JoinChallenges, join_proven, prove_join
 from federation.link_protocol import LinkState
 from federation.mesh import Mesh
@@ -20,17 +21,21 @@ from federation.status import abort, guard_servicer
 from federation.supervisor import LinkSupervisor
 from federation.tls import NodeTls, channel_to
 from federation.topology import RegionSpec, Topology
+from node.auth import Authenticator, audit, forwarded
 from node.clients import ClientRegistry
 from node.subscription_list import SubscriptionList
+from node.token_messages import grants_of, token_info
 from plexus.errors import (
     FailedPrecondition,
+    InvalidArgument,
     NotFound,
     PermissionDenied,
     PlexusError,
     Unavailable,
     error_from_metadata,
 )
-from plexus.topics import validate_topic
+from plexus.tokens import new_claims, sign
+from plexus.topics import validate_pattern, validate_topic
 from plexus.v1 import plexus_pb2 as pb
 from plexus.v1 import plexus_pb2_grpc as rpc
 
@@ -62,10 +67,14 @@ class AdminService(rpc.AdminServicer):
         clients: ClientRegistry,
         subscriptions: SubscriptionList,
         tls: NodeTls | None = None,
+        auth: Authenticator | None = None,
+        tokens: TokenStore | None = None,
     ) -> None:
         self.region = region
         # Other regions are asked over TLS when this node has it.
         self.tls = tls
+        self.auth = auth if auth is not None else Authenticator()
+        self.tokens = tokens
         self.clients = clients
         self.subscriptions = subscriptions
         self.request_stop = request_stop
@@ -79,6 +88,8 @@ class AdminService(rpc.AdminServicer):
         self._watches: set[asyncio.Event] = set()
         if membership is not None:
             membership.watch(self._wake_watches)
+        if tokens is not None:
+            tokens.watch_auth(self._wake_watches)
 
     # ------------------------------------------------------------ membership
 
@@ -100,7 +111,7 @@ class AdminService(rpc.AdminServicer):
         finally:
             self._watches.discard(changed)
 
-    def _wake_watches(self, _topology: Topology) -> None:
+    def _wake_watches(self, _change: Topology | AuthState) -> None:
         for changed in self._watches:
             changed.set()
 
@@ -157,6 +168,7 @@ class AdminService(rpc.AdminServicer):
     async def RemoveRegion(
         self, request: pb.RemoveRegionRequest, context: Any
     ) -> pb.MembershipInfo:
+        self._admin(context, "remove region", request.name)
         if request.name == self.region:
             error = FailedPrecondition(
                 f"region {self.region!r} cannot remove itself: ask another region"
@@ -168,7 +180,11 @@ class AdminService(rpc.AdminServicer):
             spec = membership.current().regions.get(request.name)
             if spec is None:
                 raise NotFound(f"no region named {request.name!r} in the cluster")
-            left = await _shut_down(channel_to(self.tls, spec.grpc, spec.name), request.force)
+            left = await _shut_down(
+                channel_to(self.tls, spec.grpc, spec.name),
+                request.force,
+                forwarded(_metadata(context)),
+            )
             if left:
                 log.warning("region %s stopped with %d events spooled", request.name, left)
             await membership.remove_region(request.name)
@@ -178,6 +194,7 @@ class AdminService(rpc.AdminServicer):
 
     async def Shutdown(self, request: pb.ShutdownRequest, context: Any) -> pb.ShutdownResponse:
         """Refuse new publishes, drain the outbound spools (unless forced), then stop."""
+        self._admin(context, "shut down", self.region)
         self.refuse_publishes(
             FailedPrecondition(f"region {self.region!r} is leaving the cluster: publish elsewhere")
         )
@@ -194,6 +211,8 @@ class AdminService(rpc.AdminServicer):
         return pb.ShutdownResponse(spooled_left=left)
 
     async def AddLink(self, request: pb.LinkChangeRequest, context: Any) -> pb.MembershipInfo:
+        self._admin(context, "add link", f"{request.a}-{request.b}")
+
         async def change() -> pb.MembershipInfo:
             await self._raft().add_link(request.a, request.b)
             return self._membership_info()
@@ -201,6 +220,8 @@ class AdminService(rpc.AdminServicer):
         return await self._change(context, "AddLink", request, change)
 
     async def RemoveLink(self, request: pb.LinkChangeRequest, context: Any) -> pb.MembershipInfo:
+        self._admin(context, "remove link", f"{request.a}-{request.b}")
+
         async def change() -> pb.MembershipInfo:
             await self._raft().remove_link(request.a, request.b)
             return self._membership_info()
@@ -212,10 +233,13 @@ class AdminService(rpc.AdminServicer):
     ) -> Any:
         """Apply a membership change here if this region votes in Raft, else ask a voter to."""
         if self.membership is not None and self.membership.raft is None:
-            return await self._answer(context, lambda: self._ask_voter(method, request))
+            metadata = forwarded(_metadata(context))
+            return await self._answer(context, lambda: self._ask_voter(method, request, metadata))
         return await self._answer(context, change)
 
-    async def _ask_voter(self, method: str, request: Any) -> Any:
+    async def _ask_voter(
+        self, method: str, request: Any, metadata: tuple[tuple[str, str], ...]
+    ) -> Any:
         topology = self.membership.current() if self.membership is not None else None
         voters = (
             []
@@ -232,7 +256,9 @@ class AdminService(rpc.AdminServicer):
                 try:
                     if method == "AddRegion":
                         request = await self._vouch(voter, request)
-                    return await getattr(voter, method)(request, timeout=ASK_VOTER_TIMEOUT_S)
+                    return await getattr(voter, method)(
+                        request, timeout=ASK_VOTER_TIMEOUT_S, metadata=metadata
+                    )
                 except grpc.aio.AioRpcError as exc:
                     if exc.code() is not grpc.StatusCode.UNAVAILABLE:
                         raise error_from_metadata(
@@ -268,6 +294,10 @@ class AdminService(rpc.AdminServicer):
                 )
             )
         info.links.extend(sorted("-".join(sorted(link)) for link in topology.links))
+        auth = self.auth.state
+        info.token_verify_key, info.auth_version = auth.verify_key, auth.version
+        info.revoked_token_names.extend(sorted(auth.revoked_names))
+        info.revoked_token_ids.extend(sorted(auth.revoked_ids))
         if self.membership is not None:
             status = self.membership.status()
             info.raft_role, info.raft_term = status.role, status.term
@@ -276,6 +306,7 @@ class AdminService(rpc.AdminServicer):
         return info
 
     async def Explain(self, request: pb.ExplainRequest, context: Any) -> pb.ExplainResponse:
+        self.auth.identify(_metadata(context))
         topic = request.topic
         try:
             validate_topic(topic)
@@ -294,9 +325,10 @@ class AdminService(rpc.AdminServicer):
             return reply
         mesh, topology = self.mesh, self.supervisor.topology
         regions = sorted(mesh.remote.regions_for(topic))
+        metadata = forwarded(_metadata(context))
         answers = await asyncio.gather(
             *(
-                self._ask(r, topology.regions[r].grpc, topic)
+                self._ask(r, topology.regions[r].grpc, topic, metadata)
                 for r in regions
                 if r in topology.regions
             )
@@ -313,11 +345,15 @@ class AdminService(rpc.AdminServicer):
             reply.regions.append(entry)
         return reply
 
-    async def _ask(self, region: str, address: str, topic: str) -> pb.ExplainedRegion | str:
+    async def _ask(
+        self, region: str, address: str, topic: str, metadata: tuple[tuple[str, str], ...]
+    ) -> pb.ExplainedRegion | str:
         try:
             async with channel_to(self.tls, address, region) as channel:
                 answer = await rpc.AdminStub(channel).Explain(
-                    pb.ExplainRequest(topic=topic, local_only=True), timeout=ASK_REGION_TIMEOUT_S
+                    pb.ExplainRequest(topic=topic, local_only=True),
+                    timeout=ASK_REGION_TIMEOUT_S,
+                    metadata=metadata,
                 )
             return answer.regions[0]
         except grpc.aio.AioRpcError as exc:
@@ -328,16 +364,19 @@ class AdminService(rpc.AdminServicer):
     async def ListClients(
         self, request: pb.ListClientsRequest, context: Any
     ) -> pb.ListClientsResponse:
+        self.auth.identify(_metadata(context)).require_admin()
         return pb.ListClientsResponse(clients=self.clients.infos())
 
     async def ListSubscriptions(
         self, request: pb.ListSubscriptionsRequest, context: Any
     ) -> pb.ListSubscriptionsResponse:
+        self.auth.identify(_metadata(context)).require_admin()
         return self.subscriptions.find(request.contains, request.limit)
 
     # ------------------------------------------------------------ links
 
     async def ListLinks(self, request: pb.ListLinksRequest, context: Any) -> pb.ListLinksResponse:
+        self.auth.identify(_metadata(context))
         reply = pb.ListLinksResponse(region=self.region)
         if self.supervisor is None or self.mesh is None:
             return reply
@@ -366,6 +405,7 @@ class AdminService(rpc.AdminServicer):
         return reply
 
     async def SetLink(self, request: pb.SetLinkRequest, context: Any) -> pb.SetLinkResponse:
+        self._admin(context, "set link up" if request.up else "hold link down", request.peer)
         try:
             supervisor = self._supervisor()
             if request.peer not in supervisor.topology.neighbours(self.region):
@@ -377,6 +417,79 @@ class AdminService(rpc.AdminServicer):
             return pb.SetLinkResponse(link=self._link_info(request.peer))
         except PlexusError as exc:
             await abort(context, exc)
+
+    # ------------------------------------------------------------ tokens
+
+    async def CreateToken(
+        self, request: pb.CreateTokenRequest, context: Any
+    ) -> pb.CreateTokenResponse:
+        self._admin(context, "create token", request.name)
+
+        async def create() -> pb.CreateTokenResponse:
+            signing_key = self._token_store().auth().signing_key
+            if not signing_key:  # a region that follows the membership: a voter signs
+                raise FailedPrecondition(f"region {self.region!r} does not hold the token key")
+            grants = grants_of(request.grants)
+            for pattern in (*grants.publish, *grants.subscribe):
+                validate_pattern(pattern)
+            expires_in_s = request.expires_in_s or None
+            claims = new_claims(request.name, grants, expires_in_s)
+            token = sign(claims, signing_key)
+            await self._token_store().record_token(claims)
+            return pb.CreateTokenResponse(token=token, info=token_info(claims, self.auth.state))
+
+        return await self._token_change(context, "CreateToken", request, create)
+
+    async def RevokeToken(
+        self, request: pb.RevokeTokenRequest, context: Any
+    ) -> pb.RevokeTokenResponse:
+        self._admin(context, "revoke token", request.id or request.name)
+
+        async def revoke() -> pb.RevokeTokenResponse:
+            if not (request.name or request.id):
+                raise InvalidArgument("revoking a token needs its name or its id")
+            await self._token_store().revoke_token(request.name, request.id)
+            return pb.RevokeTokenResponse()
+
+        return await self._token_change(context, "RevokeToken", request, revoke)
+
+    async def ListTokens(
+        self, request: pb.ListTokensRequest, context: Any
+    ) -> pb.ListTokensResponse:
+        self.auth.identify(_metadata(context)).require_admin()
+
+        async def listed() -> pb.ListTokensResponse:
+            state = self._token_store().auth()
+            return pb.ListTokensResponse(
+                tokens=[token_info(claims, state) for claims in state.issued],
+                revoked_names=sorted(state.revoked_names),
+            )
+
+        # A region that follows the membership knows the revocations, not the tokens made.
+        return await self._token_change(context, "ListTokens", request, listed)
+
+    async def _token_change(
+        self, context: Any, method: str, request: Any, change: Callable[[], Awaitable[Any]]
+    ) -> Any:
+        """Sign, replicate or list on a Raft voter: a region that follows asks one."""
+        if self.membership is not None and self.membership.raft is None:
+            metadata = forwarded(_metadata(context))
+            return await self._answer(context, lambda: self._ask_voter(method, request, metadata))
+        return await self._answer(context, change)
+
+    def _token_store(self) -> TokenStore:
+        if self.tokens is None or not self.auth.enabled:
+            raise FailedPrecondition(
+                f"region {self.region!r} runs without a token key "
+                "(start it with --auth-key FILE, or give the cluster file an [auth] key)"
+            )
+        return self.tokens
+
+    def _admin(self, context: Any, action: str, target: str) -> None:
+        """Refuse a caller without the admin permission; log the action with who asked."""
+        access = self.auth.identify(_metadata(context))
+        access.require_admin()
+        audit(access, action, target)
 
     def _supervisor(self) -> LinkSupervisor:
         if self.supervisor is None:
@@ -412,13 +525,20 @@ def _now_ms() -> int:
     return time.monotonic_ns() // 1_000_000
 
 
-async def _shut_down(channel: grpc.aio.Channel, force: bool) -> int:
+def _metadata(context: Any) -> Any:
+    return context.invocation_metadata()
+
+
+async def _shut_down(
+    channel: grpc.aio.Channel, force: bool, metadata: tuple[tuple[str, str], ...]
+) -> int:
     """Ask a region to drain and stop; 0 if it cannot be reached (it is down already)."""
     try:
         async with channel:
             reply = await rpc.AdminStub(channel).Shutdown(
                 pb.ShutdownRequest(drain_timeout_ms=DRAIN_TIMEOUT_MS, force=force),
                 timeout=DRAIN_TIMEOUT_MS / 1000 + 5,
+                metadata=metadata,
             )
         return int(reply.spooled_left)
     except grpc.aio.AioRpcError:

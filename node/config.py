@@ -83,6 +83,11 @@ class NodeConfig(BaseModel):
         le=10_000_000,
         description="de-duplication keys of guaranteed events remembered; 0 = off",
     )
+    auth_key: Path | None = Field(
+        default=None,
+        description="Ed25519 private key (PEM) that signs and verifies client tokens; "
+        "in a cluster it seeds the replicated key. Unset: the node runs open",
+    )
     dedup_window_s: float = Field(
         default=120.0, gt=0, le=86_400, description="how long a de-duplication key is remembered"
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from types import TracebackType
 from typing import Any
 
@@ -19,6 +20,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from federation.auth_state import OFF, LocalAuth, TokenStore, state_of_key
 from federation.durable_interest import DurableInterest
 from federation.forwarding import GuaranteedForwarder
 from federation.mesh import Mesh
@@ -28,6 +30,7 @@ from federation.supervisor import LinkService, LinkSupervisor
 from federation.tls import NodeTls, load_node_tls
 from federation.topology import StaticTopology, Topology
 from node.admin_service import AdminService, add_admin_service
+from node.auth import Authenticator, read_signing_key
 from node.clients import ClientRegistry, raise_open_file_limit
 from node.commits import Commits
 from node.config import NodeConfig
@@ -159,6 +162,9 @@ class Node:
         mesh = supervisor = membership = None
         router = DirectRouter()
         local = RelayedDelivery(router)
+        if topology is not None and config.auth_key is not None and not topology.auth_key:
+            # --auth-key seeds the cluster's replicated key like the file's [auth] key.
+            topology = replace(topology, auth_key=read_signing_key(config.auth_key).decode())
         if topology is not None:
             self._membership = membership = await start_membership(config, topology, self.join, tls)
             source = membership or StaticTopology(topology)
@@ -203,8 +209,18 @@ class Node:
             self._metrics = MetricsServer(wanted, https)
             self.metrics_address = self._metrics.start()
         clients = ClientRegistry.from_config(config, open_files)
+        tokens = _token_store(config, topology, membership)
+        auth = Authenticator(tokens.auth())
+        tokens.watch_auth(auth.follow)
+        log.info(
+            "node %s %s",
+            config.name,
+            "requires client tokens"
+            if auth.enabled
+            else "runs open: no token key, no authentication",
+        )
         service = BrokerService(
-            config, address, env, router, queues, publisher, clients, self.metrics_address
+            config, address, env, router, queues, publisher, clients, self.metrics_address, auth
         )
         if self._metrics is not None:
             parts = NodeParts(
@@ -238,6 +254,8 @@ class Node:
                 clients=clients,
                 subscriptions=SubscriptionList(router, queues),
                 tls=tls,
+                auth=auth,
+                tokens=tokens,
             ),
         )
         if supervisor is not None:
@@ -342,6 +360,19 @@ def _load_tls(config: NodeConfig) -> NodeTls | None:
     if config.tls_cert is None or config.tls_key is None or config.tls_ca is None:
         return None
     return load_node_tls(config.tls_cert, config.tls_key, config.tls_ca)
+
+
+def _token_store(
+    config: NodeConfig, topology: Topology | None, membership: RegionMembership | None
+) -> TokenStore:
+    """The replicated token state in a Raft cluster; else this node's own, from its key."""
+    if membership is not None:
+        return membership
+    if config.auth_key is not None:
+        return LocalAuth(state_of_key(read_signing_key(config.auth_key)))
+    if topology is not None and topology.auth_key:
+        return LocalAuth(state_of_key(topology.auth_key.encode()))
+    return LocalAuth(OFF)
 
 
 async def _sweep_expired(queues: QueueTable) -> None:

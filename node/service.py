@@ -19,14 +19,16 @@ from google.protobuf.message import DecodeError
 
 from federation.status import abort, guard
 from node import framing
+from node.auth import Authenticator, audit
 from node.clients import ClientRegistry, ConnectedClient
 from node.config import MAX_SUBSCRIBER_BUFFER_EVENTS, NodeConfig
 from node.direct import DirectRouter, Subscriber
+from node.permissions import Access
 from node.publish_parts import Malformed, PublishParts, split_request
 from node.publishing import Publisher, refusal
 from node.queues import Consumer, Queue, QueueTable
 from plexus import __version__
-from plexus.errors import FailedPrecondition, InvalidArgument, InvalidPattern
+from plexus.errors import FailedPrecondition, InvalidArgument, InvalidPattern, PlexusError
 from plexus.topics import validate_pattern
 from plexus.v1 import plexus_pb2 as pb
 from storage.environment import Environment
@@ -53,8 +55,10 @@ class BrokerService:
         publisher: Publisher,
         clients: ClientRegistry,
         metrics_address: str = "",
+        auth: Authenticator | None = None,
     ) -> None:
         self.config = config
+        self.auth = auth if auth is not None else Authenticator()
         self.clients = clients
         self.listen_address = listen_address
         self.metrics_address = metrics_address
@@ -68,11 +72,15 @@ class BrokerService:
     # ------------------------------------------------------------ publish
 
     async def publish(self, context: grpc.aio.ServicerContext) -> None:
+        access = self.auth.identify(context.invocation_metadata())
         with self.clients.publishing(context.peer()) as client:
-            await self._publish(context, client)
+            await self._publish(context, client, access)
 
-    async def _publish(self, context: grpc.aio.ServicerContext, client: ConnectedClient) -> None:
+    async def _publish(
+        self, context: grpc.aio.ServicerContext, client: ConnectedClient, access: Access
+    ) -> None:
         stream = _PublishStream(context, lambda acks: self.clients.refused_events(client, acks))
+        metadata = context.invocation_metadata()
         writer = asyncio.create_task(stream.write_responses())
         index = 0
         try:
@@ -81,10 +89,13 @@ class BrokerService:
                 if received is grpc.aio.EOF:
                     break
                 raw, request = received
-                if isinstance(request, PublishParts):  # did not parse: event by event
+                self.auth.still_valid(metadata)  # a revocation ends an open stream too
+                if not isinstance(request, PublishParts) and not _all_permitted(access, request):
+                    request = _parts_of(request)
+                if isinstance(request, PublishParts):  # did not parse, or refused: event by event
                     count, flush = len(request.events), request.flush
                     client.published += count
-                    runs = self._publish_parts(request, index, stream)
+                    runs = self._publish_parts(request, index, stream, access)
                 else:
                     count = len(request.events)
                     client.published += count
@@ -117,17 +128,18 @@ class BrokerService:
             writer.cancel()
 
     def _publish_parts(
-        self, parts: PublishParts, first_index: int, stream: _PublishStream
+        self, parts: PublishParts, first_index: int, stream: _PublishStream, access: Access
     ) -> list[tuple[int, asyncio.Future[None] | None]]:
-        """A request that did not parse: each bad event refused alone, naming its index and
-        field; each run of good events published as its own request. Returns (events, done)."""
+        """A request that did not parse, or with events the token may not publish: each such
+        event refused alone, naming its index and field, or its topic and the token; each run
+        of good events published as its own request. Returns (events, done)."""
         if parts.malformed:
             raise InvalidArgument(parts.malformed)
         runs: list[tuple[int, asyncio.Future[None] | None]] = []
         start = 0
         count = len(parts.events)
         for offset in range(count + 1):
-            problem = parts.problem(offset) if offset < count else None
+            problem = _refused(parts, offset, first_index, access) if offset < count else None
             if problem is None and offset < count:
                 continue
             if start < offset:  # the good events before this one
@@ -140,8 +152,7 @@ class BrokerService:
                     )
                 )
             if problem is not None:
-                index = first_index + offset
-                stream.on_acks([refusal(index, InvalidArgument(f"event {index}: {problem}"))])
+                stream.on_acks([refusal(first_index + offset, problem)])
                 runs.append((1, None))
             start = offset + 1
         return runs
@@ -151,15 +162,21 @@ class BrokerService:
     async def subscribe(
         self, request: pb.SubscribeRequest, context: grpc.aio.ServicerContext
     ) -> None:
+        access = self.auth.identify(context.invocation_metadata())
         try:
             validate_pattern(request.pattern)
         except InvalidPattern as exc:
             await abort(context, exc)
+        access.require_subscribe((request.pattern,))
         # A client may ask for more events, never for more bytes than the node's bound.
         capacity = request.buffer_events or self.config.subscriber_buffer_events
         capacity = min(capacity, MAX_SUBSCRIBER_BUFFER_EVENTS)
         subscriber = Subscriber(request.pattern, capacity, self.config.subscriber_buffer_bytes)
-        with self.clients.subscribing(context.peer(), subscriber):
+        metadata = context.invocation_metadata()
+        with (
+            self.clients.subscribing(context.peer(), subscriber),
+            self.auth.watching(subscriber.wake),
+        ):
             self.router.add(subscriber)
             try:
                 # Headers tell the client the subscription is live (see Subscription.ready).
@@ -167,6 +184,7 @@ class BrokerService:
                 while True:
                     await subscriber.wake.wait()
                     subscriber.wake.clear()
+                    self.auth.still_valid(metadata)  # a revocation ends an open stream
                     if subscriber.buffer:
                         await context.write(subscriber.take())
             finally:
@@ -175,38 +193,56 @@ class BrokerService:
     # ------------------------------------------------------------ queues
 
     async def create_queue(self, request: pb.CreateQueueRequest, context: Any) -> pb.QueueInfo:
+        access = self.auth.identify(context.invocation_metadata())
+        access.require_queue("create", request.config.name)
+        # A queue's subscriptions would let its consumers read those topics.
+        access.require_subscribe(request.config.subscriptions)
         queue = await self.queues.create(request.config)
         return queue.info()
 
     async def delete_queue(
         self, request: pb.DeleteQueueRequest, context: Any
     ) -> pb.DeleteQueueResponse:
+        access = self.auth.identify(context.invocation_metadata())
+        access.require_admin()
         await self.queues.delete(request.name)
+        audit(access, "delete queue", request.name)
         return pb.DeleteQueueResponse()
 
     async def list_queues(
         self, request: pb.ListQueuesRequest, context: Any
     ) -> pb.ListQueuesResponse:
+        self.auth.identify(context.invocation_metadata())
         infos = [q.info() for q in sorted(self.queues.by_name.values(), key=lambda q: q.name)]
         return pb.ListQueuesResponse(queues=infos)
 
     async def describe_queue(self, request: pb.DescribeQueueRequest, context: Any) -> pb.QueueInfo:
+        self.auth.identify(context.invocation_metadata())
         return self.queues.get(request.name).info()
 
     async def purge_queue(
         self, request: pb.PurgeQueueRequest, context: Any
     ) -> pb.PurgeQueueResponse:
-        return pb.PurgeQueueResponse(purged=await self.queues.purge(request.name))
+        access = self.auth.identify(context.invocation_metadata())
+        access.require_queue("purge", request.name)
+        purged = await self.queues.purge(request.name)
+        audit(access, "purge queue", request.name)
+        return pb.PurgeQueueResponse(purged=purged)
 
     async def consume(self, context: grpc.aio.ServicerContext) -> None:
+        access = self.auth.identify(context.invocation_metadata())
         first = await context.read()
         if first is grpc.aio.EOF:
             return
         if first.WhichOneof("action") != "start":
             raise FailedPrecondition("the first message on a Consume stream must be 'start'")
+        access.require_queue("consume", first.start.queue)
         queue = self.queues.get(first.start.queue)
         consumer = Consumer()
-        with self.clients.consuming(context.peer(), queue.name, consumer):
+        with (
+            self.clients.consuming(context.peer(), queue.name, consumer),
+            self.auth.watching(consumer.wake),
+        ):
             await self._consume(context, first, queue, consumer)
 
     async def _consume(
@@ -250,9 +286,11 @@ class BrokerService:
 
     async def _feed(self, consumer: Consumer, context: grpc.aio.ServicerContext) -> str | None:
         """Send deliveries and ack confirmations until the consumer is closed."""
+        metadata = context.invocation_metadata()
         while True:
             await consumer.wake.wait()
             consumer.wake.clear()
+            self.auth.still_valid(metadata)  # a revocation ends an open stream
             while consumer.outbox:
                 frames = consumer.outbox[:MAX_FRAMES_PER_WRITE]
                 del consumer.outbox[:MAX_FRAMES_PER_WRITE]
@@ -269,6 +307,7 @@ class BrokerService:
     # ------------------------------------------------------------ node
 
     async def node_info(self, request: pb.NodeInfoRequest, context: Any) -> pb.NodeInfo:
+        self.auth.identify(context.invocation_metadata())
         counters = self.publisher.counters
         delivered, discarded = self.router.counts()
         return pb.NodeInfo(
@@ -393,6 +432,34 @@ def handlers(service: BrokerService) -> grpc.GenericRpcHandler:
             "GetNodeInfo": unary("GetNodeInfo", service.node_info, pb.NodeInfoRequest),
         },
     )
+
+
+def _all_permitted(access: Access, request: pb.PublishRequest) -> bool:
+    """Whether the token may publish every event of `request`: its topics as a set, included
+    in the token's known allowed topics (a hash per event)."""
+    return access.publishes_anywhere or access.may_publish_all({e.topic for e in request.events})
+
+
+def _parts_of(request: pb.PublishRequest) -> PublishParts:
+    return PublishParts(
+        events=list(request.events),
+        flush=request.flush,
+        producer=request.producer,
+        sequences=list(request.sequences),
+        keys=list(request.keys),
+    )
+
+
+def _refused(
+    parts: PublishParts, offset: int, first_index: int, access: Access
+) -> PlexusError | None:
+    """Why the event at `offset` is refused (an error), or None."""
+    problem = parts.problem(offset)
+    if problem is not None:
+        index = first_index + offset
+        return InvalidArgument(f"event {index}: {problem}")
+    topic = parts.events[offset].topic  # type: ignore[union-attr]  (it parsed: no problem)
+    return None if access.may_publish(topic) else access.publish_refusal(topic)
 
 
 def _parse(message_type: Any, raw: bytes) -> Any:

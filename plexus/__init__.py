@@ -34,6 +34,7 @@ if TYPE_CHECKING:
         InvalidPattern,
         InvalidTopic,
         NotFound,
+        NotPermitted,
         PermissionDenied,
         PlexusError,
         QueueExists,
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
         SpoolFull,
         StorageFull,
         Timeout,
+        Unauthenticated,
         Unavailable,
     )
 
@@ -60,6 +62,7 @@ _ERROR_NAMES = frozenset(
         "InvalidPattern",
         "InvalidTopic",
         "NotFound",
+        "NotPermitted",
         "PermissionDenied",
         "PlexusError",
         "QueueExists",
@@ -69,6 +72,7 @@ _ERROR_NAMES = frozenset(
         "SpoolFull",
         "StorageFull",
         "Timeout",
+        "Unauthenticated",
         "Unavailable",
     }
 )
@@ -88,6 +92,7 @@ __all__ = [
     "InvalidTopic",
     "NodeInfo",
     "NotFound",
+    "NotPermitted",
     "PermissionDenied",
     "PlexusError",
     "QueueExists",
@@ -99,6 +104,7 @@ __all__ = [
     "StorageFull",
     "Subscription",
     "Timeout",
+    "Unauthenticated",
     "Unavailable",
 ]
 

@@ -80,8 +80,9 @@ async def region_added_live(state: StateDir, eu: Client) -> None:
     console.rule("[bold]3. A region added live: sa joins, linked to us")
     region, seconds = await asyncio.to_thread(membership.add_region, state, "sa", ["us"])
     console.print(f"sa joined on {region.grpc} in {seconds:.2f} s (Raft-replicated membership)")
+    token = state.client_token()
     async with (
-        await Client.connect(region.grpc, ca=region.ca) as sa,
+        await Client.connect(region.grpc, ca=region.ca, token=token) as sa,
         sa.subscribe("alerts/>") as sub,
     ):
         await wait_routed(eu, "alerts/eu/1", "sa")
@@ -96,10 +97,11 @@ async def region_added_live(state: StateDir, eu: Client) -> None:
 
 async def tour(state: StateDir, addresses: dict[str, str]) -> None:
     ca = state.ca_cert  # plexus up serves TLS with the local cluster's own CA
+    token = state.client_token()  # the admin token `plexus up` made
     async with (
-        await Client.connect(addresses["us"], ca=ca) as us,
-        await Client.connect(addresses["eu"], ca=ca) as eu,
-        await Client.connect(addresses["ap"], ca=ca) as ap,
+        await Client.connect(addresses["us"], ca=ca, token=token) as us,
+        await Client.connect(addresses["eu"], ca=ca, token=token) as eu,
+        await Client.connect(addresses["ap"], ca=ca, token=token) as ap,
     ):
         await direct_across_regions(us, eu)
         await guaranteed_across_regions(us, ap)

@@ -213,6 +213,32 @@ class PermissionDenied(PlexusError):
     reason_code = "PERMISSION_DENIED"
 
 
+class NotPermitted(PermissionDenied):
+    """A token lacks the permission (`publish`, `subscribe`, `consume`, `create`, `purge`,
+    `admin`) for `target` (a topic, pattern or queue; empty for admin calls)."""
+
+    reason_code = "NOT_PERMITTED"
+    wire_fields = {"token": TEXT, "permission": TEXT, "target": TEXT}
+
+    def __init__(self, token: str, permission: str, target: str = "") -> None:
+        self.token, self.permission, self.target = token, permission, target
+        what = f" for {target!r}" if target else ""
+        super().__init__(f"permission denied: token {token!r} has no {permission} permission{what}")
+
+
+class Unauthenticated(PlexusError):
+    """No usable token: `reason` is `missing`, `malformed`, `forged`, `expired` or `revoked`."""
+
+    status_code = grpc.StatusCode.UNAUTHENTICATED
+    reason_code = "UNAUTHENTICATED"
+    wire_fields = {"reason": TEXT, "token": TEXT}
+
+    def __init__(self, reason: str, token: str = "") -> None:
+        self.reason, self.token = reason, token
+        named = f" {token!r}" if token else ""
+        super().__init__(f"unauthenticated: token{named} is {reason}")
+
+
 class Unavailable(PlexusError):
     status_code = grpc.StatusCode.UNAVAILABLE
     retriable = True
@@ -284,6 +310,8 @@ REASONS: dict[str, type[PlexusError]] = _reasons(
         FailedPrecondition,
         DataDirLocked,
         PermissionDenied,
+        NotPermitted,
+        Unauthenticated,
         Unavailable,
         InternalError,
     )
@@ -299,6 +327,7 @@ _BY_CODE: dict[grpc.StatusCode, type[PlexusError]] = {
         ResourceExhausted,
         FailedPrecondition,
         PermissionDenied,
+        Unauthenticated,
         Unavailable,
         InternalError,
     )

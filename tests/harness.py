@@ -188,6 +188,7 @@ class Cluster:
         ports: dict[str, int] | None = None,
         settings: dict[str, int | str] | None = None,
         raft: bool = False,
+        auth_key: Path | None = None,
     ) -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
@@ -216,6 +217,8 @@ class Cluster:
             ]
         for a, b in links:
             lines += ["[[link]]", f'regions = ["{a}", "{b}"]']
+        if auth_key is not None:  # client tokens signed with this key, required everywhere
+            lines += ["[auth]", f'key = "{auth_key}"']
         self.file.write_text("\n".join(lines) + "\n")
 
     def address(self, region: str) -> str:

@@ -6,8 +6,8 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# The contract every layer may use: generated code, topic grammar, errors.
-CONTRACT = ("plexus.v1", "plexus.topics", "plexus.errors", "plexus")
+# The contract every layer may use: generated code, topic grammar, errors, tokens.
+CONTRACT = ("plexus.v1", "plexus.topics", "plexus.errors", "plexus.tokens", "plexus")
 LAYERS = ["plexus", "node", "federation", "storage"]
 # What each layer may import from the project, besides itself and the contract.
 ALLOWED = {

@@ -19,6 +19,7 @@ import pytest
 
 from plexus.client import Client
 from plexus.local.launcher import find_processes, is_running
+from plexus.local.state import StateDir
 from tests.harness import eventually
 
 pytestmark = pytest.mark.timeout(180)
@@ -176,9 +177,10 @@ def _wait_interest(local: Local, at: str, topic: str, region: str) -> None:
     """Until region `at` would route `topic` to a subscriber in `region`."""
     status = local.status()
     address = next(r["address"] for r in status["regions"] if r["name"] == at)
+    token = StateDir(local.state).client_token()  # the admin token `plexus up` made
 
     async def go() -> None:
-        async with await Client.connect(address, ca=status["ca"]) as client:
+        async with await Client.connect(address, ca=status["ca"], token=token) as client:
 
             async def interested() -> bool:
                 view = {r["region"]: r for r in await client.explain(topic)}
@@ -263,7 +265,9 @@ def test_up_of_each_shipped_config(local: Local, config: str, regions: set, link
     copy = (local.state / "cluster.toml").read_text()
     for name in regions:
         assert str(local.state / "regions" / name / "data") in copy
-    assert copy.count("\n") == source.read_text().count("\n")
+    # Line for line, plus the [auth] section (3 lines) naming the key `plexus up` made.
+    assert copy.count("\n") == source.read_text().count("\n") + 3
+    assert copy.endswith('\n[auth]\nkey = "auth/signing.key"\n')
     # The same file again: already up; another file on the same state dir: refused.
     assert "already up" in local.run("up", str(source)).stdout
     other = "chain-5.toml" if config != "chain-5.toml" else "three-regions.toml"

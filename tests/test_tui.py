@@ -215,7 +215,7 @@ async def test_a_lost_region_shows_down_and_the_view_reconnects(cluster: StateDi
 
 async def test_top_through_one_node_sees_the_whole_mesh(cluster: StateDir):
     eu = cluster.load().region("eu").grpc
-    source = LiveSource(entry=eu, ca=str(cluster.ca_cert))
+    source = LiveSource(entry=eu, ca=str(cluster.ca_cert), token=cluster.client_token())
     app = TopApp(source, Actions(source), refresh_s=0.25)
     async with app.run_test(size=SIZE) as pilot:
         await all_up(app, regions=3, links=3)
@@ -240,7 +240,9 @@ async def open_region(app: TopApp, pilot: Pilot[None], name: str) -> RegionScree
 
 async def queue_with_events(state: StateDir, region: str, name: str, events: int) -> None:
     address = state.load().region(region).grpc
-    async with await Client.connect(address, ca=state.ca_cert) as client:
+    async with await Client.connect(
+        address, ca=state.ca_cert, token=state.client_token()
+    ) as client:
         await client.create_queue(name, ["orders/>"])
         for i in range(events):
             await client.publish(f"orders/{i}", b"x", guaranteed=True)
@@ -275,7 +277,9 @@ async def test_a_queue_purged_in_top_is_empty_through_the_sdk(cluster: StateDir)
             UI_TIMEOUT_S,
             "the purge reported",
         )
-        async with await Client.connect(eu, ca=cluster.ca_cert) as client:
+        async with await Client.connect(
+            eu, ca=cluster.ca_cert, token=cluster.client_token()
+        ) as client:
             assert (await client.describe_queue("billing")).depth == 0
         await eventually(
             lambda: screen.detail is not None and screen.detail.queues[0].depth == 0,
@@ -292,7 +296,9 @@ async def test_a_purge_not_confirmed_leaves_the_queue_alone(cluster: StateDir):
         await open_region(app, pilot, "eu")
         await pilot.press("p", "n")
         await eventually(lambda: message(app) == "cancelled", UI_TIMEOUT_S, "cancelled")
-        async with await Client.connect(eu, ca=cluster.ca_cert) as client:
+        async with await Client.connect(
+            eu, ca=cluster.ca_cert, token=cluster.client_token()
+        ) as client:
             assert (await client.describe_queue("billing")).depth == 3
         await pilot.press("escape", "right", "enter")  # ap: no queue to purge
         await eventually(lambda: app.screen.detail is not None, UI_TIMEOUT_S, "ap's detail")
@@ -302,7 +308,7 @@ async def test_a_purge_not_confirmed_leaves_the_queue_alone(cluster: StateDir):
 
 async def test_the_subscription_search_finds_a_test_clients_subscription(cluster: StateDir):
     eu = cluster.load().region("eu").grpc
-    async with await Client.connect(eu, ca=cluster.ca_cert) as client:
+    async with await Client.connect(eu, ca=cluster.ca_cert, token=cluster.client_token()) as client:
         await client.create_queue("billing", [f"orders/q{i}/>" for i in range(30)])
         async with client.subscribe("orders/eu/created") as sub:
             await sub.ready()
@@ -333,7 +339,7 @@ async def test_the_subscription_search_finds_a_test_clients_subscription(cluster
 
 async def test_the_client_list_shows_a_connected_test_client(cluster: StateDir):
     eu = cluster.load().region("eu").grpc
-    async with await Client.connect(eu, ca=cluster.ca_cert) as client:
+    async with await Client.connect(eu, ca=cluster.ca_cert, token=cluster.client_token()) as client:
         orders, audit = client.subscribe("orders/>"), client.subscribe("audit/>")
         async with orders, audit:
             await asyncio.gather(orders.ready(), audit.ready())
@@ -360,9 +366,13 @@ async def test_the_client_list_shows_a_connected_test_client(cluster: StateDir):
 
 async def test_links_without_interest_carry_the_links_and_no_patterns(cluster: StateDir):
     record = cluster.load()
-    async with await Client.connect(record.region("eu").grpc, ca=cluster.ca_cert) as client:
+    async with await Client.connect(
+        record.region("eu").grpc, ca=cluster.ca_cert, token=cluster.client_token()
+    ) as client:
         await client.create_queue("billing", ["orders/>"])
-    async with await Client.connect(record.region("us").grpc, ca=cluster.ca_cert) as client:
+    async with await Client.connect(
+        record.region("us").grpc, ca=cluster.ca_cert, token=cluster.client_token()
+    ) as client:
 
         async def learned() -> bool:
             view = await client.list_links()
@@ -386,7 +396,9 @@ async def test_the_events_view_tails_events_from_the_picked_region(cluster: Stat
         await pilot.press(*"orders/>", "enter")
         await eventually(lambda: screen.tailing is not None, UI_TIMEOUT_S, "the tail to start")
         log = screen.query_one("#log", RichLog)
-        async with await Client.connect(record.region("us").grpc, ca=cluster.ca_cert) as client:
+        async with await Client.connect(
+            record.region("us").grpc, ca=cluster.ca_cert, token=cluster.client_token()
+        ) as client:
 
             async def published_and_shown() -> bool:
                 await client.publish("orders/us/1", b'{"id": 1}')

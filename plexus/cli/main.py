@@ -128,6 +128,7 @@ def _register() -> None:
     from plexus.cli.publish import pub
     from plexus.cli.queue import queue_group
     from plexus.cli.subscribe import sub
+    from plexus.cli.token import token_group
     from plexus.cli.top import top
 
     cli.add_command(pub)
@@ -139,6 +140,7 @@ def _register() -> None:
     cli.add_command(subscriptions)
     cli.add_command(top)
     cli.add_command(cert_group)
+    cli.add_command(token_group)
     add_cluster_commands(cli)  # up, down, status, region, fault
 
 

@@ -33,6 +33,11 @@ SERVER_ENV = "PLEXUS_SERVER"
 CA_ENV = "PLEXUS_CA"
 # Where server_option leaves the CA the command's connections verify nodes with.
 CA_META = "plexus.ca"
+TOKEN_ENV = "PLEXUS_TOKEN"
+# Where server_option leaves the command's token (click's per-invocation metadata).
+TOKEN_META = "plexus.token"
+# True when the command was told where to go (--server, $PLEXUS_SERVER or --region).
+SERVER_GIVEN_META = "plexus.server_given"
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -54,22 +59,42 @@ def server_option(func: F) -> F:
 
     The command receives `server` either way; `--region` is resolved here, in one place.
     `--ca FILE` (or $PLEXUS_CA) connects over TLS; with `--region` the local cluster's CA
-    is the default. `connect` and `connect_streaming` use it.
+    is the default. With it comes `--token` ($PLEXUS_TOKEN); with `--region` and no token
+    given, the local cluster's admin token. `connect` and `connect_streaming` use both.
     """
 
     @functools.wraps(func)
-    def resolved(*args: Any, region: str | None, ca: str | None, **kwargs: Any) -> Any:
+    def resolved(
+        *args: Any, region: str | None, ca: str | None, token: str | None, **kwargs: Any
+    ) -> Any:
         ctx = click.get_current_context()
         if region is not None:
             if ctx.get_parameter_source("server") is ParameterSource.COMMANDLINE:
                 raise click.UsageError("give --server or --region, not both", ctx=ctx)
-            from plexus.local.state import resolve_region, resolve_region_ca
+            from plexus.local.state import (
+                StateDir,
+                default_state_dir,
+                resolve_region,
+                resolve_region_ca,
+            )
 
             kwargs["server"] = resolve_region(region)
             if ca is None:
                 ca = resolve_region_ca(region)
+            token = token or StateDir(default_state_dir()).client_token()
         ctx.meta[CA_META] = ca
+        ctx.meta[TOKEN_META] = token
+        source = ctx.get_parameter_source("server")
+        ctx.meta[SERVER_GIVEN_META] = region is not None or source is not ParameterSource.DEFAULT
         return func(*args, **kwargs)
+
+    with_token = click.option(
+        "--token",
+        envvar=TOKEN_ENV,
+        default=None,
+        metavar="TOKEN",
+        help=f"Client token (from 'plexus token create'); default ${TOKEN_ENV}.",
+    )(resolved)
 
     with_ca = click.option(
         "--ca",
@@ -79,7 +104,7 @@ def server_option(func: F) -> F:
         show_envvar=True,
         help="The cluster CA certificate: connect over TLS, verifying the node with it "
         "(with --region: the local cluster's).",
-    )(resolved)
+    )(with_token)
 
     with_region = click.option(
         "--region",
@@ -111,12 +136,19 @@ def parse_headers(
     return headers
 
 
+def command_token() -> str | None:
+    """The token of the running command (see `server_option`)."""
+    ctx = click.get_current_context(silent=True)
+    return ctx.find_root().meta.get(TOKEN_META) if ctx is not None else None
+
+
 async def connect(server: str, **options: Any) -> Client:
-    """A client of the node at `server`, over TLS when the command was given a CA."""
+    """A client of the node at `server` with the command's token, over TLS when the
+    command was given a CA."""
     from plexus.client import Client
 
     ca = click.get_current_context().meta.get(CA_META)
-    return await Client.connect(server, ca=ca, **options)
+    return await Client.connect(server, ca=ca, token=command_token(), **options)
 
 
 async def connect_streaming(server: str, timeout: float | None = None) -> Client:

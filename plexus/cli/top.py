@@ -50,14 +50,15 @@ def top(server: str | None, region: str | None, ca: str | None, state_dir: Path)
     if server is not None and region is not None:
         raise click.UsageError("give --server or --region, not both")
     state = StateDir(state_dir)
+    token = state.client_token()  # $PLEXUS_TOKEN, else the local cluster's admin token
     if server is not None:
         from plexus.client.channel import parse_address
 
         parse_address(server)
-        source = LiveSource(entry=server, ca=ca)
+        source = LiveSource(entry=server, ca=ca, token=token)
     elif region is not None:
         ca = ca or resolve_region_ca(region, state_dir)
-        source = LiveSource(entry=resolve_region(region, state_dir), ca=ca)
+        source = LiveSource(entry=resolve_region(region, state_dir), ca=ca, token=token)
     elif state.exists():
         source = LiveSource(state=state, ca=ca)
     else:

@@ -81,6 +81,7 @@ class Client:
         on_state: StateCallback | None = None,
         direct_on_break: DirectOnBreak = "buffer",
         ca: str | Path | bytes | None = None,
+        token: str | None = None,
     ) -> Client:
         """Connect to the first of `address` (HOST:PORT, or several) whose node answers.
 
@@ -91,6 +92,8 @@ class Client:
         bounds how long the client tries to reconnect (default: forever).
         `direct_on_break`: while disconnected, direct publishes wait in the
         bounded buffer ("buffer") or are refused at once ("fail").
+        `token` (from `plexus token create`) goes with every call, streams included,
+        and across reconnects; a node that refuses it raises Unauthenticated.
         Raises InvalidArgument for a malformed address and Unavailable, naming
         each address, when no node answers within `timeout` seconds.
         """
@@ -105,6 +108,7 @@ class Client:
             max_reconnect_s=max_reconnect_s,
             on_state=on_state,
             ca=read_ca(ca),
+            token=token,
         )
         await connection.open(timeout)
         return cls(connection, direct_on_break)
@@ -493,6 +497,50 @@ class Client:
         resp = await self._unary("admin.SetLink", pb.SetLinkRequest(peer=peer, up=up), timeout)
         return LinkInfo.from_proto(resp.link)
 
+    # ------------------------------------------------------------ tokens (Admin)
+
+    async def create_token(
+        self,
+        name: str,
+        *,
+        publish: Sequence[str] = (),
+        subscribe: Sequence[str] = (),
+        consume: Sequence[str] = (),
+        create: Sequence[str] = (),
+        purge: Sequence[str] = (),
+        admin: bool = False,
+        expires_in_s: int | None = None,
+        timeout: float | None = CALL_TIMEOUT_S,
+    ) -> dict[str, Any]:
+        """A new token signed by the cluster (needs admin): `token`, and its `name` and `id`.
+
+        `publish`/`subscribe` are topic patterns; `consume`/`create`/`purge` queue
+        names ("*": every queue); `admin` grants everything.
+        """
+        grants = pb.TokenGrants(
+            publish=publish,
+            subscribe=subscribe,
+            consume=consume,
+            create=create,
+            purge=purge,
+            admin=admin,
+        )
+        request = pb.CreateTokenRequest(name=name, grants=grants, expires_in_s=expires_in_s or 0)
+        resp = await self._unary("admin.CreateToken", request, timeout)
+        return {"token": resp.token, **token_dict(resp.info)}
+
+    async def revoke_token(
+        self, name: str = "", *, id: str = "", timeout: float | None = CALL_TIMEOUT_S
+    ) -> None:
+        """Revoke every token named `name`, or the one token `id`, in every region."""
+        request = pb.RevokeTokenRequest(name=name, id=id)
+        await self._unary("admin.RevokeToken", request, timeout)
+
+    async def list_tokens(self, *, timeout: float | None = CALL_TIMEOUT_S) -> list[dict[str, Any]]:
+        """The tokens made through the cluster (not those signed offline), revoked or not."""
+        resp = await self._unary("admin.ListTokens", pb.ListTokensRequest(), timeout)
+        return [token_dict(info) for info in resp.tokens]
+
     async def _unary(self, method: str, request: Any, timeout: float | None) -> Any:
         """Call `method` of the Broker or Admin service, waiting (bounded) for a reconnect
         under way first. Not retried: a call cut by a break raises Unavailable."""
@@ -509,6 +557,23 @@ class Client:
             if isinstance(err, Unavailable):
                 conn.broken(generation, str(err))
             raise err from None
+
+
+def token_dict(info: pb.TokenInfo) -> dict[str, Any]:
+    grants = info.grants
+    return {
+        "name": info.name,
+        "id": info.id,
+        "publish": list(grants.publish),
+        "subscribe": list(grants.subscribe),
+        "consume": list(grants.consume),
+        "create": list(grants.create),
+        "purge": list(grants.purge),
+        "admin": grants.admin,
+        "expires_at": info.expires_at or None,
+        "issued_at": info.issued_at,
+        "revoked": info.revoked,
+    }
 
 
 def _as_bytes(payload: object) -> bytes:

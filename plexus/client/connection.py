@@ -25,8 +25,21 @@ from dataclasses import dataclass
 import grpc
 from grpc import aio
 
-from plexus.client.channel import open_channel, parse_address, unreachable_reason
-from plexus.errors import ClientClosed, InvalidArgument, PlexusError, Timeout, Unavailable
+from plexus.client.channel import (
+    open_channel,
+    parse_address,
+    translate_rpc_error,
+    unreachable_reason,
+)
+from plexus.errors import (
+    ClientClosed,
+    InvalidArgument,
+    PermissionDenied,
+    PlexusError,
+    Timeout,
+    Unauthenticated,
+    Unavailable,
+)
 from plexus.v1 import plexus_pb2 as pb
 from plexus.v1 import plexus_pb2_grpc as pb_grpc
 
@@ -45,6 +58,8 @@ PUBLISH_METHOD = "/plexus.v1.Broker/Publish"
 NODE_START_TOLERANCE_S = 0.25
 # How long a node has to answer the probe of a (re)connect.
 PROBE_TIMEOUT_S = 2.0
+# Answers that say the node is up but refuses this client's token.
+_REFUSED = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
 
 
 class ConnectionState(enum.Enum):
@@ -77,6 +92,7 @@ class Connection:
         max_reconnect_s: float | None = None,
         on_state: StateCallback | None = None,
         ca: bytes | None = None,
+        token: str | None = None,
     ) -> None:
         if not addresses:
             raise InvalidArgument("no node address given: expected HOST:PORT")
@@ -90,6 +106,7 @@ class Connection:
         self.max_reconnect_s = max_reconnect_s
         self._on_state = on_state
         self.ca = ca  # the cluster CA (PEM): TLS to every address
+        self._token = token
         self._channel: aio.Channel | None = None
         self.broker: pb_grpc.BrokerStub | None = None
         self.admin: pb_grpc.AdminStub | None = None
@@ -222,6 +239,10 @@ class Connection:
                 except (Unavailable, Timeout) as exc:
                     reason = str(exc)
                     continue
+                except (Unauthenticated, PermissionDenied) as exc:  # retrying cannot help
+                    self.failure = exc
+                    self._tell(ConnectionState.CLOSED, str(exc))
+                    return
                 self.reconnects += 1
                 self._tell(ConnectionState.RECONNECTED, "")
                 return
@@ -241,13 +262,15 @@ class Connection:
 
     async def _try(self, address: str, timeout: float) -> None:
         """Open a channel to `address` and check a node answers; install it or raise."""
-        channel = open_channel(address, self.ca)
+        channel = open_channel(address, self.ca, self._token)
         try:
             info = await pb_grpc.BrokerStub(channel).GetNodeInfo(
                 pb.NodeInfoRequest(), timeout=timeout
             )
         except grpc.RpcError as exc:
             await channel.close()
+            if exc.code() in _REFUSED:  # the node answers, but not to this token
+                raise translate_rpc_error(exc, address) from None
             if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
                 raise Timeout(f"connecting to node at {address}", timeout) from None
             raise Unavailable(

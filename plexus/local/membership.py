@@ -84,7 +84,9 @@ def remove_region(state: StateDir, name: str, force: bool = False) -> dict[str, 
         record = state.load()
         region = record.region(name)
         via = _any_running(record, but=name)
-        view = asyncio.run(_ask(via, lambda c: c.remove_region(name, force=force)))
+        view = asyncio.run(
+            _ask(via, lambda c: c.remove_region(name, force=force), record.client_token())
+        )
         if region.pid and is_running(region.pid, record.cluster_file):
             deadline = time.monotonic() + REMOVED_STOP_TIMEOUT_S
             while is_running(region.pid, record.cluster_file) and time.monotonic() < deadline:
@@ -101,7 +103,9 @@ def add_link(state: StateDir, a: str, b: str) -> dict[str, Any]:
         record = state.load()
         record.region(a)
         record.region(b)
-        view = asyncio.run(_ask(_any_running(record), lambda c: c.add_link(a, b)))
+        view = asyncio.run(
+            _ask(_any_running(record), lambda c: c.add_link(a, b), record.client_token())
+        )
         record.links = [list(link) for link in view["links"]]
         state.save(record)
         return view
@@ -110,7 +114,9 @@ def add_link(state: StateDir, a: str, b: str) -> dict[str, Any]:
 def remove_link(state: StateDir, a: str, b: str) -> dict[str, Any]:
     with state.locked():
         record = state.load()
-        view = asyncio.run(_ask(_any_running(record), lambda c: c.remove_link(a, b)))
+        view = asyncio.run(
+            _ask(_any_running(record), lambda c: c.remove_link(a, b), record.client_token())
+        )
         record.links = [list(link) for link in view["links"]]
         state.save(record)
         return view
@@ -124,7 +130,7 @@ async def wait_leader(record: ClusterRecord, deadline: float) -> str | None:
     while True:
         for region in running:
             try:
-                view = await _ask(region, lambda c: c.membership())
+                view = await _ask(region, lambda c: c.membership(), record.client_token())
             except PlexusError:
                 continue
             if view["raft"]["role"] == "leader":
@@ -143,7 +149,7 @@ def _any_running(record: ClusterRecord, but: str | None = None) -> RegionRecord:
         raise LocalClusterError(f"no region of {record.cluster} is running: 'plexus up' starts it")
     for region in running:
         try:
-            view = asyncio.run(_ask(region, lambda c: c.membership()))
+            view = asyncio.run(_ask(region, lambda c: c.membership(), record.client_token()))
         except PlexusError:
             continue
         if view["raft"]["role"] in ("leader", "follower", "candidate", ""):
@@ -151,8 +157,10 @@ def _any_running(record: ClusterRecord, but: str | None = None) -> RegionRecord:
     return running[0]
 
 
-async def _ask(region: RegionRecord, call: Any) -> Any:
+async def _ask(region: RegionRecord, call: Any, token: str | None) -> Any:
     from plexus.client import Client
 
-    async with await Client.connect(region.grpc, timeout=CONNECT_TIMEOUT_S, ca=region.ca) as client:
+    async with await Client.connect(
+        region.grpc, timeout=CONNECT_TIMEOUT_S, ca=region.ca, token=token
+    ) as client:
         return await call(client)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import secrets
 import shutil
 import time
@@ -35,7 +36,13 @@ from plexus.local.launcher import (
     wait_listening,
 )
 from plexus.local.private import private_dir, write_private
-from plexus.local.state import ClusterRecord, LocalClusterError, RegionRecord, StateDir
+from plexus.local.state import (
+    ClusterRecord,
+    LocalClusterError,
+    RegionRecord,
+    StateDir,
+    write_secret,
+)
 
 if TYPE_CHECKING:
     from plexus.client import Client
@@ -129,6 +136,7 @@ def _create(state: StateDir, config: Path | None) -> ClusterRecord:
         if secret_file is not None:
             text = with_secret_file(text, secret_file)
         source = str(config.absolute())
+    text = _with_auth(state, text, config)
     write_private(state.cluster_file, text)
     if not spec.regions:
         # Nothing we can start: let the node say what is wrong with the file.
@@ -213,6 +221,37 @@ def region_tls_flags(state: StateDir, region: str, grpc: str) -> list[str]:
         "--tls-ca",
         str(state.ca_cert),
     ]
+
+
+def _with_auth(state: StateDir, text: str, source: Path | None) -> str:
+    """Client tokens on by default: the signing key in the state dir (made, or copied from
+    the `[auth] key` of the file `source`), an admin token signed with it, and the cluster
+    file's `[auth] key` naming the copy."""
+    import tomllib
+
+    from plexus.tokens import Grants, generate_key, new_claims, sign
+
+    auth = tomllib.loads(text).get("auth")
+    given = auth.get("key") if isinstance(auth, dict) else None
+    if isinstance(given, str) and source is not None:
+        try:
+            key = (source.parent / given).read_bytes()
+        except OSError:
+            return text  # the node names the file it cannot read
+    elif auth is None:
+        key = generate_key()
+    else:
+        return text  # a malformed [auth]: the node says what is wrong with it
+    write_secret(state.signing_key, key)
+    write_secret(state.admin_token, sign(new_claims("admin", Grants(admin=True)), key).encode())
+    relative = state.signing_key.relative_to(state.cluster_file.parent)
+    if auth is None:
+        return text.rstrip("\n") + f'\n\n[auth]\nkey = "{relative}"\n'
+    return _AUTH_KEY_LINE.sub(rf'\g<1>"{relative}"', text, count=1)
+
+
+# The `key = "..."` line of the [auth] table (before any other table starts).
+_AUTH_KEY_LINE = re.compile(r"""(^\[auth\][^\[]*?^\s*key\s*=\s*)(?:"[^"]*"|'[^']*')""", re.M | re.S)
 
 
 def _ports_of(spec: ClusterSpec) -> set[int]:
@@ -319,7 +358,8 @@ def _discard(state: StateDir, record: ClusterRecord) -> None:
 
 
 def _discard_files(state: StateDir) -> None:
-    for path in (state.record_path, state.cluster_file, state.secret_file):
+    secret_files = (state.secret_file, state.signing_key, state.admin_token)
+    for path in (state.record_path, state.cluster_file, *secret_files):
         path.unlink(missing_ok=True)
     shutil.rmtree(state.tls_dir, ignore_errors=True)
 
@@ -400,7 +440,7 @@ def cut_link(state: StateDir, a: str, b: str) -> dict[str, Any]:
         from plexus.client import Client
 
         async with await Client.connect(
-            region.grpc, timeout=CONNECT_TIMEOUT_S, ca=region.ca
+            region.grpc, timeout=CONNECT_TIMEOUT_S, ca=region.ca, token=record.client_token()
         ) as client:
             link = await client.set_link(b, up=False)
         return link.to_dict(a)
@@ -418,7 +458,7 @@ def heal_link(state: StateDir, a: str, b: str, timeout_s: float = 10.0) -> bool:
         from plexus.client import Client
 
         async with await Client.connect(
-            region.grpc, timeout=CONNECT_TIMEOUT_S, ca=region.ca
+            region.grpc, timeout=CONNECT_TIMEOUT_S, ca=region.ca, token=record.client_token()
         ) as client:
             await client.set_link(b, up=True)
         if not is_running(record.region(b).pid, record.cluster_file):
@@ -454,7 +494,10 @@ async def wait_links(
         for name in names:
             region = record.region(name)
             clients[name] = await Client.connect(
-                region.grpc, timeout=max(0.5, deadline - time.monotonic()), ca=region.ca
+                region.grpc,
+                timeout=max(0.5, deadline - time.monotonic()),
+                ca=region.ca,
+                token=record.client_token(),
             )
         while True:
             views = await asyncio.gather(*(clients[n].list_links(interest=False) for n in names))
@@ -505,8 +548,9 @@ def status(state: StateDir) -> dict[str, Any]:
 async def _status(record: ClusterRecord) -> dict[str, Any]:
     marker = record.cluster_file
     running = {r.name: is_running(r.pid, marker) for r in record.regions}
+    token = record.client_token()
     asked = await asyncio.gather(
-        *(_ask(r) if running[r.name] else _nothing() for r in record.regions)
+        *(_ask(r, token) if running[r.name] else _nothing() for r in record.regions)
     )
     views: dict[str, Any] = {}
     queues: list[dict[str, Any]] = []
@@ -579,13 +623,13 @@ async def _nothing() -> tuple[None, list[Any], None, str | None]:
 
 
 async def _ask(
-    region: RegionRecord,
+    region: RegionRecord, token: str | None
 ) -> tuple[LinksView | None, list[Any], dict[str, Any] | None, str | None]:
     from plexus.client import Client
 
     try:
         async with await Client.connect(
-            region.grpc, timeout=CONNECT_TIMEOUT_S, ca=region.ca
+            region.grpc, timeout=CONNECT_TIMEOUT_S, ca=region.ca, token=token
         ) as client:
             view, queues, membership = await asyncio.gather(
                 client.list_links(interest=False), client.list_queues(), client.membership()

@@ -9,6 +9,8 @@
       regions/NAME/node.log   its stdout and stderr
       tls/ca.crt, tls/ca.key  the cluster's CA (clients verify nodes with ca.crt)
       tls/NAME.crt, NAME.key  region NAME's certificate and key (dir 0700, files 0600)
+      auth/signing.key        the key that signs client tokens (0600; the cluster file's [auth] key)
+      auth/admin.token        a token with every permission (0600): what local commands use
 
 Every node's command line names STATE/cluster.toml, so `pgrep -f STATE` finds them.
 """
@@ -39,6 +41,7 @@ __all__ = [
 ]
 
 STATE_ENV = "PLEXUS_STATE_DIR"
+TOKEN_ENV = "PLEXUS_TOKEN"
 RECORD_VERSION = 1
 
 
@@ -83,6 +86,10 @@ class ClusterRecord:
     links: list[list[str]]
     regions: list[RegionRecord]
     version: int = RECORD_VERSION
+
+    def client_token(self) -> str | None:
+        """The token commands on this cluster present (see `StateDir.client_token`)."""
+        return StateDir(Path(self.cluster_file).parent).client_token()
 
     def region(self, name: str) -> RegionRecord:
         for region in self.regions:
@@ -137,6 +144,24 @@ class StateDir:
         return self.region_dir(name) / "node.log"
 
     @property
+    def signing_key(self) -> Path:
+        return self.path / "auth" / "signing.key"
+
+    @property
+    def admin_token(self) -> Path:
+        return self.path / "auth" / "admin.token"
+
+    def client_token(self) -> str | None:
+        """The token local commands present: $PLEXUS_TOKEN, else the cluster's admin token."""
+        given = os.environ.get(TOKEN_ENV)
+        if given:
+            return given
+        try:
+            return self.admin_token.read_text(encoding="ascii").strip() or None
+        except FileNotFoundError:
+            return None
+
+    @property
     def tls_dir(self) -> Path:
         return self.path / "tls"
 
@@ -185,6 +210,13 @@ def resolve_region_ca(name: str, state_dir: Path | str | None = None) -> str | N
     """The CA certificate that verifies region `name` of the local cluster (None: plaintext)."""
     state = StateDir(state_dir if state_dir is not None else default_state_dir())
     return state.load().region(name).ca
+
+
+def write_secret(path: Path, content: bytes) -> None:
+    """Write a key or token readable by its owner only (0600, from its creation)."""
+    private_dir(path.parent)
+    with os.fdopen(open_private(path, os.O_WRONLY | os.O_TRUNC), "wb") as handle:
+        handle.write(content)
 
 
 def resolve_region(name: str, state_dir: Path | str | None = None) -> str:

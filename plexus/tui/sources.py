@@ -79,11 +79,18 @@ class LiveSource:
     """The mesh of a local cluster (`state`) or as seen through the node at `entry`."""
 
     def __init__(
-        self, *, state: StateDir | None = None, entry: str | None = None, ca: str | None = None
+        self,
+        *,
+        state: StateDir | None = None,
+        entry: str | None = None,
+        ca: str | None = None,
+        token: str | None = None,
     ) -> None:
         if (state is None) == (entry is None):
             raise ValueError("give a local cluster's state or an entry node, not both")
         self.state = state
+        # A local cluster's own token (PLEXUS_TOKEN, else its admin token) unless one is given.
+        self.token = token if token is not None or state is None else state.client_token()
         self.entry = entry
         # The CA that verifies the nodes (TLS); a local cluster's own by default.
         if ca is None and state is not None and state.ca_cert.exists():
@@ -228,7 +235,9 @@ class LiveSource:
         async with self._connecting.setdefault(address, asyncio.Lock()):
             client = self._clients.get(address)
             if client is None:
-                client = await Client.connect(address, timeout=CONNECT_TIMEOUT_S, ca=self.ca)
+                client = await Client.connect(
+                    address, timeout=CONNECT_TIMEOUT_S, ca=self.ca, token=self.token
+                )
                 self._clients[address] = client
             return client
 

@@ -411,7 +411,7 @@ class MembershipRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class MembershipInfo(_message.Message):
-    __slots__ = ("cluster", "region", "raft_role", "raft_term", "raft_leader", "raft_commit_index", "raft_has_quorum", "version", "regions", "links")
+    __slots__ = ("cluster", "region", "raft_role", "raft_term", "raft_leader", "raft_commit_index", "raft_has_quorum", "version", "regions", "links", "token_verify_key", "revoked_token_names", "revoked_token_ids", "auth_version")
     CLUSTER_FIELD_NUMBER: _ClassVar[int]
     REGION_FIELD_NUMBER: _ClassVar[int]
     RAFT_ROLE_FIELD_NUMBER: _ClassVar[int]
@@ -422,6 +422,10 @@ class MembershipInfo(_message.Message):
     VERSION_FIELD_NUMBER: _ClassVar[int]
     REGIONS_FIELD_NUMBER: _ClassVar[int]
     LINKS_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_VERIFY_KEY_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_TOKEN_NAMES_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
+    AUTH_VERSION_FIELD_NUMBER: _ClassVar[int]
     cluster: str
     region: str
     raft_role: str
@@ -432,7 +436,11 @@ class MembershipInfo(_message.Message):
     version: int
     regions: _containers.RepeatedCompositeFieldContainer[RegionMember]
     links: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, cluster: _Optional[str] = ..., region: _Optional[str] = ..., raft_role: _Optional[str] = ..., raft_term: _Optional[int] = ..., raft_leader: _Optional[str] = ..., raft_commit_index: _Optional[int] = ..., raft_has_quorum: _Optional[bool] = ..., version: _Optional[int] = ..., regions: _Optional[_Iterable[_Union[RegionMember, _Mapping]]] = ..., links: _Optional[_Iterable[str]] = ...) -> None: ...
+    token_verify_key: bytes
+    revoked_token_names: _containers.RepeatedScalarFieldContainer[str]
+    revoked_token_ids: _containers.RepeatedScalarFieldContainer[str]
+    auth_version: int
+    def __init__(self, cluster: _Optional[str] = ..., region: _Optional[str] = ..., raft_role: _Optional[str] = ..., raft_term: _Optional[int] = ..., raft_leader: _Optional[str] = ..., raft_commit_index: _Optional[int] = ..., raft_has_quorum: _Optional[bool] = ..., version: _Optional[int] = ..., regions: _Optional[_Iterable[_Union[RegionMember, _Mapping]]] = ..., links: _Optional[_Iterable[str]] = ..., token_verify_key: _Optional[bytes] = ..., revoked_token_names: _Optional[_Iterable[str]] = ..., revoked_token_ids: _Optional[_Iterable[str]] = ..., auth_version: _Optional[int] = ...) -> None: ...
 
 class JoinChallengeRequest(_message.Message):
     __slots__ = ()
@@ -572,3 +580,77 @@ class ListSubscriptionsResponse(_message.Message):
     subscriptions: _containers.RepeatedCompositeFieldContainer[SubscriptionInfo]
     total: int
     def __init__(self, subscriptions: _Optional[_Iterable[_Union[SubscriptionInfo, _Mapping]]] = ..., total: _Optional[int] = ...) -> None: ...
+
+class TokenGrants(_message.Message):
+    __slots__ = ("publish", "subscribe", "consume", "create", "purge", "admin")
+    PUBLISH_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIBE_FIELD_NUMBER: _ClassVar[int]
+    CONSUME_FIELD_NUMBER: _ClassVar[int]
+    CREATE_FIELD_NUMBER: _ClassVar[int]
+    PURGE_FIELD_NUMBER: _ClassVar[int]
+    ADMIN_FIELD_NUMBER: _ClassVar[int]
+    publish: _containers.RepeatedScalarFieldContainer[str]
+    subscribe: _containers.RepeatedScalarFieldContainer[str]
+    consume: _containers.RepeatedScalarFieldContainer[str]
+    create: _containers.RepeatedScalarFieldContainer[str]
+    purge: _containers.RepeatedScalarFieldContainer[str]
+    admin: bool
+    def __init__(self, publish: _Optional[_Iterable[str]] = ..., subscribe: _Optional[_Iterable[str]] = ..., consume: _Optional[_Iterable[str]] = ..., create: _Optional[_Iterable[str]] = ..., purge: _Optional[_Iterable[str]] = ..., admin: _Optional[bool] = ...) -> None: ...
+
+class CreateTokenRequest(_message.Message):
+    __slots__ = ("name", "grants", "expires_in_s")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    GRANTS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_IN_S_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    grants: TokenGrants
+    expires_in_s: int
+    def __init__(self, name: _Optional[str] = ..., grants: _Optional[_Union[TokenGrants, _Mapping]] = ..., expires_in_s: _Optional[int] = ...) -> None: ...
+
+class CreateTokenResponse(_message.Message):
+    __slots__ = ("token", "info")
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    token: str
+    info: TokenInfo
+    def __init__(self, token: _Optional[str] = ..., info: _Optional[_Union[TokenInfo, _Mapping]] = ...) -> None: ...
+
+class RevokeTokenRequest(_message.Message):
+    __slots__ = ("name", "id")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    id: str
+    def __init__(self, name: _Optional[str] = ..., id: _Optional[str] = ...) -> None: ...
+
+class RevokeTokenResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListTokensRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class TokenInfo(_message.Message):
+    __slots__ = ("name", "id", "grants", "expires_at", "issued_at", "revoked")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    GRANTS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    ISSUED_AT_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    id: str
+    grants: TokenGrants
+    expires_at: int
+    issued_at: int
+    revoked: bool
+    def __init__(self, name: _Optional[str] = ..., id: _Optional[str] = ..., grants: _Optional[_Union[TokenGrants, _Mapping]] = ..., expires_at: _Optional[int] = ..., issued_at: _Optional[int] = ..., revoked: _Optional[bool] = ...) -> None: ...
+
+class ListTokensResponse(_message.Message):
+    __slots__ = ("tokens", "revoked_names")
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_NAMES_FIELD_NUMBER: _ClassVar[int]
+    tokens: _containers.RepeatedCompositeFieldContainer[TokenInfo]
+    revoked_names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, tokens: _Optional[_Iterable[_Union[TokenInfo, _Mapping]]] = ..., revoked_names: _Optional[_Iterable[str]] = ...) -> None: ...

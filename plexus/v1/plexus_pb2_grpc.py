@@ -100,6 +100,21 @@ class AdminStub:
                 request_serializer=plexus_dot_v1_dot_plexus__pb2.ListSubscriptionsRequest.SerializeToString,
                 response_deserializer=plexus_dot_v1_dot_plexus__pb2.ListSubscriptionsResponse.FromString,
                 _registered_method=True)
+        self.CreateToken = channel.unary_unary(
+                '/plexus.v1.Admin/CreateToken',
+                request_serializer=plexus_dot_v1_dot_plexus__pb2.CreateTokenRequest.SerializeToString,
+                response_deserializer=plexus_dot_v1_dot_plexus__pb2.CreateTokenResponse.FromString,
+                _registered_method=True)
+        self.RevokeToken = channel.unary_unary(
+                '/plexus.v1.Admin/RevokeToken',
+                request_serializer=plexus_dot_v1_dot_plexus__pb2.RevokeTokenRequest.SerializeToString,
+                response_deserializer=plexus_dot_v1_dot_plexus__pb2.RevokeTokenResponse.FromString,
+                _registered_method=True)
+        self.ListTokens = channel.unary_unary(
+                '/plexus.v1.Admin/ListTokens',
+                request_serializer=plexus_dot_v1_dot_plexus__pb2.ListTokensRequest.SerializeToString,
+                response_deserializer=plexus_dot_v1_dot_plexus__pb2.ListTokensResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -196,6 +211,26 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateToken(self, request, context):
+        """Client tokens, signed with the cluster's key (admin only). A revocation is
+        replicated to every region.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeToken(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTokens(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -263,6 +298,21 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.ListSubscriptions,
                     request_deserializer=plexus_dot_v1_dot_plexus__pb2.ListSubscriptionsRequest.FromString,
                     response_serializer=plexus_dot_v1_dot_plexus__pb2.ListSubscriptionsResponse.SerializeToString,
+            ),
+            'CreateToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateToken,
+                    request_deserializer=plexus_dot_v1_dot_plexus__pb2.CreateTokenRequest.FromString,
+                    response_serializer=plexus_dot_v1_dot_plexus__pb2.CreateTokenResponse.SerializeToString,
+            ),
+            'RevokeToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeToken,
+                    request_deserializer=plexus_dot_v1_dot_plexus__pb2.RevokeTokenRequest.FromString,
+                    response_serializer=plexus_dot_v1_dot_plexus__pb2.RevokeTokenResponse.SerializeToString,
+            ),
+            'ListTokens': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTokens,
+                    request_deserializer=plexus_dot_v1_dot_plexus__pb2.ListTokensRequest.FromString,
+                    response_serializer=plexus_dot_v1_dot_plexus__pb2.ListTokensResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -617,6 +667,87 @@ class Admin:
             '/plexus.v1.Admin/ListSubscriptions',
             plexus_dot_v1_dot_plexus__pb2.ListSubscriptionsRequest.SerializeToString,
             plexus_dot_v1_dot_plexus__pb2.ListSubscriptionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/plexus.v1.Admin/CreateToken',
+            plexus_dot_v1_dot_plexus__pb2.CreateTokenRequest.SerializeToString,
+            plexus_dot_v1_dot_plexus__pb2.CreateTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/plexus.v1.Admin/RevokeToken',
+            plexus_dot_v1_dot_plexus__pb2.RevokeTokenRequest.SerializeToString,
+            plexus_dot_v1_dot_plexus__pb2.RevokeTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTokens(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/plexus.v1.Admin/ListTokens',
+            plexus_dot_v1_dot_plexus__pb2.ListTokensRequest.SerializeToString,
+            plexus_dot_v1_dot_plexus__pb2.ListTokensResponse.FromString,
             options,
             channel_credentials,
             insecure,
