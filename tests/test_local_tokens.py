@@ -74,7 +74,7 @@ def test_up_of_a_file_with_its_own_key_signs_the_admin_token_with_it(tmp_path: P
     (tmp_path / "my.key").write_bytes(key)
     file = tmp_path / "own.toml"
     file.write_text(
-        '[cluster]\nname = "own"\nsecret = "own-secret"\n'
+        '[cluster]\nname = "own"\nsecret = "own-secret-of-24-bytes-x"\n'
         f'[[region]]\nname = "solo"\ngrpc = "127.0.0.1:{free_port()}"\n'
         '[auth]\nkey = "my.key"\n'
     )

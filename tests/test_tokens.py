@@ -204,7 +204,7 @@ async def test_admin_calls_need_admin_and_are_audited(
 def write_cluster(tmp_path: Path, key_line: str) -> Path:
     file = tmp_path / "cluster.toml"
     file.write_text(
-        '[cluster]\nname = "t"\nsecret = "s3cret"\n'
+        '[cluster]\nname = "t"\nsecret = "s3cret-of-at-least-16-bytes"\n'
         '[[region]]\nname = "us"\ngrpc = "127.0.0.1:7000"\n'
         f"[auth]\n{key_line}\n"
     )
