@@ -139,9 +139,10 @@ def test_up_serves_tls_with_its_own_ca_and_refuses_plaintext(default: Local) -> 
     assert (default.state / "cluster.toml").stat().st_mode & 0o777 == 0o600
     refused = default.fails("info", "--server", default.address("us"))
     assert "TLS" in refused and "--ca" in refused
-    shown = json.loads(
-        default.run("info", "--server", default.address("us"), "--ca", str(ca), "--json").stdout
-    )
+    token = StateDir(default.state).client_token()
+    assert token is not None
+    given = ("--server", default.address("us"), "--ca", str(ca), "--token", token)
+    shown = json.loads(default.run("info", *given, "--json").stdout)
     assert shown["region"] == "us"
 
 

@@ -100,7 +100,10 @@ def test_up_of_a_shipped_file_without_a_secret_generates_one_keeping_the_line_nu
     source = CONFIGS / "three-regions.toml"
     ops._create(state, source)
     copy = state.cluster_file.read_text()
-    assert copy.count("\n") == source.read_text().count("\n")
+    lines, original = copy.splitlines(), source.read_text().splitlines()
+    # Lines are edited in place (errors name lines of the user's file); [auth] is appended.
+    assert "\n".join(lines[len(original) :]).strip().startswith("[auth]")
+    assert any("secret_file" in line for line in lines[: len(original)])
     assert f'secret_file = "{state.secret_file}"' in copy
     assert mode(state.secret_file) == 0o600
     assert load_cluster_file(state.cluster_file).secret == state.secret_file.read_text().strip()

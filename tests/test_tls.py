@@ -172,18 +172,21 @@ def test_tls_needs_certificate_key_and_ca_together(tls_dir: Path, tmp_path: Path
 # ------------------------------------------------------------------ link proofs (no sockets)
 
 
-NOW_MS = int(time.time() * 1000)  # certificates are valid from a few minutes ago
+@pytest.fixture
+def now_ms() -> int:
+    """Now, read when the test runs: certificates made for it are valid from a few minutes ago."""
+    return int(time.time() * 1000)
 
 
 def node_tls(tls_dir: Path, region: str):
     return load_node_tls(tls_dir / f"{region}.crt", tls_dir / f"{region}.key", tls_dir / "ca.crt")
 
 
-def test_a_link_proof_certifies_the_dialler_once(tls_dir: Path) -> None:
+def test_a_link_proof_certifies_the_dialler_once(tls_dir: Path, now_ms: int) -> None:
     eu, us = LinkProof(node_tls(tls_dir, "eu"), "c"), LinkProof(node_tls(tls_dir, "us"), "c")
-    proof = eu.metadata("eu", "us", now_ms=NOW_MS)
-    assert us.certified(proof, "us", now_ms=NOW_MS + 500) == (("eu",), "")
-    assert us.certified(proof, "us", now_ms=NOW_MS + 600) == ((), "a replayed proof")
+    proof = eu.metadata("eu", "us", now_ms=now_ms)
+    assert us.certified(proof, "us", now_ms=now_ms + 500) == (("eu",), "")
+    assert us.certified(proof, "us", now_ms=now_ms + 600) == ((), "a replayed proof")
 
 
 @pytest.mark.parametrize(
@@ -195,23 +198,27 @@ def test_a_link_proof_certifies_the_dialler_once(tls_dir: Path) -> None:
         ("no proof", "no certificate presented"),
     ],
 )
-def test_a_link_proof_for_something_else_is_refused(tls_dir: Path, change: str, why: str) -> None:
+def test_a_link_proof_for_something_else_is_refused(
+    tls_dir: Path, change: str, why: str, now_ms: int
+) -> None:
     eu = LinkProof(node_tls(tls_dir, "eu"), "other" if change == "other cluster" else "c")
     ap = LinkProof(node_tls(tls_dir, "ap"), "c")
-    proof = [] if change == "no proof" else eu.metadata("eu", "us", now_ms=NOW_MS)
+    proof = [] if change == "no proof" else eu.metadata("eu", "us", now_ms=now_ms)
     at = "ap" if change == "other region" else "us"  # a proof made for us, shown to ap
-    now = NOW_MS + (PROOF_SKEW_MS + 1 if change == "late" else 0)
+    now = now_ms + (PROOF_SKEW_MS + 1 if change == "late" else 0)
     regions, reason = ap.certified(proof, at, now_ms=now)
     assert regions == () and why in reason
 
 
-def test_a_link_proof_from_another_ca_is_refused(tls_dir: Path, tmp_path: Path) -> None:
+def test_a_link_proof_from_another_ca_is_refused(
+    tls_dir: Path, tmp_path: Path, now_ms: int
+) -> None:
     other = tmp_path / "other"
     make_ca(other)
     make_node_cert(other, "eu", HOSTS, other)
-    forged = LinkProof(node_tls(other, "eu"), "c").metadata("eu", "us", now_ms=NOW_MS)
+    forged = LinkProof(node_tls(other, "eu"), "c").metadata("eu", "us", now_ms=now_ms)
     us = LinkProof(node_tls(tls_dir, "us"), "c")
-    assert us.certified(forged, "us", now_ms=NOW_MS) == (
+    assert us.certified(forged, "us", now_ms=now_ms) == (
         (),
         "its certificate is not signed by this cluster's CA",
     )

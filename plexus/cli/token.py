@@ -13,7 +13,14 @@ from typing import Any
 
 import click
 
-from plexus.cli.options import SERVER_GIVEN_META, TOKEN_META, connect, run, server_option
+from plexus.cli.options import (
+    CA_META,
+    SERVER_GIVEN_META,
+    TOKEN_META,
+    connect,
+    run,
+    server_option,
+)
 
 __all__ = ["token_group"]
 
@@ -153,4 +160,7 @@ def _target(server: str) -> str:
     from plexus.local.launcher import is_running
 
     running = [r for r in record.regions if is_running(r.pid, record.cluster_file)]
-    return running[0].grpc if running else server
+    if not running:
+        return server
+    ctx.meta[CA_META] = ctx.meta.get(CA_META) or running[0].ca
+    return running[0].grpc
