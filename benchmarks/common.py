@@ -94,9 +94,8 @@ class Node:
             self._secure()
 
     def _secure(self) -> None:
-        from plexus.tokens import Grants, generate_key, new_claims, sign
-
         from plexus.certs import make_ca, make_node_cert
+        from plexus.tokens import Grants, generate_key, new_claims, sign
 
         tls = self.dir / "tls"
         make_ca(tls, "plexus bench CA")
