@@ -231,7 +231,8 @@ class AdminService(rpc.AdminServicer):
     async def _change(
         self, context: Any, method: str, request: Any, change: Callable[[], Awaitable[Any]]
     ) -> Any:
-        """Apply a membership change here if this region votes in Raft, else ask a voter to."""
+        """Apply a membership or token change here if this region votes in Raft (tokens are
+        signed with the replicated key), else ask a voter to."""
         if self.membership is not None and self.membership.raft is None:
             metadata = forwarded(_metadata(context))
             return await self._answer(context, lambda: self._ask_voter(method, request, metadata))
@@ -438,7 +439,7 @@ class AdminService(rpc.AdminServicer):
             await self._token_store().record_token(claims)
             return pb.CreateTokenResponse(token=token, info=token_info(claims, self.auth.state))
 
-        return await self._token_change(context, "CreateToken", request, create)
+        return await self._change(context, "CreateToken", request, create)
 
     async def RevokeToken(
         self, request: pb.RevokeTokenRequest, context: Any
@@ -451,7 +452,7 @@ class AdminService(rpc.AdminServicer):
             await self._token_store().revoke_token(request.name, request.id)
             return pb.RevokeTokenResponse()
 
-        return await self._token_change(context, "RevokeToken", request, revoke)
+        return await self._change(context, "RevokeToken", request, revoke)
 
     async def ListTokens(
         self, request: pb.ListTokensRequest, context: Any
@@ -466,16 +467,7 @@ class AdminService(rpc.AdminServicer):
             )
 
         # A region that follows the membership knows the revocations, not the tokens made.
-        return await self._token_change(context, "ListTokens", request, listed)
-
-    async def _token_change(
-        self, context: Any, method: str, request: Any, change: Callable[[], Awaitable[Any]]
-    ) -> Any:
-        """Sign, replicate or list on a Raft voter: a region that follows asks one."""
-        if self.membership is not None and self.membership.raft is None:
-            metadata = forwarded(_metadata(context))
-            return await self._answer(context, lambda: self._ask_voter(method, request, metadata))
-        return await self._answer(context, change)
+        return await self._change(context, "ListTokens", request, listed)
 
     def _token_store(self) -> TokenStore:
         if self.tokens is None or not self.auth.enabled:

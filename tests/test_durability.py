@@ -59,7 +59,7 @@ async def publish_until_dead(address: str, ledger: Ledger, start: int) -> None:
                         for p in batch
                     ]
                 )
-                await asyncio.sleep(0)
+                await asyncio.sleep(0)  # a turn of the loop per batch: the kill lands mid-stream
 
         try:
             async for response in stub.Publish(requests()):

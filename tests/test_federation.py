@@ -336,7 +336,7 @@ async def test_link_cut_under_load_loses_nothing_and_duplicates_nothing(cluster_
             if i == 1000:
                 await set_link(cluster, "us", "eu", up=False)
             if i % 200 == 0:
-                await asyncio.sleep(0)
+                await asyncio.sleep(0)  # let the stream send: the cut lands mid-stream
         await asyncio.gather(*acks)
         spooled = (await links_of(cluster, "us")).links[0]
         assert spooled.state != "up" and spooled.spool_depth > 0
@@ -455,7 +455,7 @@ async def test_interest_views_heal_after_links_reset_during_10000_subscription_c
             await set_link(cluster, a, b, up=False)
             await asyncio.sleep(rng.uniform(0.01, 0.2))  # the link stays down a random while
             await set_link(cluster, a, b, up=True)
-            await asyncio.sleep(rng.uniform(0.01, 0.2))
+            await asyncio.sleep(rng.uniform(0.01, 0.2))  # and up a random while
 
     flapper = asyncio.create_task(flap())
     try:
