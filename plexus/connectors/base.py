@@ -19,6 +19,7 @@ from typing import ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from plexus.client import Client, Event
+from plexus.v1 import plexus_pb2 as pb
 
 __all__ = [
     "ConnectorSection",
@@ -109,6 +110,28 @@ class Context:
     stopping: asyncio.Event
     transform: Callable[[Event], Sequence[Outgoing]] | None = None
 
+    def publish(self, event: Outgoing, key: str) -> asyncio.Future[list[int | None]]:
+        """Publish `event` guaranteed, through the transform when there is one.
+
+        `key` (e.g. a source position) makes a resend after a crash stored
+        once; each event a transform makes gets `key/i`. The future resolves
+        once the mesh acked every resulting event durable.
+        """
+        out = [event] if self.transform is None else self.transform(_as_event(event))
+        futures = [
+            self.client.publish_nowait(
+                o.topic, o.payload, guaranteed=True, headers=o.headers or None,
+                key=key if self.transform is None else f"{key}/{i}",
+            )
+            for i, o in enumerate(out)
+        ]  # fmt: skip
+        self.stats.events_out += len(futures)
+        return asyncio.gather(*futures)
+
+
+def _as_event(event: Outgoing) -> Event:
+    return Event(pb.Event(topic=event.topic, payload=event.payload, headers=event.headers))
+
 
 class Source(ABC):
     """Reads a system and publishes guaranteed events until `ctx.stopping` is set."""
@@ -134,6 +157,7 @@ class Sink(ABC):
 
     async def open(self) -> None:
         """Connect to the destination (raise TransientError while it is unreachable)."""
+        return None
 
     @abstractmethod
     async def write(self, events: Sequence[Event]) -> None:
@@ -146,3 +170,4 @@ class Sink(ABC):
 
     async def close(self) -> None:
         """Release the destination."""
+        return None
