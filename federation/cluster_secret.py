@@ -8,7 +8,9 @@ laptop. Problems name the key and never show the value.
 
 from __future__ import annotations
 
+import logging
 import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,8 @@ from typing import Any
 SECRET_ENV = "PLEXUS_CLUSTER_SECRET"
 # 128 bits as hex: shorter is a password someone typed, not a secret.
 MIN_SECRET_BYTES = 16
+
+log = logging.getLogger("plexus.cluster")
 
 
 def cluster_secret(
@@ -50,11 +54,18 @@ def _read(path: Path) -> tuple[str | None, str]:
     """The secret in the file at `path`, or None and why not (never showing its content)."""
     try:
         # A trailing newline (an editor's or echo's) is not part of the secret.
-        return path.read_text(encoding="utf-8").rstrip("\r\n"), ""
+        secret = path.read_text(encoding="utf-8").rstrip("\r\n")
+        mode = stat.S_IMODE(path.stat().st_mode)
     except FileNotFoundError:
         return None, f"{str(path)!r}: file not found"
     except (OSError, UnicodeDecodeError) as exc:
         return None, f"{str(path)!r}: cannot read it ({exc.__class__.__name__})"
+    if mode & 0o077:
+        # Like ssh's key check, but a warning: refusing would stop a running cluster's restart.
+        log.warning(
+            "the cluster secret file %s is readable by others (mode %o): chmod 600 it", path, mode
+        )
+    return secret, ""
 
 
 def _checked(key: str, secret: str) -> tuple[str | None, list[tuple[str, str]]]:

@@ -134,6 +134,20 @@ def test_the_secret_is_read_from_secret_file_relative_to_the_cluster_file(tmp_pa
     assert load_cluster_file(path).secret == "0123456789abcdef0123"
 
 
+def test_a_secret_file_others_can_read_is_used_with_a_warning_naming_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    secret = tmp_path / "cluster.secret"
+    secret.write_text("0123456789abcdef0123\n")
+    path = write(tmp_path, NO_SECRET.format('secret_file = "cluster.secret"'))
+    secret.chmod(0o600)
+    load_cluster_file(path)
+    assert "readable by others" not in caplog.text
+    secret.chmod(0o644)
+    assert load_cluster_file(path).secret == "0123456789abcdef0123"
+    assert f"{secret} is readable by others (mode 644): chmod 600 it" in caplog.text
+
+
 def test_the_secret_comes_from_the_environment_when_the_file_names_none(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
