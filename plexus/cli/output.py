@@ -219,6 +219,7 @@ def _streams(c: ClientInfo) -> str:
 
 CLIENT_COLUMNS = (
     Column("id", right=True),
+    Column("name"),
     Column("peer"),
     Column("since", right=True),
     Column("streams"),
@@ -232,6 +233,7 @@ def print_clients(clients: list[ClientInfo]) -> None:
     rows = (
         (
             str(c.id),
+            c.name or "-",
             c.peer.removeprefix("ipv4:").removeprefix("ipv6:"),
             age(now_ms - c.connected_since_ms),
             _streams(c),
