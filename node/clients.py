@@ -57,7 +57,7 @@ MAX_STATUS_KEY_BYTES = 64
 MAX_STATUS_VALUE_BYTES = 1024
 # How long a connection with no stream open stays listed after its last report
 # (a connector reports every second).
-STATUS_TTL_S = 10.0
+STATUS_TTL_S = 5.0
 
 # Open files kept for what is not a client stream: LMDB, links, Raft, metrics, admin calls.
 FD_RESERVE = 256
