@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_random_exponential
 
 from plexus.client import Event
 from plexus.client.consumer import Consumer, Delivery
@@ -164,7 +164,7 @@ class SinkLoop:
         stats = self.ctx.stats
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(TransientError),
-            wait=wait_exponential_jitter(initial=FIRST_BACKOFF_S, max=MAX_BACKOFF_S),
+            wait=wait_random_exponential(multiplier=FIRST_BACKOFF_S, max=MAX_BACKOFF_S),
             sleep=self._pause,
             before_sleep=self._failed_once,
             reraise=True,
