@@ -33,6 +33,7 @@ from plexus.connectors.base import (
 )
 from plexus.connectors.runtime import run_connector
 from tests.harness import NodeProcess, eventually, free_port, wait_for
+from tests.test_local_cluster import Local
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -62,12 +63,27 @@ def lines(path: Path) -> list[dict[str, Any]]:
 class ConnectorProcess:
     """One `plexus connector run` process; its first stdout line says it runs."""
 
-    def __init__(self, file: Path, server: str, *extra: str, cwd: Path | None = None) -> None:
+    def __init__(
+        self,
+        file: Path,
+        server: str,
+        *extra: str,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.stderr = file.parent / f"{file.stem}.stderr"
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        env = {**(env or os.environ), "PYTHONPATH": str(ROOT)}
+        where = (
+            ["--region", server.removeprefix("region:")]
+            if server.startswith("region:")
+            else [
+                "--server",
+                server,
+            ]
+        )
         with open(self.stderr, "ab") as err:
             self.proc = subprocess.Popen(
-                [*PLEXUS, "connector", "run", str(file), "--server", server, *extra],
+                [*PLEXUS, "connector", "run", str(file), *where, *extra],
                 stdout=subprocess.PIPE,
                 stderr=err,
                 cwd=cwd,
@@ -228,6 +244,32 @@ async def test_a_transform_renames_topics_and_drops_events(
     written = lines(out)
     assert [w["topic"] for w in written] == [f"archive/{i}" for i in range(0, 10, 2)]
     assert written[1]["payload"] == "ORDERS/2" and written[1]["headers"] == {"n": "2"}
+
+
+async def test_a_sink_in_eu_of_the_local_cluster_gets_us_events_and_is_listed(
+    tmp_path: Path, connectors: list[ConnectorProcess]
+) -> None:
+    local = Local(tmp_path / "state")
+    try:
+        local.run("up")
+        connectors.append(ConnectorProcess(sink_file(tmp_path), "region:eu", env=local.env))
+        assert "running in region eu" in connectors[0].first_line
+        local.run("pub", "orders/1", "one", "--guaranteed", "--region", "us")
+        out = tmp_path / "archive.jsonl"
+        await eventually(lambda: len(lines(out)) == 1, 30, "the us event in eu's file")
+        assert lines(out)[0]["region"] == "us"
+
+        def everywhere() -> list[dict[str, Any]]:
+            return json.loads(local.run("connector", "list", "--json").stdout)
+
+        await eventually(lambda: [r["events_out"] for r in everywhere()] == [1], 10, "listed")
+        (row,) = everywhere()
+        assert (row["name"], row["region"], row["kind"]) == ("archive", "eu", "file-sink")
+        table = local.run("connector", "list").stdout
+        assert "archive" in table and "file-sink" in table
+        assert connectors[0].stop() == 0
+    finally:
+        local.close()
 
 
 # ---------------------------------------------------------------- in-process sink loop
