@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -20,6 +21,7 @@ from typing import Any, ClassVar
 import pytest
 
 from node.server import Node
+from plexus.certs import make_ca, make_node_cert
 from plexus.client import Client, Event
 from plexus.connectors import config
 from plexus.connectors.base import (
@@ -193,6 +195,30 @@ async def test_file_sink_end_to_end_listed_scraped_and_stopped_by_sigterm(
     assert running.stop() == 0
     stderr = running.stderr.read_text()
     assert "Traceback" not in stderr and "archive: stopped" in stderr
+
+
+async def test_metrics_over_https_with_a_certificate_verify_with_its_ca(
+    tmp_path: Path, node: NodeProcess, connectors: list[ConnectorProcess]
+) -> None:
+    tls = tmp_path / "tls"
+    make_ca(tls)
+    make_node_cert(tls, "archive", ["127.0.0.1"], tls)
+    port = free_port()
+    tls_flags = (
+        "--metrics-cert",
+        str(tls / "archive.crt"),
+        "--metrics-key",
+        str(tls / "archive.key"),
+    )
+    running = ConnectorProcess(
+        sink_file(tmp_path), node.address, "--metrics", str(port), *tls_flags
+    )
+    connectors.append(running)
+    assert f"metrics on https://127.0.0.1:{port}/metrics" in running.first_line
+    context = ssl.create_default_context(cafile=str(tls / "ca.crt"))
+    url = f"https://127.0.0.1:{port}/metrics"
+    body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, context=context).read())
+    assert b'plexus_connector_events_in_total{connector="archive",kind="file-sink"}' in body
 
 
 async def test_kill_9_mid_stream_then_restart_loses_nothing(
