@@ -190,7 +190,7 @@ async def test_file_sink_end_to_end_listed_scraped_and_stopped_by_sigterm(
     clients = subprocess.run(
         [*PLEXUS, "clients", "--server", node.address], capture_output=True, text=True, timeout=30
     )
-    assert " archive " in clients.stdout
+    assert " archive (127.0.0.1:" in clients.stdout
 
     assert running.stop() == 0
     stderr = running.stderr.read_text()

@@ -105,13 +105,14 @@ def _kind_class(where: str, kind: str) -> type[Source] | type[Sink]:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ConnectorConfigError(
-            where,
-            [
-                f"[connector] kind {kind!r} cannot be loaded: {exc} "
-                "(install plexus-mesh[connectors])"
-            ],
-        ) from None
+        missing = exc.name or ""
+        hint = (
+            "it is not part of this installation"
+            if missing.startswith("plexus")
+            else "pip install 'plexus-mesh[connectors]'"
+        )
+        problem = f"[connector] kind {kind!r} cannot be loaded: {exc} ({hint})"
+        raise ConnectorConfigError(where, [problem]) from None
     cls = getattr(module, attr)
     if not (isinstance(cls, type) and issubclass(cls, Source | Sink)):
         raise TypeError(f"{KINDS[kind]} is not a Source or a Sink")
