@@ -34,7 +34,7 @@ from plexus.connectors.base import (
     TransientError,
 )
 from plexus.connectors.runtime import run_connector
-from tests.harness import NodeProcess, eventually, free_port, wait_for
+from tests.harness import NodeProcess, Nodes, eventually, free_port, wait_for
 from tests.test_local_cluster import Local
 
 pytestmark = pytest.mark.timeout(90)
@@ -245,6 +245,24 @@ async def test_kill_9_mid_stream_then_restart_loses_nothing(
     assert repeats <= 64 and max(written.count(i) for i in set(written)) <= 2
 
 
+async def test_a_sink_rides_through_a_kill_9_of_its_node(
+    tmp_path: Path, nodes: Nodes, connectors: list[ConnectorProcess]
+) -> None:
+    node = nodes.start("us")
+    connectors.append(running := ConnectorProcess(sink_file(tmp_path), node.address))
+    out = tmp_path / "archive.jsonl"
+    ids = await publish(node.address, [f"orders/{i}" for i in range(100)])
+    await eventually(lambda: len(lines(out)) >= 100, 20, "100 lines before the node dies")
+    node.kill()
+    node = nodes.restart(node)
+    ids += await publish(node.address, [f"orders/{i}" for i in range(100, 200)])
+    await eventually(lambda: {int(w["id"]) for w in lines(out)} >= set(ids), 30, "every event")
+    assert list(dict.fromkeys(int(w["id"]) for w in lines(out))) == ids
+    assert running.proc.poll() is None
+    stderr = running.stderr.read_text()
+    assert "lost node at" in stderr and "reconnected to node at" in stderr
+
+
 async def test_a_transform_renames_topics_and_drops_events(
     tmp_path: Path, node: NodeProcess, connectors: list[ConnectorProcess]
 ) -> None:
@@ -404,3 +422,21 @@ async def test_a_stop_while_retrying_abandons_the_batch_unacked(
         # Nothing was acked: the event waits in the queue for the next run.
         assert (await client.describe_queue("rec")).depth == 1
     RecordingSink.transient_failures = 0
+
+
+def test_a_file_sink_that_cannot_open_its_file_exits_1_naming_it(
+    tmp_path: Path, node: NodeProcess
+) -> None:
+    file = sink_file(tmp_path)
+    file.write_text(file.read_text().replace(str(tmp_path), str(tmp_path / "missing-dir")))
+    out = subprocess.run(
+        [*PLEXUS, "connector", "run", str(file), "--server", node.address],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert out.stderr.splitlines()[-1] == (
+        f"error: [file] path '{tmp_path / 'missing-dir' / 'archive.jsonl'}': "
+        "cannot open for appending: No such file or directory"
+    )

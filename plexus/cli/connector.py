@@ -121,9 +121,18 @@ async def _run(
             if endpoint is not None:
                 bound = endpoint.start(ConnectorCollector(loaded.name, loaded.kind, stats))
                 line += f", metrics on {endpoint.scheme}://{bound}/metrics"
-            click.echo(line)
-            sys.stdout.flush()
-            await run_connector(loaded, client, stopping, stats)
+            ready = asyncio.Event()
+            work = asyncio.create_task(run_connector(loaded, client, stopping, stats, ready))
+            # Said once a sink consumes its queue: events published from then on reach it.
+            waiting = asyncio.ensure_future(ready.wait())
+            try:
+                await asyncio.wait({work, waiting}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiting.cancel()
+            if ready.is_set():
+                click.echo(line)
+                sys.stdout.flush()
+            await work
         finally:
             await client.close()
             if endpoint is not None:

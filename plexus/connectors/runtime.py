@@ -35,24 +35,31 @@ MAX_STATUS_VALUE_BYTES = 1024
 
 
 async def run_connector(
-    loaded: LoadedConnector, client: Client, stopping: asyncio.Event, stats: Stats | None = None
+    loaded: LoadedConnector,
+    client: Client,
+    stopping: asyncio.Event,
+    stats: Stats | None = None,
+    ready: asyncio.Event | None = None,
 ) -> Stats:
     """Run the connector until `stopping` is set (or its work ends), counting in `stats`
-    (e.g. the one the metrics endpoint reads); its final counters.
+    (e.g. the one the metrics endpoint reads); its final counters. `ready` is set once
+    a sink consumes its queue (events published from then on reach it), or as a source
+    starts.
 
     Raises what ended the work (e.g. the queue deleted, a token revoked, a file
     that cannot be opened), after the last report.
     """
     stats = stats if stats is not None else Stats()
+    ready = ready if ready is not None else asyncio.Event()
     ctx = Context(loaded.name, client, stats, stopping, loaded.transform)
     kind = loaded.build()
     if isinstance(kind, Sink):
         consume = getattr(loaded.settings, "consume", None)
         if not isinstance(consume, ConsumeSection):
             raise TypeError(f"{type(kind).__name__}.settings has no [consume] section")
-        work = asyncio.create_task(SinkLoop(kind, ctx, consume).run())
+        work = asyncio.create_task(SinkLoop(kind, ctx, consume, ready).run())
     else:
-        work = asyncio.create_task(_source(kind, ctx))
+        work = asyncio.create_task(_source(kind, ctx, ready))
     seen = _Seen()
     reporter = asyncio.create_task(_report_every(client, loaded, stats, seen))
     try:
@@ -71,8 +78,9 @@ async def run_connector(
     return stats
 
 
-async def _source(source: Source, ctx: Context) -> None:
+async def _source(source: Source, ctx: Context, ready: asyncio.Event) -> None:
     ctx.stats.state = "running"
+    ready.set()
     await source.run(ctx)
 
 

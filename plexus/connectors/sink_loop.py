@@ -47,8 +47,11 @@ class Stopped(Exception):
 
 
 class SinkLoop:
-    def __init__(self, sink: Sink, ctx: Context, consume: ConsumeSection) -> None:
+    def __init__(
+        self, sink: Sink, ctx: Context, consume: ConsumeSection, ready: asyncio.Event
+    ) -> None:
         self.sink = sink
+        self.ready = ready  # set once consuming
         self.ctx = ctx
         self.consume = consume
         self.max_deliveries = consume.max_deliveries
@@ -63,6 +66,7 @@ class SinkLoop:
                 info = await consumer.start()
                 self.max_deliveries = info.max_deliveries
                 self.ctx.stats.state = "running"
+                self.ready.set()
                 while (batch := await self._next(consumer)) is not None:
                     await self._handle(batch)
             finally:
