@@ -138,3 +138,23 @@ def test_connector_run_of_a_bad_file_exits_1_with_one_line(tmp_path: Path) -> No
     )
     assert out.returncode == 1, out
     assert out.stderr == f"error: {path}: [consume] queue: missing\n"
+
+
+def test_the_readme_transform_example_works(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import re
+
+    from plexus.client import Event
+    from plexus.v1 import plexus_pb2 as pb
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    (example,) = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "def shape" in b]
+    (tmp_path / "readme_shaping.py").write_text(example)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    shape = config.load_transform("readme_shaping:shape")
+    event = Event(pb.Event(topic="orders/1", payload=b"x", origin_region="us"))
+    (out,) = shape(event)
+    assert (out.topic, out.payload, out.headers) == ("archive/orders/1", b"x", {"source": "us"})
+    assert shape(Event(pb.Event(topic="orders/test"))) == []
