@@ -440,3 +440,14 @@ def test_a_file_sink_that_cannot_open_its_file_exits_1_naming_it(
         f"error: [file] path '{tmp_path / 'missing-dir' / 'archive.jsonl'}': "
         "cannot open for appending: No such file or directory"
     )
+
+
+async def test_a_sink_whose_queue_is_deleted_exits_1_naming_it(
+    tmp_path: Path, node: NodeProcess, connectors: list[ConnectorProcess]
+) -> None:
+    connectors.append(running := ConnectorProcess(sink_file(tmp_path), node.address))
+    async with await Client.connect(node.address) as client:
+        await client.delete_queue("archive")
+    assert await asyncio.to_thread(running.proc.wait, 20) == 1
+    last = running.stderr.read_text().splitlines()[-1]
+    assert last.startswith("error: ") and "archive" in last, last

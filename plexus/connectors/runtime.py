@@ -69,9 +69,11 @@ async def run_connector(
             stats.failed(exc)
         raise
     finally:
-        reporter.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reporter
+        for task in (work, reporter):  # `work` is still running only if we were cancelled
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         stats.state = "stopped"
         _log_changes(loaded.name, stats, seen)
         await _report(client, loaded.kind, stats)

@@ -31,7 +31,7 @@ from plexus.connectors.base import (
     TransientError,
 )
 from plexus.connectors.config import TransformFailed
-from plexus.errors import QueueExists
+from plexus.errors import PlexusError, QueueExists
 from plexus.v1 import plexus_pb2 as pb
 
 __all__ = ["SinkLoop", "Stopped"]
@@ -110,7 +110,10 @@ class SinkLoop:
                     await take
         if stopping.is_set():
             return None
-        return take.result()  # a consumer that failed for good raises here
+        batch = take.result()  # a consumer that failed for good raises here
+        if not batch:  # only a consumer that ended returns none
+            raise consumer.failure or PlexusError(f"consumer of queue {consumer.queue!r} ended")
+        return batch
 
     async def _handle(self, batch: list[Delivery]) -> None:
         self.ctx.stats.events_in += len(batch)
