@@ -14,6 +14,11 @@ client and for the node (`plexus clients`, `plexus_limit_hits_total`). gRPC
 gives Python no cheap way to refuse a connection itself, so a connection over
 the limit is refused stream by stream; unary calls (admin, node info) and links
 are not counted, which is the reserve that keeps them working.
+
+A client may name itself (the `plexus-client-name` metadata of its calls) and
+say what it is doing with ReportStatus (a connector's counters). A connection
+that reported but has no stream open (a source that has not published yet)
+stays listed for STATUS_TTL_S after its last report.
 """
 
 from __future__ import annotations
@@ -23,13 +28,14 @@ import logging
 import resource
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any
 
 from node.config import NodeConfig
 from node.direct import Subscriber
 from node.queues import Consumer
-from plexus.errors import LimitReached
+from plexus.errors import InvalidArgument, LimitReached
 from plexus.v1 import plexus_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -41,6 +47,17 @@ _LIMIT_OF_REASON: dict[str, Callable[[Mapping[str, str]], str]] = {
     "STORAGE_FULL": lambda _fields: "storage_space",
     "LIMIT_REACHED": lambda fields: fields.get("limit", "limit"),
 }
+
+# The metadata key a client's name travels in (plexus.client.credentials sends it).
+NAME_METADATA = "plexus-client-name"
+MAX_NAME_CHARS = 100
+# A reported status: at most this many keys, of these sizes (UTF-8 bytes).
+MAX_STATUS_KEYS = 32
+MAX_STATUS_KEY_BYTES = 64
+MAX_STATUS_VALUE_BYTES = 1024
+# How long a connection with no stream open stays listed after its last report
+# (a connector reports every second).
+STATUS_TTL_S = 5.0
 
 # Open files kept for what is not a client stream: LMDB, links, Raft, metrics, admin calls.
 FD_RESERVE = 256
@@ -84,6 +101,9 @@ class ConnectedClient:
         self.delivered_closed = 0
         self.discarded_closed = 0
         self.limits_hit: Counter[str] = Counter()
+        self.name = ""
+        self.status: dict[str, str] = {}
+        self.reported_at = 0.0  # time.monotonic() of the last report; 0: never
 
     def info(self) -> pb.ClientInfo:
         subscribers, consumers = self.subscribers, self.consumers
@@ -100,7 +120,12 @@ class ConnectedClient:
             + sum(c.delivered for c in consumers),
             events_discarded=self.discarded_closed + sum(s.discarded for s in subscribers),
             limits_hit=self.limits_hit,
+            name=self.name,
+            status=self.status,
         )
+
+    def reported_recently(self, now: float) -> bool:
+        return bool(self.reported_at) and now - self.reported_at < STATUS_TTL_S
 
 
 class ClientRegistry:
@@ -129,9 +154,9 @@ class ClientRegistry:
         )
 
     @contextmanager
-    def publishing(self, peer: str) -> Iterator[ConnectedClient]:
+    def publishing(self, peer: str, name: str = "") -> Iterator[ConnectedClient]:
         """The client of `peer` while this Publish stream is open (it counts `published`)."""
-        with self._stream(peer) as client:
+        with self._stream(peer, name) as client:
             client.publishers += 1
             try:
                 yield client
@@ -139,9 +164,9 @@ class ClientRegistry:
                 client.publishers -= 1
 
     @contextmanager
-    def subscribing(self, peer: str, subscriber: Subscriber) -> Iterator[None]:
+    def subscribing(self, peer: str, subscriber: Subscriber, name: str = "") -> Iterator[None]:
         """`subscriber` belongs to the client of `peer` while its Subscribe stream is open."""
-        with self._stream(peer) as client:
+        with self._stream(peer, name) as client:
             if len(client.subscribers) >= self.max_subscriptions_per_client:
                 self.hit(client, "max_subscriptions_per_client")
                 raise LimitReached(
@@ -157,9 +182,11 @@ class ClientRegistry:
                 client.discarded_closed += subscriber.discarded
 
     @contextmanager
-    def consuming(self, peer: str, queue: str, consumer: Consumer) -> Iterator[None]:
+    def consuming(
+        self, peer: str, queue: str, consumer: Consumer, name: str = ""
+    ) -> Iterator[None]:
         """`consumer` of `queue` belongs to the client of `peer` while its stream is open."""
-        with self._stream(peer) as client:
+        with self._stream(peer, name) as client:
             client.consumers[consumer] = queue
             try:
                 yield
@@ -180,26 +207,75 @@ class ClientRegistry:
             if limit is not None:
                 self.hit(client, limit(ack.error.fields))
 
+    def report(self, peer: str, name: str, status: Mapping[str, str]) -> None:
+        """Keep what the client of `peer` says of itself, replacing its last report."""
+        check_status(status)
+        self._forget_silent(time.monotonic())
+        client = self.by_peer.get(peer) or self._admit(peer)
+        if name:
+            client.name = name
+        client.status = dict(status)
+        client.reported_at = time.monotonic()
+
     def infos(self) -> list[pb.ClientInfo]:
         """Every client, in the order they connected."""
+        self._forget_silent(time.monotonic())
         return [c.info() for c in sorted(self.by_peer.values(), key=lambda c: c.id)]
 
+    def _forget_silent(self, now: float) -> None:
+        """Drop the connections with no stream open that stopped reporting."""
+        for peer in [
+            peer
+            for peer, c in self.by_peer.items()
+            if not c.streams and not c.reported_recently(now)
+        ]:
+            del self.by_peer[peer]
+
+    def _admit(self, peer: str) -> ConnectedClient:
+        if len(self.by_peer) >= self.max_connections:
+            self.hit(None, "max_client_connections")
+            raise LimitReached("max_client_connections", self.max_connections)
+        client = ConnectedClient(next(self._ids), peer, time.time_ns() // 1_000_000)
+        self.by_peer[peer] = client
+        return client
+
     @contextmanager
-    def _stream(self, peer: str) -> Iterator[ConnectedClient]:
+    def _stream(self, peer: str, name: str = "") -> Iterator[ConnectedClient]:
         client = self.by_peer.get(peer)
         if client is None:
-            if len(self.by_peer) >= self.max_connections:
-                self.hit(None, "max_client_connections")
-                raise LimitReached("max_client_connections", self.max_connections)
-            client = ConnectedClient(next(self._ids), peer, time.time_ns() // 1_000_000)
-            self.by_peer[peer] = client
+            client = self._admit(peer)
         elif client.streams >= self.max_streams_per_client:
             self.hit(client, "max_streams_per_client")
             raise LimitReached("max_streams_per_client", self.max_streams_per_client)
+        if name:
+            client.name = name
         client.streams += 1
         try:
             yield client
         finally:
             client.streams -= 1
-            if not client.streams:
-                del self.by_peer[peer]
+            if not client.streams and not client.reported_recently(time.monotonic()):
+                self.by_peer.pop(peer, None)
+
+
+def client_name(metadata: Iterable[tuple[str, Any]] | None) -> str:
+    """The name a client gave itself in its call metadata ("" when none), cut to a bound."""
+    for key, value in metadata or ():
+        if key == NAME_METADATA and isinstance(value, str):
+            return value[:MAX_NAME_CHARS]
+    return ""
+
+
+def check_status(status: Mapping[str, str]) -> None:
+    """Refuse a reported status over the bounds, naming the key."""
+    if len(status) > MAX_STATUS_KEYS:
+        raise InvalidArgument(f"status has {len(status)} keys, more than {MAX_STATUS_KEYS}")
+    for key, value in status.items():
+        if not key or len(key.encode()) > MAX_STATUS_KEY_BYTES:
+            raise InvalidArgument(
+                f"status key {key[:80]!r} must be 1 to {MAX_STATUS_KEY_BYTES} bytes"
+            )
+        if len(value.encode()) > MAX_STATUS_VALUE_BYTES:
+            raise InvalidArgument(
+                f"status {key!r} is {len(value.encode())} bytes, more than {MAX_STATUS_VALUE_BYTES}"
+            )

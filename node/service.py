@@ -20,7 +20,7 @@ from google.protobuf.message import DecodeError
 from federation.status import abort, guard
 from node import framing
 from node.auth import Authenticator, audit
-from node.clients import ClientRegistry, ConnectedClient
+from node.clients import ClientRegistry, ConnectedClient, client_name
 from node.config import MAX_SUBSCRIBER_BUFFER_EVENTS, NodeConfig
 from node.direct import DirectRouter, Subscriber
 from node.permissions import Access
@@ -72,8 +72,9 @@ class BrokerService:
     # ------------------------------------------------------------ publish
 
     async def publish(self, context: grpc.aio.ServicerContext) -> None:
-        access = self.auth.identify(context.invocation_metadata())
-        with self.clients.publishing(context.peer()) as client:
+        metadata = context.invocation_metadata()
+        access = self.auth.identify(metadata)
+        with self.clients.publishing(context.peer(), client_name(metadata)) as client:
             await self._publish(context, client, access)
 
     async def _publish(
@@ -174,7 +175,7 @@ class BrokerService:
         subscriber = Subscriber(request.pattern, capacity, self.config.subscriber_buffer_bytes)
         metadata = context.invocation_metadata()
         with (
-            self.clients.subscribing(context.peer(), subscriber),
+            self.clients.subscribing(context.peer(), subscriber, client_name(metadata)),
             self.auth.watching(subscriber.wake),
         ):
             self.router.add(subscriber)
@@ -230,7 +231,8 @@ class BrokerService:
         return pb.PurgeQueueResponse(purged=purged)
 
     async def consume(self, context: grpc.aio.ServicerContext) -> None:
-        access = self.auth.identify(context.invocation_metadata())
+        metadata = context.invocation_metadata()
+        access = self.auth.identify(metadata)
         first = await context.read()
         if first is grpc.aio.EOF:
             return
@@ -240,7 +242,7 @@ class BrokerService:
         queue = self.queues.get(first.start.queue)
         consumer = Consumer()
         with (
-            self.clients.consuming(context.peer(), queue.name, consumer),
+            self.clients.consuming(context.peer(), queue.name, consumer, client_name(metadata)),
             self.auth.watching(consumer.wake),
         ):
             await self._consume(context, first, queue, consumer)
@@ -305,6 +307,14 @@ class BrokerService:
                 return consumer.closed_reason
 
     # ------------------------------------------------------------ node
+
+    async def report_status(
+        self, request: pb.ReportStatusRequest, context: Any
+    ) -> pb.ReportStatusResponse:
+        metadata = context.invocation_metadata()
+        self.auth.identify(metadata)  # any valid token may say what it is doing
+        self.clients.report(context.peer(), client_name(metadata), request.status)
+        return pb.ReportStatusResponse()
 
     async def node_info(self, request: pb.NodeInfoRequest, context: Any) -> pb.NodeInfo:
         self.auth.identify(context.invocation_metadata())
@@ -430,6 +440,7 @@ def handlers(service: BrokerService) -> grpc.GenericRpcHandler:
                 guarded("Consume", consume), request_deserializer=_consume_request
             ),
             "GetNodeInfo": unary("GetNodeInfo", service.node_info, pb.NodeInfoRequest),
+            "ReportStatus": unary("ReportStatus", service.report_status, pb.ReportStatusRequest),
         },
     )
 

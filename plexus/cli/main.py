@@ -123,6 +123,7 @@ def _register() -> None:
     from plexus.cli.cert import cert_group
     from plexus.cli.clients import clients, subscriptions
     from plexus.cli.cluster import add_commands as add_cluster_commands
+    from plexus.cli.connector import connector_group
     from plexus.cli.explain import explain
     from plexus.cli.link import link_group
     from plexus.cli.publish import pub
@@ -141,6 +142,7 @@ def _register() -> None:
     cli.add_command(top)
     cli.add_command(cert_group)
     cli.add_command(token_group)
+    cli.add_command(connector_group)
     add_cluster_commands(cli)  # up, down, status, region, fault
 
 

@@ -151,11 +151,11 @@ async def connect(server: str, **options: Any) -> Client:
     return await Client.connect(server, ca=ca, token=command_token(), **options)
 
 
-async def connect_streaming(server: str, timeout: float | None = None) -> Client:
-    """A client for a command that streams (pub, sub, queue consume): it rides through
-    a restart of its node, trying to reconnect for at most `timeout` seconds (None:
-    for as long as it runs), and says on stderr when it lost and regained the node."""
-    return await connect(server, max_reconnect_s=timeout, on_state=_report_state)
+async def connect_streaming(server: str, timeout: float | None = None, **options: Any) -> Client:
+    """A client for a command that streams (pub, sub, queue consume, connector run): it
+    rides through a restart of its node, trying to reconnect for at most `timeout` seconds
+    (None: for as long as it runs), and says on stderr when it lost and regained the node."""
+    return await connect(server, max_reconnect_s=timeout, on_state=_report_state, **options)
 
 
 def _report_state(change: StateChange) -> None:

@@ -219,7 +219,7 @@ def _streams(c: ClientInfo) -> str:
 
 CLIENT_COLUMNS = (
     Column("id", right=True),
-    Column("peer"),
+    Column("client"),
     Column("since", right=True),
     Column("streams"),
     *(Column(n, right=True) for n in ("published", "delivered", "discarded")),
@@ -227,12 +227,18 @@ CLIENT_COLUMNS = (
 )
 
 
+def _client(c: ClientInfo) -> str:
+    """Its name and address, or its address alone (the table stays within 80 columns)."""
+    peer = c.peer.removeprefix("ipv4:").removeprefix("ipv6:")
+    return f"{c.name} ({peer})" if c.name else peer
+
+
 def print_clients(clients: list[ClientInfo]) -> None:
     now_ms = time.time_ns() // 1_000_000
     rows = (
         (
             str(c.id),
-            c.peer.removeprefix("ipv4:").removeprefix("ipv6:"),
+            _client(c),
             age(now_ms - c.connected_since_ms),
             _streams(c),
             str(c.events_published),

@@ -15,6 +15,7 @@ EXTRA_MODULES = {
     "cli": ("click", "rich"),
     "tui": ("textual",),
     "server": ("lmdb", "pysyncobj", "pydantic", "grpc_health", "prometheus_client"),
+    "connectors": ("pydantic", "prometheus_client", "tenacity"),
 }
 EXIT_ERROR = 1
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import grpc
 from grpc import aio
 
-from plexus.client.credentials import token_interceptors
+from plexus.client.credentials import call_interceptors
 from plexus.errors import (
     InvalidArgument,
     PlexusError,
@@ -118,12 +118,14 @@ def parse_address(address: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
-def open_channel(address: str, ca: bytes | None = None, token: str | None = None) -> aio.Channel:
+def open_channel(
+    address: str, ca: bytes | None = None, token: str | None = None, name: str | None = None
+) -> aio.Channel:
     """A grpc.aio channel to a node (call inside a running event loop): TLS verifying
     the node against the CA certificate `ca` (PEM), else plaintext; with a token, every
-    call on it carries `authorization: Bearer <token>`."""
+    call on it carries `authorization: Bearer <token>`, with a name `plexus-client-name`."""
     parse_address(address)
-    interceptors = token_interceptors(token)
+    interceptors = call_interceptors(token, name)
     if ca is None:
         return aio.insecure_channel(address, options=CHANNEL_OPTIONS, interceptors=interceptors)
     credentials = grpc.ssl_channel_credentials(root_certificates=ca)

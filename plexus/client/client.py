@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -82,6 +82,7 @@ class Client:
         direct_on_break: DirectOnBreak = "buffer",
         ca: str | Path | bytes | None = None,
         token: str | None = None,
+        name: str | None = None,
     ) -> Client:
         """Connect to the first of `address` (HOST:PORT, or several) whose node answers.
 
@@ -94,6 +95,7 @@ class Client:
         bounded buffer ("buffer") or are refused at once ("fail").
         `token` (from `plexus token create`) goes with every call, streams included,
         and across reconnects; a node that refuses it raises Unauthenticated.
+        `name` (e.g. a connector's) goes with every call too: `plexus clients` shows it.
         Raises InvalidArgument for a malformed address and Unavailable, naming
         each address, when no node answers within `timeout` seconds.
         """
@@ -109,6 +111,7 @@ class Client:
             on_state=on_state,
             ca=read_ca(ca),
             token=token,
+            name=name,
         )
         await connection.open(timeout)
         return cls(connection, direct_on_break)
@@ -396,6 +399,15 @@ class Client:
     async def node_info(self, *, timeout: float | None = CALL_TIMEOUT_S) -> NodeInfo:
         info = await self._unary("broker.GetNodeInfo", pb.NodeInfoRequest(), timeout)
         return NodeInfo.from_proto(info)
+
+    async def report_status(
+        self, status: Mapping[str, str], *, timeout: float | None = CALL_TIMEOUT_S
+    ) -> None:
+        """Tell the node what this client is doing (replacing what it said before): the
+        node shows it with this connection in `clients()`. At most 32 keys of at most
+        64 bytes, values of at most 1024 bytes; any valid token may report."""
+        request = pb.ReportStatusRequest(status={str(k): str(v) for k, v in status.items()})
+        await self._unary("broker.ReportStatus", request, timeout)
 
     async def clients(self, *, timeout: float | None = CALL_TIMEOUT_S) -> list[ClientInfo]:
         """The clients connected to the node now (connections with a stream open)."""

@@ -93,6 +93,7 @@ class Connection:
         on_state: StateCallback | None = None,
         ca: bytes | None = None,
         token: str | None = None,
+        name: str | None = None,
     ) -> None:
         if not addresses:
             raise InvalidArgument("no node address given: expected HOST:PORT")
@@ -107,6 +108,7 @@ class Connection:
         self._on_state = on_state
         self.ca = ca  # the cluster CA (PEM): TLS to every address
         self._token = token
+        self._name = name
         self._channel: aio.Channel | None = None
         self.broker: pb_grpc.BrokerStub | None = None
         self.admin: pb_grpc.AdminStub | None = None
@@ -262,7 +264,7 @@ class Connection:
 
     async def _try(self, address: str, timeout: float) -> None:
         """Open a channel to `address` and check a node answers; install it or raise."""
-        channel = open_channel(address, self.ca, self._token)
+        channel = open_channel(address, self.ca, self._token, self._name)
         try:
             info = await pb_grpc.BrokerStub(channel).GetNodeInfo(
                 pb.NodeInfoRequest(), timeout=timeout

@@ -3,7 +3,7 @@ and subscriptions."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from plexus.v1 import plexus_pb2 as pb
@@ -204,7 +204,9 @@ class ClientInfo:
     `peer` is its address as gRPC reports it; `subscriptions` holds the pattern
     of each direct subscription it has open, `consuming` the queue of each
     Consume stream. The counts run from when it connected; `limits_hit` counts
-    what each limit refused it (e.g. {"max_streams_per_client": 2}).
+    what each limit refused it (e.g. {"max_streams_per_client": 2}). `name` is
+    the name it connected with ("" when none), `status` what it last reported
+    of itself (a connector's counters: `kind`, `state`, `events_in`, ...).
     """
 
     id: int
@@ -218,6 +220,8 @@ class ClientInfo:
     events_discarded: int
     # How often each limit refused it something, by the limit's name.
     limits_hit: dict[str, int]
+    name: str = ""
+    status: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_proto(cls, info: pb.ClientInfo) -> ClientInfo:
@@ -232,6 +236,8 @@ class ClientInfo:
             events_delivered=info.events_delivered,
             events_discarded=info.events_discarded,
             limits_hit=dict(sorted(info.limits_hit.items())),
+            name=info.name,
+            status=dict(sorted(info.status.items())),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -239,6 +245,7 @@ class ClientInfo:
         data["subscriptions"] = list(self.subscriptions)
         data["consuming"] = list(self.consuming)
         data["limits_hit"] = dict(self.limits_hit)
+        data["status"] = dict(self.status)
         return data
 
 

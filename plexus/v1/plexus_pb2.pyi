@@ -242,6 +242,23 @@ class ConsumeResponse(_message.Message):
     confirmed: Tags
     def __init__(self, started: _Optional[_Union[QueueInfo, _Mapping]] = ..., events: _Optional[_Union[EventBatch, _Mapping]] = ..., confirmed: _Optional[_Union[Tags, _Mapping]] = ...) -> None: ...
 
+class ReportStatusRequest(_message.Message):
+    __slots__ = ("status",)
+    class StatusEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    status: _containers.ScalarMap[str, str]
+    def __init__(self, status: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class ReportStatusResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
 class NodeInfoRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
@@ -511,7 +528,7 @@ class ListClientsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ClientInfo(_message.Message):
-    __slots__ = ("id", "peer", "connected_since_ms", "publishers", "subscriptions", "consuming", "events_published", "events_delivered", "events_discarded", "limits_hit")
+    __slots__ = ("id", "peer", "connected_since_ms", "publishers", "subscriptions", "consuming", "events_published", "events_delivered", "events_discarded", "limits_hit", "name", "status")
     class LimitsHitEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -519,6 +536,13 @@ class ClientInfo(_message.Message):
         key: str
         value: int
         def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class StatusEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     ID_FIELD_NUMBER: _ClassVar[int]
     PEER_FIELD_NUMBER: _ClassVar[int]
     CONNECTED_SINCE_MS_FIELD_NUMBER: _ClassVar[int]
@@ -529,6 +553,8 @@ class ClientInfo(_message.Message):
     EVENTS_DELIVERED_FIELD_NUMBER: _ClassVar[int]
     EVENTS_DISCARDED_FIELD_NUMBER: _ClassVar[int]
     LIMITS_HIT_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
     id: int
     peer: str
     connected_since_ms: int
@@ -539,7 +565,9 @@ class ClientInfo(_message.Message):
     events_delivered: int
     events_discarded: int
     limits_hit: _containers.ScalarMap[str, int]
-    def __init__(self, id: _Optional[int] = ..., peer: _Optional[str] = ..., connected_since_ms: _Optional[int] = ..., publishers: _Optional[int] = ..., subscriptions: _Optional[_Iterable[str]] = ..., consuming: _Optional[_Iterable[str]] = ..., events_published: _Optional[int] = ..., events_delivered: _Optional[int] = ..., events_discarded: _Optional[int] = ..., limits_hit: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    name: str
+    status: _containers.ScalarMap[str, str]
+    def __init__(self, id: _Optional[int] = ..., peer: _Optional[str] = ..., connected_since_ms: _Optional[int] = ..., publishers: _Optional[int] = ..., subscriptions: _Optional[_Iterable[str]] = ..., consuming: _Optional[_Iterable[str]] = ..., events_published: _Optional[int] = ..., events_delivered: _Optional[int] = ..., events_discarded: _Optional[int] = ..., limits_hit: _Optional[_Mapping[str, int]] = ..., name: _Optional[str] = ..., status: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ListClientsResponse(_message.Message):
     __slots__ = ("clients",)

@@ -814,6 +814,11 @@ class BrokerStub:
                 request_serializer=plexus_dot_v1_dot_plexus__pb2.NodeInfoRequest.SerializeToString,
                 response_deserializer=plexus_dot_v1_dot_plexus__pb2.NodeInfo.FromString,
                 _registered_method=True)
+        self.ReportStatus = channel.unary_unary(
+                '/plexus.v1.Broker/ReportStatus',
+                request_serializer=plexus_dot_v1_dot_plexus__pb2.ReportStatusRequest.SerializeToString,
+                response_deserializer=plexus_dot_v1_dot_plexus__pb2.ReportStatusResponse.FromString,
+                _registered_method=True)
 
 
 class BrokerServicer:
@@ -883,6 +888,15 @@ class BrokerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportStatus(self, request, context):
+        """Store what the calling connection says of itself on its client entry
+        (listed by Admin.ListClients while the connection has a stream open, or
+        for a short while after its last report). Any valid token may report.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BrokerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -930,6 +944,11 @@ def add_BrokerServicer_to_server(servicer, server):
                     servicer.GetNodeInfo,
                     request_deserializer=plexus_dot_v1_dot_plexus__pb2.NodeInfoRequest.FromString,
                     response_serializer=plexus_dot_v1_dot_plexus__pb2.NodeInfo.SerializeToString,
+            ),
+            'ReportStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportStatus,
+                    request_deserializer=plexus_dot_v1_dot_plexus__pb2.ReportStatusRequest.FromString,
+                    response_serializer=plexus_dot_v1_dot_plexus__pb2.ReportStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1176,6 +1195,33 @@ class Broker:
             '/plexus.v1.Broker/GetNodeInfo',
             plexus_dot_v1_dot_plexus__pb2.NodeInfoRequest.SerializeToString,
             plexus_dot_v1_dot_plexus__pb2.NodeInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/plexus.v1.Broker/ReportStatus',
+            plexus_dot_v1_dot_plexus__pb2.ReportStatusRequest.SerializeToString,
+            plexus_dot_v1_dot_plexus__pb2.ReportStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,
