@@ -1,0 +1,224 @@
+"""The `webhook` sink: one HTTP POST per event, acked once the receiver answered 2xx.
+
+One POST per event (no batches in a body) keeps receivers simple: a body is
+one event, its `Idempotency-Key` drops the duplicates a lost response causes,
+and one bad event is refused alone. Up to `concurrency` POSTs of a batch are in
+flight at once; `write` returns only when every one got a 2xx.
+
+The receiver's answer decides: 2xx confirms; 408, 429, 5xx, timeouts and
+connection errors are worth retrying (`TransientError`: the runtime retries
+the same batch, and only the events not yet confirmed are posted again); any
+other status refuses the event (`PermanentError`: the runtime nacks, and the
+queue dead-letters it after `max_deliveries`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import ssl
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from importlib.metadata import version
+from typing import ClassVar
+
+import httpx
+
+from plexus.client import Event
+from plexus.connectors.base import PermanentError, Sink, Stats, TransientError
+from plexus.connectors.webhook_request import (
+    IDEMPOTENCY_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    encode_body,
+    sign,
+)
+from plexus.connectors.webhook_settings import WebhookSettings
+
+__all__ = ["WebhookRefused", "WebhookSink", "WebhookUnavailable"]
+
+# A receiver's Retry-After is honoured up to this; beyond it the runtime's backoff rules.
+MAX_RETRY_AFTER_S = 60.0
+# Events confirmed (or posted with an unknown outcome) that are remembered, so that
+# a retried or redelivered batch posts only what the receiver has not confirmed.
+REMEMBERED_EVENTS = 65_536
+RETRIED_STATUSES = frozenset({408, 429})
+# Connection failures after which the request may have reached the receiver.
+RESPONSE_LOST = (httpx.ReadError, httpx.ReadTimeout, httpx.RemoteProtocolError, TimeoutError)
+
+
+class WebhookRefused(PermanentError):
+    """The receiver refused an event (4xx other than 408/429, or a redirect)."""
+
+    def __init__(self, event_id: int, url: str, status: int, refused: int) -> None:
+        self.event_id, self.url, self.status = event_id, url, status
+        more = f" (and {refused - 1} more events of the batch)" if refused > 1 else ""
+        super().__init__(f"{url} refused event {event_id} with HTTP {status}{more}")
+
+
+class WebhookUnavailable(TransientError):
+    """The receiver did not confirm some events: down, slow, overloaded or 5xx."""
+
+    def __init__(self, url: str, reason: str, failed: int, retry_after_s: float) -> None:
+        self.url, self.reason, self.retry_after_s = url, reason, retry_after_s
+        after = f"; it asked to retry after {retry_after_s:g} s" if retry_after_s else ""
+        super().__init__(f"{url}: {reason} ({failed} events not confirmed{after})")
+
+
+class Verdict(enum.Enum):
+    CONFIRMED = "confirmed"
+    RETRY = "retry"
+    REFUSED = "refused"
+
+
+def verdict(status: int) -> Verdict:
+    if 200 <= status < 300:
+        return Verdict.CONFIRMED
+    if status in RETRIED_STATUSES or status >= 500:
+        return Verdict.RETRY
+    return Verdict.REFUSED
+
+
+def retry_after_s(value: str | None, now: float) -> float:
+    """Seconds from a Retry-After header (delta seconds or an HTTP date), capped."""
+    if not value:
+        return 0.0
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = parsedate_to_datetime(value).timestamp() - now
+        except (TypeError, ValueError):
+            return 0.0
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    event_id: int
+    verdict: Verdict
+    status: int  # 0: no HTTP response
+    reason: str
+    retry_after_s: float = 0.0
+
+
+class WebhookSink(Sink):
+    kind: ClassVar[str] = "webhook"
+    settings: ClassVar[type[WebhookSettings]] = WebhookSettings
+
+    def __init__(self, config: WebhookSettings, stats: Stats | None = None) -> None:
+        super().__init__(config, stats)
+        self.hook = config.webhook
+        self.url = str(config.webhook.url)
+        self._client: httpx.AsyncClient | None = None
+        # (region, event id) -> None, oldest first: dicts as bounded ordered sets.
+        self._confirmed: dict[tuple[str, int], None] = {}
+        self._maybe_received: dict[tuple[str, int], None] = {}
+        self._not_before = 0.0  # monotonic time a Retry-After asked us to wait until
+
+    async def open(self) -> None:
+        # Building the TLS context reads certificate files: not on the event loop.
+        self._client = await asyncio.to_thread(self._make_client)
+
+    def _make_client(self) -> httpx.AsyncClient:
+        hook = self.hook
+        verify: ssl.SSLContext | bool = True
+        if hook.ca is not None:
+            verify = ssl.create_default_context(cafile=str(hook.ca))
+        slots = hook.concurrency
+        headers = {"User-Agent": f"plexus-webhook/{version('plexus-mesh')}", **hook.headers}
+        return httpx.AsyncClient(
+            verify=verify,
+            timeout=hook.timeout,
+            limits=httpx.Limits(max_connections=slots, max_keepalive_connections=slots),
+            headers=headers,
+        )
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def write(self, events: Sequence[Event]) -> None:
+        if self._client is None:
+            await self.open()
+        wait = self._not_before - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        slots = asyncio.Semaphore(self.hook.concurrency)
+        todo = [e for e in events if (e.origin_region, e.id) not in self._confirmed]
+        # Tasks take the semaphore in creation order, so POSTs start in queue order.
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(self._post(event, slots)) for event in todo]
+        failures = [f for f in (t.result() for t in tasks) if f is not None]
+        if failures:
+            raise self._error(failures)
+
+    def _error(self, failures: list[Failure]) -> TransientError | PermanentError:
+        refused = [f for f in failures if f.verdict is Verdict.REFUSED]
+        if refused:
+            first = refused[0]
+            return WebhookRefused(first.event_id, self.url, first.status, len(refused))
+        after = max(f.retry_after_s for f in failures)
+        if after:
+            self._not_before = time.monotonic() + after
+        return WebhookUnavailable(self.url, failures[0].reason, len(failures), after)
+
+    async def _post(self, event: Event, slots: asyncio.Semaphore) -> Failure | None:
+        assert self._client is not None
+        key = (event.origin_region, event.id)
+        body = encode_body(event)
+        async with slots:
+            headers = self._request_headers(event, body)
+            try:
+                async with asyncio.timeout(self.hook.timeout):
+                    response = await self._client.post(self.url, content=body, headers=headers)
+            except RESPONSE_LOST as exc:
+                _remember(self._maybe_received, key)
+                return Failure(event.id, Verdict.RETRY, 0, _describe(exc, self.hook.timeout))
+            except httpx.TransportError as exc:
+                return Failure(event.id, Verdict.RETRY, 0, _describe(exc, self.hook.timeout))
+        outcome = verdict(response.status_code)
+        if outcome is Verdict.CONFIRMED:
+            _remember(self._confirmed, key)
+            self.stats.events_out += 1
+            if key in self._maybe_received:  # an earlier POST's answer was lost
+                del self._maybe_received[key]
+                self.stats.duplicates += 1
+            return None
+        reason = f"HTTP {response.status_code}"
+        if response.status_code in (301, 302, 303, 307, 308):
+            reason += f" redirect to {response.headers.get('location', '?')}: set url to it"
+        wait = retry_after_s(response.headers.get("retry-after"), time.time())
+        return Failure(event.id, outcome, response.status_code, reason, wait)
+
+    def _request_headers(self, event: Event, body: bytes) -> dict[str, str]:
+        # Stamped and signed when sent (not when first tried), so a retry is fresh.
+        timestamp = str(int(time.time()))
+        headers = {
+            "Content-Type": "application/json",
+            IDEMPOTENCY_HEADER: f"{event.origin_region}-{event.id}",
+            TIMESTAMP_HEADER: timestamp,
+        }
+        key = self.hook.signing_key()
+        if key is not None:
+            headers[SIGNATURE_HEADER] = sign(key, timestamp, body)
+        return headers
+
+
+def _remember(seen: dict[tuple[str, int], None], key: tuple[str, int]) -> None:
+    seen[key] = None
+    if len(seen) > REMEMBERED_EVENTS:
+        del seen[next(iter(seen))]
+
+
+def _describe(exc: BaseException, timeout: float) -> str:
+    """One line for a failure without an HTTP response."""
+    if isinstance(exc, TimeoutError | httpx.TimeoutException):
+        return f"no answer within {timeout:g} s ({type(exc).__name__})"
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return f"the receiver's certificate is not trusted ({text}): set webhook.ca to its CA"
+    return f"cannot connect: {text}"

@@ -1,0 +1,405 @@
+"""The webhook sink against a real HTTP server (stdlib http.server in a thread).
+
+The receiver answers from a script (a status per request, in arrival order,
+then 200), records every POST, and counts the requests it holds at once.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import http.server
+import json
+import re
+import ssl
+import threading
+import time
+import tomllib
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from node.server import Node
+from plexus.certs import make_ca, make_node_cert
+from plexus.client import Client, Event
+from plexus.connectors.base import PermanentError, Stats, TransientError
+from plexus.connectors.webhook import WebhookRefused, WebhookSink, WebhookUnavailable
+from plexus.v1 import plexus_pb2 as pb
+from tests.harness import free_port
+
+pytestmark = pytest.mark.timeout(60)
+
+ROOT = Path(__file__).resolve().parent.parent
+HANG = -1  # a scripted answer: hold the request until the receiver closes
+HANG_LIMIT_S = 20.0
+
+
+@dataclass
+class Post:
+    headers: dict[str, str]  # names lower-cased
+    body: bytes
+    status: int  # what the receiver answered
+    at: float  # time.monotonic() on arrival
+
+    @property
+    def json(self) -> dict[str, Any]:
+        return json.loads(self.body)
+
+
+@dataclass
+class Receiver:
+    """A real HTTP(S) server on a free loopback port, in a thread."""
+
+    tls: ssl.SSLContext | None = None
+    answers: collections.deque[int] = field(default_factory=collections.deque)
+    answer_headers: dict[str, str] = field(default_factory=dict)
+    hold_s: float = 0.0  # a slow receiver: each request takes this long
+    posts: list[Post] = field(default_factory=list)
+    in_flight: int = 0
+    max_in_flight: int = 0
+
+    def __post_init__(self) -> None:
+        self.lock = threading.Lock()
+        self.closing = threading.Event()
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as real receivers do
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                status = receiver._arrived(self.headers, body)
+                if status == HANG:
+                    receiver.closing.wait(HANG_LIMIT_S)
+                    status = 200
+                elif receiver.hold_s:
+                    time.sleep(receiver.hold_s)  # the receiver's own pace, not a test wait
+                with receiver.lock:
+                    receiver.in_flight -= 1
+                self.send_response(status)
+                for name, value in receiver.answer_headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.server.daemon_threads = False  # server_close() joins every handler thread
+        if self.tls is not None:
+            self.server.socket = self.tls.wrap_socket(self.server.socket, server_side=True)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, args=(0.05,), name="receiver"
+        )
+        self.thread.start()
+        scheme = "https" if self.tls else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def _arrived(self, headers: Any, body: bytes) -> int:
+        with self.lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            status = self.answers.popleft() if self.answers else 200
+            lowered = {k.lower(): v for k, v in headers.items()}
+            answered = 200 if status == HANG else status
+            self.posts.append(Post(lowered, body, answered, time.monotonic()))
+            return status
+
+    def confirmed_ids(self) -> collections.Counter[str]:
+        return collections.Counter(p.json["id"] for p in self.posts if p.status == 200)
+
+    def close(self) -> None:
+        self.closing.set()
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    try:
+        yield r
+    finally:
+        r.close()
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, dict):
+        pairs = (f"{json.dumps(k)} = {toml_value(v)}" for k, v in value.items())
+        return "{ " + ", ".join(pairs) + " }"
+    return json.dumps(value)  # strings, numbers and booleans are spelled alike
+
+
+def config(url: str, **webhook: Any) -> Any:
+    """The settings of a webhook connector file with `[webhook] url` and `webhook`."""
+    lines = [f"url = {json.dumps(url)}"] + [f"{k} = {toml_value(v)}" for k, v in webhook.items()]
+    text = (
+        '[connector]\nname = "orders-hook"\nkind = "webhook"\n'
+        '[consume]\nqueue = "orders-hook"\nsubscribe = ["shop/orders/>"]\n'
+        "[webhook]\n" + "\n".join(lines) + "\n"
+    )
+    return WebhookSink.settings.model_validate(tomllib.loads(text))
+
+
+@asynccontextmanager
+async def opened(url: str, **webhook: Any) -> AsyncIterator[WebhookSink]:
+    sink = WebhookSink(config(url, **webhook), Stats())
+    await sink.open()
+    try:
+        yield sink
+    finally:
+        await sink.close()
+
+
+def event(n: int, payload: bytes = b'{"n": 1}', **headers: str) -> Event:
+    """An event as a queue delivers it (ids as the node makes them: ms << 22 | count)."""
+    event_id = (1_764_543_063_123 << 22) | n
+    return Event(
+        pb.Event(id=event_id, topic=f"shop/orders/{n}", payload=payload, headers=headers,
+                 origin_region="us", delivery_count=1, mode=pb.GUARANTEED)
+    )  # fmt: skip
+
+
+def readme_verify() -> Any:
+    """The receiver's `verify` from the README's webhook section, run as written."""
+    section = (ROOT / "README.md").read_text().split("### webhook", 1)[1]
+    snippet = re.search(r"```python\n(.*?)```", section, re.S)
+    assert snippet, "the README's webhook section has no python snippet"
+    namespace: dict[str, Any] = {}
+    exec(snippet.group(1), namespace)
+    return namespace["verify"]
+
+
+# ------------------------------------------------------------------ what is posted
+
+
+async def test_each_event_is_one_json_post_with_its_id_topic_payload_and_keys(receiver):
+    events = [event(1, b'{"op": "insert", "after": {"id": 1}}', source="cdc"),
+              event(2, b"plain text"), event(3, b"\xff\x00binary")]  # fmt: skip
+    async with opened(receiver.url, headers={"Authorization": "Bearer t0k"}) as sink:
+        await sink.write(events)
+    assert sink.stats.events_out == 3
+    bodies = {p.json["id"]: p for p in receiver.posts}
+    assert sorted(bodies) == sorted(str(e.id) for e in events)
+    first = bodies[str(events[0].id)]
+    assert first.json == {
+        "id": str(events[0].id), "topic": "shop/orders/1", "region": "us",
+        "publish_time": "2025-11-30T22:51:03.123Z", "headers": {"source": "cdc"},
+        "delivery_count": 1, "payload": {"op": "insert", "after": {"id": 1}},
+        "payload_encoding": "json",
+    }  # fmt: skip
+    text, binary = bodies[str(events[1].id)].json, bodies[str(events[2].id)].json
+    assert (text["payload"], text["payload_encoding"]) == ("plain text", "utf-8")
+    assert binary["payload_encoding"] == "base64"
+    assert base64.b64decode(binary["payload"]) == b"\xff\x00binary"
+    h = first.headers
+    assert h["content-type"] == "application/json"
+    assert h["idempotency-key"] == f"us-{events[0].id}"
+    assert h["authorization"] == "Bearer t0k"
+    assert h["user-agent"].startswith("plexus-webhook/")
+    assert abs(int(h["x-plexus-timestamp"]) - time.time()) < 60
+    assert "x-plexus-signature" not in h
+
+
+async def test_signature_verifies_with_the_readme_recipe_and_fails_when_tampered(
+    receiver, tmp_path
+):
+    secret = tmp_path / "hook.secret"
+    secret.write_text("s3cret-from-a-file\n")
+    async with opened(receiver.url, secret_file=str(secret)) as sink:
+        await sink.write([event(1)])
+    (post,) = receiver.posts
+    headers = {"X-Plexus-Timestamp": post.headers["x-plexus-timestamp"],
+               "X-Plexus-Signature": post.headers["x-plexus-signature"]}  # fmt: skip
+    verify = readme_verify()
+    assert headers["X-Plexus-Signature"].startswith("sha256=")
+    assert verify(b"s3cret-from-a-file", headers, post.body)
+    assert not verify(b"another secret", headers, post.body)
+    tampered = post.body.replace(b'"n":1', b'"n":2')
+    assert tampered != post.body and not verify(b"s3cret-from-a-file", headers, tampered)
+    replayed = {**headers, "X-Plexus-Timestamp": str(int(headers["X-Plexus-Timestamp"]) - 3600)}
+    assert not verify(b"s3cret-from-a-file", replayed, post.body)
+
+
+async def test_events_from_a_real_queue_are_posted_with_their_region_and_delivery_count(
+    receiver, inproc_node: Node
+):
+    async with await Client.connect(inproc_node.address) as client:
+        await client.create_queue("orders-hook", ["shop/orders/>"])
+        for n in range(3):
+            await client.publish(f"shop/orders/{n}", json.dumps({"n": n}).encode(), guaranteed=True)
+        async with client.consume("orders-hook") as consumer, opened(receiver.url) as sink:
+            batch: list[Any] = []
+            while len(batch) < 3:
+                batch += await consumer.next_batch(timeout=10)
+            await sink.write(batch)
+            for delivery in batch:
+                await delivery.ack()
+    posted = {p.json["id"]: p.json for p in receiver.posts}  # arrival order may differ
+    assert [posted[str(d.id)]["payload"] for d in batch] == [{"n": 0}, {"n": 1}, {"n": 2}]
+    assert {(b["region"], b["delivery_count"]) for b in posted.values()} == {("us", 1)}
+
+
+# ------------------------------------------------------------------ failures
+
+
+async def test_500s_then_200_raise_transient_and_the_retry_posts_only_unconfirmed_events(
+    receiver,
+):
+    receiver.answers.extend([500, 500, 503])
+    events = [event(n) for n in range(10)]
+    async with opened(receiver.url, concurrency=4) as sink:
+        with pytest.raises(TransientError) as raised:
+            await sink.write(events)
+        assert isinstance(raised.value, WebhookUnavailable)
+        assert receiver.url in str(raised.value) and "HTTP 50" in str(raised.value)
+        assert "3 events not confirmed" in str(raised.value)
+        assert len(receiver.posts) == 10  # the batch's other posts settled first
+        await sink.write(events)  # the runtime's retry of the same batch
+    assert len(receiver.posts) == 13
+    assert receiver.confirmed_ids() == {str(e.id): 1 for e in events}
+    assert (sink.stats.events_out, sink.stats.duplicates) == (10, 0)
+
+
+async def test_a_4xx_is_permanent_naming_the_event_and_a_redelivery_posts_it_alone(receiver):
+    receiver.answers.extend([200, 422])
+    events = [event(n) for n in range(4)]
+    async with opened(receiver.url, concurrency=1) as sink:
+        with pytest.raises(PermanentError) as raised:
+            await sink.write(events)
+        refused = raised.value
+        assert isinstance(refused, WebhookRefused)
+        assert (refused.event_id, refused.status) == (events[1].id, 422)
+        assert str(refused) == f"{receiver.url} refused event {events[1].id} with HTTP 422"
+        assert len(receiver.posts) == 4
+        receiver.answers.append(422)
+        with pytest.raises(PermanentError):  # the queue redelivers the nacked batch
+            await sink.write(events)
+    assert len(receiver.posts) == 5
+    assert receiver.posts[-1].json["id"] == str(events[1].id)
+    assert sink.stats.events_out == 3
+
+
+async def test_429_is_transient_and_its_retry_after_is_honoured(receiver):
+    receiver.answers.append(429)
+    receiver.answer_headers["Retry-After"] = "1"
+    async with opened(receiver.url) as sink:
+        with pytest.raises(TransientError, match=r"HTTP 429.*retry after 1 s"):
+            await sink.write([event(1)])
+        await sink.write([event(1)])
+    first, retry = receiver.posts
+    assert retry.at - first.at >= 0.9
+
+
+async def test_a_timeout_is_transient_and_the_resend_is_counted_as_a_duplicate(receiver):
+    receiver.answers.append(HANG)  # the receiver takes the event but never answers in time
+    async with opened(receiver.url, timeout=0.5) as sink:
+        with pytest.raises(TransientError, match=r"no answer within 0\.5 s"):
+            await sink.write([event(1)])
+        await sink.write([event(1)])
+    keys = [p.headers["idempotency-key"] for p in receiver.posts]
+    assert keys == [f"us-{event(1).id}"] * 2  # the receiver can drop the second
+    assert (sink.stats.events_out, sink.stats.duplicates) == (1, 1)
+
+
+async def test_a_receiver_that_is_down_is_transient():
+    url = f"http://127.0.0.1:{free_port()}/hook"
+    async with opened(url) as sink:
+        with pytest.raises(TransientError, match=f"{re.escape(url)}: cannot connect"):
+            await sink.write([event(1)])
+    assert (sink.stats.events_out, sink.stats.duplicates) == (0, 0)
+
+
+async def test_posts_in_flight_never_exceed_concurrency(receiver):
+    receiver.hold_s = 0.05
+    async with opened(receiver.url, concurrency=3) as sink:
+        await sink.write([event(n) for n in range(15)])
+    assert receiver.max_in_flight == 3
+    assert len(receiver.confirmed_ids()) == 15
+
+
+# ------------------------------------------------------------------ https
+
+
+@pytest.fixture
+def tls_receiver(tmp_path: Path) -> Iterator[tuple[Receiver, Path]]:
+    make_ca(tmp_path / "ca", "hook test CA")
+    files = make_node_cert(tmp_path / "ca", "hook", ["127.0.0.1"], tmp_path / "server")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(files.cert, files.key)
+    r = Receiver(tls=context)
+    try:
+        yield r, tmp_path / "ca" / "ca.crt"
+    finally:
+        r.close()
+
+
+async def test_https_with_a_private_ca_delivers(tls_receiver):
+    receiver, ca = tls_receiver
+    async with opened(receiver.url, ca=str(ca)) as sink:
+        await sink.write([event(1), event(2)])
+    assert len(receiver.confirmed_ids()) == 2
+
+
+async def test_https_without_the_ca_is_a_clear_error_naming_the_ca_key(tls_receiver):
+    receiver, _ = tls_receiver
+    async with opened(receiver.url) as sink:
+        with pytest.raises(TransientError) as raised:
+            await sink.write([event(1)])
+    message = str(raised.value)
+    assert message.startswith(f"{receiver.url}: the receiver's certificate is not trusted")
+    assert "set webhook.ca to its CA" in message
+    assert receiver.posts == []
+
+
+# ------------------------------------------------------------------ bad configs
+
+
+@pytest.mark.parametrize(
+    ("webhook", "loc", "says"),
+    [
+        ({"url": "ftp://127.0.0.1/hook"}, ("webhook", "url"), "scheme should be 'http' or 'https'"),
+        ({"url": "not a url"}, ("webhook", "url"), "valid URL"),
+        ({"timeout": -1}, ("webhook", "timeout"), "greater than 0"),
+        ({"concurrency": 0}, ("webhook", "concurrency"), "greater than or equal to 1"),
+        ({"secret": "a", "secret_file": "/etc/hostname"}, ("webhook",),
+         "give secret or secret_file, not both"),
+        ({"secret": ""}, ("webhook", "secret"), "is empty"),
+        ({"secret_file": "/nonexistent/hook.secret"}, ("webhook", "secret_file"),
+         "/nonexistent/hook.secret: cannot read: No such file or directory"),
+        ({"ca": "/nonexistent/ca.crt", "url": "https://127.0.0.1/hook"}, ("webhook", "ca"),
+         "/nonexistent/ca.crt: no such file"),
+        ({"ca": "/etc/hostname", "url": "https://127.0.0.1/hook"}, ("webhook", "ca"),
+         "not a PEM CA certificate"),
+        ({"headers": {"Idempotency-Key": "x"}}, ("webhook", "headers"),
+         "Idempotency-Key is set by the webhook sink itself"),
+        ({"headers": {"bad name": "x"}}, ("webhook", "headers"), "not a valid header name"),
+        ({"batch": True}, ("webhook", "batch"), "Extra inputs are not permitted"),
+    ],
+)  # fmt: skip
+def test_bad_webhook_settings_name_the_key(webhook: dict[str, Any], loc: tuple[str, ...], says):
+    url = webhook.pop("url", "http://127.0.0.1/hook")
+    with pytest.raises(ValidationError) as raised:
+        config(url, **webhook)
+    (error,) = raised.value.errors()
+    assert error["loc"] == loc
+    assert says in error["msg"]
+
+
+def test_a_ca_with_an_http_url_is_refused(tmp_path: Path):
+    ca = make_ca(tmp_path / "ca")
+    with pytest.raises(ValidationError, match="ca is for an https url, and url is http://"):
+        config("http://127.0.0.1/hook", ca=str(ca))
+
+
+def test_a_secret_is_never_shown_in_the_settings():
+    settings = config("http://127.0.0.1/hook", secret="s3cret")
+    assert "s3cret" not in repr(settings) and "s3cret" not in str(settings.model_dump())
+    assert settings.webhook.signing_key() == b"s3cret"
