@@ -287,6 +287,24 @@ async def test_a_4xx_is_permanent_naming_the_event_and_a_redelivery_posts_it_alo
     assert sink.stats.events_out == 3
 
 
+async def test_a_batch_with_a_refusal_and_a_5xx_is_retried_first_without_the_refused_event(
+    receiver,
+):
+    receiver.answers.extend([200, 422, 500])
+    events = [event(n) for n in range(3)]
+    async with opened(receiver.url, concurrency=1) as sink:
+        with pytest.raises(TransientError, match="HTTP 500"):  # a 5xx never dead-letters
+            await sink.write(events)
+        with pytest.raises(PermanentError) as raised:
+            await sink.write(events)  # the retry posts only the 500's event, then refuses
+        assert isinstance(raised.value, WebhookRefused)
+        assert raised.value.event_id == events[1].id
+        assert [p.json["id"] for p in receiver.posts] == [str(events[n].id) for n in (0, 1, 2, 2)]
+        await sink.write(events)  # the nacked batch redelivered: the refused event tried again
+    assert receiver.posts[-1].json["id"] == str(events[1].id)
+    assert receiver.confirmed_ids() == {str(e.id): 1 for e in events}
+
+
 async def test_429_is_transient_and_its_retry_after_is_honoured(receiver):
     receiver.answers.append(429)
     receiver.answer_headers["Retry-After"] = "1"

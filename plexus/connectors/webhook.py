@@ -9,7 +9,9 @@ The receiver's answer decides: 2xx confirms; 408, 429, 5xx, timeouts and
 connection errors are worth retrying (`TransientError`: the runtime retries
 the same batch, and only the events not yet confirmed are posted again); any
 other status refuses the event (`PermanentError`: the runtime nacks, and the
-queue dead-letters it after `max_deliveries`).
+queue dead-letters it after `max_deliveries`). A batch with both is retried
+first, without its refused events, so that only a refusal ever counts toward
+dead-lettering.
 """
 
 from __future__ import annotations
@@ -97,7 +99,7 @@ def retry_after_s(value: str | None, now: float) -> float:
 
 @dataclass(frozen=True, slots=True)
 class Failure:
-    event_id: int
+    key: tuple[str, int]  # (region, event id)
     verdict: Verdict
     status: int  # 0: no HTTP response
     reason: str
@@ -117,6 +119,11 @@ class WebhookSink(Sink):
         self._confirmed: dict[tuple[str, int], None] = {}
         self._maybe_received: dict[tuple[str, int], None] = {}
         self._not_before = 0.0  # monotonic time a Retry-After asked us to wait until
+        # The last batch's refused events: not posted again while its other
+        # events are retried, so that a receiver's 5xx never counts toward
+        # dead-lettering an event (only a refusal does, through the nack).
+        self._batch: list[tuple[str, int]] = []
+        self._refused: dict[tuple[str, int], Failure] = {}
 
     async def open(self) -> None:
         # Building the TLS context reads certificate files: not on the event loop.
@@ -147,24 +154,28 @@ class WebhookSink(Sink):
         wait = self._not_before - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)
+        batch = [(e.origin_region, e.id) for e in events]
+        if batch != self._batch:
+            self._batch, self._refused = batch, {}
+        skip = self._confirmed.keys() | self._refused.keys()
+        todo = [e for e, key in zip(events, batch, strict=True) if key not in skip]
         slots = asyncio.Semaphore(self.hook.concurrency)
-        todo = [e for e in events if (e.origin_region, e.id) not in self._confirmed]
         # Tasks take the semaphore in creation order, so POSTs start in queue order.
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(self._post(event, slots)) for event in todo]
-        failures = [f for f in (t.result() for t in tasks) if f is not None]
-        if failures:
-            raise self._error(failures)
-
-    def _error(self, failures: list[Failure]) -> TransientError | PermanentError:
-        refused = [f for f in failures if f.verdict is Verdict.REFUSED]
-        if refused:
+        failed = [f for f in (t.result() for t in tasks) if f is not None]
+        self._refused.update((f.key, f) for f in failed if f.verdict is Verdict.REFUSED)
+        retry = [f for f in failed if f.verdict is Verdict.RETRY]
+        if retry:
+            after = max(f.retry_after_s for f in retry)
+            if after:
+                self._not_before = time.monotonic() + after
+            raise WebhookUnavailable(self.url, retry[0].reason, len(retry), after)
+        if self._refused:
+            refused = [self._refused[key] for key in batch if key in self._refused]
+            self._batch, self._refused = [], {}  # a redelivery is posted again
             first = refused[0]
-            return WebhookRefused(first.event_id, self.url, first.status, len(refused))
-        after = max(f.retry_after_s for f in failures)
-        if after:
-            self._not_before = time.monotonic() + after
-        return WebhookUnavailable(self.url, failures[0].reason, len(failures), after)
+            raise WebhookRefused(first.key[1], self.url, first.status, len(refused))
 
     async def _post(self, event: Event, slots: asyncio.Semaphore) -> Failure | None:
         assert self._client is not None
@@ -177,9 +188,9 @@ class WebhookSink(Sink):
                     response = await self._client.post(self.url, content=body, headers=headers)
             except RESPONSE_LOST as exc:
                 _remember(self._maybe_received, key)
-                return Failure(event.id, Verdict.RETRY, 0, _describe(exc, self.hook.timeout))
-            except httpx.TransportError as exc:
-                return Failure(event.id, Verdict.RETRY, 0, _describe(exc, self.hook.timeout))
+                return Failure(key, Verdict.RETRY, 0, _describe(exc, self.hook.timeout))
+            except httpx.HTTPError as exc:
+                return Failure(key, Verdict.RETRY, 0, _describe(exc, self.hook.timeout))
         outcome = verdict(response.status_code)
         if outcome is Verdict.CONFIRMED:
             _remember(self._confirmed, key)
@@ -192,7 +203,7 @@ class WebhookSink(Sink):
         if response.status_code in (301, 302, 303, 307, 308):
             reason += f" redirect to {response.headers.get('location', '?')}: set url to it"
         wait = retry_after_s(response.headers.get("retry-after"), time.time())
-        return Failure(event.id, outcome, response.status_code, reason, wait)
+        return Failure(key, outcome, response.status_code, reason, wait)
 
     def _request_headers(self, event: Event, body: bytes) -> dict[str, str]:
         # Stamped and signed when sent (not when first tried), so a retry is fresh.
