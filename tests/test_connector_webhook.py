@@ -377,6 +377,14 @@ async def test_https_without_the_ca_is_a_clear_error_naming_the_ca_key(tls_recei
     assert receiver.posts == []
 
 
+async def test_a_ca_file_gone_since_the_settings_were_read_is_a_clear_error(tmp_path: Path):
+    ca = make_ca(tmp_path / "ca")
+    sink = WebhookSink(config("https://127.0.0.1/hook", ca=str(ca)))
+    ca.unlink()
+    with pytest.raises(TransientError, match=f"webhook.ca {re.escape(str(ca))}: cannot load"):
+        await sink.open()
+
+
 # ------------------------------------------------------------------ bad configs
 
 

@@ -23,11 +23,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from importlib.metadata import version
 from typing import ClassVar
 
 import httpx
 
+from plexus import __version__
 from plexus.client import Event
 from plexus.connectors.base import PermanentError, Sink, Stats, TransientError
 from plexus.connectors.webhook_request import (
@@ -127,7 +127,10 @@ class WebhookSink(Sink):
 
     async def open(self) -> None:
         # Building the TLS context reads certificate files: not on the event loop.
-        self._client = await asyncio.to_thread(self._make_client)
+        try:
+            self._client = await asyncio.to_thread(self._make_client)
+        except OSError as exc:  # the CA file changed since the settings were read
+            raise TransientError(f"webhook.ca {self.hook.ca}: cannot load: {exc}") from None
 
     def _make_client(self) -> httpx.AsyncClient:
         hook = self.hook
@@ -135,7 +138,7 @@ class WebhookSink(Sink):
         if hook.ca is not None:
             verify = ssl.create_default_context(cafile=str(hook.ca))
         slots = hook.concurrency
-        headers = {"User-Agent": f"plexus-webhook/{version('plexus-mesh')}", **hook.headers}
+        headers = {"User-Agent": f"plexus-webhook/{__version__}", **hook.headers}
         return httpx.AsyncClient(
             verify=verify,
             timeout=hook.timeout,
