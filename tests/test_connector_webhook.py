@@ -158,12 +158,12 @@ async def opened(url: str, **webhook: Any) -> AsyncIterator[WebhookSink]:
         await sink.close()
 
 
-def event(n: int, payload: bytes = b'{"n": 1}', **headers: str) -> Event:
+def event(n: int, payload: bytes = b'{"n": 1}', delivery: int = 1, **headers: str) -> Event:
     """An event as a queue delivers it (ids as the node makes them: ms << 22 | count)."""
     event_id = (1_764_543_063_123 << 22) | n
     return Event(
         pb.Event(id=event_id, topic=f"shop/orders/{n}", payload=payload, headers=headers,
-                 origin_region="us", delivery_count=1, mode=pb.GUARANTEED)
+                 origin_region="us", delivery_count=delivery, mode=pb.GUARANTEED)
     )  # fmt: skip
 
 
@@ -185,7 +185,6 @@ async def test_each_event_is_one_json_post_with_its_id_topic_payload_and_keys(re
               event(2, b"plain text"), event(3, b"\xff\x00binary")]  # fmt: skip
     async with opened(receiver.url, headers={"Authorization": "Bearer t0k"}) as sink:
         await sink.write(events)
-    assert sink.stats.events_out == 3
     bodies = {p.json["id"]: p for p in receiver.posts}
     assert sorted(bodies) == sorted(str(e.id) for e in events)
     first = bodies[str(events[0].id)]
@@ -265,10 +264,12 @@ async def test_500s_then_200_raise_transient_and_the_retry_posts_only_unconfirme
         await sink.write(events)  # the runtime's retry of the same batch
     assert len(receiver.posts) == 13
     assert receiver.confirmed_ids() == {str(e.id): 1 for e in events}
-    assert (sink.stats.events_out, sink.stats.duplicates) == (10, 0)
+    assert sink.stats.duplicates == 0
 
 
-async def test_a_4xx_is_permanent_naming_the_event_and_a_redelivery_posts_it_alone(receiver):
+async def test_a_4xx_is_permanent_naming_the_event_and_only_a_redelivery_posts_it_again(
+    receiver,
+):
     receiver.answers.extend([200, 422])
     events = [event(n) for n in range(4)]
     async with opened(receiver.url, concurrency=1) as sink:
@@ -279,12 +280,18 @@ async def test_a_4xx_is_permanent_naming_the_event_and_a_redelivery_posts_it_alo
         assert (refused.event_id, refused.status) == (events[1].id, 422)
         assert str(refused) == f"{receiver.url} refused event {events[1].id} with HTTP 422"
         assert len(receiver.posts) == 4
+        # The runtime narrows the batch down one event at a time: nothing is posted again.
+        for n in (0, 2, 3):
+            await sink.write([events[n]])
+        with pytest.raises(PermanentError, match="HTTP 422"):
+            await sink.write([events[1]])
+        assert len(receiver.posts) == 4
         receiver.answers.append(422)
-        with pytest.raises(PermanentError):  # the queue redelivers the nacked batch
-            await sink.write(events)
+        with pytest.raises(PermanentError):  # the queue redelivers the nacked event
+            await sink.write([event(1, delivery=2)])
     assert len(receiver.posts) == 5
     assert receiver.posts[-1].json["id"] == str(events[1].id)
-    assert sink.stats.events_out == 3
+    assert receiver.posts[-1].json["delivery_count"] == 2
 
 
 async def test_a_batch_with_a_refusal_and_a_5xx_is_retried_first_without_the_refused_event(
@@ -300,8 +307,7 @@ async def test_a_batch_with_a_refusal_and_a_5xx_is_retried_first_without_the_ref
         assert isinstance(raised.value, WebhookRefused)
         assert raised.value.event_id == events[1].id
         assert [p.json["id"] for p in receiver.posts] == [str(events[n].id) for n in (0, 1, 2, 2)]
-        await sink.write(events)  # the nacked batch redelivered: the refused event tried again
-    assert receiver.posts[-1].json["id"] == str(events[1].id)
+        await sink.write([event(1, delivery=2)])  # redelivered after the nack, taken this time
     assert receiver.confirmed_ids() == {str(e.id): 1 for e in events}
 
 
@@ -324,7 +330,7 @@ async def test_a_timeout_is_transient_and_the_resend_is_counted_as_a_duplicate(r
         await sink.write([event(1)])
     keys = [p.headers["idempotency-key"] for p in receiver.posts]
     assert keys == [f"us-{event(1).id}"] * 2  # the receiver can drop the second
-    assert (sink.stats.events_out, sink.stats.duplicates) == (1, 1)
+    assert sink.stats.duplicates == 1
 
 
 async def test_a_receiver_that_is_down_is_transient():
@@ -332,7 +338,7 @@ async def test_a_receiver_that_is_down_is_transient():
     async with opened(url) as sink:
         with pytest.raises(TransientError, match=f"{re.escape(url)}: cannot connect"):
             await sink.write([event(1)])
-    assert (sink.stats.events_out, sink.stats.duplicates) == (0, 0)
+    assert sink.stats.duplicates == 0
 
 
 async def test_posts_in_flight_never_exceed_concurrency(receiver):
@@ -389,43 +395,41 @@ async def test_a_ca_file_gone_since_the_settings_were_read_is_a_clear_error(tmp_
 
 
 @pytest.mark.parametrize(
-    ("webhook", "loc", "says"),
+    ("webhook", "key", "says"),
     [
-        ({"url": "ftp://127.0.0.1/hook"}, ("webhook", "url"), "scheme should be 'http' or 'https'"),
-        ({"url": "not a url"}, ("webhook", "url"), "valid URL"),
-        ({"timeout": -1}, ("webhook", "timeout"), "greater than 0"),
-        ({"concurrency": 0}, ("webhook", "concurrency"), "greater than or equal to 1"),
-        ({"secret": "a", "secret_file": "/etc/hostname"}, ("webhook",),
+        ({"url": "ftp://127.0.0.1/hook"}, "url", "scheme should be 'http' or 'https'"),
+        ({"url": "not a url"}, "url", "valid URL"),
+        ({"timeout": -1}, "timeout", "greater than 0"),
+        ({"timeout": "10"}, "timeout", "valid number"),
+        ({"concurrency": 0}, "concurrency", "greater than or equal to 1"),
+        ({"secret": "a", "secret_file": "/etc/hostname"}, "secret_file",
          "give secret or secret_file, not both"),
-        ({"secret": ""}, ("webhook", "secret"), "is empty"),
-        ({"secret_file": "/nonexistent/hook.secret"}, ("webhook", "secret_file"),
-         "/nonexistent/hook.secret: cannot read: No such file or directory"),
-        ({"ca": "/nonexistent/ca.crt", "url": "https://127.0.0.1/hook"}, ("webhook", "ca"),
-         "/nonexistent/ca.crt: no such file"),
-        ({"ca": "/etc/hostname", "url": "https://127.0.0.1/hook"}, ("webhook", "ca"),
+        ({"secret": ""}, "secret", "empty"),
+        ({"secret_file": "/nonexistent/hook.secret"}, "secret_file",
+         "cannot read: No such file or directory"),
+        ({"ca": "/nonexistent/ca.crt", "url": "https://127.0.0.1/hook"}, "ca", "no such file"),
+        ({"ca": "/etc/hostname", "url": "https://127.0.0.1/hook"}, "ca",
          "not a PEM CA certificate"),
-        ({"headers": {"Idempotency-Key": "x"}}, ("webhook", "headers"),
+        ({"ca": "/etc/hostname"}, "ca", "a CA is for an https url, and url is http://"),
+        ({"headers": {"Idempotency-Key": "x"}}, "headers",
          "Idempotency-Key is set by the webhook sink itself"),
-        ({"headers": {"bad name": "x"}}, ("webhook", "headers"), "not a valid header name"),
-        ({"batch": True}, ("webhook", "batch"), "Extra inputs are not permitted"),
+        ({"headers": {"bad name": "x"}}, "headers", "not a valid header name"),
+        ({"batch": True}, "batch", "Extra inputs are not permitted"),
     ],
 )  # fmt: skip
-def test_bad_webhook_settings_name_the_key(webhook: dict[str, Any], loc: tuple[str, ...], says):
+def test_bad_webhook_settings_name_the_key(webhook: dict[str, Any], key: str, says: str):
     url = webhook.pop("url", "http://127.0.0.1/hook")
     with pytest.raises(ValidationError) as raised:
         config(url, **webhook)
     (error,) = raised.value.errors()
-    assert error["loc"] == loc
+    assert error["loc"] == ("webhook", key)
     assert says in error["msg"]
 
 
-def test_a_ca_with_an_http_url_is_refused(tmp_path: Path):
-    ca = make_ca(tmp_path / "ca")
-    with pytest.raises(ValidationError, match="ca is for an https url, and url is http://"):
-        config("http://127.0.0.1/hook", ca=str(ca))
-
-
-def test_a_secret_is_never_shown_in_the_settings():
+def test_a_secret_is_never_shown_in_the_settings_or_their_errors():
     settings = config("http://127.0.0.1/hook", secret="s3cret")
     assert "s3cret" not in repr(settings) and "s3cret" not in str(settings.model_dump())
+    with pytest.raises(ValidationError) as raised:
+        config("http://127.0.0.1/hook", secret="s3cret", secret_file="/etc/hostname")
+    assert "s3cret" not in str(raised.value.errors())
     assert settings.webhook.signing_key() == b"s3cret"

@@ -154,8 +154,8 @@ class Sink(ABC):
 
     def __init__(self, config: BaseModel, stats: Stats | None = None) -> None:
         self.config = config
-        # The runtime's counters (its Context.stats): a sink counts what only it
-        # can tell, such as events_out per event its destination confirmed.
+        # The runtime's counters (its Context.stats; it counts events in and out):
+        # a sink counts what only it can tell, such as its duplicates.
         self.stats = stats if stats is not None else Stats()
 
     async def open(self) -> None:

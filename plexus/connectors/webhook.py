@@ -11,7 +11,12 @@ the same batch, and only the events not yet confirmed are posted again); any
 other status refuses the event (`PermanentError`: the runtime nacks, and the
 queue dead-letters it after `max_deliveries`). A batch with both is retried
 first, without its refused events, so that only a refusal ever counts toward
-dead-lettering.
+dead-lettering; a refused delivery written again (the runtime narrowing a
+batch down to the event to nack) is refused without another POST.
+
+Counting: the runtime counts events in, and events out once `write`
+returned; the sink counts `duplicates`, the events it posted again after an
+answer was lost.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 import httpx
 
@@ -47,6 +52,7 @@ MAX_RETRY_AFTER_S = 60.0
 # a retried or redelivered batch posts only what the receiver has not confirmed.
 REMEMBERED_EVENTS = 65_536
 RETRIED_STATUSES = frozenset({408, 429})
+V = TypeVar("V")
 # Connection failures after which the request may have reached the receiver.
 RESPONSE_LOST = (httpx.ReadError, httpx.ReadTimeout, httpx.RemoteProtocolError, TimeoutError)
 
@@ -119,11 +125,10 @@ class WebhookSink(Sink):
         self._confirmed: dict[tuple[str, int], None] = {}
         self._maybe_received: dict[tuple[str, int], None] = {}
         self._not_before = 0.0  # monotonic time a Retry-After asked us to wait until
-        # The last batch's refused events: not posted again while its other
-        # events are retried, so that a receiver's 5xx never counts toward
-        # dead-lettering an event (only a refusal does, through the nack).
-        self._batch: list[tuple[str, int]] = []
-        self._refused: dict[tuple[str, int], Failure] = {}
+        # Refusals, by the delivery they answered: the same delivery written again
+        # (its batch retried for another event's 5xx, or narrowed down by the
+        # runtime) is refused again without a POST; a redelivery is posted.
+        self._refused: dict[tuple[str, int], tuple[int, Failure]] = {}
 
     async def open(self) -> None:
         # Building the TLS context reads certificate files: not on the event loop.
@@ -157,32 +162,39 @@ class WebhookSink(Sink):
         wait = self._not_before - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)
-        batch = [(e.origin_region, e.id) for e in events]
-        if batch != self._batch:
-            self._batch, self._refused = batch, {}
-        skip = self._confirmed.keys() | self._refused.keys()
-        todo = [e for e, key in zip(events, batch, strict=True) if key not in skip]
+        todo = [e for e in events if _key(e) not in self._confirmed and not self._refusal(e)]
         slots = asyncio.Semaphore(self.hook.concurrency)
         # Tasks take the semaphore in creation order, so POSTs start in queue order.
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(self._post(event, slots)) for event in todo]
-        failed = [f for f in (t.result() for t in tasks) if f is not None]
-        self._refused.update((f.key, f) for f in failed if f.verdict is Verdict.REFUSED)
-        retry = [f for f in failed if f.verdict is Verdict.RETRY]
+        retry = []
+        for event, task in zip(todo, tasks, strict=True):
+            failure = task.result()
+            if failure is None:
+                continue
+            if failure.verdict is Verdict.REFUSED:
+                _remember(self._refused, failure.key, (event.delivery_count, failure))
+            else:
+                retry.append(failure)
+        # Retries first: a 5xx must never count toward dead-lettering an event.
         if retry:
             after = max(f.retry_after_s for f in retry)
             if after:
                 self._not_before = time.monotonic() + after
             raise WebhookUnavailable(self.url, retry[0].reason, len(retry), after)
-        if self._refused:
-            refused = [self._refused[key] for key in batch if key in self._refused]
-            self._batch, self._refused = [], {}  # a redelivery is posted again
+        refused = [f for f in map(self._refusal, events) if f is not None]
+        if refused:
             first = refused[0]
             raise WebhookRefused(first.key[1], self.url, first.status, len(refused))
 
+    def _refusal(self, event: Event) -> Failure | None:
+        """The receiver's refusal of this very delivery (a redelivery is posted again)."""
+        earlier = self._refused.get(_key(event))
+        return earlier[1] if earlier is not None and earlier[0] == event.delivery_count else None
+
     async def _post(self, event: Event, slots: asyncio.Semaphore) -> Failure | None:
         assert self._client is not None
-        key = (event.origin_region, event.id)
+        key = _key(event)
         body = encode_body(event)
         async with slots:
             headers = self._request_headers(event, body)
@@ -190,14 +202,14 @@ class WebhookSink(Sink):
                 async with asyncio.timeout(self.hook.timeout):
                     response = await self._client.post(self.url, content=body, headers=headers)
             except RESPONSE_LOST as exc:
-                _remember(self._maybe_received, key)
+                _remember(self._maybe_received, key, None)
                 return Failure(key, Verdict.RETRY, 0, _describe(exc, self.hook.timeout))
             except httpx.HTTPError as exc:
                 return Failure(key, Verdict.RETRY, 0, _describe(exc, self.hook.timeout))
         outcome = verdict(response.status_code)
         if outcome is Verdict.CONFIRMED:
-            _remember(self._confirmed, key)
-            self.stats.events_out += 1
+            # events_out is the runtime's: it counts a batch once write() returned.
+            _remember(self._confirmed, key, None)
             if key in self._maybe_received:  # an earlier POST's answer was lost
                 del self._maybe_received[key]
                 self.stats.duplicates += 1
@@ -222,8 +234,12 @@ class WebhookSink(Sink):
         return headers
 
 
-def _remember(seen: dict[tuple[str, int], None], key: tuple[str, int]) -> None:
-    seen[key] = None
+def _key(event: Event) -> tuple[str, int]:
+    return (event.origin_region, event.id)
+
+
+def _remember(seen: dict[tuple[str, int], V], key: tuple[str, int], value: V) -> None:
+    seen[key] = value
     if len(seen) > REMEMBERED_EVENTS:
         del seen[next(iter(seen))]
 

@@ -18,7 +18,15 @@ import ssl
 from pathlib import Path
 from typing import Self
 
-from pydantic import Field, HttpUrl, PrivateAttr, SecretStr, field_validator, model_validator
+from pydantic import (
+    Field,
+    HttpUrl,
+    PrivateAttr,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from plexus.connectors.base import ConnectorSection, ConsumeSection, Section
 from plexus.connectors.webhook_request import IDEMPOTENCY_HEADER
@@ -36,12 +44,16 @@ OWN_PREFIX = "x-plexus-"
 
 
 class WebhookSection(Section):
-    """`[webhook]`: where and how events are posted."""
+    """`[webhook]`: where and how events are posted.
+
+    Each check hangs on one key, so that an error names it (and never shows
+    the secret: the loader prints the offending value).
+    """
 
     url: HttpUrl
     headers: dict[str, str] = Field(default_factory=dict)
-    timeout: float = Field(default=10.0, gt=0, le=600)
-    concurrency: int = Field(default=8, ge=1, le=256)
+    timeout: float = Field(default=10.0, gt=0, le=600, strict=True)
+    concurrency: int = Field(default=8, ge=1, le=256, strict=True)
     secret: SecretStr | None = None
     secret_file: Path | None = None
     ca: Path | None = None
@@ -63,35 +75,38 @@ class WebhookSection(Section):
     @classmethod
     def _check_secret(cls, secret: SecretStr | None) -> SecretStr | None:
         if secret is not None and not secret.get_secret_value():
-            raise ValueError("is empty: give a secret, or leave the key out to send unsigned")
+            raise ValueError("empty: give a secret, or leave the key out to send unsigned")
         return secret
 
     @field_validator("secret_file")
     @classmethod
-    def _check_secret_file(cls, path: Path | None) -> Path | None:
-        if path is not None and not _read_secret(path):
-            raise ValueError(f"{path} is empty")
+    def _check_secret_file(cls, path: Path | None, info: ValidationInfo) -> Path | None:
+        if path is None:
+            return None
+        if info.data.get("secret") is not None:
+            raise ValueError("give secret or secret_file, not both")
+        if not _read_secret(path):
+            raise ValueError("the file is empty")
         return path
 
     @field_validator("ca")
     @classmethod
-    def _check_ca(cls, path: Path | None) -> Path | None:
+    def _check_ca(cls, path: Path | None, info: ValidationInfo) -> Path | None:
         if path is None:
             return None
+        url = info.data.get("url")
+        if url is not None and url.scheme != "https":
+            raise ValueError(f"a CA is for an https url, and url is {url}")
         try:
             ssl.create_default_context(cafile=str(path))
         except FileNotFoundError:
-            raise ValueError(f"{path}: no such file") from None
+            raise ValueError("no such file") from None
         except OSError as exc:  # ssl.SSLError included
-            raise ValueError(f"{path}: not a PEM CA certificate ({exc})") from None
+            raise ValueError(f"not a PEM CA certificate ({exc})") from None
         return path
 
     @model_validator(mode="after")
-    def _check_together(self) -> Self:
-        if self.secret is not None and self.secret_file is not None:
-            raise ValueError("give secret or secret_file, not both")
-        if self.ca is not None and self.url.scheme != "https":
-            raise ValueError(f"ca is for an https url, and url is {self.url}")
+    def _load_key(self) -> Self:
         if self.secret is not None:
             self._key = self.secret.get_secret_value().encode("utf-8")
         elif self.secret_file is not None:
@@ -117,4 +132,4 @@ def _read_secret(path: Path) -> bytes:
     try:
         return path.read_bytes().rstrip(b"\r\n")
     except OSError as exc:
-        raise ValueError(f"{path}: cannot read: {exc.strerror}") from None
+        raise ValueError(f"cannot read: {exc.strerror}") from None
