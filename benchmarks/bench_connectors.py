@@ -236,9 +236,10 @@ class Receiver:
         self.server.server_close()
         self.thread.join()
 
-    def count(self, since_id: int) -> int:
+    def since(self, since_id: int) -> dict[int, float]:
+        """Row id -> first arrival, for the rows after `since_id`."""
         with self.lock:
-            return sum(1 for i in self.arrived if i > since_id)
+            return {i: t for i, t in self.arrived.items() if i > since_id}
 
 
 def _row(body: Any) -> dict[str, Any] | None:
@@ -395,11 +396,11 @@ def lag(pg: Postgres, receiver: Receiver, connectors: Connectors) -> list[dict[s
     started = time.monotonic()
     pg.sql("shop", f"call pace({total}, {LAG_RATE})")
     rate = total / (time.monotonic() - started)
-    _until(lambda: receiver.count(since) >= total, connectors, ARRIVAL_TIMEOUT_S)
+    _until(lambda: len(receiver.since(since)) >= total, connectors, ARRIVAL_TIMEOUT_S)
     _until(lambda: pg.count("replica", since) >= total, connectors, ARRIVAL_TIMEOUT_S)
     created = pg.times("shop", "created_at", since)
     sinks = {
-        "webhook": {i: t for i, t in receiver.arrived.copy().items() if i > since},
+        "webhook": receiver.since(since),
         "postgres-sink": pg.times("replica", "applied_at", since),
     }
     rows = []
@@ -444,7 +445,8 @@ def run() -> list[dict[str, Any]]:
         missing = "not run: PostgreSQL is not installed (apt-get install postgresql)"
         return [{"benchmark": "connectors", "measure": missing, "value": float("nan"), "unit": ""}]
     wait_for_quiet()
-    with pipeline() as (pg, connectors), Receiver() as receiver:
+    # The receiver outlives the connectors, so the webhook sink stops without errors.
+    with Receiver() as receiver, pipeline() as (pg, connectors):
         pids = {"sink": connectors.run("replica", "eu", replica_config(pg))}
         pids["source"] = connectors.run("source", "us", source_config(pg))
         rows = [burst(pg, connectors, pids)]
