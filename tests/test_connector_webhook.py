@@ -221,6 +221,22 @@ async def test_a_batch_with_a_refusal_and_a_5xx_is_retried_first_without_the_ref
     assert receiver.confirmed_ids() == {str(e.id): 1 for e in events}
 
 
+async def test_events_a_transform_made_of_one_delivery_get_their_own_keys(receiver):
+    receiver.answers.extend([200, 500])
+    one = event(1)
+    made = [Event(pb.Event(id=one.id, topic=f"shop/made/{n}", payload=b"{}", origin_region="us",
+                           delivery_count=1)) for n in range(3)]  # fmt: skip
+    async with opened(receiver.url, concurrency=1) as sink:
+        with pytest.raises(TransientError):
+            await sink.write(made)
+        await sink.write(made)  # the retry posts the second copy only
+    keys = [p.headers["idempotency-key"] for p in receiver.posts]
+    assert keys == [f"us-{one.id}", f"us-{one.id}-1", f"us-{one.id}-2", f"us-{one.id}-1"]
+    assert [p.json["topic"] for p in receiver.posts if p.status == 200] == [
+        "shop/made/0", "shop/made/2", "shop/made/1"
+    ]  # fmt: skip
+
+
 async def test_429_is_transient_and_its_retry_after_is_honoured(receiver):
     receiver.answers.append(429)
     receiver.answer_headers["Retry-After"] = "1"

@@ -22,6 +22,7 @@ answer was lost.
 from __future__ import annotations
 
 import asyncio
+import collections
 import enum
 import ssl
 import time
@@ -53,6 +54,8 @@ MAX_RETRY_AFTER_S = 60.0
 REMEMBERED_EVENTS = 65_536
 RETRIED_STATUSES = frozenset({408, 429})
 V = TypeVar("V")
+# An event as the sink tells it apart: (origin region, event id, copy; see _keys).
+EventKey = tuple[str, int, int]
 # Connection failures after which the request may have reached the receiver.
 RESPONSE_LOST = (httpx.ReadError, httpx.ReadTimeout, httpx.RemoteProtocolError, TimeoutError)
 
@@ -105,7 +108,7 @@ def retry_after_s(value: str | None, now: float) -> float:
 
 @dataclass(frozen=True, slots=True)
 class Failure:
-    key: tuple[str, int]  # (region, event id)
+    event_id: int
     verdict: Verdict
     status: int  # 0: no HTTP response
     reason: str
@@ -121,14 +124,14 @@ class WebhookSink(Sink):
         self.hook = config.webhook
         self.url = str(config.webhook.url)
         self._client: httpx.AsyncClient | None = None
-        # (region, event id) -> None, oldest first: dicts as bounded ordered sets.
-        self._confirmed: dict[tuple[str, int], None] = {}
-        self._maybe_received: dict[tuple[str, int], None] = {}
+        # Dicts as bounded ordered sets, oldest first.
+        self._confirmed: dict[EventKey, None] = {}
+        self._maybe_received: dict[EventKey, None] = {}
         self._not_before = 0.0  # monotonic time a Retry-After asked us to wait until
         # Refusals, by the delivery they answered: the same delivery written again
         # (its batch retried for another event's 5xx, or narrowed down by the
         # runtime) is refused again without a POST; a redelivery is posted.
-        self._refused: dict[tuple[str, int], tuple[int, Failure]] = {}
+        self._refused: dict[EventKey, tuple[int, Failure]] = {}
 
     async def open(self) -> None:
         # Building the TLS context reads certificate files: not on the event loop.
@@ -162,18 +165,19 @@ class WebhookSink(Sink):
         wait = self._not_before - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)
-        todo = [e for e in events if _key(e) not in self._confirmed and not self._refusal(e)]
+        keyed = list(zip(_keys(events), events, strict=True))
+        todo = [(k, e) for k, e in keyed if k not in self._confirmed and not self._refusal(k, e)]
         slots = asyncio.Semaphore(self.hook.concurrency)
         # Tasks take the semaphore in creation order, so POSTs start in queue order.
         async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(self._post(event, slots)) for event in todo]
+            tasks = [group.create_task(self._post(k, e, slots)) for k, e in todo]
         retry = []
-        for event, task in zip(todo, tasks, strict=True):
+        for (key, event), task in zip(todo, tasks, strict=True):
             failure = task.result()
             if failure is None:
                 continue
             if failure.verdict is Verdict.REFUSED:
-                _remember(self._refused, failure.key, (event.delivery_count, failure))
+                _remember(self._refused, key, (event.delivery_count, failure))
             else:
                 retry.append(failure)
         # Retries first: a 5xx must never count toward dead-lettering an event.
@@ -182,30 +186,29 @@ class WebhookSink(Sink):
             if after:
                 self._not_before = time.monotonic() + after
             raise WebhookUnavailable(self.url, retry[0].reason, len(retry), after)
-        refused = [f for f in map(self._refusal, events) if f is not None]
+        refused = [f for f in (self._refusal(k, e) for k, e in keyed) if f is not None]
         if refused:
             first = refused[0]
-            raise WebhookRefused(first.key[1], self.url, first.status, len(refused))
+            raise WebhookRefused(first.event_id, self.url, first.status, len(refused))
 
-    def _refusal(self, event: Event) -> Failure | None:
+    def _refusal(self, key: EventKey, event: Event) -> Failure | None:
         """The receiver's refusal of this very delivery (a redelivery is posted again)."""
-        earlier = self._refused.get(_key(event))
+        earlier = self._refused.get(key)
         return earlier[1] if earlier is not None and earlier[0] == event.delivery_count else None
 
-    async def _post(self, event: Event, slots: asyncio.Semaphore) -> Failure | None:
+    async def _post(self, key: EventKey, event: Event, slots: asyncio.Semaphore) -> Failure | None:
         assert self._client is not None
-        key = _key(event)
         body = encode_body(event)
         async with slots:
-            headers = self._request_headers(event, body)
+            headers = self._request_headers(key, body)
             try:
                 async with asyncio.timeout(self.hook.timeout):
                     response = await self._client.post(self.url, content=body, headers=headers)
             except RESPONSE_LOST as exc:
                 _remember(self._maybe_received, key, None)
-                return Failure(key, Verdict.RETRY, 0, _describe(exc, self.hook.timeout))
+                return Failure(event.id, Verdict.RETRY, 0, _describe(exc, self.hook.timeout))
             except httpx.HTTPError as exc:
-                return Failure(key, Verdict.RETRY, 0, _describe(exc, self.hook.timeout))
+                return Failure(event.id, Verdict.RETRY, 0, _describe(exc, self.hook.timeout))
         outcome = verdict(response.status_code)
         if outcome is Verdict.CONFIRMED:
             # events_out is the runtime's: it counts a batch once write() returned.
@@ -218,27 +221,40 @@ class WebhookSink(Sink):
         if response.status_code in (301, 302, 303, 307, 308):
             reason += f" redirect to {response.headers.get('location', '?')}: set url to it"
         wait = retry_after_s(response.headers.get("retry-after"), time.time())
-        return Failure(key, outcome, response.status_code, reason, wait)
+        return Failure(event.id, outcome, response.status_code, reason, wait)
 
-    def _request_headers(self, event: Event, body: bytes) -> dict[str, str]:
+    def _request_headers(self, key: EventKey, body: bytes) -> dict[str, str]:
         # Stamped and signed when sent (not when first tried), so a retry is fresh.
         timestamp = str(int(time.time()))
         headers = {
             "Content-Type": "application/json",
-            IDEMPOTENCY_HEADER: f"{event.origin_region}-{event.id}",
+            IDEMPOTENCY_HEADER: _idempotency_key(key),
             TIMESTAMP_HEADER: timestamp,
         }
-        key = self.hook.signing_key()
-        if key is not None:
-            headers[SIGNATURE_HEADER] = sign(key, timestamp, body)
+        secret = self.hook.signing_key()
+        if secret is not None:
+            headers[SIGNATURE_HEADER] = sign(secret, timestamp, body)
         return headers
 
 
-def _key(event: Event) -> tuple[str, int]:
-    return (event.origin_region, event.id)
+def _keys(events: Sequence[Event]) -> list[EventKey]:
+    """(region, id, copy): a transform may make several events of one delivery, all with
+    its id; they come together and in the same order each time, so `copy` tells them apart."""
+    copies: collections.Counter[tuple[str, int]] = collections.Counter()
+    keys = []
+    for event in events:
+        origin = (event.origin_region, event.id)
+        keys.append((*origin, copies[origin]))
+        copies[origin] += 1
+    return keys
 
 
-def _remember(seen: dict[tuple[str, int], V], key: tuple[str, int], value: V) -> None:
+def _idempotency_key(key: EventKey) -> str:
+    region, event_id, copy = key
+    return f"{region}-{event_id}" if copy == 0 else f"{region}-{event_id}-{copy}"
+
+
+def _remember(seen: dict[EventKey, V], key: EventKey, value: V) -> None:
     seen[key] = value
     if len(seen) > REMEMBERED_EVENTS:
         del seen[next(iter(seen))]
