@@ -21,7 +21,12 @@ from node.server import Node
 from plexus.certs import make_ca, make_node_cert
 from plexus.client import Client, Event
 from plexus.connectors.base import PermanentError, Stats, TransientError
-from plexus.connectors.webhook import WebhookRefused, WebhookSink, WebhookUnavailable
+from plexus.connectors.webhook import (
+    WebhookRefused,
+    WebhookSink,
+    WebhookUnavailable,
+    retry_after_s,
+)
 from plexus.v1 import plexus_pb2 as pb
 from tests.harness import free_port
 from tests.webhook_receiver import HANG, Receiver
@@ -246,6 +251,16 @@ async def test_429_is_transient_and_its_retry_after_is_honoured(receiver):
         await sink.write([event(1)])
     first, retry = receiver.posts
     assert retry.at - first.at >= 0.9
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [("5", 5.0), ("0.5", 0.5), ("-3", 0.0), ("86400", 60.0), ("nan", 0.0), ("soon", 0.0),
+     (None, 0.0), ("Wed, 01 Jan 2020 00:00:10 GMT", 10.0), ("Wed, 01 Jan 2020 00:00:00 GMT", 0.0)],
+)  # fmt: skip
+def test_retry_after_is_read_as_seconds_or_a_date_and_capped(header, seconds):
+    now = 1_577_836_800.0  # 2020-01-01T00:00:00Z
+    assert retry_after_s(header, now) == seconds
 
 
 async def test_a_timeout_is_transient_and_the_resend_is_counted_as_a_duplicate(receiver):

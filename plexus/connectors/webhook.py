@@ -103,7 +103,9 @@ def retry_after_s(value: str | None, now: float) -> float:
             seconds = parsedate_to_datetime(value).timestamp() - now
         except (TypeError, ValueError):
             return 0.0
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
+    if not seconds > 0:  # NaN included
+        return 0.0
+    return min(seconds, MAX_RETRY_AFTER_S)
 
 
 @dataclass(frozen=True, slots=True)
