@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install iproute2 demo test test-fast bench bench-security soak lint proto clean
+.PHONY: install iproute2 demo test test-fast bench bench-security bench-connectors soak lint proto clean
 
 install: $(STAMP)
 
@@ -43,6 +43,11 @@ bench: install
 # What TLS and tokens cost (also part of make bench).
 bench-security: install
 	$(BIN)/python benchmarks/run_all.py --only security
+
+# PostgreSQL commits in us to sinks in eu through `plexus connector run` processes
+# (also part of make bench; needs Debian's postgresql, as the connectors' tests do).
+bench-connectors: install
+	$(BIN)/python benchmarks/run_all.py --only connectors
 
 # One node under mixed load for 10 minutes (not part of make bench).
 soak: install

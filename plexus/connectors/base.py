@@ -152,8 +152,11 @@ class Sink(ABC):
     kind: ClassVar[str]
     settings: ClassVar[type[BaseModel]]  # the whole file, [connector] and [consume] included
 
-    def __init__(self, config: BaseModel) -> None:
+    def __init__(self, config: BaseModel, stats: Stats | None = None) -> None:
         self.config = config
+        # The runtime's counters (its Context.stats; it counts events in and out):
+        # a sink counts what only it can tell, such as its duplicates.
+        self.stats = stats if stats is not None else Stats()
 
     async def open(self) -> None:
         """Connect to the destination (raise TransientError while it is unreachable)."""
