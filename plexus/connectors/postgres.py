@@ -112,10 +112,10 @@ def transient(exc: BaseException) -> bool:
     code = exc.pgcode or ""
     if code:
         return code[:2] in TRANSIENT_CLASSES
-    if not isinstance(exc, psycopg2.OperationalError):
+    # No SQLSTATE and not a misuse of the driver: libpq lost the server (refused, timed
+    # out, closed mid-stream), or the server refused the connection ("FATAL" says so).
+    if type(exc) not in (psycopg2.OperationalError, psycopg2.DatabaseError):
         return False
-    # No SQLSTATE: libpq's own failure (refused, timed out, connection lost) or the
-    # server's refusal at connect time, whose message says "FATAL".
     message = str(exc)
     return "FATAL" not in message or any(r in message for r in TRANSIENT_REFUSALS)
 
