@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install iproute2 demo test test-fast bench bench-security soak lint proto clean
+.PHONY: install iproute2 postgresql demo test test-fast bench bench-security soak lint proto clean
 
 install: $(STAMP)
 
@@ -26,15 +26,24 @@ iproute2:
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -q && $$SUDO apt-get install -y -q --no-install-recommends iproute2; }
 
+# The PostgreSQL connector tests start throwaway servers (initdb into a temporary
+# directory) from Debian's postgresql package: only its binaries are used, the
+# package's own cluster service is never started.
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -q && \
+		$$SUDO apt-get install -y -q --no-install-recommends postgresql; }
+
 # TEST_WORKERS=2 runs the suite in two pytest-xdist workers (about half the time on an
 # idle machine). Off by default: `plexus up` in tests picks its own free ports, which
 # can race with the other worker's nodes (tests/harness.free_port cannot).
 TEST_WORKERS ?= 0
 
-test: install iproute2 lint
+test: install iproute2 postgresql lint
 	$(BIN)/pytest -q -n $(TEST_WORKERS)
 
-test-fast: install
+test-fast: install postgresql
 	$(BIN)/pytest -q -n $(TEST_WORKERS) -m "not slow"
 
 bench: install
