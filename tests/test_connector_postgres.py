@@ -13,6 +13,7 @@ import itertools
 import json
 import re
 import signal
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
@@ -22,6 +23,7 @@ import pytest
 from node.server import Node
 from plexus import Client
 from plexus.client import Event
+from plexus.connectors import postgres_cdc
 from plexus.connectors.base import Context, PermanentError, Stats, TransientError
 from plexus.connectors.postgres_cdc import PostgresCdcSettings, PostgresCdcSource
 from plexus.connectors.postgres_sink import PostgresSink, PostgresSinkSettings
@@ -40,6 +42,14 @@ _databases = itertools.count()
 def pg() -> Iterator[PostgresServer]:
     with postgres_server() as server:
         yield server
+
+
+@pytest.fixture(autouse=True)
+def no_thread_left() -> Iterator[None]:
+    """Each connector's database thread ends with it."""
+    yield
+    left = [t.name for t in threading.enumerate() if t.name.startswith("postgres-")]
+    assert not left, f"threads left running: {left}"
 
 
 @pytest.fixture
@@ -294,6 +304,16 @@ async def test_a_crash_before_confirming_resends_and_the_node_stores_each_event_
     assert changes(await take(client, 1)) == [("insert", None, row(0, 0, "marker"))]
     await eventually(lambda: again.ctx.stats.events_in == 61, 10, "all 61 changes read again")
     await again.stop()
+
+
+async def test_a_transaction_larger_than_the_in_flight_window_gets_through(
+    pg: PostgresServer, shop: str, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(postgres_cdc, "MAX_IN_FLIGHT_EVENTS", 8)
+    source = await start_source(pg, shop, client)
+    await sql(pg, shop, "insert into orders select g, 'us', g from generate_series(1, 500) g")
+    assert changes(await take(client, 500)) == [("insert", None, row(i, i)) for i in range(1, 501)]
+    await source.stop()
 
 
 @pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGQUIT], ids=["fast", "immediate"])

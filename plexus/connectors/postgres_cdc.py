@@ -61,7 +61,13 @@ from plexus.connectors.postgres import (
     transient,
     translate,
 )
-from plexus.errors import FailedPrecondition, InvalidArgument, NotFound, PlexusError
+from plexus.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PlexusError,
+    Timeout,
+)
 from plexus.topics import validate_topic
 
 __all__ = ["PostgresCdcSection", "PostgresCdcSettings", "PostgresCdcSource", "slot_name"]
@@ -438,7 +444,10 @@ class PostgresCdcSource(Source):
                     await unconfirmed.wait_ack(KEEPALIVE_S)
                     confirmed = await self._settle(ctx, thread, unconfirmed, confirmed)
                     await thread.run(self._keepalive)
-            await ctx.client.drain()
+            # Bounded, so that a stop is noticed while the node is away: the in-flight
+            # window above is what bounds the reading.
+            with contextlib.suppress(Timeout):
+                await ctx.client.drain(timeout=KEEPALIVE_S)
             confirmed = await self._settle(ctx, thread, unconfirmed, confirmed)
         # Stopping: what the mesh acks in time is confirmed; the rest is read again.
         deadline = time.monotonic() + STOP_ACKS_S
