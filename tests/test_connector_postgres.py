@@ -23,7 +23,7 @@ import pytest
 from node.server import Node
 from plexus import Client
 from plexus.client import Event
-from plexus.connectors import postgres_cdc
+from plexus.connectors import postgres_cdc, postgres_sink
 from plexus.connectors.base import Context, PermanentError, Stats, TransientError
 from plexus.connectors.postgres_cdc import PostgresCdcSettings, PostgresCdcSource
 from plexus.connectors.postgres_sink import PostgresSink, PostgresSinkSettings
@@ -396,7 +396,7 @@ def upsert(id_: int, amount: int, **extra: Any) -> Event:
 
 
 async def test_the_sink_writes_the_events_before_a_bad_one_and_names_it(
-    pg: PostgresServer, shop: str
+    pg: PostgresServer, shop: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sink = PostgresSink(sink_settings(pg.dsn(shop)))
     await sink.open()
@@ -424,18 +424,32 @@ async def test_the_sink_writes_the_events_before_a_bad_one_and_names_it(
         await sink.close()
 
 
-async def test_the_sink_can_ignore_columns_its_table_lacks(pg: PostgresServer, shop: str) -> None:
+async def test_the_sink_can_ignore_columns_its_table_lacks(
+    pg: PostgresServer, shop: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     sink = PostgresSink(sink_settings(pg.dsn(shop), unknown_columns="ignore"))
     await sink.open()
     try:
         await sink.write([upsert(1, 1, note="x")])
         # A column added to the table later is written from then on.
+        monkeypatch.setattr(postgres_sink, "TABLE_REFRESH_S", 0.0)
         await sql(pg, shop, "alter table orders add column note text")
         await sink.write([upsert(2, 2, note="y")])
-        sink2 = PostgresSink(sink_settings(pg.dsn(shop)))
-        await sink2.open()
-        await sink2.close()
-        assert pg.execute(shop, "select id, note from orders order by id") == [(1, None), (2, None)]
+        assert pg.execute(shop, "select id, note from orders order by id") == [(1, None), (2, "y")]
+    finally:
+        await sink.close()
+
+
+async def test_a_least_privileged_role_runs_the_sink(pg: PostgresServer, shop: str) -> None:
+    await sql(pg, shop, "create role sink_writer login")
+    await sql(pg, shop, "grant select, insert, update, delete on orders to sink_writer")
+    sink = PostgresSink(sink_settings(pg.dsn(shop, user="sink_writer")))
+    await sink.open()
+    try:
+        await sink.write([upsert(1, 1), upsert(1, 2), upsert(2, 2)])
+        await sink.write([event({"op": "delete", "before": {"id": 2}, "after": None})])
+        await sink.write([event({"op": "truncate", "before": None, "after": None})])
+        assert pg.execute(shop, "select count(*) from orders") == [(0,)]
     finally:
         await sink.close()
 
@@ -513,6 +527,18 @@ async def test_what_the_source_cannot_work_with_is_one_clear_line(
         with pytest.raises(error, match=re.escape(why)) as caught:
             await Running(source, client).streaming()
         assert "\n" not in str(caught.value)
+
+
+async def test_a_second_source_on_a_busy_slot_waits_then_says_who_holds_it(
+    pg: PostgresServer, shop: str, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = await start_source(pg, shop, client)
+    monkeypatch.setattr(postgres_cdc, "SLOT_BUSY_S", 0.5)
+    second = Running(PostgresCdcSource(cdc_settings(pg.dsn(shop))), client)
+    with pytest.raises(FailedPrecondition, match=r"slot \"plexus_orders_cdc\" is active for PID"):
+        await second.streaming()
+    assert second.ctx.stats.retries >= 1
+    await first.stop()
 
 
 async def test_a_least_privileged_role_runs_the_source(

@@ -15,6 +15,7 @@ fewer columns than its source says so once, in its file.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from typing import Any, ClassVar, Final, Literal
 
@@ -45,6 +46,9 @@ from plexus.errors import FailedPrecondition, NotFound
 __all__ = ["PostgresSink", "PostgresSinkSection", "PostgresSinkSettings"]
 
 JSON_TYPES: Final = ("json", "jsonb")
+# Columns an event has and the table had not: read the table's columns again at
+# most this often, to write the ones added since.
+TABLE_REFRESH_S: Final = 1.0
 
 
 class PostgresSinkSection(Section):
@@ -98,6 +102,7 @@ class PostgresSink(Sink):
         self._thread = DbThread(f"postgres-sink-{config.connector.name}")
         self._conn: Any = None
         self._types: dict[str, str] = {}  # the table's columns -> their type names
+        self._read_at = 0.0  # when _types was read (time.monotonic())
 
     async def open(self) -> None:
         await self._thread.run(self._connect)
@@ -130,6 +135,7 @@ class PostgresSink(Sink):
                 (self.ident.as_string(self._conn),),
             )
             self._types = dict(cur.fetchall())
+            self._read_at = time.monotonic()
             if not self._types:
                 raise NotFound(f"{describe(self.dsn)}: no table {self.table_name} (postgres.table)")
             missing = [k for k in self.key if k not in self._types]
@@ -162,18 +168,9 @@ class PostgresSink(Sink):
             self._connect()
         statements: list[bytes] = []
         bad: tuple[Event, str] | None = None
-        refreshed = False
         for event in events:
             try:
-                try:
-                    statements.extend(self._statements(event))
-                except _BadEvent:
-                    if refreshed or self.ignore_unknown:
-                        raise
-                    # Columns added to the table since it was read are columns it has now.
-                    refreshed = True
-                    self._read_table()
-                    statements.extend(self._statements(event))
+                statements.extend(self._statements(event))
             except _BadEvent as exc:
                 bad = (event, str(exc))
                 break
@@ -248,6 +245,10 @@ class PostgresSink(Sink):
 
     def _known(self, row: dict[str, Any]) -> dict[str, Any]:
         unknown = [c for c in row if c not in self._types]
+        if unknown and time.monotonic() - self._read_at >= TABLE_REFRESH_S:
+            # Columns added to the table since it was read are columns it has now.
+            self._read_table()
+            unknown = [c for c in row if c not in self._types]
         if not unknown:
             return row
         if self.ignore_unknown:
