@@ -108,26 +108,30 @@ class PostgresCdcSection(Section):
         return tables
 
 
+class TopicSection(PublishSection):
+    """`[publish]` of a postgres-cdc connector: `topic` is a template (TopicTemplate)."""
+
+    @field_validator("topic")
+    @classmethod
+    def _topic(cls, topic: str) -> str:
+        try:
+            template = TopicTemplate(topic)
+        except ValueError as exc:
+            raise ValueError(f"{topic!r}: {exc}") from None
+        sample = template.render("insert", "public", "t", dict.fromkeys(template.columns, "x"))
+        try:
+            validate_topic(sample)
+        except InvalidArgument as exc:
+            raise ValueError(f"{topic!r} makes topics like {exc}") from None
+        return topic
+
+
 class PostgresCdcSettings(Section):
     """A postgres-cdc connector's whole file."""
 
     connector: ConnectorSection
     postgres: PostgresCdcSection
-    publish: PublishSection
-
-    @field_validator("publish")
-    @classmethod
-    def _topic(cls, publish: PublishSection) -> PublishSection:
-        try:
-            template = TopicTemplate(publish.topic)
-        except ValueError as exc:
-            raise ValueError(f"topic {publish.topic!r}: {exc}") from None
-        sample = template.render("insert", "public", "t", dict.fromkeys(template.columns, "x"))
-        try:
-            validate_topic(sample)
-        except InvalidArgument as exc:
-            raise ValueError(f"topic {publish.topic!r} makes topics like {exc}") from None
-        return publish
+    publish: TopicSection
 
 
 def slot_name(connector: str) -> str:
