@@ -25,9 +25,10 @@ from plexus import Client
 from plexus.client import Event
 from plexus.connectors import postgres_cdc, postgres_sink
 from plexus.connectors.base import Context, PermanentError, Stats, TransientError
-from plexus.connectors.postgres_cdc import PostgresCdcSettings, PostgresCdcSource
+from plexus.connectors.pgoutput import Begin
+from plexus.connectors.postgres_cdc import PostgresCdcSettings, PostgresCdcSource, Unconfirmed
 from plexus.connectors.postgres_sink import PostgresSink, PostgresSinkSettings
-from plexus.errors import FailedPrecondition, NotFound, PermissionDenied, Unavailable
+from plexus.errors import FailedPrecondition, NotFound, PermissionDenied, QueueFull, Unavailable
 from plexus.v1 import plexus_pb2 as pb
 from tests.harness import eventually, free_port
 from tests.postgres import PostgresServer, postgres_server
@@ -171,6 +172,34 @@ async def confirmed_lsn(pg: PostgresServer, db: str) -> str:
 
 
 # ---------------------------------------------------------------- the source
+
+
+async def test_only_a_fully_acked_prefix_of_transactions_is_confirmable() -> None:
+    loop = asyncio.get_running_loop()
+    unconfirmed = Unconfirmed()
+    acks = [loop.create_future() for _ in range(3)]
+    first = unconfirmed.begin(Begin(100, datetime.now(UTC), 1))
+    unconfirmed.track(first, acks[0])
+    second = unconfirmed.begin(Begin(200, datetime.now(UTC), 2))
+    unconfirmed.track(second, acks[1])
+    unconfirmed.track(second, acks[2])
+    first.end_lsn, second.end_lsn = 150, 250
+    acks[1].set_result([1])
+    acks[2].set_result([2])
+    await unconfirmed.wait_ack(1.0)
+    assert unconfirmed.in_flight == 1
+    assert unconfirmed.acked() is None  # the second is acked, the first is not
+    acks[0].set_result([0])
+    await unconfirmed.wait_ack(1.0)
+    tx = unconfirmed.acked()
+    assert tx is second and tx.end_lsn == 250 and unconfirmed.in_flight == 0
+    third = unconfirmed.begin(Begin(300, datetime.now(UTC), 3))
+    refused = loop.create_future()
+    unconfirmed.track(third, refused)
+    refused.set_exception(QueueFull("q", "max_depth", 1))
+    await unconfirmed.wait_ack(1.0)
+    with pytest.raises(QueueFull):
+        unconfirmed.acked()  # the mesh refused an event of the oldest transaction
 
 
 async def test_row_changes_reach_a_queue_in_commit_order_with_their_payload(

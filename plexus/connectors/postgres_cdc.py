@@ -181,7 +181,7 @@ class Unconfirmed:
     def _on_ack(self, tx: _Transaction, ack: asyncio.Future[Any]) -> None:
         tx.outstanding -= 1
         self.in_flight -= 1
-        error = ack.exception() if not ack.cancelled() else asyncio.CancelledError()
+        error = _Retry("a publish was cancelled") if ack.cancelled() else ack.exception()
         if error is not None and tx.failure is None:
             tx.failure = error
         self._acked.set()
@@ -239,10 +239,11 @@ class PostgresCdcSource(Source):
         busy_since: float | None = None
         try:
             while not ctx.stopping.is_set():
+                began = time.monotonic()
                 try:
                     plan = await thread.run(self._prepare)
                     await thread.run(self._start, plan)
-                    streamed, backoff, busy_since = True, FIRST_BACKOFF_S, None
+                    streamed, busy_since = True, None
                     ctx.stats.state = "running"
                     await self._stream(ctx, thread, plan)
                 except (psycopg2.Error, _Retry) as exc:
@@ -254,6 +255,8 @@ class PostgresCdcSource(Source):
                             raise error from exc
                     elif isinstance(exc, psycopg2.Error) and not (streamed and transient(exc)):
                         raise error from exc
+                    if time.monotonic() - began > MAX_BACKOFF_S:
+                        backoff = FIRST_BACKOFF_S  # that session went well for a while
                     ctx.stats.state = "retrying"
                     ctx.stats.retries += 1
                     ctx.stats.failed(error)
