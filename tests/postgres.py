@@ -40,7 +40,8 @@ USER = "plexus"  # the superuser initdb makes; tests make less privileged roles 
 def postgres_bin() -> Path:
     """The newest installed PostgreSQL's bin directory; fails the test when there is none."""
     found = sorted(
-        Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parent.parent.name)
+        Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+        key=lambda p: [int(n) for n in p.parent.parent.name.split(".") if n.isdigit()],
     )
     if not found:
         pytest.fail(
