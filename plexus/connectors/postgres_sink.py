@@ -167,15 +167,21 @@ class PostgresSink(Sink):
         if self._conn is None:
             self._connect()
         statements: list[bytes] = []
+        good: list[Event] = []
         bad: tuple[Event, str] | None = None
-        for event in events:
-            try:
-                statements.extend(self._statements(event))
-            except _BadEvent as exc:
-                bad = (event, str(exc))
-                break
+        try:
+            for event in events:
+                try:
+                    statements.extend(self._statements(event))
+                except _BadEvent as exc:
+                    bad = (event, str(exc))
+                    break
+                good.append(event)
+        except psycopg2.Error as exc:  # re-reading the table's columns
+            self._rollback(exc)
+            raise FailedPrecondition(f"{describe(self.dsn)}: {one_line(exc)}") from exc
         if statements:
-            self._execute(statements, events)
+            self._execute(statements, good)
         if bad is not None:
             event, why = bad
             raise PermanentError(f"event {event.id} on {event.topic!r}: {why}")
