@@ -25,7 +25,7 @@ from plexus import Client
 from plexus.client import Event
 from plexus.connectors import postgres_cdc, postgres_sink
 from plexus.connectors.base import Context, PermanentError, Stats, TransientError
-from plexus.connectors.pgoutput import Begin
+from plexus.connectors.pgoutput import Begin, parse_lsn
 from plexus.connectors.postgres_cdc import PostgresCdcSettings, PostgresCdcSource, Unconfirmed
 from plexus.connectors.postgres_sink import PostgresSink, PostgresSinkSettings
 from plexus.errors import FailedPrecondition, NotFound, PermissionDenied, QueueFull, Unavailable
@@ -206,6 +206,7 @@ async def test_row_changes_reach_a_queue_in_commit_order_with_their_payload(
     pg: PostgresServer, shop: str, client: Client
 ) -> None:
     source = await start_source(pg, shop, client)
+    assert source.ctx.stats.position == await confirmed_lsn(pg, shop)  # the slot's, from the start
     await sql(pg, shop, "insert into orders values (1, 'us', 10), (2, 'eu', 20), (3, 'us', 30)")
     await sql(pg, shop, "update orders set amount = 11 where id = 1")
     await sql(pg, shop, "update orders set id = 4 where id = 3")
@@ -236,9 +237,8 @@ async def test_row_changes_reach_a_queue_in_commit_order_with_their_payload(
     assert len({b["lsn"] for b in bodies}) == 4
     # Confirmed to PostgreSQL once acked: the slot moved, and the counters say so.
     stats = source.ctx.stats
-    await eventually(
-        lambda: stats.position != "" and stats.position > bodies[-1]["lsn"], 10, "confirmed"
-    )
+    last = parse_lsn(bodies[-1]["lsn"])
+    await eventually(lambda: parse_lsn(stats.position) > last, 10, "the last commit confirmed")
     assert stats.events_in == 6 and stats.lag_s >= 0
     await source.stop()
     assert await confirmed_lsn(pg, shop) == stats.position

@@ -146,6 +146,7 @@ class _Plan:
     slot: str
     publication: str
     tables: frozenset[tuple[str, str]]
+    confirmed: str  # the slot's confirmed LSN when the session starts
 
 
 @dataclass(slots=True)
@@ -245,6 +246,7 @@ class PostgresCdcSource(Source):
                     await thread.run(self._start, plan)
                     streamed, busy_since = True, None
                     ctx.stats.state = "running"
+                    ctx.stats.position = ctx.stats.position or plan.confirmed
                     await self._stream(ctx, thread, plan)
                 except (psycopg2.Error, _Retry) as exc:
                     error = exc if isinstance(exc, _Retry) else translate(exc, self.dsn)
@@ -288,9 +290,15 @@ class PostgresCdcSource(Source):
                     self._check_table(cur, schema, table)
                 self._ensure_publication(cur)
                 self._ensure_slot(cur)
+                cur.execute(
+                    "select confirmed_flush_lsn::text from pg_replication_slots"
+                    " where slot_name = %s",
+                    (self.slot,),
+                )
+                (confirmed,) = cur.fetchone()
         finally:
             conn.close()
-        return _Plan(self.slot, self.publication, frozenset(self.tables))
+        return _Plan(self.slot, self.publication, frozenset(self.tables), confirmed)
 
     def _check_table(self, cur: Any, schema: str, table: str) -> None:
         cur.execute(
