@@ -31,6 +31,7 @@ from plexus.connectors.postgres_sink import PostgresSink, PostgresSinkSettings
 from plexus.errors import FailedPrecondition, NotFound, PermissionDenied, QueueFull, Unavailable
 from plexus.v1 import plexus_pb2 as pb
 from tests.harness import eventually, free_port
+from tests.inprocess import InProcessNodes
 from tests.postgres import PostgresServer, postgres_server
 
 pytestmark = pytest.mark.timeout(90)
@@ -363,6 +364,25 @@ async def test_a_postgres_restart_mid_stream_loses_nothing(
         ("insert", None, row(0, 0, "marker")),
     ]
     assert source.ctx.stats.retries >= 1 and source.ctx.stats.state == "running"
+    await source.stop()
+
+
+async def test_a_node_restart_mid_stream_loses_nothing(
+    pg: PostgresServer,
+    shop: str,
+    client: Client,
+    inproc_nodes: InProcessNodes,
+    inproc_node: Node,
+) -> None:
+    source = await start_source(pg, shop, client)
+    await sql(pg, shop, "insert into orders select g, 'us', g from generate_series(1, 100) g")
+    await inproc_nodes.restart(inproc_node)  # the client reconnects and sends unacked again
+    await sql(pg, shop, "insert into orders select g, 'us', g from generate_series(101, 200) g")
+    await sql(pg, shop, "insert into orders values (0, 'marker', 0)")
+    assert changes(await take(client, 201)) == [
+        *[("insert", None, row(i, i)) for i in range(1, 201)],
+        ("insert", None, row(0, 0, "marker")),
+    ]
     await source.stop()
 
 
