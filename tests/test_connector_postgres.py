@@ -13,6 +13,7 @@ import itertools
 import json
 import re
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -384,6 +385,73 @@ async def test_a_node_restart_mid_stream_loses_nothing(
         ("insert", None, row(0, 0, "marker")),
     ]
     await source.stop()
+
+
+# A source in its own process, for kill -9: what `plexus connector run` does, minus the file.
+SOURCE_PROCESS = """
+import asyncio, sys
+from plexus import Client
+from plexus.connectors.base import Context, Stats
+from plexus.connectors.postgres_cdc import PostgresCdcSettings, PostgresCdcSource
+
+async def main(address, dsn):
+    async with await Client.connect(address) as client:
+        settings = PostgresCdcSettings.model_validate({
+            "connector": {"name": "orders-cdc", "kind": "postgres-cdc"},
+            "postgres": {"dsn": dsn, "tables": ["orders"]},
+            "publish": {"topic": "shop/{table}/{op}"},
+        })
+        ctx = Context("orders-cdc", client, Stats(), asyncio.Event())
+        task = asyncio.create_task(PostgresCdcSource(settings).run(ctx))
+        while ctx.stats.state != "running" and not task.done():
+            await asyncio.sleep(0.02)
+        print("running", flush=True)
+        await task
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+async def source_process(address: str, dsn: str) -> asyncio.subprocess.Process:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", SOURCE_PROCESS, address, dsn, stdout=asyncio.subprocess.PIPE
+    )
+    assert proc.stdout is not None
+    async with asyncio.timeout(30):
+        assert await proc.stdout.readline() == b"running\n"
+    return proc
+
+
+@pytest.mark.slow
+async def test_a_source_killed_mid_stream_resumes_without_loss_or_duplicates(
+    pg: PostgresServer, shop: str, client: Client, inproc_node: Node
+) -> None:
+    proc = await source_process(inproc_node.address, pg.dsn(shop))
+    try:
+
+        async def write() -> None:
+            for first in range(1, 301, 10):  # 30 transactions of 10 rows, as fast as they go
+                await sql(
+                    pg, shop, "insert into orders select g, 'us', g from generate_series(%s, %s) g",
+                    first, first + 9,
+                )  # fmt: skip
+
+        writer = asyncio.create_task(write())
+        received = await take(client, 60)
+        proc.kill()  # kill -9, mid-stream
+        await proc.wait()
+        await writer
+        proc = await source_process(inproc_node.address, pg.dsn(shop))
+        await sql(pg, shop, "insert into orders values (0, 'marker', 0)")
+        received += await take(client, 241)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert changes(received) == [
+        *[("insert", None, row(i, i)) for i in range(1, 301)],
+        ("insert", None, row(0, 0, "marker")),
+    ]
 
 
 async def test_truncate_is_published_per_table(
