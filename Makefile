@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install iproute2 demo test test-fast bench bench-security bench-connectors soak lint proto clean
+.PHONY: install iproute2 postgresql demo test test-fast bench bench-security bench-connectors soak lint proto clean
 
 install: $(STAMP)
 
@@ -26,15 +26,32 @@ iproute2:
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -q && $$SUDO apt-get install -y -q --no-install-recommends iproute2; }
 
+# The PostgreSQL connector tests start throwaway servers (initdb into a temporary
+# directory) from Debian's postgresql package: only its binaries are used. The
+# install makes no cluster of its own (createcluster.conf) and starts no service
+# (a policy-rc.d that refuses, only for the install, when the machine has none).
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO mkdir -p /etc/postgresql-common && \
+		echo 'create_main_cluster = false' | $$SUDO tee /etc/postgresql-common/createcluster.conf >/dev/null && \
+		POLICY=; [ -e /usr/sbin/policy-rc.d ] || { POLICY=1; \
+			printf '#!/bin/sh\nexit 101\n' | $$SUDO tee /usr/sbin/policy-rc.d >/dev/null; \
+			$$SUDO chmod 755 /usr/sbin/policy-rc.d; }; \
+		$$SUDO apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends \
+			-o Dpkg::Options::=--force-confold postgresql; STATUS=$$?; \
+		[ -z "$$POLICY" ] || $$SUDO rm -f /usr/sbin/policy-rc.d; exit $$STATUS; }
+
 # TEST_WORKERS=2 runs the suite in two pytest-xdist workers (about half the time on an
 # idle machine). Off by default: `plexus up` in tests picks its own free ports, which
 # can race with the other worker's nodes (tests/harness.free_port cannot).
 TEST_WORKERS ?= 0
 
-test: install iproute2 lint
+test: install iproute2 postgresql lint
 	$(BIN)/pytest -q -n $(TEST_WORKERS)
 
-test-fast: install
+test-fast: install postgresql
 	$(BIN)/pytest -q -n $(TEST_WORKERS) -m "not slow"
 
 bench: install
