@@ -13,13 +13,10 @@ import pytest
 
 from node.server import Node
 from plexus.client import Client
+from plexus.connectors import config, runtime
 from plexus.connectors.base import Stats
 from tests.harness import eventually
 from tests.webhook_receiver import HANG, Receiver
-
-# The connector runtime lands in its own branch: these run once it is merged.
-runtime = pytest.importorskip("plexus.connectors.runtime")
-config = pytest.importorskip("plexus.connectors.config")
 
 pytestmark = pytest.mark.timeout(60)
 EVENTS = 20

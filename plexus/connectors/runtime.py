@@ -54,6 +54,7 @@ async def run_connector(
     ctx = Context(loaded.name, client, stats, stopping, loaded.transform)
     kind = loaded.build()
     if isinstance(kind, Sink):
+        kind.stats = stats  # a sink counts what only it can tell (duplicates)
         consume = getattr(loaded.settings, "consume", None)
         if not isinstance(consume, ConsumeSection):
             raise TypeError(f"{type(kind).__name__}.settings has no [consume] section")
