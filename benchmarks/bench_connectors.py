@@ -1,11 +1,12 @@
 """Connectors (issue 12): PostgreSQL commits in us reaching sinks in eu, as users run them.
 
-A throwaway PostgreSQL (Debian's, `wal_level = logical`), the default local
-cluster (`plexus up`: us, eu, ap) and `plexus connector run FILE --region
-NAME` processes: a `postgres-cdc` source in us and sinks in eu. The rows are
+A throwaway PostgreSQL (Debian's, `wal_level = logical`, started by
+plexus/local/postgres.py, as the tests and `make demo-integration` start it),
+the default local cluster (`plexus up`: us, eu, ap) and `plexus connector run
+FILE --region NAME` processes: a `postgres-cdc` source in us and sinks in eu. The rows are
 100 bytes (`body`), with `created_at timestamptz default clock_timestamp()`
 set when the row is written. PostgreSQL paces the inserts itself (a procedure
-that commits and sleeps), so no driver runs in this process.
+that commits and sleeps), so this process only waits on one CALL.
 
 - Sustained rows/s: a burst of rows committed 100 per transaction as fast as
   PostgreSQL takes them, timed from the first commit until the replica table
@@ -28,7 +29,6 @@ import functools
 import http.server
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -45,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_cluster import local_cluster
 from common import CpuMeter, figure, free_port, load, percentile, wait_for_quiet
 
+from plexus.local.postgres import LocalPostgresError, PostgresServer, postgres_bin, postgres_server
 from plexus.local.state import STATE_ENV
 
 BURST_ROWS = 50_000
@@ -98,94 +99,14 @@ create table items (
 # ------------------------------------------------------------------ PostgreSQL
 
 
-def postgres_bin() -> Path | None:
-    """The newest of Debian's PostgreSQL versions installed (its bin directory)."""
-    found = [p for p in Path("/usr/lib/postgresql").glob("*/bin") if (p / "initdb").exists()]
-    return max(found, key=lambda p: int(p.parent.name), default=None)
+def count(pg: PostgresServer, db: str, since_id: int = 0) -> int:
+    return int(pg.execute(db, "select count(*) from items where id > %s", since_id)[0][0])
 
 
-class Postgres:
-    """A throwaway server (as the check's lib/pg.sh starts one), stopped on exit.
-
-    PostgreSQL refuses to run as root: as root, initdb and the server run as
-    the `postgres` user on a directory it owns.
-    """
-
-    def __init__(self, root: Path) -> None:
-        found = postgres_bin()
-        if found is None:
-            raise RuntimeError("PostgreSQL is not installed (apt-get install postgresql)")
-        self.bin = found
-        self.dir = root / "pg"
-        self.port = free_port()
-        self.log = root / "pg.log"
-        self._as: list[str] = []
-        self._pid = 0
-
-    def __enter__(self) -> Postgres:
-        self.dir.mkdir()
-        if os.getuid() == 0:
-            shutil.chown(self.dir, "postgres")
-            self._as = ["runuser", "-u", "postgres", "--"]
-        data = self.dir / "data"
-        with open(self.log, "ab") as log:
-            initdb = [*self._as, str(self.bin / "initdb"), "-D", str(data), "-U", "plexus",
-                      "--auth=trust"]  # fmt: skip
-            subprocess.run(initdb, stdout=log, stderr=subprocess.STDOUT, check=True)
-            subprocess.Popen(
-                [*self._as, str(self.bin / "postgres"), "-D", str(data), "-p", str(self.port),
-                 "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.dir}",
-                 "-c", "wal_level=logical", "-c", "max_wal_senders=10",
-                 "-c", "max_replication_slots=10", "-c", "fsync=off"],
-                stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        ready = [str(self.bin / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port), "-q"]
-        while subprocess.run(ready).returncode != 0:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"PostgreSQL did not start: {_tail(self.log)}")
-            time.sleep(0.2)
-        # runuser forks: the server's own pid is the first line of postmaster.pid.
-        self._pid = int((data / "postmaster.pid").read_text().split()[0])
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._pid:
-            os.kill(self._pid, signal.SIGINT)  # fast shutdown
-            deadline = time.monotonic() + STOP_TIMEOUT_S
-            while _alive(self._pid) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            if _alive(self._pid):
-                os.kill(self._pid, signal.SIGKILL)
-
-    def dsn(self, db: str) -> str:
-        return f"host=127.0.0.1 port={self.port} dbname={db} user=plexus"
-
-    def sql(self, db: str, sql: str) -> str:
-        """Run `sql` with psql; rows come back unaligned, one per line."""
-        cmd = [str(self.bin / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "plexus",
-               "-d", db, "-v", "ON_ERROR_STOP=1", "-qAt", "-c", sql]  # fmt: skip
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise RuntimeError(f"psql on {db}: {done.stderr.strip()}")
-        return done.stdout.strip()
-
-    def count(self, db: str, since_id: int = 0) -> int:
-        return int(self.sql(db, f"select count(*) from items where id > {since_id}"))
-
-    def times(self, db: str, column: str, since_id: int) -> dict[int, float]:
-        """Row id -> `column` as Unix seconds, for the rows after `since_id`."""
-        sql = f"select id, extract(epoch from {column}) from items where id > {since_id}"
-        out = self.sql(db, sql)
-        return {int(i): float(t) for i, t in (line.split("|") for line in out.splitlines())}
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+def times(pg: PostgresServer, db: str, column: str, since_id: int) -> dict[int, float]:
+    """Row id -> `column` as Unix seconds, for the rows after `since_id`."""
+    sql = f"select id, extract(epoch from {column}) from items where id > %s"
+    return {int(i): float(t) for i, t in pg.execute(db, sql, since_id)}
 
 
 def _tail(path: Path) -> str:
@@ -299,7 +220,7 @@ class Connectors:
                 proc.wait()
 
 
-def source_config(pg: Postgres) -> str:
+def source_config(pg: PostgresServer) -> str:
     return f"""[connector]
 name = "bench-cdc"
 kind = "postgres-cdc"
@@ -311,7 +232,7 @@ topic = "bench/{{table}}/{{op}}"
 """
 
 
-def replica_config(pg: Postgres) -> str:
+def replica_config(pg: PostgresServer) -> str:
     return f"""[connector]
 name = "bench-replica"
 kind = "postgres-sink"
@@ -351,30 +272,30 @@ def _until(done: Callable[[], bool], connectors: Connectors, timeout: float) -> 
     return True
 
 
-def _warm_up(pg: Postgres, has: Callable[[int], bool], connectors: Connectors) -> int:
+def _warm_up(pg: PostgresServer, has: Callable[[int], bool], connectors: Connectors) -> int:
     """Write a row until one reaches the sink (`has(id)`): the source's slot exists and the
     sink's queue subscribes. Sinks apply in order, so every row before it is in too; the
     measurement counts the rows after it (its id is returned)."""
     deadline = time.monotonic() + READY_TIMEOUT_S
     while True:
-        row = int(pg.sql("shop", f"insert into items (body) values (repeat('w', {ROW_BYTES})) "
-                                 "returning id"))  # fmt: skip
+        insert = f"insert into items (body) values (repeat('w', {ROW_BYTES})) returning id"
+        row = int(pg.execute("shop", insert)[0][0])
         if _until(functools.partial(has, row), connectors, WARM_UP_WAIT_S):
             return row
         if time.monotonic() > deadline:
             raise RuntimeError(f"no row reached the sink within {READY_TIMEOUT_S:.0f} s")
 
 
-def burst(pg: Postgres, connectors: Connectors, pids: dict[str, int]) -> dict[str, Any]:
-    since = _warm_up(pg, lambda row: pg.count("replica", row - 1) > 0, connectors)
+def burst(pg: PostgresServer, connectors: Connectors, pids: dict[str, int]) -> dict[str, Any]:
+    since = _warm_up(pg, lambda row: count(pg, "replica", row - 1) > 0, connectors)
     meters = {role: CpuMeter(pid) for role, pid in pids.items()}
     load_before = load()
     started = time.monotonic()
-    pg.sql("shop", f"call burst({BURST_ROWS}, {ROWS_PER_COMMIT})")
+    pg.execute("shop", f"call burst({BURST_ROWS}, {ROWS_PER_COMMIT})")
     committed_s = time.monotonic() - started
-    _until(lambda: pg.count("replica", since) >= BURST_ROWS, connectors, ARRIVAL_TIMEOUT_S)
+    _until(lambda: count(pg, "replica", since) >= BURST_ROWS, connectors, ARRIVAL_TIMEOUT_S)
     elapsed = time.monotonic() - started
-    arrived = pg.count("replica", since)
+    arrived = count(pg, "replica", since)
     return figure(
         "connectors",
         f"PostgreSQL in us → postgres-sink in eu, sustained ({ROW_BYTES}-byte rows)",
@@ -389,19 +310,19 @@ def burst(pg: Postgres, connectors: Connectors, pids: dict[str, int]) -> dict[st
     )
 
 
-def lag(pg: Postgres, receiver: Receiver, connectors: Connectors) -> list[dict[str, Any]]:
+def lag(pg: PostgresServer, receiver: Receiver, connectors: Connectors) -> list[dict[str, Any]]:
     since = _warm_up(pg, lambda row: row in receiver.arrived, connectors)
     total = LAG_RATE * LAG_SECONDS
     load_before = load()
     started = time.monotonic()
-    pg.sql("shop", f"call pace({total}, {LAG_RATE})")
+    pg.execute("shop", f"call pace({total}, {LAG_RATE})")
     rate = total / (time.monotonic() - started)
     _until(lambda: len(receiver.since(since)) >= total, connectors, ARRIVAL_TIMEOUT_S)
-    _until(lambda: pg.count("replica", since) >= total, connectors, ARRIVAL_TIMEOUT_S)
-    created = pg.times("shop", "created_at", since)
+    _until(lambda: count(pg, "replica", since) >= total, connectors, ARRIVAL_TIMEOUT_S)
+    created = times(pg, "shop", "created_at", since)
     sinks = {
         "webhook": receiver.since(since),
-        "postgres-sink": pg.times("replica", "applied_at", since),
+        "postgres-sink": times(pg, "replica", "applied_at", since),
     }
     rows = []
     for sink, arrived in sinks.items():
@@ -425,24 +346,26 @@ def lag(pg: Postgres, receiver: Receiver, connectors: Connectors) -> list[dict[s
 
 
 @contextmanager
-def pipeline() -> Iterator[tuple[Postgres, Connectors]]:
+def pipeline() -> Iterator[tuple[PostgresServer, Connectors]]:
     """PostgreSQL with the source and replica tables, the local cluster, no connector yet."""
     with ExitStack() as stack:
         root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="plexus-bench-")))
-        root.chmod(0o755)  # the postgres user walks into root/pg
-        pg = stack.enter_context(Postgres(root))
-        pg.sql("postgres", "create database shop")
-        pg.sql("postgres", "create database replica")
-        pg.sql("shop", SOURCE_SQL)
-        pg.sql("replica", REPLICA_SQL)
+        root.chmod(0o755)  # the postgres user walks into the server's directory in root
+        pg = stack.enter_context(postgres_server(root))
+        pg.create_database("shop")
+        pg.create_database("replica")
+        pg.execute("shop", SOURCE_SQL)
+        pg.execute("replica", REPLICA_SQL)
         state, _ = stack.enter_context(local_cluster())
         connectors = stack.enter_context(Connectors(root, state.path))
         yield pg, connectors
 
 
 def run() -> list[dict[str, Any]]:
-    if postgres_bin() is None:
-        missing = "not run: PostgreSQL is not installed (apt-get install postgresql)"
+    try:
+        postgres_bin()
+    except LocalPostgresError as exc:
+        missing = f"not run: {exc}"
         return [{"benchmark": "connectors", "measure": missing, "value": float("nan"), "unit": ""}]
     wait_for_quiet()
     # The receiver outlives the connectors, so the webhook sink stops without errors.
