@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install iproute2 postgresql demo test test-fast bench bench-security bench-connectors soak lint proto clean
+.PHONY: install iproute2 postgresql demo demo-integration test test-fast bench bench-security bench-connectors soak lint proto clean
 
 install: $(STAMP)
 
@@ -18,6 +18,11 @@ $(STAMP): pyproject.toml constraints.txt
 
 demo: install
 	$(BIN)/python -m plexus.demo
+
+# Issue 12's example: a throwaway PostgreSQL, the local cluster and connector processes
+# (PostgreSQL in us to a replica table in eu, a webhook in ap, then a file in a new region).
+demo-integration: install postgresql
+	$(BIN)/python -m plexus.demo_integration
 
 # tests/test_partition.py cuts regions off in network namespaces with `ip` (Debian's
 # iproute2 package: a command-line tool, no service to start).

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -287,3 +290,33 @@ def test_demo_runs_a_local_cluster_and_stops_it() -> None:
     assert time.monotonic() - started < 15
     assert "eu received" in proc.stdout and "ap consumed" in proc.stdout
     assert "sa received" in proc.stdout and "cluster stopped" in proc.stdout
+
+
+@pytest.mark.slow
+def test_demo_integration_runs_the_connectors_example_and_cleans_up() -> None:
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "plexus.demo_integration"],
+        capture_output=True, text=True, timeout=80, env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert time.monotonic() - started < 60
+    out = proc.stdout
+    assert out.count("replica.orders equals shop.orders") == 2
+    assert "webhook received 8 signed POSTs" in out
+    assert "orders-sa.jsonl has insert 4, insert 5, update 2" in out
+    assert "counters untouched" in out and "state deleted" in out
+    # Its temporary directory (state, PostgreSQL, connector files) is gone, and with it
+    # every process that ran from it: nodes, connectors, the server.
+    root = re.search(r"(/\S+/plexus-demo-[^/\s]+)/", out)
+    assert root is not None, out
+    assert not Path(root[1]).exists()
+    left = [p for p in Path("/proc").glob("[0-9]*/cmdline") if root[1] in _cmdline(p)]
+    assert left == []
+
+
+def _cmdline(path: Path) -> str:
+    try:
+        return path.read_bytes().decode(errors="replace")
+    except OSError:  # the process ended meanwhile
+        return ""
