@@ -26,8 +26,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -37,6 +37,7 @@ from rich.syntax import Syntax
 from rich.table import Table
 
 from plexus.client import Client
+from plexus.connectors.postgres_cdc import slot_name
 from plexus.connectors.webhook_request import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from plexus.demo import wait_routed
 from plexus.local import membership, ops
@@ -221,7 +222,8 @@ class Demo:
         c.run("orders-cdc", "us", source)
         # Changes count from the slot's creation: wait until the source streams from it.
         streaming = "select 1 from pg_replication_slots where slot_name = %s and active"
-        until(lambda: bool(pg.execute("shop", streaming, "plexus_orders_cdc")), "slot", c.check)
+        slot = slot_name("orders-cdc")
+        until(lambda: bool(pg.execute("shop", streaming, slot)), f"slot {slot}", c.check)
         console.print("all three running; us routes shop/orders/> to queues in eu and ap")
 
     def write_rows(self, statements: list[str], changes: int) -> None:
@@ -350,14 +352,6 @@ subscribe = ["shop/orders/>"]
 {section}"""
 
 
-@contextmanager
-def stopping(connectors: Connectors) -> Iterator[None]:
-    try:
-        yield
-    finally:
-        connectors.stop()
-
-
 def _down(state: StateDir) -> None:
     with contextlib.suppress(LocalClusterError):  # no cluster: `plexus up` failed and cleaned up
         ops.down(state, purge=True)
@@ -396,7 +390,7 @@ def main() -> int:
                 + ", ".join(f"{r.name} {r.grpc}" for r in result.record.regions)
             )
             demo = Demo(pg, state, receiver, root)
-            stack.enter_context(stopping(demo.connectors))
+            stack.callback(demo.connectors.stop)
             demo.run()
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/yellow]: stopping everything")
