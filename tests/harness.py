@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import inspect
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -22,6 +23,9 @@ from typing import Any
 
 READY_TIMEOUT_S = 20.0
 _used_ports: set[int] = set()
+# Below the ephemeral range; random so two suites on one machine rarely meet.
+_TEST_PORTS = (20_000, 32_000)
+_port_picker = random.Random()
 
 
 def _worker_share() -> tuple[int, int]:
@@ -34,19 +38,25 @@ def _worker_share() -> tuple[int, int]:
 def free_port() -> int:
     """A loopback port nobody listens on, never handed out twice in this run.
 
-    Under pytest-xdist each worker takes only the ports of its own blocks of 16
-    (port // 16 % workers == worker: Linux hands out mostly odd ports for
-    bind(), so a split by parity would starve a worker), so two workers never
-    hand out the same port.
+    Taken below the kernel's ephemeral range (32768-60999 here), where bind(0)
+    never lands: an outgoing connection or `plexus up`'s own port picking
+    cannot take it between this check and the node's bind. Under
+    pytest-xdist each worker takes only its own blocks of 16 ports
+    (port // 16 % workers == worker), so two workers never hand out the same one.
     """
     worker, workers = _worker_share()
+    low, high = _TEST_PORTS
     for _ in range(10_000):
+        port = _port_picker.randrange(low, high)
+        if port in _used_ports or port // 16 % workers != worker:
+            continue
         with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in _used_ports and port // 16 % workers == worker:
-            _used_ports.add(port)
-            return port
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _used_ports.add(port)
+        return port
     raise AssertionError("no free loopback port found")
 
 
