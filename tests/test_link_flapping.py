@@ -30,7 +30,7 @@ from plexus import Client
 from tests.harness import Cluster, eventually
 from tests.test_metrics import scrape, value
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.slow, pytest.mark.solo, pytest.mark.timeout(900)]
 
 FLAPS = int(os.environ.get("PLEXUS_LINK_FLAPS", "120"))
 REGIONS = ["us", "eu", "ap"]

@@ -30,7 +30,7 @@ import pytest
 from plexus import Client
 from tests.harness import eventually
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.slow, pytest.mark.solo, pytest.mark.timeout(180)]
 
 REGIONS = ["us", "eu", "ap"]
 LINKS = [("us", "eu"), ("eu", "ap"), ("us", "ap")]

@@ -19,7 +19,7 @@ from pysyncobj import SyncObjConf
 from federation.prevote import PreVoteSyncObj
 from tests.harness import free_port, wait_for
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.solo, pytest.mark.timeout(60)]
 
 ISOLATED_S = 4.0  # about ten election timeouts
 

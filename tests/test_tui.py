@@ -324,15 +324,16 @@ async def test_the_subscription_search_finds_a_test_clients_subscription(cluster
                     "every subscription before a search",
                 )
                 await pilot.press(*"eu/cr")
+                # "eu/c" already finds one: wait for the answer to the whole text.
                 await eventually(
-                    lambda: screen.found is not None and screen.found.total == 1,
+                    lambda: text_of(screen.query_one("#count")).startswith(
+                        "1 of 1 subscriptions of eu containing 'eu/cr'"
+                    ),
                     UI_TIMEOUT_S,
-                    "the search narrowed to one",
+                    "the search for 'eu/cr' narrowed to one",
                 )
                 [found] = screen.found.subscriptions
                 assert found.pattern == "orders/eu/created" and found.queue == ""
-                count = text_of(screen.query_one("#count"))
-                assert count.startswith("1 of 1 subscriptions of eu containing 'eu/cr'")
                 table = screen.query_one("#subscriptions", DataTable)
                 assert table.get_row_at(0)[:2] == ["orders/eu/created", f"client {found.client_id}"]
 
