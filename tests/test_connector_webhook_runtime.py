@@ -33,14 +33,15 @@ def receiver() -> Iterator[Receiver]:
 
 @contextlib.asynccontextmanager
 async def webhook_connector(
-    node: Node, tmp_path: Path, url: str, extra: str = ""
+    node: Node, tmp_path: Path, url: str, extra: str = "", retry_for: float | None = None
 ) -> AsyncIterator[tuple[Client, Stats]]:
     """The connector file of a user, run by the runtime until the block ends."""
     path = tmp_path / "hook.toml"
     path.write_text(
         '[connector]\nname = "orders-hook"\nkind = "webhook"\n'
         '[consume]\nqueue = "orders-hook"\nsubscribe = ["orders/>"]\nmax_deliveries = 2\n'
-        f'[webhook]\nurl = "{url}"\n{extra}'
+        + (f"retry_for = {retry_for}\n" if retry_for else "")
+        + f'[webhook]\nurl = "{url}"\n{extra}'
     )
     loaded = config.load(path)
     stats, stopping = Stats(), asyncio.Event()
@@ -95,6 +96,25 @@ async def test_a_receiver_that_always_refuses_fills_the_dead_message_queue(
     assert set(collections.Counter(p.json["id"] for p in receiver.posts).values()) == {2}
     assert stats.dead_lettered == 5 and stats.events_out == 0
     assert "refused event" in stats.last_error and "HTTP 400" in stats.last_error
+
+
+async def test_a_receiver_that_stays_down_fills_the_dead_message_queue_after_its_retry_budget(
+    inproc_node: Node, tmp_path: Path, receiver: Receiver
+):
+    receiver.default = 503
+    async with webhook_connector(inproc_node, tmp_path, receiver.url, retry_for=0.5) as (
+        client,
+        stats,
+    ):
+        await publish(client, 3)
+
+        async def all_dead() -> bool:
+            return (await client.describe_queue("orders-hook.dmq")).depth == 3
+
+        await eventually(all_dead, 30, "three events in the dead-message queue")
+        assert (await client.describe_queue("orders-hook")).depth == 0
+    assert stats.dead_lettered == 3 and stats.events_out == 0
+    assert "still failing after 0.5 s" in stats.last_error and "HTTP 503" in stats.last_error
 
 
 async def test_an_answer_lost_to_a_timeout_is_posted_again_and_counted_as_a_duplicate(

@@ -61,6 +61,9 @@ class ConsumeSection(Section):
     subscribe: list[str] = Field(min_length=1)
     max_deliveries: int = Field(default=5, ge=1)
     prefetch: int = Field(default=256, ge=1)
+    # Seconds a delivery's transient failures are retried before it goes back to the
+    # queue (a delivery spent, toward max_deliveries); default: the kind's own.
+    retry_for: float | None = Field(default=None, gt=0)
 
 
 @dataclass(slots=True)
@@ -151,6 +154,9 @@ class Sink(ABC):
 
     kind: ClassVar[str]
     settings: ClassVar[type[BaseModel]]  # the whole file, [connector] and [consume] included
+    # How long a transient failure is retried per delivery when [consume] retry_for
+    # is not given; None: for as long as it takes (a table replica must keep its order).
+    retry_for: ClassVar[float | None] = None
 
     def __init__(self, config: BaseModel, stats: Stats | None = None) -> None:
         self.config = config

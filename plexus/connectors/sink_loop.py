@@ -4,9 +4,13 @@ Deliveries are written in queue order, a batch at a time, and acked only after
 `Sink.write` returned (the destination confirmed them). A TransientError
 retries the same batch with exponential backoff and jitter (tenacity) for as
 long as it takes, holding the deliveries, so order is kept and nothing is
-lost; a PermanentError for a batch of several is narrowed down by writing its
-events one at a time, and each event refused is nacked, so that the queue
-dead-letters it after its `max_deliveries`. A stop abandons the batch in hand
+lost, or, with a retry budget (`[consume] retry_for`, or the kind's), for that
+long, then hands the batch back to the queue: each delivery spent counts toward
+`max_deliveries`, so a destination that never recovers fills the dead-message
+queue instead of holding the queue for ever. A PermanentError for a batch
+of several is narrowed down by writing its events one at a time, and each
+event refused is nacked, so that the queue dead-letters it after its
+`max_deliveries`. A stop abandons the batch in hand
 unacked: the queue delivers it again, as after a kill -9.
 """
 
@@ -18,7 +22,14 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_random_exponential
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_delay,
+    stop_never,
+    wait_random_exponential,
+)
 
 from plexus.client import Event
 from plexus.client.consumer import Consumer, Delivery
@@ -55,6 +66,7 @@ class SinkLoop:
         self.ctx = ctx
         self.consume = consume
         self.max_deliveries = consume.max_deliveries
+        self.retry_for = consume.retry_for or sink.retry_for
 
     async def run(self) -> None:
         """Consume until `ctx.stopping` is set (then return) or the consumer fails (raise)."""
@@ -139,7 +151,11 @@ class SinkLoop:
 
         try:
             if events:
-                await self._retrying(write)
+                await self._retrying(write, self.retry_for)
+        except TransientError as exc:  # failing past the retry budget
+            for delivery, _out in items:
+                self._refuse(delivery, f"still failing after {self.retry_for:g} s: {exc}")
+            return
         except PermanentError as exc:
             if len(items) == 1:
                 self._refuse(items[0][0], exc)
@@ -156,7 +172,7 @@ class SinkLoop:
             stats.position = str(last.id)
             stats.lag_s = max(0.0, time.time() - last.publish_time_ms / 1000)
 
-    def _refuse(self, delivery: Delivery, error: BaseException) -> None:
+    def _refuse(self, delivery: Delivery, error: BaseException | str) -> None:
         """Nack an event the sink (or the transform) can never take: dead-lettered at the
         queue's limit, redelivered before that."""
         stats = self.ctx.stats
@@ -165,12 +181,16 @@ class SinkLoop:
             stats.dead_lettered += 1
         _settled(delivery.nack())
 
-    async def _retrying(self, attempt: Callable[[], Awaitable[None]]) -> None:
-        """`attempt()` until it does not raise TransientError, with backoff; Stopped once
-        stopping (the attempt in hand is abandoned)."""
+    async def _retrying(
+        self, attempt: Callable[[], Awaitable[None]], budget_s: float | None = None
+    ) -> None:
+        """`attempt()` until it does not raise TransientError, with backoff, for at most
+        `budget_s` (then its TransientError); Stopped once stopping (the attempt in
+        hand is abandoned)."""
         stats = self.ctx.stats
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(TransientError),
+            stop=stop_never if budget_s is None else stop_after_delay(budget_s),
             wait=wait_random_exponential(multiplier=FIRST_BACKOFF_S, max=MAX_BACKOFF_S),
             sleep=self._pause,
             before_sleep=self._failed_once,

@@ -120,6 +120,9 @@ class Failure:
 class WebhookSink(Sink):
     kind: ClassVar[str] = "webhook"
     settings: ClassVar[type[WebhookSettings]] = WebhookSettings
+    # A receiver that stays down dead-letters after max_deliveries x this, rather
+    # than holding every later event: one POST per event has no order to keep.
+    retry_for: ClassVar[float | None] = 15.0
 
     def __init__(self, config: WebhookSettings, stats: Stats | None = None) -> None:
         super().__init__(config, stats)
