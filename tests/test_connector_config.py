@@ -75,7 +75,8 @@ def test_bad_toml_names_the_line(tmp_path: Path) -> None:
         (GOOD.replace('queue = "archive"\n', ""), "[consume] queue: missing"),
         (
             GOOD.replace("[file]", 'colour = "red"\n[file]'),
-            "[consume] colour: unknown key (expected: queue, subscribe, max_deliveries, prefetch, retry_for)",
+            "[consume] colour: unknown key"
+            " (expected: queue, subscribe, max_deliveries, prefetch, retry_for)",
         ),
         (
             GOOD.replace("[file]", "[files]"),
