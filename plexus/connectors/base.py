@@ -112,6 +112,9 @@ class Context:
     stats: Stats
     stopping: asyncio.Event
     transform: Callable[[Event], Sequence[Outgoing]] | None = None
+    # A source sets it once what is committed from then on is captured (a CDC source:
+    # once it streams from its slot): only then does `connector run` say it runs.
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
 
     def publish(self, event: Outgoing, key: str) -> asyncio.Future[list[int | None]]:
         """Publish `event` guaranteed, through the transform when there is one.

@@ -246,6 +246,7 @@ class PostgresCdcSource(Source):
                     await thread.run(self._start, plan)
                     streamed, busy_since = True, None
                     ctx.stats.state = "running"
+                    ctx.ready.set()  # the slot exists: every change from now on is captured
                     ctx.stats.position = ctx.stats.position or plan.confirmed
                     await self._stream(ctx, thread, plan)
                 except (psycopg2.Error, _Retry) as exc:

@@ -18,7 +18,7 @@ import signal
 from collections.abc import Iterator
 
 from plexus.client import Client
-from plexus.connectors.base import ConsumeSection, Context, Sink, Source, Stats
+from plexus.connectors.base import ConsumeSection, Context, Sink, Stats
 from plexus.connectors.config import LoadedConnector
 from plexus.connectors.sink_loop import SinkLoop
 from plexus.errors import PlexusError
@@ -43,15 +43,15 @@ async def run_connector(
 ) -> Stats:
     """Run the connector until `stopping` is set (or its work ends), counting in `stats`
     (e.g. the one the metrics endpoint reads); its final counters. `ready` is set once
-    a sink consumes its queue (events published from then on reach it), or as a source
-    starts.
+    a sink consumes its queue (events published from then on reach it), or by a source
+    once what is committed from then on is captured.
 
     Raises what ended the work (e.g. the queue deleted, a token revoked, a file
     that cannot be opened), after the last report.
     """
     stats = stats if stats is not None else Stats()
     ready = ready if ready is not None else asyncio.Event()
-    ctx = Context(loaded.name, client, stats, stopping, loaded.transform)
+    ctx = Context(loaded.name, client, stats, stopping, loaded.transform, ready)
     kind = loaded.build()
     if isinstance(kind, Sink):
         kind.stats = stats  # a sink counts what only it can tell (duplicates)
@@ -60,7 +60,7 @@ async def run_connector(
             raise TypeError(f"{type(kind).__name__}.settings has no [consume] section")
         work = asyncio.create_task(SinkLoop(kind, ctx, consume, ready).run())
     else:
-        work = asyncio.create_task(_source(kind, ctx, ready))
+        work = asyncio.create_task(kind.run(ctx))  # it sets `ready` once it captures
     seen = _Seen()
     reporter = asyncio.create_task(_report_every(client, loaded, stats, seen))
     try:
@@ -79,12 +79,6 @@ async def run_connector(
         _log_changes(loaded.name, stats, seen)
         await _report(client, loaded.kind, stats)
     return stats
-
-
-async def _source(source: Source, ctx: Context, ready: asyncio.Event) -> None:
-    ctx.stats.state = "running"
-    ready.set()
-    await source.run(ctx)
 
 
 async def _until_done(work: asyncio.Task[None], stopping: asyncio.Event) -> None:

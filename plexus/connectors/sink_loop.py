@@ -91,11 +91,21 @@ class SinkLoop:
     async def _create_queue(self) -> None:
         c = self.consume
         try:
+            # Exclusive: a connector restarted after a kill -9 binds while its killed self
+            # still holds deliveries; it takes over once those are back at the front, so
+            # it writes them first. Shared, it would get later events first (out of order).
             await self.ctx.client.create_queue(
-                c.queue, c.subscribe, max_deliveries=c.max_deliveries
+                c.queue, c.subscribe, exclusive=True, max_deliveries=c.max_deliveries
             )
         except QueueExists:
             info = await self.ctx.client.describe_queue(c.queue)
+            if not info.exclusive:
+                log.warning(
+                    "%s: queue %s is shared, not exclusive: after a restart, events the "
+                    "stopped connector held may be written after later ones",
+                    self.ctx.name,
+                    c.queue,
+                )
             if set(info.subscriptions) != set(c.subscribe):
                 log.warning(
                     "%s: queue %s exists with subscriptions %s, not %s: consuming it as it is",
