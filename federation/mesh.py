@@ -88,8 +88,8 @@ class Mesh:
         self.interest = LocalInterest(region, version=_start_version())
         self.remote = RemoteInterest(region)
         self.routes = RouteTable(region)
-        # Routes over every configured link, up or not: where guaranteed events for a
-        # region that is cut off wait (spooled) until a way to it comes back.
+        # Routes over every configured link, up or not: the one way guaranteed events
+        # take, waiting (spooled) while a link on it is down, so they keep their order.
         self.configured_routes = RouteTable(region)
         # Every region's up links, as that region last advertised them.
         self.link_states: dict[str, tuple[int, frozenset[str]]] = {}
@@ -288,13 +288,14 @@ class Mesh:
         return self.remote.regions_for(topic)
 
     def plan(self, destinations: frozenset[str], visited: frozenset[str]) -> list[Copy]:
-        """One copy per next hop: over links that are up, else over configured links."""
-        forwarding = self.routes.forward(destinations, visited)
-        copies = list(forwarding.copies)
-        if forwarding.unreachable:
-            fallback = self.configured_routes.forward(forwarding.unreachable, visited)
-            copies.extend(fallback.copies)
-        return copies
+        """One copy per next hop over the configured links, up or not.
+
+        Guaranteed events never take a detour: events spooled towards a link that is
+        down would be overtaken by later ones on the detour, and a publisher's events
+        must reach each region in publish order. They wait in the spool (durable)
+        until their link is back; direct events do reroute.
+        """
+        return list(self.configured_routes.forward(destinations, visited).copies)
 
     def store_guaranteed(
         self, link: LinkPort, events: list[lpb.GuaranteedEvent], upto: int, done: Callable[[], None]

@@ -6,7 +6,7 @@ a writer changing rows all along.
 - Mid-stream, one after the other: kill -9 of the source connector, of the sink connector in
   eu, and a PostgreSQL restart; then the replica equals the source table and the receiver saw
   every change, repeats only where the webhook counted them. The same after a kill -9 of the
-  source region's node (a test of its own: it finds a mesh bug, marked xfail).
+  source region's node (a test of its own).
 - A file sink added live in a region added live leaves the other connectors' counters alone,
   and gets exactly the changes published once its queue existed (a queue holds what is
   published after it exists: the changes before it are not replayed into it).
@@ -328,12 +328,6 @@ def test_kill_9_of_each_connector_and_a_postgres_restart_mid_stream_lose_nothing
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=False,
-    reason="mesh bug, not the connectors': after a kill -9 of us, eu's queues can get events "
-    "published just before it out of us's order (a delete before its insert), so the replica "
-    "may keep a deleted row; see the report of the drills branch",
-)
 def test_kill_9_of_the_source_regions_node_mid_stream_loses_nothing(
     pipeline: Pipeline, pg: PostgresServer
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import random
 import signal
@@ -654,3 +655,51 @@ async def test_guaranteed_events_ttl_holds_in_the_region_they_are_relayed_to(clu
         kept = await consume_all(eu, "ttlq", idle_s=0.3, expected=1)
     assert sorted(d.payload for d in dead) == [b"alive", b"late"]
     assert [d.payload for d in kept] == [b"kept"]
+
+
+TRIANGLE = [("ap", "eu"), ("ap", "us"), ("eu", "us")]
+
+
+async def test_guaranteed_events_spooled_for_a_region_are_not_overtaken_by_a_detour(
+    cluster_factory,
+):
+    cluster = cluster_factory(["ap", "eu", "us"], TRIANGLE)
+    await all_links_up(cluster, TRIANGLE)
+    async with (
+        await Client.connect(cluster.address("eu")) as eu,
+        await Client.connect(cluster.address("us")) as us,
+    ):
+        await eu.create_queue("ordq", ["ord/>"])
+        await knows_interest(cluster, "us", "eu", "ord/>")
+        # eu cut off: these wait in us's spool towards eu.
+        await set_link(cluster, "us", "eu", up=False)
+        await set_link(cluster, "ap", "eu", up=False)
+        for i in range(300):
+            await us.publish("ord/x", b"%d" % i, guaranteed=True)
+
+        # A way to eu comes back through ap first, then the direct link.
+        await set_link(cluster, "ap", "eu", up=True)
+
+        async def eu_reachable_through_ap() -> bool:
+            hops = {i.region: i.next_hop for i in (await links_of(cluster, "us")).interest}
+            return hops.get("eu") == "ap"
+
+        await eventually(eu_reachable_through_ap, 10, "us to reach eu through ap")
+        for i in range(300, 600):
+            await us.publish("ord/x", b"%d" % i, guaranteed=True)
+        await set_link(cluster, "us", "eu", up=True)
+        await all_links_up(cluster, TRIANGLE)
+        got = await consume_all(eu, "ordq", expected=600)
+    order = [int(d.payload) for d in got]
+    assert sorted(order) == list(range(600))
+    assert order == list(range(600)), f"out of publish order at eu: {_runs(order)}"
+
+
+def _runs(order: list[int]) -> list[tuple[int, int]]:
+    """Consecutive stretches, e.g. [(0, 299), (300, 599)]: where the order breaks."""
+    runs, start = [], order[0]
+    for a, b in itertools.pairwise(order):
+        if b != a + 1:
+            runs.append((start, a))
+            start = b
+    return [*runs, (start, order[-1])]
