@@ -29,7 +29,6 @@ import functools
 import http.server
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -45,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_cluster import local_cluster
 from common import CpuMeter, figure, free_port, load, percentile, wait_for_quiet
 
+from plexus.local.launcher import terminate
 from plexus.local.postgres import LocalPostgresError, PostgresServer, postgres_bin, postgres_server
 from plexus.local.state import STATE_ENV
 
@@ -209,15 +209,7 @@ class Connectors:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        terminate(self.procs.values(), STOP_TIMEOUT_S)
 
 
 def source_config(pg: PostgresServer) -> str:

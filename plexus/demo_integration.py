@@ -41,6 +41,7 @@ from plexus.connectors.postgres_cdc import slot_name
 from plexus.connectors.webhook_request import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from plexus.demo import wait_routed
 from plexus.local import membership, ops
+from plexus.local.launcher import terminate
 from plexus.local.postgres import PostgresServer, postgres_server
 from plexus.local.state import STATE_ENV, LocalClusterError, StateDir
 
@@ -165,15 +166,7 @@ class Connectors:
         return {row["name"]: row for row in json.loads(done.stdout)}
 
     def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        terminate(self.procs.values(), STOP_TIMEOUT_S)
 
 
 # ------------------------------------------------------------------ the tour

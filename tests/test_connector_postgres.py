@@ -406,8 +406,8 @@ async def main(address, dsn):
         })
         ctx = Context("orders-cdc", client, Stats(), asyncio.Event())
         task = asyncio.create_task(PostgresCdcSource(settings).run(ctx))
-        while ctx.stats.state != "running" and not task.done():
-            await asyncio.sleep(0.02)
+        ready = asyncio.create_task(ctx.ready.wait())
+        await asyncio.wait({ready, task}, return_when=asyncio.FIRST_COMPLETED)
         print("running", flush=True)
         await task
 

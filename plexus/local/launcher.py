@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from plexus.local.private import open_private, private_dir
 
@@ -196,6 +197,20 @@ def stop_processes(pids: Iterable[int], marker: str, grace_s: float = 10.0) -> l
         _signal(pid, signal.SIGKILL)
     _wait_gone(alive, marker)
     return alive
+
+
+def terminate(procs: Iterable[subprocess.Popen[Any]], grace_s: float = 10.0) -> None:
+    """Processes this one started: SIGTERM each, then SIGKILL what outlived `grace_s`."""
+    procs = list(procs)
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def kill_now(pid: int, marker: str) -> None:
