@@ -72,7 +72,20 @@ class PreVoteSyncObj(SyncObj):  # type: ignore[misc]  # pysyncobj has no type hi
         self._note_stall()
         if getattr(self._SyncObj__transport, "ready", False):
             self._before_election()
-        super()._onTick(timeToWait)
+        super()._onTick(self._wait_until_deadline(timeToWait))
+
+    def _wait_until_deadline(self, tick_s: float) -> float:
+        """Wake at the election deadline, not at the next tick after it.
+
+        Followers hear the leader's append entries at the same moment and then
+        tick in step every `autoTickPeriod`: checked only at those ticks, their
+        random election timeouts fall into two or three shared slots and the
+        survivors of a leader often campaign in the same tick and split the vote.
+        """
+        if self._SyncObj__raftState not in (_RAFT_STATE.FOLLOWER, _RAFT_STATE.CANDIDATE):
+            return tick_s
+        until_deadline = self._SyncObj__raftElectionDeadline - raft_clock()
+        return max(0.0, min(tick_s, until_deadline)) if until_deadline > 0 else tick_s
 
     def _note_stall(self) -> None:
         """Note whether this tick started late (a starved CPU, a slow disk).
