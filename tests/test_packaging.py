@@ -38,7 +38,7 @@ EXTRA_MODULES = (
     "prometheus_client",
     "pythonjsonlogger",
     "uvloop",
-    "httpx",
+    "aiohttp",
     "psycopg2",
     "tenacity",
     "grpc_health",
