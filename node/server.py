@@ -35,6 +35,7 @@ from node.clients import ClientRegistry, raise_open_file_limit
 from node.commits import Commits
 from node.config import NodeConfig
 from node.direct import DirectRouter
+from node.gateway import Gateway
 from node.grpc_server import PortInUse, bind_server, check_port_free
 from node.joining import JoinRequest, start_membership
 from node.local_delivery import RelayedDelivery
@@ -91,6 +92,8 @@ class Node:
         self._queues: QueueTable | None = None
         self._health: health.aio.HealthServicer | None = None
         self._links_started = False
+        # What the MQTT and HTTP front doors call; set once started.
+        self.gateway: Gateway | None = None
 
     async def __aenter__(self) -> Node:
         await self.start()
@@ -222,6 +225,7 @@ class Node:
         service = BrokerService(
             config, address, env, router, queues, publisher, clients, self.metrics_address, auth
         )
+        self.gateway = Gateway(config, auth, router, queues, publisher, clients)
         if self._metrics is not None:
             parts = NodeParts(
                 config.name,
