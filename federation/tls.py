@@ -16,6 +16,7 @@ twice. plexus/certs.py makes such certificates.
 from __future__ import annotations
 
 import os
+import ssl
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -104,6 +105,15 @@ def load_node_tls(cert_file: Path, key_file: Path, ca_file: Path) -> NodeTls:
     if cert.issuer != ca.subject:
         raise ConfigError(str(cert_file), [f"is not signed by the CA in {ca_file}"])
     return NodeTls(cert_pem, key_pem, ca_pem, key, ca, _regions_of(cert))
+
+
+def server_ssl_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
+    """TLS for a listener that is not gRPC (MQTT, HTTP): the node's own certificate and key,
+    TLS 1.2 or newer; clients verify it with the cluster CA."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(str(cert_file), str(key_file))
+    return context
 
 
 class LinkProof:
