@@ -41,6 +41,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "listing": ("bench_listing", "Listings with 10,000 items: plexus queue list and the tables"),
     "security": ("bench_security", "TLS and tokens: the same runs with security off and on"),
     "connectors": ("bench_connectors", "Connectors: PostgreSQL commits in us to sinks in eu"),
+    "edge": ("bench_edge", "MQTT and HTTP: paho clients against Plexus and Mosquitto"),
     "soak": ("bench_soak", "Soak: one node, 10 minutes of mixed load (make soak)"),
 }
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
