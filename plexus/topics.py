@@ -22,7 +22,7 @@ loop owns it).
 from __future__ import annotations
 
 from collections.abc import Hashable
-from itertools import islice
+from itertools import chain, islice
 from typing import Any, Generic, TypeVar
 
 from plexus.errors import InvalidPattern, InvalidTopic
@@ -357,6 +357,8 @@ class SubscriptionTrie(Generic[V]):
         "_generation",
         "_missed_once",
         "_patterns",
+        "_patterns_of",
+        "_shared",
         "_root",
         "_stems",
         "_stems_size",
@@ -382,9 +384,13 @@ class SubscriptionTrie(Generic[V]):
         self._generation = 0
         # pattern -> number of values subscribed with it.
         self._patterns: dict[str, int] = {}
+        # value -> number of patterns it is subscribed with, and how many values have
+        # more than one (only then may a match find a value twice).
+        self._patterns_of: dict[V, int] = {}
+        self._shared = 0
         # A topic's first STEM_LEVELS levels -> the walk's nodes and values after them
         # (see `_walk`); emptied by every change to the index.
-        self._stems: dict[str, tuple[list[_Node[V]], dict[V, None]]] = {}
+        self._stems: dict[str, tuple[list[_Node[V]], list[dict[V, None]]]] = {}
         self._stems_size = max(cache_size, DEFAULT_STEMS)
 
     # -- reading ----------------------------------------------------------
@@ -445,6 +451,9 @@ class SubscriptionTrie(Generic[V]):
             return False
         bucket[value] = None
         self._count += 1
+        held = self._patterns_of[value] = self._patterns_of.get(value, 0) + 1
+        if held == 2:
+            self._shared += 1
         self._patterns[pattern] = self._patterns.get(pattern, 0) + 1
         self._evict(pattern, levels, rest)
         return True
@@ -478,6 +487,13 @@ class SubscriptionTrie(Generic[V]):
             return False
         del bucket[value]
         self._count -= 1
+        held = self._patterns_of[value] - 1
+        if held:
+            self._patterns_of[value] = held
+            if held == 1:
+                self._shared -= 1
+        else:
+            del self._patterns_of[value]
         left = self._patterns[pattern] - 1
         if left:
             self._patterns[pattern] = left
@@ -563,7 +579,7 @@ class SubscriptionTrie(Generic[V]):
         """
         levels = topic.split(SEPARATOR)
         if len(levels) <= STEM_LEVELS:
-            nodes, found = _advance([self._root], {}, levels)
+            nodes, found = _advance([self._root], [], levels)
         else:
             stem = levels[0] + SEPARATOR + levels[1]
             memo = self._stems
@@ -571,27 +587,31 @@ class SubscriptionTrie(Generic[V]):
             if state is None:
                 if len(memo) >= self._stems_size:
                     memo.clear()
-                state = memo[stem] = _advance([self._root], {}, levels[:STEM_LEVELS])
+                state = memo[stem] = _advance([self._root], [], levels[:STEM_LEVELS])
             nodes, stem_found = state
-            found = dict(stem_found)
+            found = stem_found.copy()
             if nodes:
                 nodes, found = _advance(nodes, found, levels[STEM_LEVELS:])
         for node in nodes:
             if node.values:
-                found.update(node.values)
-        return tuple(found)
+                found.append(node.values)
+        if len(found) <= 1:
+            return tuple(found[0]) if found else ()
+        values = chain.from_iterable(found)
+        # A value held under one pattern only can match once: no need to dedup.
+        return tuple(dict.fromkeys(values) if self._shared else values)
 
 
 def _advance(
-    nodes: list[_Node[V]], found: dict[V, None], levels: list[str]
-) -> tuple[list[_Node[V]], dict[V, None]]:
-    """The nodes reached from `nodes` by `levels`, and `found` plus the values of `/>`
-    patterns passed on the way (each such pattern has at least one level after it)."""
+    nodes: list[_Node[V]], found: list[dict[V, None]], levels: list[str]
+) -> tuple[list[_Node[V]], list[dict[V, None]]]:
+    """The nodes reached from `nodes` by `levels`, and `found` plus the values (a dict
+    each) of `/>` patterns passed on the way (each has at least one level after it)."""
     for level in levels:
         following: list[_Node[V]] = []
         for node in nodes:
             if node.rest:
-                found.update(node.rest)
+                found.append(node.rest)
             child = node.literals.get(level)
             if child is not None:
                 following.append(child)
