@@ -33,6 +33,7 @@ from rich.table import Table
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "index": ("bench_index", "Subscription index (plexus.topics), in-process"),
     "throughput": ("bench_throughput", "Throughput, node + SDK clients as separate processes"),
+    "floor": ("bench_floor", "The transport's floor: bare grpc.aio streams, same processes/hops"),
     "latency": ("bench_latency", "Latency at a fixed rate, node + SDK clients as processes"),
     "memory": ("bench_memory", "Node memory (RSS)"),
     "cluster": ("bench_cluster", "Local clusters: plexus up, region add, failover, 12 regions"),
