@@ -232,7 +232,7 @@ CONNECT_PROPERTIES = properties_of(
     authentication_method=TEXT,
     authentication_data=st.binary(max_size=20),
     user_properties=PAIRS,
-)
+).filter(lambda p: p.authentication_data is None or p.authentication_method is not None)
 CONNACK_PROPERTIES = properties_of(
     session_expiry_interval=U32,
     receive_maximum=U16,
@@ -995,6 +995,18 @@ BAD = [
         C5 + frame(0x30, s(b"a") + b"\x05\x18\x00\x00\x00\x01"),
         R.MALFORMED_PACKET,
         "property will_delay_interval is not allowed in PUBLISH",
+    ),
+    (
+        "subscription id from client",
+        C5 + frame(0x30, s(b"a") + b"\x02\x0b\x01"),
+        R.PROTOCOL_ERROR,
+        "subscription identifier in a PUBLISH from a client",
+    ),
+    (
+        "auth data alone",
+        frame(0x10, s(b"MQTT") + b"\x05\x02\x00\x3c\x04\x16\x00\x01x" + s(b"c")),
+        R.PROTOCOL_ERROR,
+        "authentication data without an authentication method",
     ),
     (
         "puback reason",
