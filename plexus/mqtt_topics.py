@@ -27,7 +27,9 @@ Filters: `+` is `*`, `#` is `>`, with MQTT's meaning that `a/#` matches `a`
 too (`to_plexus_patterns` gives both `a` and `a/>`). MQTT does not let a
 filter whose first level is a wildcard match topics starting with `$`
 (`$SYS/...`); Plexus patterns know nothing of that, so whoever delivers to an
-MQTT subscriber checks `mqtt_filter_matches` for `$` topics.
+MQTT subscriber checks `mqtt_filter_matches` for `$` topics. An MQTT 5
+shared subscription (`$share/group/filter`) is the session's to take apart:
+these functions read it as an ordinary filter.
 """
 
 from __future__ import annotations

@@ -1101,3 +1101,44 @@ def test_the_encoder_refuses_packets_that_would_be_invalid_on_the_wire(
     with pytest.raises(ValueError) as info:
         encode(packet, version)
     assert words in str(info.value)
+
+
+def _valid_stream(version: ProtocolVersion) -> bytes:
+    return client_stream(version)[0]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    version=st.sampled_from(VERSIONS),
+    edits=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), min_size=1, max_size=4),
+    server=st.booleans(),
+)
+def test_damaged_bytes_give_packets_or_one_protocol_error_never_another_exception(
+    version: ProtocolVersion, edits: list[tuple[int, int]], server: bool
+) -> None:
+    if server:
+        data = bytearray(_valid_stream(version))
+        decoder = Decoder()
+    else:
+        data = bytearray(b"".join(encode(p, version) for p in SERVER_PACKETS[version]))
+        decoder = Decoder(server=False, version=version)
+    for where, byte in edits:
+        data[where % len(data)] = byte
+    try:
+        decoder.feed(bytes(data))
+    except ProtocolError as exc:
+        assert exc.detail
+        assert exc.reason.is_error
+
+
+@settings(max_examples=300, deadline=None)
+@given(version=st.sampled_from(VERSIONS), garbage=st.binary(min_size=1, max_size=200))
+def test_garbage_after_connect_gives_packets_or_one_protocol_error(
+    version: ProtocolVersion, garbage: bytes
+) -> None:
+    decoder = Decoder()
+    decoder.feed(encode(Connect("c", version), version))
+    try:
+        decoder.feed(garbage)
+    except ProtocolError as exc:
+        assert exc.reason.is_error
