@@ -8,6 +8,8 @@ the same values.
 
 from __future__ import annotations
 
+import asyncio
+import shutil
 from collections.abc import Callable
 from typing import Any
 
@@ -49,6 +51,7 @@ from node.mqtt.packets import (
     Will,
     connect_return_code,
 )
+from tests.harness import free_port
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -1142,3 +1145,145 @@ def test_garbage_after_connect_gives_packets_or_one_protocol_error(
         decoder.feed(garbage)
     except ProtocolError as exc:
         assert exc.reason.is_error
+
+
+# --------------------------------------------------------------------------
+# Debian's mosquitto clients (libmosquitto, a C implementation) against the codec
+# --------------------------------------------------------------------------
+
+
+class CodecBroker:
+    """Just enough broker over the codec to serve one mosquitto client: it answers
+    CONNECT, SUBSCRIBE and each QoS step, and sends `to_deliver` after a SUBACK."""
+
+    def __init__(self, to_deliver: list[Publish]) -> None:
+        self.received: list[Packet] = []
+        self.to_deliver = to_deliver
+        self.closed = asyncio.Event()  # set once the client's connection has been read to its end
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        decoder = Decoder()
+        version: ProtocolVersion | None = None
+        try:
+            while data := await reader.read(65536):
+                for packet in decoder.feed(data):
+                    self.received.append(packet)
+                    version = decoder.version
+                    assert version is not None
+                    for answer in self._answers(packet):
+                        writer.write(encode(answer, version))
+                await writer.drain()
+        finally:
+            writer.close()
+            self.closed.set()
+
+    def _answers(self, packet: Packet) -> list[Packet]:
+        if isinstance(packet, Connect):
+            return [Connack()]
+        if isinstance(packet, Subscribe):
+            granted = tuple(ReasonCode(s.qos) for s in packet.subscriptions)
+            return [Suback(packet.packet_id, granted), *self.to_deliver]
+        if isinstance(packet, Publish) and packet.qos == 1:
+            return [Puback(packet.packet_id or 0)]
+        if isinstance(packet, Publish) and packet.qos == 2:
+            return [Pubrec(packet.packet_id or 0)]
+        if isinstance(packet, Pubrel):
+            return [Pubcomp(packet.packet_id)]
+        return []
+
+
+async def run_against_codec(broker: CodecBroker, *command: str) -> str:
+    port = free_port()
+    server = await asyncio.start_server(broker.serve, "127.0.0.1", port)
+    async with server:
+        process = await asyncio.create_subprocess_exec(
+            *command,
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        try:
+            async with asyncio.timeout(20):
+                output, _ = await process.communicate()
+                await broker.closed.wait()
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    assert process.returncode == 0, f"{command[0]} failed: {output.decode()}"
+    return output.decode()
+
+
+needs_mosquitto = pytest.mark.skipif(
+    shutil.which("mosquitto_pub") is None, reason="Debian's mosquitto-clients not installed"
+)
+
+
+@needs_mosquitto
+@pytest.mark.parametrize(("version", "flag"), [(V4, "mqttv311"), (V5, "mqttv5")])
+@pytest.mark.parametrize("qos", [0, 1, 2])
+async def test_mosquitto_pub_publishes_through_the_codec(
+    version: ProtocolVersion, flag: str, qos: int
+) -> None:
+    broker = CodecBroker([])
+    extra = ["-D", "publish", "user-property", "k", "v"] if version == V5 else []
+    await run_against_codec(
+        broker,
+        "mosquitto_pub",
+        "-V",
+        flag,
+        "-i",
+        "dev-7",
+        "-u",
+        "user",
+        "-P",
+        "secret",
+        "-q",
+        str(qos),
+        "-r",
+        "-t",
+        "/plant//line 1/temp",
+        "-m",
+        "21.5",
+        *extra,
+    )
+    if qos == 2:
+        assert Pubrel(1) in broker.received
+    connect, publish, disconnect = [p for p in broker.received if not isinstance(p, Pubrel)]
+    assert isinstance(connect, Connect)
+    assert (connect.protocol_level, connect.client_id) == (version, "dev-7")
+    assert (connect.username, connect.password) == ("user", b"secret")
+    assert isinstance(publish, Publish)
+    assert (publish.topic, publish.payload, publish.qos, publish.retain) == (
+        "/plant//line 1/temp",
+        b"21.5",
+        qos,
+        True,
+    )
+    if version == V5:
+        assert publish.properties.user_properties == (("k", "v"),)
+    assert disconnect == Disconnect()
+
+
+@needs_mosquitto
+@pytest.mark.parametrize(("version", "flag"), [(V4, "mqttv311"), (V5, "mqttv5")])
+async def test_mosquitto_sub_receives_what_the_codec_encodes(
+    version: ProtocolVersion, flag: str
+) -> None:
+    properties = Properties(user_properties=(("k", "v"),)) if version == V5 else EMPTY_PROPERTIES
+    broker = CodecBroker(
+        [
+            Publish("sensors/a", b"one"),
+            Publish("sensors/b", b"two", 1, packet_id=1, properties=properties),
+        ]
+    )
+    output = await run_against_codec(
+        broker, "mosquitto_sub", "-V", flag, "-t", "sensors/#", "-q", "1", "-C", "2", "-v"
+    )
+    assert output.splitlines() == ["sensors/a one", "sensors/b two"]
+    subscribe = broker.received[1]
+    assert subscribe == Subscribe(1, (Subscription("sensors/#", 1),))
+    assert Puback(1) in broker.received
