@@ -74,6 +74,12 @@ class NodeConfig(BaseModel):
         default=8_192, ge=1, description="Publish, Subscribe and Consume streams per connection"
     )
     max_queues: int = Field(default=50_000, ge=1, description="queues in this region")
+    retained_max_messages: int = Field(
+        default=100_000, ge=1, description="MQTT retained messages kept (one per topic)"
+    )
+    retained_max_bytes: int = Field(
+        default=64 << 20, ge=1, description="MQTT retained messages kept, encoded bytes"
+    )
     max_client_connections: int = Field(
         default=0,
         ge=0,

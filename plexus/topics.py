@@ -30,6 +30,7 @@ from plexus.errors import InvalidPattern, InvalidTopic
 __all__ = [
     "MAX_TOPIC_BYTES",
     "SubscriptionTrie",
+    "TopicSet",
     "pattern_matches",
     "validate_pattern",
     "validate_topic",
@@ -634,3 +635,26 @@ def _advance(
             return following, found
         nodes = following
     return nodes, found
+
+
+class TopicSet:
+    """A set of topics, to list those a pattern matches: `SubscriptionTrie` the other way
+    round (patterns given, topics held), e.g. the topics that have a retained message."""
+
+    __slots__ = ("_tree",)
+
+    def __init__(self) -> None:
+        self._tree = _TopicTree()
+
+    def add(self, topic: str) -> None:
+        """Hold `topic` (valid; a topic already held stays once)."""
+        self._tree.add(topic)
+
+    def discard(self, topic: str) -> None:
+        self._tree.discard(topic)
+
+    def matching(self, pattern: str) -> list[str]:
+        """The topics held that `pattern` (valid) matches, in no particular order."""
+        levels = pattern.split(SEPARATOR)
+        rest = levels[-1] == WILDCARD_REST
+        return self._tree.matching(levels[:-1] if rest else levels, rest)
