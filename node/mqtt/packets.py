@@ -1,0 +1,408 @@
+"""MQTT control packets, 3.1.1 and 5.0 in one set of classes.
+
+Each packet is a frozen dataclass holding what it means, not how it is laid
+out: the codec (`node.mqtt.codec`) reads and writes both versions. Fields a
+version lacks keep their defaults when encoded for it (3.1.1 has no
+properties and no reason codes on acknowledgements) and are defaulted when
+decoded from it.
+
+Reason codes are MQTT 5's (`ReasonCode`). 3.1.1 carries fewer: a CONNACK
+return code (`ConnectReturnCode`, from `connect_return_code`) and a SUBACK
+return code that is the granted QoS or 0x80 (`suback_return_code`); the codec
+maps both ways, so the session speaks v5 reasons whatever the client's version.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import TypeAlias
+
+from plexus.errors import PlexusError
+
+__all__ = [
+    "EMPTY_PROPERTIES",
+    "Auth",
+    "Connack",
+    "Connect",
+    "ConnectReturnCode",
+    "Disconnect",
+    "Packet",
+    "PacketType",
+    "Pingreq",
+    "Pingresp",
+    "Properties",
+    "ProtocolError",
+    "ProtocolVersion",
+    "Puback",
+    "Pubcomp",
+    "Publish",
+    "Pubrec",
+    "Pubrel",
+    "ReasonCode",
+    "Suback",
+    "Subscribe",
+    "Subscription",
+    "Unsuback",
+    "Unsubscribe",
+    "Will",
+    "connect_return_code",
+    "reason_from_connect_return_code",
+    "suback_return_code",
+]
+
+
+class ProtocolVersion(IntEnum):
+    """The protocol level byte of CONNECT."""
+
+    V3_1 = 3  # "MQIsdp": refused with UNSUPPORTED_PROTOCOL_VERSION
+    V3_1_1 = 4
+    V5 = 5
+
+
+class PacketType(IntEnum):
+    """The high nibble of a packet's first byte."""
+
+    CONNECT = 1
+    CONNACK = 2
+    PUBLISH = 3
+    PUBACK = 4
+    PUBREC = 5
+    PUBREL = 6
+    PUBCOMP = 7
+    SUBSCRIBE = 8
+    SUBACK = 9
+    UNSUBSCRIBE = 10
+    UNSUBACK = 11
+    PINGREQ = 12
+    PINGRESP = 13
+    DISCONNECT = 14
+    AUTH = 15
+
+
+class ReasonCode(IntEnum):
+    """MQTT 5 reason codes (section 2.4); 0 has three names, as in the spec."""
+
+    SUCCESS = 0x00
+    NORMAL_DISCONNECTION = 0x00
+    GRANTED_QOS_0 = 0x00
+    GRANTED_QOS_1 = 0x01
+    GRANTED_QOS_2 = 0x02
+    DISCONNECT_WITH_WILL_MESSAGE = 0x04
+    NO_MATCHING_SUBSCRIBERS = 0x10
+    NO_SUBSCRIPTION_EXISTED = 0x11
+    CONTINUE_AUTHENTICATION = 0x18
+    RE_AUTHENTICATE = 0x19
+    UNSPECIFIED_ERROR = 0x80
+    MALFORMED_PACKET = 0x81
+    PROTOCOL_ERROR = 0x82
+    IMPLEMENTATION_SPECIFIC_ERROR = 0x83
+    UNSUPPORTED_PROTOCOL_VERSION = 0x84
+    CLIENT_IDENTIFIER_NOT_VALID = 0x85
+    BAD_USER_NAME_OR_PASSWORD = 0x86
+    NOT_AUTHORIZED = 0x87
+    SERVER_UNAVAILABLE = 0x88
+    SERVER_BUSY = 0x89
+    BANNED = 0x8A
+    SERVER_SHUTTING_DOWN = 0x8B
+    BAD_AUTHENTICATION_METHOD = 0x8C
+    KEEP_ALIVE_TIMEOUT = 0x8D
+    SESSION_TAKEN_OVER = 0x8E
+    TOPIC_FILTER_INVALID = 0x8F
+    TOPIC_NAME_INVALID = 0x90
+    PACKET_IDENTIFIER_IN_USE = 0x91
+    PACKET_IDENTIFIER_NOT_FOUND = 0x92
+    RECEIVE_MAXIMUM_EXCEEDED = 0x93
+    TOPIC_ALIAS_INVALID = 0x94
+    PACKET_TOO_LARGE = 0x95
+    MESSAGE_RATE_TOO_HIGH = 0x96
+    QUOTA_EXCEEDED = 0x97
+    ADMINISTRATIVE_ACTION = 0x98
+    PAYLOAD_FORMAT_INVALID = 0x99
+    RETAIN_NOT_SUPPORTED = 0x9A
+    QOS_NOT_SUPPORTED = 0x9B
+    USE_ANOTHER_SERVER = 0x9C
+    SERVER_MOVED = 0x9D
+    SHARED_SUBSCRIPTIONS_NOT_SUPPORTED = 0x9E
+    CONNECTION_RATE_EXCEEDED = 0x9F
+    MAXIMUM_CONNECT_TIME = 0xA0
+    SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED = 0xA1
+    WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED = 0xA2
+
+    @property
+    def is_error(self) -> bool:
+        return self >= 0x80
+
+
+class ConnectReturnCode(IntEnum):
+    """MQTT 3.1.1 CONNACK return codes (section 3.2.2.3)."""
+
+    ACCEPTED = 0
+    UNACCEPTABLE_PROTOCOL_VERSION = 1
+    IDENTIFIER_REJECTED = 2
+    SERVER_UNAVAILABLE = 3
+    BAD_USER_NAME_OR_PASSWORD = 4
+    NOT_AUTHORIZED = 5
+
+
+_RETURN_CODE_OF_REASON: dict[ReasonCode, ConnectReturnCode] = {
+    ReasonCode.SUCCESS: ConnectReturnCode.ACCEPTED,
+    ReasonCode.UNSUPPORTED_PROTOCOL_VERSION: ConnectReturnCode.UNACCEPTABLE_PROTOCOL_VERSION,
+    ReasonCode.CLIENT_IDENTIFIER_NOT_VALID: ConnectReturnCode.IDENTIFIER_REJECTED,
+    ReasonCode.BAD_USER_NAME_OR_PASSWORD: ConnectReturnCode.BAD_USER_NAME_OR_PASSWORD,
+    ReasonCode.BAD_AUTHENTICATION_METHOD: ConnectReturnCode.BAD_USER_NAME_OR_PASSWORD,
+    ReasonCode.NOT_AUTHORIZED: ConnectReturnCode.NOT_AUTHORIZED,
+    ReasonCode.BANNED: ConnectReturnCode.NOT_AUTHORIZED,
+}
+
+_REASON_OF_RETURN_CODE: dict[ConnectReturnCode, ReasonCode] = {
+    ConnectReturnCode.ACCEPTED: ReasonCode.SUCCESS,
+    ConnectReturnCode.UNACCEPTABLE_PROTOCOL_VERSION: ReasonCode.UNSUPPORTED_PROTOCOL_VERSION,
+    ConnectReturnCode.IDENTIFIER_REJECTED: ReasonCode.CLIENT_IDENTIFIER_NOT_VALID,
+    ConnectReturnCode.SERVER_UNAVAILABLE: ReasonCode.SERVER_UNAVAILABLE,
+    ConnectReturnCode.BAD_USER_NAME_OR_PASSWORD: ReasonCode.BAD_USER_NAME_OR_PASSWORD,
+    ConnectReturnCode.NOT_AUTHORIZED: ReasonCode.NOT_AUTHORIZED,
+}
+
+
+def connect_return_code(reason: ReasonCode) -> ConnectReturnCode:
+    """The 3.1.1 CONNACK return code for a v5 CONNACK reason.
+
+    Reasons 3.1.1 has no word for become SERVER_UNAVAILABLE (the server
+    cannot take this connection now), the closest of its six codes.
+    """
+    return _RETURN_CODE_OF_REASON.get(reason, ConnectReturnCode.SERVER_UNAVAILABLE)
+
+
+def reason_from_connect_return_code(code: ConnectReturnCode) -> ReasonCode:
+    """The v5 reason for a 3.1.1 CONNACK return code."""
+    return _REASON_OF_RETURN_CODE[code]
+
+
+def suback_return_code(reason: ReasonCode) -> int:
+    """The 3.1.1 SUBACK return code: the granted QoS, or 0x80 for any refusal."""
+    return 0x80 if reason >= 0x80 else int(reason)
+
+
+class ProtocolError(PlexusError):
+    """A peer broke the MQTT protocol; `reason` is what to tell it (v5 codes).
+
+    `reason` is MALFORMED_PACKET (0x81), PROTOCOL_ERROR (0x82),
+    UNSUPPORTED_PROTOCOL_VERSION (0x84), PACKET_TOO_LARGE (0x95),
+    TOPIC_NAME_INVALID (0x90), ...; the message names what was wrong. The
+    connection cannot go on after one: a v5 peer gets a DISCONNECT (or a
+    CONNACK, before CONNECT was accepted) with `reason`, a 3.1.1 peer is cut
+    (given a CONNACK return code first when one exists for `reason`).
+    """
+
+    def __init__(
+        self,
+        reason: ReasonCode,
+        detail: str,
+        packet_type: PacketType | None = None,
+    ) -> None:
+        self.reason, self.detail, self.packet_type = reason, detail, packet_type
+        super().__init__(f"{reason.name.lower().replace('_', ' ')}: {detail}")
+
+
+@dataclass(frozen=True, slots=True)
+class Properties:
+    """MQTT 5 properties (section 2.2.2.2); None (or empty) when absent.
+
+    Single-byte flags (payload_format_indicator, maximum_qos, retain_available,
+    the *_available ones, request_*_information) are ints as on the wire.
+    `subscription_identifiers` holds the one of a SUBSCRIBE, or the several a
+    PUBLISH may carry to a subscriber.
+    """
+
+    payload_format_indicator: int | None = None
+    message_expiry_interval: int | None = None
+    content_type: str | None = None
+    response_topic: str | None = None
+    correlation_data: bytes | None = None
+    subscription_identifiers: tuple[int, ...] = ()
+    session_expiry_interval: int | None = None
+    assigned_client_identifier: str | None = None
+    server_keep_alive: int | None = None
+    authentication_method: str | None = None
+    authentication_data: bytes | None = None
+    request_problem_information: int | None = None
+    will_delay_interval: int | None = None
+    request_response_information: int | None = None
+    response_information: str | None = None
+    server_reference: str | None = None
+    reason_string: str | None = None
+    receive_maximum: int | None = None
+    topic_alias_maximum: int | None = None
+    topic_alias: int | None = None
+    maximum_qos: int | None = None
+    retain_available: int | None = None
+    user_properties: tuple[tuple[str, str], ...] = ()
+    maximum_packet_size: int | None = None
+    wildcard_subscription_available: int | None = None
+    subscription_identifier_available: int | None = None
+    shared_subscription_available: int | None = None
+
+
+EMPTY_PROPERTIES = Properties()
+
+
+@dataclass(frozen=True, slots=True)
+class Will:
+    """The will message a CONNECT leaves, published if the client vanishes."""
+
+    topic: str
+    payload: bytes = b""
+    qos: int = 0
+    retain: bool = False
+    properties: Properties = EMPTY_PROPERTIES
+
+
+@dataclass(frozen=True, slots=True)
+class Connect:
+    client_id: str
+    protocol_level: ProtocolVersion = ProtocolVersion.V5
+    clean_start: bool = True
+    keepalive: int = 60
+    username: str | None = None
+    password: bytes | None = None
+    will: Will | None = None
+    properties: Properties = EMPTY_PROPERTIES
+
+
+@dataclass(frozen=True, slots=True)
+class Connack:
+    """`reason` is written as a 3.1.1 return code (`connect_return_code`) to 3.1.1 peers."""
+
+    session_present: bool = False
+    reason: ReasonCode = ReasonCode.SUCCESS
+    properties: Properties = EMPTY_PROPERTIES
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    """`packet_id` is None at QoS 0, 1..65535 above; `topic` may be "" with a topic alias (v5)."""
+
+    topic: str
+    payload: bytes = b""
+    qos: int = 0
+    retain: bool = False
+    dup: bool = False
+    packet_id: int | None = None
+    properties: Properties = EMPTY_PROPERTIES
+
+
+@dataclass(frozen=True, slots=True)
+class Puback:
+    packet_id: int
+    reason: ReasonCode = ReasonCode.SUCCESS
+    properties: Properties = EMPTY_PROPERTIES
+
+
+@dataclass(frozen=True, slots=True)
+class Pubrec:
+    packet_id: int
+    reason: ReasonCode = ReasonCode.SUCCESS
+    properties: Properties = EMPTY_PROPERTIES
+
+
+@dataclass(frozen=True, slots=True)
+class Pubrel:
+    packet_id: int
+    reason: ReasonCode = ReasonCode.SUCCESS
+    properties: Properties = EMPTY_PROPERTIES
+
+
+@dataclass(frozen=True, slots=True)
+class Pubcomp:
+    packet_id: int
+    reason: ReasonCode = ReasonCode.SUCCESS
+    properties: Properties = EMPTY_PROPERTIES
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """One topic filter of a SUBSCRIBE and its options (the last three are v5 only)."""
+
+    topic_filter: str
+    qos: int = 0
+    no_local: bool = False
+    retain_as_published: bool = False
+    retain_handling: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    packet_id: int
+    subscriptions: tuple[Subscription, ...]
+    properties: Properties = EMPTY_PROPERTIES
+
+
+@dataclass(frozen=True, slots=True)
+class Suback:
+    """One reason per subscription, in order: GRANTED_QOS_n or a refusal."""
+
+    packet_id: int
+    reasons: tuple[ReasonCode, ...]
+    properties: Properties = EMPTY_PROPERTIES
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    packet_id: int
+    topic_filters: tuple[str, ...]
+    properties: Properties = EMPTY_PROPERTIES
+
+
+@dataclass(frozen=True, slots=True)
+class Unsuback:
+    """`reasons` (one per topic filter) travel in v5 only; decoded as () from 3.1.1."""
+
+    packet_id: int
+    reasons: tuple[ReasonCode, ...] = ()
+    properties: Properties = EMPTY_PROPERTIES
+
+
+@dataclass(frozen=True, slots=True)
+class Pingreq:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Pingresp:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnect:
+    """`reason` and `properties` travel in v5 only."""
+
+    reason: ReasonCode = ReasonCode.NORMAL_DISCONNECTION
+    properties: Properties = EMPTY_PROPERTIES
+
+
+@dataclass(frozen=True, slots=True)
+class Auth:
+    """v5 only: a step of enhanced authentication."""
+
+    reason: ReasonCode = ReasonCode.SUCCESS
+    properties: Properties = EMPTY_PROPERTIES
+
+
+Packet: TypeAlias = (
+    Connect
+    | Connack
+    | Publish
+    | Puback
+    | Pubrec
+    | Pubrel
+    | Pubcomp
+    | Subscribe
+    | Suback
+    | Unsubscribe
+    | Unsuback
+    | Pingreq
+    | Pingresp
+    | Disconnect
+    | Auth
+)
