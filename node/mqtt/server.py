@@ -1,0 +1,514 @@
+"""The node's MQTT listener: the asyncio shell around node/mqtt/session.py.
+
+One `_Connection` per TCP (or TLS) connection reads bytes, decodes packets,
+feeds the session and performs what it decides on the node's `Gateway`:
+publish, a direct subscription per Plexus pattern, and for a persistent
+session a durable queue (see `queue_name`) consumed while the client is
+connected. Output is written once per wake, whatever the number of events.
+
+Identity: the MQTT password is a Plexus token and its permissions apply; the
+username only names the client (`plexus clients`). A node without a token key
+accepts any password, or none. A persistent session's queue is the front
+door's own: it is created and consumed with the node's authority, once the
+client's token allowed each subscription.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import itertools
+import logging
+import ssl
+from collections.abc import Iterable
+from contextlib import ExitStack
+from typing import Protocol
+
+from node.gateway import Gateway, GatewayConsumer, GatewaySubscription
+from node.grpc_server import PortInUse
+from node.mqtt.codec import Decoder
+from node.mqtt.packets import ProtocolError, ReasonCode
+from node.mqtt.session import (
+    AckDeliveries,
+    Action,
+    Authenticate,
+    Close,
+    Phase,
+    PublishEvent,
+    SendRetained,
+    Session,
+    SessionLimits,
+    SessionState,
+    SubscriptionsChanged,
+)
+from node.permissions import OPEN, Access
+from node.queues import QUEUE_NAME
+from plexus.errors import (
+    InvalidArgument,
+    PlexusError,
+    QueueNotFound,
+    Unauthenticated,
+)
+from plexus.mqtt_topics import from_plexus_patterns
+from plexus.v1 import plexus_pb2 as pb
+
+__all__ = ["MqttFrontDoor", "queue_name"]
+
+log = logging.getLogger(__name__)
+
+READ_BYTES = 256 * 1024
+# A connection that sends no CONNECT within this long is closed.
+CONNECT_TIMEOUT_S = 10.0
+# How long a taken-over connection may take to let go of its session.
+TAKEOVER_TIMEOUT_S = 5.0
+# QoS 0 publishes read but not yet handed to the broker, past which reading pauses.
+MAX_UNPUBLISHED = 10_000
+# Queue deliveries in flight to one persistent session (its receive maximum, up to this).
+MAX_SESSION_CREDITS = 1_000
+# Bytes an MQTT packet adds to an event's payload, beyond the node's payload limit.
+PACKET_OVERHEAD_BYTES = 64 * 1024
+QUEUE_PREFIX = "mqtt."
+
+
+def queue_name(client_id: str) -> str:
+    """The durable queue of a persistent session: `mqtt.c.<client id>` when the id fits
+    the queue-name grammar (letters, digits, `.`, `_`, `-`; the name at most 100
+    characters), else `mqtt.h.<sha-256 of the id, 40 hex digits>`: the two forms never
+    collide."""
+    plain = f"{QUEUE_PREFIX}c.{client_id}"
+    if QUEUE_NAME.match(plain):
+        return plain
+    digest = hashlib.sha256(client_id.encode()).hexdigest()[:40]
+    return f"{QUEUE_PREFIX}h.{digest}"
+
+
+class RetainedMessages(Protocol):
+    """Retained messages per Plexus topic (node/mqtt/retained.py's RetainedStore)."""
+
+    async def retain(self, topic: str, event: pb.Event) -> None: ...
+
+    def matching(self, patterns: Iterable[str]) -> list[pb.Event]: ...
+
+
+class MqttFrontDoor:
+    """MQTT 3.1.1 and 5.0 on `address`, with TLS when `ssl_context` is given."""
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        address: str,
+        ssl_context: ssl.SSLContext | None = None,
+        region: str = "",
+        retained: RetainedMessages | None = None,
+        *,
+        max_connections: int = 10_000,
+    ) -> None:
+        self.gateway = gateway
+        self.requested = address
+        self.ssl_context = ssl_context
+        self.region = region or gateway.config.name
+        self.retained = retained
+        self.max_connections = max_connections
+        self.limits = SessionLimits(
+            maximum_packet_bytes=gateway.config.max_payload_bytes + PACKET_OVERHEAD_BYTES
+        )
+        self.address = ""
+        self._server: asyncio.Server | None = None
+        self._connections: dict[str, _Connection] = {}  # by client id, once connected
+        self._open: set[_Connection] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        # Persistent sessions' state while the node runs (their queues keep the rest).
+        self.sessions: dict[str, SessionState] = {}
+        self._wills: dict[str, asyncio.TimerHandle] = {}
+        self._ids = itertools.count(1)
+        self.stopping = False
+
+    async def start(self) -> str:
+        """Listen; returns the "host:port" bound (port 0 picks a free one)."""
+        host, sep, port = self.requested.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise InvalidArgument(f"invalid MQTT address {self.requested!r}: expected HOST:PORT")
+        try:
+            self._server = await asyncio.start_server(
+                self._accept, host.strip("[]"), int(port), ssl=self.ssl_context
+            )
+        except OSError as exc:
+            raise PortInUse(self.requested) from exc
+        bound = self._server.sockets[0].getsockname()[1]
+        self.address = f"{host}:{bound}"
+        log.info("MQTT listening on %s%s", self.address, " (TLS)" if self.ssl_context else "")
+        return self.address
+
+    async def stop(self) -> None:
+        """Stop listening and close every connection; persistent sessions stay in their queues."""
+        self.stopping = True
+        if self._server is not None:
+            self._server.close()
+        for handle in self._wills.values():
+            handle.cancel()
+        self._wills.clear()
+        for connection in list(self._open):
+            connection.end(connection.session.shut_down())
+            if not connection._tasks:
+                connection.writer.close()  # wakes a read still waiting for CONNECT
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)  # type: ignore[arg-type]
+        connection = _Connection(self, reader, writer)
+        self._open.add(connection)
+        try:
+            await connection.run()
+        except Exception:  # a bug: log it, and keep serving the others
+            log.exception("MQTT connection %s failed", connection.peer)
+        finally:
+            self._open.discard(connection)
+            if self._connections.get(connection.session.client_id) is connection:
+                del self._connections[connection.session.client_id]
+            self._tasks.discard(task)  # type: ignore[arg-type]
+            writer.close()
+            with contextlib.suppress(OSError, ConnectionError, ssl.SSLError):
+                await writer.wait_closed()
+
+    async def take_over(self, client_id: str, connection: _Connection) -> None:
+        """Make `connection` the one of `client_id`, closing the one before it (0x8E)."""
+        handle = self._wills.pop(client_id, None)
+        if handle is not None:
+            handle.cancel()  # the client came back within its will delay
+        old = self._connections.get(client_id)
+        self._connections[client_id] = connection
+        if old is not None:
+            old.end(old.session.take_over())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(TAKEOVER_TIMEOUT_S):
+                    await old.finished.wait()
+
+    def publish_will(self, client_id: str, access: Access, will: PublishEvent, delay: int) -> None:
+        if self.stopping:
+            return
+
+        def start() -> None:
+            self._wills.pop(client_id, None)
+            task = asyncio.get_running_loop().create_task(self._publish_will(access, will))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        if delay:
+            self._wills[client_id] = asyncio.get_running_loop().call_later(delay, start)
+        else:
+            start()
+
+    async def _publish_will(self, access: Access, will: PublishEvent) -> None:
+        [error] = await self.gateway.publish(access, [will.event], peer=f"mqtt:{self.region}")
+        if error is not None:
+            log.warning("will message to %s refused: %s", will.event.topic, error)
+        elif will.retain and self.retained is not None:
+            await self.retained.retain(will.event.topic, will.event)
+
+
+class _Connection:
+    """One client connection: reads, the session, its subscriptions and queue."""
+
+    def __init__(
+        self, door: MqttFrontDoor, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self.door = door
+        self.gateway = door.gateway
+        self.reader = reader
+        self.writer = writer
+        host, port = writer.get_extra_info("peername")[:2]
+        self.peer = f"mqtt:{host}:{port}"
+        self.session = Session(door.limits, assigned_id=f"plexus-{door.region}-{next(door._ids)}")
+        self.decoder = Decoder(max_packet_size=door.limits.maximum_packet_bytes)
+        self.access: Access = OPEN
+        self.token: str | None = None
+        self.finished = asyncio.Event()
+        self.closing = asyncio.Event()
+        self.close_reason = ""
+        self._tasks: list[asyncio.Task[None]] = []
+        self._subscriptions: dict[str, tuple[ExitStack, asyncio.Task[None]]] = {}
+        self._consumer: GatewayConsumer | None = None
+        self._queue = ""
+        self._stack = ExitStack()
+        self._unpublished: list[PublishEvent] = []
+        self._publish_wake = asyncio.Event()
+        self._published = asyncio.Event()
+
+    @property
+    def name(self) -> str:
+        return self.session.username or self.session.client_id
+
+    # ------------------------------------------------------------ life
+
+    async def run(self) -> None:
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                while self.session.phase != Phase.CONNECTED and not self.closing.is_set():
+                    if not await self._read():
+                        return
+        except TimeoutError:
+            log.info("MQTT %s sent no CONNECT in %.0f s", self.peer, CONNECT_TIMEOUT_S)
+            return
+        if self.closing.is_set():
+            self._flush()
+            return
+        loop = asyncio.get_running_loop()
+        with self._stack:
+            self._tasks = [
+                loop.create_task(self._reading()),
+                loop.create_task(self._publishing()),
+                loop.create_task(self._keepalive()),
+            ]
+            if self._consumer is not None:
+                self._tasks.append(loop.create_task(self._pump(self._consumer)))
+            for pattern in self.session.patterns():
+                self._watch(pattern)
+            await self.closing.wait()
+            for _, task in self._subscriptions.values():
+                self._tasks.append(task)
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            for stack, _ in self._subscriptions.values():
+                stack.close()
+            self._flush()
+        self.finished.set()
+        will = self.session.will()
+        if will is not None:
+            self.door.publish_will(self.session.client_id, self.access, *will)
+        log.info("MQTT %s (%s) closed: %s", self.peer, self.session.client_id, self.close_reason)
+
+    def end(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Close):
+                self._close(action.reason)
+
+    def _close(self, reason: str) -> None:
+        if not self.closing.is_set():
+            self.close_reason = reason
+            self.closing.set()
+
+    def _flush(self) -> None:
+        data = self.session.data_to_send()
+        if data and not self.writer.is_closing():
+            self.writer.write(data)
+
+    async def _drain(self) -> None:
+        self._flush()
+        try:
+            await self.writer.drain()
+        except (ConnectionError, ssl.SSLError) as exc:
+            self._close(f"connection lost: {exc}")
+
+    # ------------------------------------------------------------ reading
+
+    async def _read(self) -> bool:
+        """Read, decode and act on one chunk; False at the end of the stream."""
+        try:
+            data = await self.reader.read(READ_BYTES)
+        except (ConnectionError, ssl.SSLError) as exc:
+            self._close(f"connection lost: {exc}")
+            return False
+        if not data:
+            self._close("connection lost")
+            return False
+        now = asyncio.get_running_loop().time()
+        actions: list[Action] = []
+        try:
+            packets = self.decoder.feed(data)
+        except ProtocolError as exc:
+            for packet in getattr(exc, "packets", ()):
+                actions += self.session.receive(packet, now)
+            actions += self.session.fail(exc)
+        else:
+            for packet in packets:
+                actions += self.session.receive(packet, now)
+        await self._perform(actions)
+        await self._drain()
+        return not self.closing.is_set()
+
+    async def _reading(self) -> None:
+        while await self._read():
+            while len(self._unpublished) >= MAX_UNPUBLISHED:
+                self._published.clear()
+                await self._published.wait()
+
+    async def _keepalive(self) -> None:
+        loop = asyncio.get_running_loop()
+        while (deadline := self.session.keepalive_deadline()) is not None:
+            if self.session.expired(loop.time()):
+                self.end(self.session.time_out())
+                return
+            await asyncio.sleep(max(deadline - loop.time(), 0.0) + 0.01)
+
+    # ------------------------------------------------------------ actions
+
+    async def _perform(self, actions: list[Action]) -> None:
+        for action in actions:
+            match action:
+                case PublishEvent():
+                    self._unpublished.append(action)
+                    self._publish_wake.set()
+                case AckDeliveries(tags=tags):
+                    if self._consumer is not None:
+                        self._consumer.ack(tags)
+                        self._consumer.grant(len(tags))
+                case SubscriptionsChanged():
+                    await self._subscriptions_changed(action)
+                case SendRetained(patterns=patterns):
+                    if self.door.retained is not None:
+                        events = self.door.retained.matching(patterns)
+                        await self._perform(self.session.deliver(events, retained=True))
+                case Authenticate():
+                    await self._connect(action)
+                case Close(reason=reason):
+                    self._close(reason)
+
+    async def _connect(self, action: Authenticate) -> None:
+        connect = action.connect
+        password = connect.password
+        token = password.decode("utf-8", "replace") if password else None
+        try:
+            self.access = self.gateway.identify(token)
+        except Unauthenticated as exc:
+            reason = (
+                ReasonCode.BAD_USER_NAME_OR_PASSWORD if token else ReasonCode.NOT_AUTHORIZED
+            )
+            await self._perform(self.session.refuse(reason, str(exc)))
+            return
+        self.token = token
+        if len(self.door._open) > self.door.max_connections:
+            await self._perform(self.session.refuse(ReasonCode.SERVER_BUSY, "too many clients"))
+            return
+        client_id = self.session.client_id
+        await self.door.take_over(client_id, self)
+        state: SessionState | None = None
+        try:
+            state = await self._open_session(connect.clean_start)
+        except PlexusError as exc:
+            log.warning("MQTT %s: session of %r: %s", self.peer, client_id, exc)
+            await self._perform(self.session.refuse(ReasonCode.SERVER_UNAVAILABLE, str(exc)))
+            return
+        self.session.authenticated(
+            asyncio.get_running_loop().time(), self._may_subscribe, state
+        )
+
+    async def _open_session(self, clean_start: bool) -> SessionState | None:
+        """The persistent session to resume, if any; for a persistent session, its queue."""
+        client_id = self.session.client_id
+        name = queue_name(client_id)
+        queues = self.gateway.queues
+        existing = None
+        with contextlib.suppress(QueueNotFound):
+            existing = queues.get(name)
+        if existing is not None and (clean_start or not self.session.persistent):
+            await queues.delete(name)
+            existing = None
+            self.door.sessions.pop(client_id, None)
+        if not self.session.persistent:
+            self.door.sessions.pop(client_id, None)
+            return None
+        state = self.door.sessions.get(client_id) if existing is not None else None
+        if existing is not None and state is None:
+            # The node restarted: the queue's subscriptions are what the session had.
+            state = SessionState(
+                filters=dict.fromkeys(from_plexus_patterns(existing.config.subscriptions), 1)
+            )
+        if state is None:
+            await self.gateway.ensure_queue(OPEN, pb.QueueConfig(name=name, exclusive=True))
+        self.door.sessions[client_id] = state if state is not None else self.session.state
+        self._queue = name
+        credits = min(self.session.window, MAX_SESSION_CREDITS)
+        self._consumer = self._stack.enter_context(
+            self.gateway.consume(OPEN, name, credits, peer=self.peer, name=self.name)
+        )
+        return state
+
+    def _may_subscribe(self, patterns: tuple[str, ...]) -> bool:
+        try:
+            self.access.require_subscribe(patterns)
+        except PlexusError:
+            return False
+        return True
+
+    async def _subscriptions_changed(self, change: SubscriptionsChanged) -> None:
+        for pattern in change.removed:
+            stack, task = self._subscriptions.pop(pattern)
+            task.cancel()
+            stack.close()
+        if self._queue:
+            await self.gateway.set_queue_subscriptions(OPEN, self._queue, list(change.patterns))
+            self.door.sessions[self.session.client_id] = self.session.state
+        if self.session.phase == Phase.CONNECTED and self._tasks:
+            for pattern in change.added:
+                self._watch(pattern)
+
+    def _watch(self, pattern: str) -> None:
+        stack = ExitStack()
+        try:
+            subscription = stack.enter_context(
+                self.gateway.subscribe(self.access, pattern, peer=self.peer, name=self.name)
+            )
+        except PlexusError as exc:
+            self._close(f"subscribing to {pattern}: {exc}")
+            return
+        task = asyncio.get_running_loop().create_task(self._pump(subscription))
+        self._subscriptions[pattern] = (stack, task)
+
+    # ------------------------------------------------------------ delivering
+
+    async def _pump(self, source: GatewaySubscription | GatewayConsumer) -> None:
+        """Deliver what `source` has, one write per wake."""
+        from_queue = isinstance(source, GatewayConsumer)
+        while True:
+            await source.wake.wait()
+            source.wake.clear()
+            try:
+                self.gateway.still_valid(self.token)
+            except Unauthenticated as exc:
+                self.end(self.session.refuse(ReasonCode.NOT_AUTHORIZED, str(exc)))
+                return
+            events = source.take()
+            if not from_queue and self._queue:
+                # The session's queue brings the guaranteed ones, durably.
+                events = [e for e in events if e.mode != pb.DeliveryMode.GUARANTEED]
+            if events:
+                await self._perform(self.session.deliver(events))
+                await self._drain()
+
+    # ------------------------------------------------------------ publishing
+
+    async def _publishing(self) -> None:
+        """Hands what the client published to the broker, a batch at a time, in order."""
+        while True:
+            await self._publish_wake.wait()
+            self._publish_wake.clear()
+            batch, self._unpublished = self._unpublished, []
+            self._published.set()
+            if not batch:
+                continue
+            results = await self.gateway.publish(
+                self.access, [p.event for p in batch], peer=self.peer, name=self.name
+            )
+            actions: list[Action] = []
+            for publish, error in zip(batch, results, strict=True):
+                if error is None and publish.retain and self.door.retained is not None:
+                    try:
+                        await self.door.retained.retain(publish.event.topic, publish.event)
+                    except PlexusError as exc:
+                        error = exc
+                if publish.ref is not None:
+                    actions += self.session.published(publish.ref, error)
+                elif error is not None:
+                    log.info("MQTT %s: publish to %s refused: %s", self.peer, publish.event.topic, error)
+                    actions += self.session.publish_refused(error)
+            await self._perform(actions)
+            await self._drain()
+
