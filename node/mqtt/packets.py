@@ -22,6 +22,7 @@ from plexus.errors import PlexusError
 
 __all__ = [
     "EMPTY_PROPERTIES",
+    "REASONS_ALLOWED",
     "Auth",
     "Connack",
     "Connect",
@@ -134,6 +135,48 @@ class ReasonCode(IntEnum):
         return self >= 0x80
 
 
+_R = ReasonCode
+
+# The reasons each packet type may carry (MQTT 5, the packet's "Reason Code" table).
+REASONS_ALLOWED: dict[PacketType, frozenset[ReasonCode]] = {
+    PacketType.CONNACK: frozenset(
+        {_R.SUCCESS, *(r for r in _R if 0x80 <= r <= 0x8A), _R.BAD_AUTHENTICATION_METHOD}
+        | {_R.TOPIC_NAME_INVALID, _R.PACKET_TOO_LARGE, _R.QUOTA_EXCEEDED}
+        | {_R.PAYLOAD_FORMAT_INVALID, _R.RETAIN_NOT_SUPPORTED, _R.QOS_NOT_SUPPORTED}
+        | {_R.USE_ANOTHER_SERVER, _R.SERVER_MOVED, _R.CONNECTION_RATE_EXCEEDED}
+    ),
+    PacketType.PUBACK: frozenset(
+        {_R.SUCCESS, _R.NO_MATCHING_SUBSCRIBERS, _R.UNSPECIFIED_ERROR}
+        | {_R.IMPLEMENTATION_SPECIFIC_ERROR, _R.NOT_AUTHORIZED, _R.TOPIC_NAME_INVALID}
+        | {_R.PACKET_IDENTIFIER_IN_USE, _R.QUOTA_EXCEEDED, _R.PAYLOAD_FORMAT_INVALID}
+    ),
+    PacketType.PUBREL: frozenset({_R.SUCCESS, _R.PACKET_IDENTIFIER_NOT_FOUND}),
+    PacketType.SUBACK: frozenset(
+        {_R.GRANTED_QOS_0, _R.GRANTED_QOS_1, _R.GRANTED_QOS_2, _R.UNSPECIFIED_ERROR}
+        | {_R.IMPLEMENTATION_SPECIFIC_ERROR, _R.NOT_AUTHORIZED, _R.TOPIC_FILTER_INVALID}
+        | {_R.PACKET_IDENTIFIER_IN_USE, _R.QUOTA_EXCEEDED}
+        | {_R.SHARED_SUBSCRIPTIONS_NOT_SUPPORTED, _R.SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED}
+        | {_R.WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED}
+    ),
+    PacketType.UNSUBACK: frozenset(
+        {_R.SUCCESS, _R.NO_SUBSCRIPTION_EXISTED, _R.UNSPECIFIED_ERROR}
+        | {_R.IMPLEMENTATION_SPECIFIC_ERROR, _R.NOT_AUTHORIZED, _R.TOPIC_FILTER_INVALID}
+        | {_R.PACKET_IDENTIFIER_IN_USE}
+    ),
+    PacketType.DISCONNECT: frozenset(
+        {_R.NORMAL_DISCONNECTION, _R.DISCONNECT_WITH_WILL_MESSAGE}
+        | {r for r in _R if r >= 0x80}
+        - {_R.UNSUPPORTED_PROTOCOL_VERSION, _R.CLIENT_IDENTIFIER_NOT_VALID}
+        - {_R.BAD_USER_NAME_OR_PASSWORD, _R.SERVER_UNAVAILABLE, _R.BANNED}
+        - {_R.BAD_AUTHENTICATION_METHOD, _R.PACKET_IDENTIFIER_IN_USE}
+        - {_R.PACKET_IDENTIFIER_NOT_FOUND}
+    ),
+    PacketType.AUTH: frozenset({_R.SUCCESS, _R.CONTINUE_AUTHENTICATION, _R.RE_AUTHENTICATE}),
+}
+REASONS_ALLOWED[PacketType.PUBREC] = REASONS_ALLOWED[PacketType.PUBACK]
+REASONS_ALLOWED[PacketType.PUBCOMP] = REASONS_ALLOWED[PacketType.PUBREL]
+
+
 class ConnectReturnCode(IntEnum):
     """MQTT 3.1.1 CONNACK return codes (section 3.2.2.3)."""
 
@@ -193,6 +236,10 @@ class ProtocolError(PlexusError):
     connection cannot go on after one: a v5 peer gets a DISCONNECT (or a
     CONNACK, before CONNECT was accepted) with `reason`, a 3.1.1 peer is cut
     (given a CONNACK return code first when one exists for `reason`).
+
+    `packets` holds the whole, valid packets that arrived before the bad one
+    in the same `Decoder.feed`: act on them before closing, as if they had
+    come in an earlier read.
     """
 
     def __init__(
@@ -202,10 +249,11 @@ class ProtocolError(PlexusError):
         packet_type: PacketType | None = None,
     ) -> None:
         self.reason, self.detail, self.packet_type = reason, detail, packet_type
+        self.packets: list[Packet] = []
         super().__init__(f"{reason.name.lower().replace('_', ' ')}: {detail}")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class Properties:
     """MQTT 5 properties (section 2.2.2.2); None (or empty) when absent.
 
@@ -242,6 +290,15 @@ class Properties:
     wildcard_subscription_available: int | None = None
     subscription_identifier_available: int | None = None
     shared_subscription_available: int | None = None
+
+    def __repr__(self) -> str:
+        # Only what is set: 27 fields of None would bury it in every packet's repr.
+        shown = (
+            f"{name}={getattr(self, name)!r}"
+            for name in self.__dataclass_fields__
+            if getattr(self, name) not in (None, ())
+        )
+        return f"Properties({', '.join(shown)})"
 
 
 EMPTY_PROPERTIES = Properties()
