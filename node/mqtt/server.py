@@ -41,6 +41,7 @@ from node.mqtt.session import (
     SessionLimits,
     SessionState,
     SubscriptionsChanged,
+    filters_of_patterns,
 )
 from node.permissions import OPEN, Access
 from node.queues import QUEUE_NAME
@@ -50,7 +51,6 @@ from plexus.errors import (
     QueueNotFound,
     Unauthenticated,
 )
-from plexus.mqtt_topics import from_plexus_patterns
 from plexus.v1 import plexus_pb2 as pb
 
 __all__ = ["MqttFrontDoor", "queue_name"]
@@ -378,9 +378,7 @@ class _Connection:
         try:
             self.access = self.gateway.identify(token)
         except Unauthenticated as exc:
-            reason = (
-                ReasonCode.BAD_USER_NAME_OR_PASSWORD if token else ReasonCode.NOT_AUTHORIZED
-            )
+            reason = ReasonCode.BAD_USER_NAME_OR_PASSWORD if token else ReasonCode.NOT_AUTHORIZED
             await self._perform(self.session.refuse(reason, str(exc)))
             return
         self.token = token
@@ -396,9 +394,7 @@ class _Connection:
             log.warning("MQTT %s: session of %r: %s", self.peer, client_id, exc)
             await self._perform(self.session.refuse(ReasonCode.SERVER_UNAVAILABLE, str(exc)))
             return
-        self.session.authenticated(
-            asyncio.get_running_loop().time(), self._may_subscribe, state
-        )
+        self.session.authenticated(asyncio.get_running_loop().time(), self._may_subscribe, state)
 
     async def _open_session(self, clean_start: bool) -> SessionState | None:
         """The persistent session to resume, if any; for a persistent session, its queue."""
@@ -419,7 +415,7 @@ class _Connection:
         if existing is not None and state is None:
             # The node restarted: the queue's subscriptions are what the session had.
             state = SessionState(
-                filters=dict.fromkeys(from_plexus_patterns(existing.config.subscriptions), 1)
+                filters=dict.fromkeys(filters_of_patterns(existing.config.subscriptions), 1)
             )
         if state is None:
             await self.gateway.ensure_queue(OPEN, pb.QueueConfig(name=name, exclusive=True))
@@ -507,8 +503,9 @@ class _Connection:
                 if publish.ref is not None:
                     actions += self.session.published(publish.ref, error)
                 elif error is not None:
-                    log.info("MQTT %s: publish to %s refused: %s", self.peer, publish.event.topic, error)
+                    log.info(
+                        "MQTT %s: publish to %s refused: %s", self.peer, publish.event.topic, error
+                    )
                     actions += self.session.publish_refused(error)
             await self._perform(actions)
             await self._drain()
-

@@ -73,6 +73,7 @@ __all__ = [
     "SessionLimits",
     "SessionState",
     "SubscriptionsChanged",
+    "filters_of_patterns",
 ]
 
 # Longest client id accepted (the spec asks for at least 23 characters).
@@ -86,6 +87,31 @@ MAX_PENDING_MESSAGES = 10_000
 # In-flight window for 3.1.1 clients, which have no receive maximum of their own.
 V3_RECEIVE_MAXIMUM = 1_000
 MAX_PACKET_ID = 65_535
+# Topics whose granted QoS is remembered (then the cache starts again).
+GRANTED_CACHE_TOPICS = 16_384
+
+
+def filters_of_patterns(patterns: Iterable[str]) -> list[str]:
+    """The MQTT topic filters whose Plexus patterns are `patterns` (`to_plexus_patterns`
+    backwards; `a` and `a/>` give `a/#`): how a persistent session's subscriptions come
+    back from its queue after a node restart."""
+    filters = []
+    for pattern in patterns:
+        levels = pattern.split("/")
+        filters.append(
+            "/".join(
+                "+"
+                if level == "*"
+                else "#"
+                if level == ">"
+                else to_mqtt_topic(level)
+                if level != "%"
+                else ""
+                for level in levels
+            )
+        )
+    covered = {f[:-2] for f in filters if f.endswith("/#")}
+    return list(dict.fromkeys(f for f in filters if f not in covered))
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +249,7 @@ class Session:
         self._pending: deque[_Outbound] = deque()
         self._next_id = 1
         self._pattern_filters: dict[str, set[str]] = {}
+        self._granted: dict[str, int | None] = {}  # topic -> QoS, until subscriptions change
         self.dropped = 0  # outbound messages dropped: too large, or no room to wait
 
     # ------------------------------------------------------------ output
@@ -498,6 +525,7 @@ class Session:
             if sub.retain_handling == 0 or (sub.retain_handling == 1 and not existed):
                 retained.extend(patterns)
             reasons.append(ReasonCode(qos))
+        self._granted.clear()
         self._send(Suback(packet.packet_id, tuple(reasons)))
         actions: list[Action] = []
         added = tuple(p for p in self._pattern_filters if p not in before)
@@ -521,6 +549,7 @@ class Session:
                 if not holders:
                     self._pattern_filters.pop(pattern, None)
                     removed.append(pattern)
+        self._granted.clear()
         self._send(Unsuback(packet.packet_id, tuple(reasons) if self._v5() else ()))
         if not removed:
             return []
@@ -568,8 +597,15 @@ class Session:
         return [AckDeliveries(tuple(done))] if done else []
 
     def _granted_qos(self, topic: str) -> int | None:
+        """The highest QoS of the subscriptions matching `topic` (None: none matches, as
+        for a `$` topic under a leading wildcard)."""
+        if topic in self._granted:
+            return self._granted[topic]
         granted = [qos for f, qos in self.state.filters.items() if mqtt_filter_matches(f, topic)]
-        return max(granted) if granted else None
+        if len(self._granted) >= GRANTED_CACHE_TOPICS:
+            self._granted.clear()
+        qos = self._granted[topic] = max(granted) if granted else None
+        return qos
 
     def _properties_of(self, event: pb.Event) -> Properties:
         if not self._v5() or not event.headers:
