@@ -17,8 +17,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.properties import Properties
 from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 WAIT_S = 10.0
 V311 = mqtt.MQTTv311
@@ -201,7 +201,6 @@ class Device:
             sock.close()
 
     def stop(self) -> None:
+        if self.client.is_connected():
+            self.client.disconnect()  # wakes paho's thread, which then ends at once
         self.client.loop_stop()
-        sock = self.client.socket()
-        if sock is not None:
-            sock.close()

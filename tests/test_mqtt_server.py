@@ -111,3 +111,130 @@ async def test_a_bad_token_is_refused_in_connack(door: MqttFrontDoor, devices) -
     none = Device(door.address, "y", version=V5)
     devices.append(none)
     assert await none.connect() == 0x87  # v5: not authorized
+
+
+@pytest.mark.parametrize("version", [V311, V5])
+async def test_a_subscription_the_token_does_not_allow_is_refused_in_suback(
+    device, version: int
+) -> None:  # type: ignore[no-untyped-def]
+    screen = device("screen", version, grants={"subscribe": ["news/>"]})
+    assert await screen.connect() == 0
+    # paho gives 3.1.1's refusal 0x80 as it is; v5 names the reason: not authorized.
+    assert await screen.subscribe("secret/#", 1) == [0x80 if version == V311 else 0x87]
+    assert await screen.subscribe("news/#", 1) == [1]
+
+
+async def test_a_v5_publish_the_token_does_not_allow_gets_puback_not_authorized(device) -> None:  # type: ignore[no-untyped-def]
+    sensor = device("sensor", V5, grants={"publish": ["sensors/>"]})
+    assert await sensor.connect() == 0
+    assert await sensor.publish("admin/x", b"no", 1) == 0x87
+    assert await sensor.publish("sensors/1", b"yes", 1) == 0
+
+
+async def test_a_3_1_1_publish_the_token_does_not_allow_ends_the_connection(device) -> None:  # type: ignore[no-untyped-def]
+    sensor = device("sensor", V311, grants={"publish": ["sensors/>"]})
+    assert await sensor.connect() == 0
+    sensor.client.publish("admin/x", b"no", 1)
+    await sensor.wait_disconnected()
+
+
+async def test_qos2_is_published_once_and_completes(device) -> None:  # type: ignore[no-untyped-def]
+    sub = device("sub", V5)
+    pub = device("pub", V5)
+    await sub.connect()
+    await pub.connect()
+    assert await sub.subscribe("q2/#", 2) == [2]
+    assert await pub.publish("q2/a", b"exactly", 2) == 0  # PUBCOMP came back
+    [got] = await sub.receive(1)
+    # The mesh delivers guaranteed events at least once: QoS 1 to a QoS 2 subscriber.
+    assert (got.topic, got.payload, got.qos) == ("q2/a", b"exactly", 1)
+    assert await sub.nothing_more()
+
+
+async def test_mqtt_topics_with_empty_levels_and_dollar_rule(
+    device, node: Node, key: bytes
+) -> None:  # type: ignore[no-untyped-def]
+    sub = device("sub", V5)
+    await sub.connect()
+    await sub.subscribe("#", 0)
+    await sub.subscribe("$sys/#", 0)
+    pub = device("pub", V5)
+    await pub.connect()
+    await pub.publish("/a//b", b"empty levels", 1)
+    await pub.publish("$sys/x", b"dollar", 1)
+    got = await sub.receive(2)
+    # `#` does not match `$sys/x`: only its own `$sys/#` brought it, once.
+    assert sorted((m.topic, m.payload) for m in got) == [
+        ("$sys/x", b"dollar"),
+        ("/a//b", b"empty levels"),
+    ]
+    assert await sub.nothing_more()
+
+
+async def test_a_will_is_published_when_a_device_vanishes_not_when_it_says_goodbye(device) -> None:  # type: ignore[no-untyped-def]
+    watcher = device("watcher")
+    await watcher.connect()
+    await watcher.subscribe("status/#", 1)
+    polite = device("polite", will=("status/polite", b"gone", 1))
+    await polite.connect()
+    await polite.disconnect()
+    rude = device("rude", will=("status/rude", b"gone", 1))
+    await rude.connect()
+    rude.drop()
+    [got] = await watcher.receive(1)
+    assert (got.topic, got.payload) == ("status/rude", b"gone")
+    assert await watcher.nothing_more()
+
+
+async def test_a_second_connection_with_the_same_client_id_takes_over(device) -> None:  # type: ignore[no-untyped-def]
+    first = device("same", V5)
+    await first.connect()
+    second = device("same", V5)
+    assert await second.connect() == 0
+    assert await first.wait_disconnected() == 0x8E  # session taken over
+
+
+async def test_a_silent_device_is_dropped_after_one_and_a_half_keepalives(device) -> None:  # type: ignore[no-untyped-def]
+    watcher = device("watcher")
+    await watcher.connect()
+    await watcher.subscribe("status/#", 1)
+    silent = device("silent", keepalive=1, will=("status/silent", b"timed out", 0))
+    await silent.connect()
+    silent.client.loop_stop()  # no more PINGREQ: the node must notice within 1.5 s
+    [got] = await watcher.receive(1, timeout=5)
+    assert (got.topic, got.payload) == ("status/silent", b"timed out")
+
+
+async def test_mqtt_over_tls_with_the_cluster_ca(
+    inproc_nodes: InProcessNodes, tmp_path: Path, devices: list[Device]
+) -> None:
+    from federation.tls import server_ssl_context
+    from plexus.certs import make_ca, make_node_cert
+
+    tls = tmp_path / "tls"
+    make_ca(tls)
+    make_node_cert(tls, "us", ["127.0.0.1", "localhost"], tls)
+    node = await inproc_nodes.start("us")
+    assert node.gateway is not None
+    context = server_ssl_context(tls / "us.crt", tls / "us.key")
+    front = MqttFrontDoor(node.gateway, "127.0.0.1:0", context, "us")
+    address = await front.start()
+    try:
+        secure = Device(address, "secure", ca=tls / "ca.crt")
+        devices.append(secure)
+        assert await secure.connect() == 0
+        await secure.subscribe("t/#", 1)
+        await secure.publish("t/1", b"over tls", 1)
+        [got] = await secure.receive(1)
+        assert got.payload == b"over tls"
+    finally:
+        await front.stop()
+
+
+async def test_a_taken_port_is_refused_naming_the_address(door: MqttFrontDoor, node: Node) -> None:
+    from plexus.errors import PlexusError
+
+    assert node.gateway is not None
+    again = MqttFrontDoor(node.gateway, door.address)
+    with pytest.raises(PlexusError, match=door.address):
+        await again.start()

@@ -41,7 +41,6 @@ from node.mqtt.session import (
     SessionLimits,
     SessionState,
     SubscriptionsChanged,
-    filters_of_patterns,
 )
 from node.permissions import OPEN, Access
 from node.queues import QUEUE_NAME
@@ -414,9 +413,7 @@ class _Connection:
         state = self.door.sessions.get(client_id) if existing is not None else None
         if existing is not None and state is None:
             # The node restarted: the queue's subscriptions are what the session had.
-            state = SessionState(
-                filters=dict.fromkeys(filters_of_patterns(existing.config.subscriptions), 1)
-            )
+            state = SessionState.of_patterns(existing.config.subscriptions)
         if state is None:
             await self.gateway.ensure_queue(OPEN, pb.QueueConfig(name=name, exclusive=True))
         self.door.sessions[client_id] = state if state is not None else self.session.state
@@ -427,9 +424,9 @@ class _Connection:
         )
         return state
 
-    def _may_subscribe(self, patterns: tuple[str, ...]) -> bool:
+    def _may_subscribe(self, pattern: str) -> bool:
         try:
-            self.access.require_subscribe(patterns)
+            self.access.require_subscribe((pattern,))
         except PlexusError:
             return False
         return True

@@ -63,10 +63,10 @@ from plexus.v1 import plexus_pb2 as pb
 
 __all__ = [
     "AckDeliveries",
-    "Phase",
     "Action",
     "Authenticate",
     "Close",
+    "Phase",
     "PublishEvent",
     "SendRetained",
     "Session",
@@ -87,6 +87,8 @@ MAX_PENDING_MESSAGES = 10_000
 # In-flight window for 3.1.1 clients, which have no receive maximum of their own.
 V3_RECEIVE_MAXIMUM = 1_000
 MAX_PACKET_ID = 65_535
+# Events remembered to deliver once when several of the session's patterns match them.
+RECENT_EVENTS = 4_096
 # Topics whose granted QoS is remembered (then the cache starts again).
 GRANTED_CACHE_TOPICS = 16_384
 
@@ -129,7 +131,21 @@ class SessionState:
     the node runs; the subscriptions also live in the session's durable queue)."""
 
     filters: dict[str, int] = field(default_factory=dict)  # topic filter -> granted QoS
+    # The Plexus patterns each filter receives with (those of its patterns the token allows).
+    patterns: dict[str, tuple[str, ...]] = field(default_factory=dict)
     awaiting_release: set[int] = field(default_factory=set)  # inbound QoS 2 ids before PUBREL
+
+    @classmethod
+    def of_patterns(cls, patterns: Iterable[str]) -> SessionState:
+        """The subscriptions a session's queue holds, back as QoS 1 filters (after a restart)."""
+        held = set(patterns)
+        state = cls()
+        for topic_filter in filters_of_patterns(held):
+            state.filters[topic_filter] = 1
+            state.patterns[topic_filter] = tuple(
+                p for p in to_plexus_patterns(topic_filter) if p in held
+            )
+        return state
 
 
 # ------------------------------------------------------------------ actions
@@ -236,7 +252,7 @@ class Session:
         self._will_given: PublishEvent | None = None
         self._will: PublishEvent | None = None
         self._will_delay_s = 0
-        self._may_subscribe: Callable[[tuple[str, ...]], bool] = lambda _patterns: True
+        self._may_subscribe: Callable[[str], bool] = lambda _pattern: True
         # Inbound: QoS 1/2 publishes sent to the broker, by ref: (packet id, qos).
         self._refs = 0
         self._publishing: dict[int, tuple[int, int]] = {}
@@ -249,6 +265,8 @@ class Session:
         self._pending: deque[_Outbound] = deque()
         self._next_id = 1
         self._pattern_filters: dict[str, set[str]] = {}
+        self._recent: set[tuple[str, int]] = set()  # (origin region, id) delivered lately
+        self._recent_order: deque[tuple[str, int]] = deque()
         self._granted: dict[str, int | None] = {}  # topic -> QoS, until subscriptions change
         self.dropped = 0  # outbound messages dropped: too large, or no room to wait
 
@@ -389,7 +407,7 @@ class Session:
     def authenticated(
         self,
         now: float,
-        may_subscribe: Callable[[tuple[str, ...]], bool],
+        may_subscribe: Callable[[str], bool],
         state: SessionState | None = None,
     ) -> list[Action]:
         """Accept the connection; `state` is the persistent session found, if any (its
@@ -401,8 +419,8 @@ class Session:
         present = state is not None
         if state is not None:
             self.state = state
-            for topic_filter in state.filters:
-                for pattern in to_plexus_patterns(topic_filter):
+            for topic_filter, patterns in state.patterns.items():
+                for pattern in patterns:
                     self._pattern_filters.setdefault(pattern, set()).add(topic_filter)
         properties = Properties()
         if self._v5():
@@ -514,12 +532,17 @@ class Session:
             except (InvalidPattern, InvalidTopic):
                 reasons.append(ReasonCode.TOPIC_FILTER_INVALID)
                 continue
-            if not self._may_subscribe(patterns):
+            # `a/#` is `a/>` and `a`: a token allowing only `a/>` gets that much of it.
+            allowed = tuple(p for p in patterns if self._may_subscribe(p))
+            if patterns[-1] not in allowed:
                 reasons.append(ReasonCode.NOT_AUTHORIZED)
                 continue
+            patterns = allowed
             qos = min(sub.qos, 2)
             existed = topic_filter in self.state.filters
+            self._forget(topic_filter, [])
             self.state.filters[topic_filter] = qos
+            self.state.patterns[topic_filter] = patterns
             for pattern in patterns:
                 self._pattern_filters.setdefault(pattern, set()).add(topic_filter)
             if sub.retain_handling == 0 or (sub.retain_handling == 1 and not existed):
@@ -529,8 +552,9 @@ class Session:
         self._send(Suback(packet.packet_id, tuple(reasons)))
         actions: list[Action] = []
         added = tuple(p for p in self._pattern_filters if p not in before)
-        if added:
-            actions.append(SubscriptionsChanged(added, (), tuple(self._pattern_filters)))
+        removed = tuple(p for p in before if p not in self._pattern_filters)
+        if added or removed:
+            actions.append(SubscriptionsChanged(added, removed, tuple(self._pattern_filters)))
         if retained:
             actions.append(SendRetained(tuple(dict.fromkeys(retained))))
         return actions
@@ -543,17 +567,21 @@ class Session:
                 reasons.append(ReasonCode.NO_SUBSCRIPTION_EXISTED)
                 continue
             reasons.append(ReasonCode.SUCCESS)
-            for pattern in to_plexus_patterns(topic_filter):
-                holders = self._pattern_filters.get(pattern, set())
-                holders.discard(topic_filter)
-                if not holders:
-                    self._pattern_filters.pop(pattern, None)
-                    removed.append(pattern)
+            self._forget(topic_filter, removed)
         self._granted.clear()
         self._send(Unsuback(packet.packet_id, tuple(reasons) if self._v5() else ()))
         if not removed:
             return []
         return [SubscriptionsChanged((), tuple(removed), tuple(self._pattern_filters))]
+
+    def _forget(self, topic_filter: str, removed: list[str]) -> None:
+        """Drop `topic_filter`'s patterns; those no other filter holds go to `removed`."""
+        for pattern in self.state.patterns.pop(topic_filter, ()):
+            holders = self._pattern_filters.get(pattern, set())
+            holders.discard(topic_filter)
+            if not holders:
+                self._pattern_filters.pop(pattern, None)
+                removed.append(pattern)
 
     def patterns(self) -> tuple[str, ...]:
         """The Plexus patterns of every subscription, each once."""
@@ -565,7 +593,10 @@ class Session:
         """Send `events` (from subscriptions, a queue, or the retained store) to the client
         at the QoS of the subscriptions they match; QoS 1 waits for a free in-flight slot."""
         done: list[int] = []  # queue deliveries the client will not ack itself
+        overlapping = not retained and len(self._pattern_filters) > 1
         for event in events:
+            if overlapping and not event.delivery_tag and self._seen(event):
+                continue  # another of this session's subscriptions brought it already
             topic = to_mqtt_topic(event.topic)
             qos = self._granted_qos(topic)
             if event.mode != pb.DeliveryMode.GUARANTEED:
@@ -595,6 +626,16 @@ class Session:
             else:
                 self.dropped += 1
         return [AckDeliveries(tuple(done))] if done else []
+
+    def _seen(self, event: pb.Event) -> bool:
+        key = (event.origin_region, event.id)
+        if key in self._recent:
+            return True
+        self._recent.add(key)
+        self._recent_order.append(key)
+        if len(self._recent_order) > RECENT_EVENTS:
+            self._recent.discard(self._recent_order.popleft())
+        return False
 
     def _granted_qos(self, topic: str) -> int | None:
         """The highest QoS of the subscriptions matching `topic` (None: none matches, as
