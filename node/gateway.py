@@ -227,6 +227,25 @@ class Gateway:
         except QueueExists:  # created meanwhile by another caller
             return self.queues.get(config.name)
 
+    async def set_queue_subscriptions(
+        self, access: Access, name: str, patterns: Iterable[str]
+    ) -> Queue:
+        """Replace the subscriptions of queue `name` with `patterns`, durably, keeping what
+        it holds (a persistent MQTT session following its client's SUBSCRIBE and
+        UNSUBSCRIBE). Needs what creating it needs: `create` on the queue and `subscribe`
+        on each pattern. Events published after it returns match the new patterns, here
+        and in other regions within milliseconds."""
+        wanted = list(patterns)
+        access.require_queue("create", name)
+        access.require_subscribe(wanted)
+        return await self.queues.set_subscriptions(name, wanted)
+
+    async def delete_queue(self, access: Access, name: str) -> None:
+        """Delete queue `name`, what it holds and its dead-message queue (a persistent
+        session that ended). Needs `create` on the queue: who may make it may end it."""
+        access.require_queue("create", name)
+        await self.queues.delete(name)
+
     @contextmanager
     def consume(
         self, access: Access, queue_name: str, credits: int, *, peer: str, name: str = ""

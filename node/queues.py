@@ -2,8 +2,8 @@
 
 Each queue pairs its sans-IO `QueueDelivery` with counters and the consumer
 streams bound to it. Every change that must survive a crash (store, ack, move
-to the dead-message queue, create, delete) goes through `Commits`; in-memory
-state follows only once the commit is done.
+to the dead-message queue, create, change of subscriptions, delete) goes
+through `Commits`; in-memory state follows only once the commit is done.
 """
 
 from __future__ import annotations
@@ -94,6 +94,8 @@ class Queue:
         # Bumped by each purge: a load that read from disk before it is stale.
         self.purges = 0
         self.purge_lock = asyncio.Lock()
+        # Held while a change of subscriptions commits (see QueueTable.set_subscriptions).
+        self.config_lock = asyncio.Lock()
         # Refusing publishes since it filled up (logged once per fill, not per event).
         self.refusing = False
 
@@ -275,6 +277,30 @@ class QueueTable:
         log.info("queue %s created with subscriptions %s", name, list(config.subscriptions))
         return queue
 
+    async def set_subscriptions(self, name: str, patterns: Iterable[str]) -> Queue:
+        """Replace the subscriptions of queue `name` with `patterns`, durably; what it holds
+        stays. Validated as `create` validates; once the new config is committed, the
+        subscription index and the interest told to other regions follow it."""
+        queue = self.get(name)
+        requested = pb.QueueConfig()
+        requested.CopyFrom(queue.config)
+        del requested.subscriptions[:]
+        requested.subscriptions.extend(dict.fromkeys(patterns))  # repeats once, in order
+        config = self.validate(requested)
+        # One change at a time per queue: each commits, then the index follows, in order.
+        async with queue.config_lock:
+            if queue.deleted:
+                raise QueueNotFound(name)
+            spool, queue_id, data = self._spool, queue.queue_id, config.SerializeToString()
+            stored = await self._commits.submit(
+                lambda txn: spool.set_queue_config(txn, name, queue_id, data)
+            )
+            if not stored or queue.deleted:
+                raise QueueNotFound(name)
+            self._resubscribe(queue, config)
+        log.info("queue %s now subscribes to %s", name, list(config.subscriptions))
+        return queue
+
     async def delete(self, name: str) -> None:
         queue = self.get(name)
         doomed = [queue] + ([queue.dead_letters] if queue.dead_letters else [])
@@ -358,6 +384,20 @@ class QueueTable:
         for pattern in queue.subscriptions:
             self.index.add(pattern, queue)
             self._interest.subscribe(pattern)
+
+    def _resubscribe(self, queue: Queue, config: pb.QueueConfig) -> None:
+        """Point the index and the interest at `config`'s subscriptions. New patterns go in
+        before old ones leave, so other regions never see a gap in what both cover
+        (`a/>` giving way to `a/b`)."""
+        old, new = set(queue.subscriptions), set(config.subscriptions)
+        queue.config = config
+        queue.subscriptions = tuple(sorted(new))
+        for pattern in sorted(new - old):
+            self.index.add(pattern, queue)
+            self._interest.subscribe(pattern)
+        for pattern in sorted(old - new):
+            self.index.remove(pattern, queue)
+            self._interest.unsubscribe(pattern)
 
     def _unregister(self, queue: Queue) -> None:
         self.by_name.pop(queue.name, None)

@@ -328,6 +328,18 @@ class Spool:
         txn.put(_QUEUE_PREFIX + name.encode(), _U32.pack(queue_id) + config, db=self.meta)
         return queue_id
 
+    def set_queue_config(
+        self, txn: lmdb.Transaction, name: str, queue_id: int, config: bytes
+    ) -> bool:
+        """Replace a queue's config, keeping its id and entries; False when the queue
+        `name` with that id is no longer stored (deleted meanwhile)."""
+        key = _QUEUE_PREFIX + name.encode()
+        raw = txn.get(key, db=self.meta)
+        if raw is None or _U32.unpack(raw[:4])[0] != queue_id:
+            return False
+        txn.put(key, _U32.pack(queue_id) + config, db=self.meta)
+        return True
+
     def delete_queue(self, txn: lmdb.Transaction, name: str, queue_id: int) -> int:
         """Delete a queue and every entry in it; returns the number of entries dropped."""
         txn.delete(_QUEUE_PREFIX + name.encode(), db=self.meta)
