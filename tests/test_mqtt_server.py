@@ -238,3 +238,94 @@ async def test_a_taken_port_is_refused_naming_the_address(door: MqttFrontDoor, n
     again = MqttFrontDoor(node.gateway, door.address)
     with pytest.raises(PlexusError, match=door.address):
         await again.start()
+
+
+@pytest.mark.parametrize("version", [V311, V5])
+async def test_a_persistent_session_gets_what_was_published_while_it_was_away(
+    device, version: int
+) -> None:  # type: ignore[no-untyped-def]
+    persistent = {"clean": False} if version == V311 else {"clean": False, "session_expiry": 3600}
+    phone = device("phone", version, **persistent)
+    assert await phone.connect() == 0
+    assert await phone.subscribe("alerts/#", 1) == [1]
+    await phone.disconnect()
+    pub = device("pub", version)
+    await pub.connect()
+    for i in range(5):
+        assert await pub.publish(f"alerts/{i}", b"%d" % i, 1) == 0
+    await pub.publish("alerts/direct", b"not kept", 0)
+    back = device("phone", version, **persistent)
+    assert await back.connect() == 0
+    assert back.session_present
+    got = await back.receive(5)
+    assert sorted(m.payload for m in got) == [b"0", b"1", b"2", b"3", b"4"]
+    assert all(m.qos == 1 for m in got)
+    assert await back.nothing_more()
+
+
+async def test_a_persistent_session_gets_unacked_messages_again_with_dup(device) -> None:  # type: ignore[no-untyped-def]
+    phone = device("phone", clean=False, auto_ack=False)
+    await phone.connect()
+    await phone.subscribe("alerts/#", 1)
+    pub = device("pub")
+    await pub.connect()
+    await pub.publish("alerts/1", b"unacked", 1)
+    [first] = await phone.receive(1)
+    assert not first.dup
+    phone.drop()  # never acked
+    back = device("phone", clean=False)
+    await back.connect()
+    [again] = await back.receive(1)
+    assert (again.payload, again.dup) == (b"unacked", True)
+
+
+async def test_a_clean_session_ends_the_persistent_one_before_it(device, node: Node) -> None:  # type: ignore[no-untyped-def]
+    phone = device("phone", clean=False)
+    await phone.connect()
+    await phone.subscribe("alerts/#", 1)
+    await phone.disconnect()
+    clean = device("phone", clean=True)
+    await clean.connect()
+    assert not clean.session_present
+    assert not any(q.config.name.startswith("mqtt.") for q in node.gateway.queues.by_name.values())  # type: ignore[union-attr]
+
+
+async def test_a_persistent_session_survives_a_node_restart(
+    inproc_nodes: InProcessNodes, tmp_path: Path, key: bytes, devices: list[Device]
+) -> None:
+    node = await inproc_nodes.start("us", auth_key=tmp_path / "signing.key")
+    secret = token(key, "phone", admin=True)
+    assert node.gateway is not None
+    front = MqttFrontDoor(node.gateway, "127.0.0.1:0")
+    address = await front.start()
+    phone = Device(address, "phone", clean=False, password=secret)
+    devices.append(phone)
+    await phone.connect()
+    await phone.subscribe("alerts/#", 1)
+    await phone.disconnect()
+    pub = Device(address, "pub", password=secret)
+    devices.append(pub)
+    await pub.connect()
+    await pub.publish("alerts/1", b"before restart", 1)
+    await pub.disconnect()
+    await front.stop()
+    node = await inproc_nodes.restart(node)
+    assert node.gateway is not None
+    front = MqttFrontDoor(node.gateway, address)
+    await front.start()
+    try:
+        back = Device(address, "phone", clean=False, password=secret)
+        devices.append(back)
+        await back.connect()
+        assert back.session_present
+        [got] = await back.receive(1)
+        assert (got.topic, got.payload) == ("alerts/1", b"before restart")
+        # Its subscription came back too: what is published now arrives without SUBSCRIBE.
+        pub = Device(address, "pub", password=secret)
+        devices.append(pub)
+        await pub.connect()
+        await pub.publish("alerts/2", b"after restart", 1)
+        [got] = await back.receive(1)
+        assert got.payload == b"after restart"
+    finally:
+        await front.stop()

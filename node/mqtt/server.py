@@ -404,7 +404,7 @@ class _Connection:
         with contextlib.suppress(QueueNotFound):
             existing = queues.get(name)
         if existing is not None and (clean_start or not self.session.persistent):
-            await queues.delete(name)
+            await self.gateway.delete_queue(OPEN, name)
             existing = None
             self.door.sessions.pop(client_id, None)
         if not self.session.persistent:
