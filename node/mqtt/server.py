@@ -157,6 +157,11 @@ class MqttFrontDoor:
             await self._server.wait_closed()
             self._server = None
 
+    def session_of(self, client_id: str) -> Session | None:
+        """The session of the client connected as `client_id`, if any."""
+        connection = self._connections.get(client_id)
+        return connection.session if connection is not None else None
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
