@@ -598,14 +598,12 @@ class Session:
             if overlapping and not event.delivery_tag and self._seen(event):
                 continue  # another of this session's subscriptions brought it already
             topic = to_mqtt_topic(event.topic)
-            qos = self._granted_qos(topic)
-            if event.mode != pb.DeliveryMode.GUARANTEED:
-                qos = 0
-            if qos is None or self.phase != Phase.CONNECTED:
-                if event.delivery_tag and qos is None:
+            granted = self._granted_qos(topic)
+            if granted is None or self.phase != Phase.CONNECTED:
+                if event.delivery_tag and granted is None:
                     done.append(event.delivery_tag)
                 continue
-            qos = min(qos, 1)
+            qos = min(granted, 1 if event.mode == pb.DeliveryMode.GUARANTEED else 0)
             message = _Outbound(
                 topic,
                 event.payload,
