@@ -21,9 +21,9 @@ import hashlib
 import itertools
 import logging
 import ssl
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from contextlib import ExitStack
-from typing import Protocol
+from typing import Any, Protocol
 
 from node.gateway import Gateway, GatewayConsumer, GatewaySubscription
 from node.grpc_server import PortInUse
@@ -253,41 +253,57 @@ class _Connection:
 
     async def run(self) -> None:
         try:
-            async with asyncio.timeout(CONNECT_TIMEOUT_S):
-                while self.session.phase != Phase.CONNECTED and not self.closing.is_set():
-                    if not await self._read():
-                        return
-        except TimeoutError:
-            log.info("MQTT %s sent no CONNECT in %.0f s", self.peer, CONNECT_TIMEOUT_S)
-            return
-        if self.closing.is_set():
-            self._flush()
-            return
-        loop = asyncio.get_running_loop()
-        with self._stack:
-            self._tasks = [
-                loop.create_task(self._reading()),
-                loop.create_task(self._publishing()),
-                loop.create_task(self._keepalive()),
-            ]
-            if self._consumer is not None:
-                self._tasks.append(loop.create_task(self._pump(self._consumer)))
-            for pattern in self.session.patterns():
-                self._watch(pattern)
-            await self.closing.wait()
-            for _, task in self._subscriptions.values():
-                self._tasks.append(task)
-            for task in self._tasks:
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-            for stack, _ in self._subscriptions.values():
-                stack.close()
-            self._flush()
-        self.finished.set()
+            with self._stack:  # the session's queue consumer, once it has one
+                if await self._handshake():
+                    await self._serve()
+                self._flush()
+        finally:
+            self.finished.set()
         will = self.session.will()
         if will is not None:
             self.door.publish_will(self.session.client_id, self.access, *will)
         log.info("MQTT %s (%s) closed: %s", self.peer, self.session.client_id, self.close_reason)
+
+    async def _handshake(self) -> bool:
+        """Read until CONNECT is answered; True when the connection was accepted."""
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                while self.session.phase != Phase.CONNECTED and not self.closing.is_set():
+                    if not await self._read():
+                        return False
+        except TimeoutError:
+            self._close(f"no CONNECT in {CONNECT_TIMEOUT_S:.0f} s")
+            return False
+        return not self.closing.is_set()
+
+    async def _serve(self) -> None:
+        self._tasks = [
+            self._start(self._reading()),
+            self._start(self._publishing()),
+            self._start(self._keepalive()),
+        ]
+        if self._consumer is not None:
+            self._tasks.append(self._start(self._pump(self._consumer)))
+        for pattern in self.session.patterns():
+            self._watch(pattern)
+        await self.closing.wait()
+        tasks = self._tasks + [task for _, task in self._subscriptions.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for stack, _ in self._subscriptions.values():
+            stack.close()
+
+    def _start(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(work)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        # A bug in one part of the connection ends the connection, not the node.
+        if not task.cancelled() and task.exception() is not None:
+            log.error("MQTT %s failed", self.peer, exc_info=task.exception())
+            self._close(f"internal error: {task.exception()}")
 
     def end(self, actions: list[Action]) -> None:
         for action in actions:
@@ -457,8 +473,7 @@ class _Connection:
         except PlexusError as exc:
             self._close(f"subscribing to {pattern}: {exc}")
             return
-        task = asyncio.get_running_loop().create_task(self._pump(subscription))
-        self._subscriptions[pattern] = (stack, task)
+        self._subscriptions[pattern] = (stack, self._start(self._pump(subscription)))
 
     # ------------------------------------------------------------ delivering
 
