@@ -3,11 +3,14 @@ QoS 0/1/2 both ways, 3.1.1 and 5.0, tokens as passwords, TLS, gRPC on the other 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from node.mqtt.codec import Decoder, encode
+from node.mqtt.packets import Connect, Disconnect, ProtocolVersion, Publish, ReasonCode
 from node.mqtt.server import MqttFrontDoor
 from node.server import Node
 from plexus import Client
@@ -329,3 +332,56 @@ async def test_a_persistent_session_survives_a_node_restart(
         assert got.payload == b"after restart"
     finally:
         await front.stop()
+
+
+async def raw_connect(address: str, version: ProtocolVersion, secret: str):  # type: ignore[no-untyped-def]
+    """A bare socket after a CONNECT with `secret` as the password, and its decoder."""
+    host, _, port = address.rpartition(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    hello = Connect("raw", protocol_level=version, username="raw", password=secret.encode())
+    writer.write(encode(hello, version))
+    decoder = Decoder(server=False, version=version)
+    [connack] = decoder.feed(await reader.read(1024))
+    assert connack.reason == ReasonCode.SUCCESS  # type: ignore[union-attr]
+    return reader, writer, decoder
+
+
+async def test_a_packet_larger_than_the_node_takes_ends_the_connection_saying_so(
+    door: MqttFrontDoor, key: bytes
+) -> None:
+    reader, writer, decoder = await raw_connect(
+        door.address, ProtocolVersion.V5, token(key, "raw", admin=True)
+    )
+    too_big = door.limits.maximum_packet_bytes + 1
+    writer.write(encode(Publish("t", b"x" * too_big), ProtocolVersion.V5))
+    data = await reader.read()  # until the node closes
+    writer.close()
+    [disconnect] = decoder.feed(data)
+    assert isinstance(disconnect, Disconnect) and disconnect.reason == ReasonCode.PACKET_TOO_LARGE
+
+
+async def test_garbage_ends_the_connection_and_the_node_serves_others(
+    door: MqttFrontDoor, key: bytes, device
+) -> None:  # type: ignore[no-untyped-def]
+    reader, writer, _ = await raw_connect(
+        door.address, ProtocolVersion.V3_1_1, token(key, "raw", admin=True)
+    )
+    writer.write(b"\xff\xff\xff\xff\xff")
+    assert await reader.read() == b""  # 3.1.1: cut, nothing to say
+    writer.close()
+    fine = device("fine")
+    assert await fine.connect() == 0
+
+
+async def test_stopping_the_listener_disconnects_v5_clients_saying_why(
+    node: Node, key: bytes, devices: list[Device]
+) -> None:
+    assert node.gateway is not None
+    front = MqttFrontDoor(node.gateway, "127.0.0.1:0")
+    address = await front.start()
+    client = Device(address, "c", version=V5, password=token(key, "c", admin=True))
+    devices.append(client)
+    await client.connect()
+    async with asyncio.timeout(2):
+        await front.stop()
+    assert await client.wait_disconnected() == 0x8B  # server shutting down

@@ -68,6 +68,8 @@ MAX_SESSION_CREDITS = 1_000
 # Bytes an MQTT packet adds to an event's payload, beyond the node's payload limit.
 PACKET_OVERHEAD_BYTES = 64 * 1024
 QUEUE_PREFIX = "mqtt."
+# How long a closing connection reads what its client still sends (see `_linger`).
+LINGER_S = 1.0
 
 
 def queue_name(client_id: str) -> str:
@@ -177,6 +179,7 @@ class MqttFrontDoor:
             if self._connections.get(connection.session.client_id) is connection:
                 del self._connections[connection.session.client_id]
             self._tasks.discard(task)  # type: ignore[arg-type]
+            await _linger(reader, writer)
             writer.close()
             with contextlib.suppress(OSError, ConnectionError, ssl.SSLError):
                 await writer.wait_closed()
@@ -215,6 +218,19 @@ class MqttFrontDoor:
             log.warning("will message to %s refused: %s", will.event.topic, error)
         elif will.retain and self.retained is not None:
             await self.retained.retain(will.event.topic, will.event)
+
+
+async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Half-close and read what the client still sends, briefly: closing a socket with
+    unread input resets it, and the reset can destroy our last packet (a DISCONNECT
+    saying why) before the client reads it."""
+    if writer.is_closing() or not writer.can_write_eof():
+        return
+    with contextlib.suppress(TimeoutError, OSError):
+        writer.write_eof()
+        async with asyncio.timeout(LINGER_S):
+            while await reader.read(READ_BYTES):
+                pass
 
 
 class _Connection:

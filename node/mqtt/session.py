@@ -24,10 +24,12 @@ from enum import Enum
 
 from node.mqtt.codec import encode
 from node.mqtt.packets import (
+    REASONS_ALLOWED,
     Connack,
     Connect,
     Disconnect,
     Packet,
+    PacketType,
     Pingreq,
     Pingresp,
     Properties,
@@ -287,8 +289,12 @@ class Session:
     def _fail(self, reason: ReasonCode, detail: str) -> list[Action]:
         """End the connection for a protocol violation: a v5 client is told why."""
         if self.phase == Phase.CONNECTED and self._v5():
+            if reason not in REASONS_ALLOWED[PacketType.DISCONNECT]:
+                reason = ReasonCode.UNSPECIFIED_ERROR
             self._send(Disconnect(reason, Properties(reason_string=detail[:200])))
         elif self.phase in (Phase.AWAIT_CONNECT, Phase.AUTHENTICATING):
+            if reason not in REASONS_ALLOWED[PacketType.CONNACK]:
+                reason = ReasonCode.SERVER_UNAVAILABLE  # e.g. shutting down before CONNACK
             self._send(Connack(reason=reason))
         self.phase = Phase.CLOSED
         return [Close(f"{reason.name.lower()}: {detail}")]
