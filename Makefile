@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install iproute2 postgresql mosquitto-clients demo demo-integration test test-fast bench bench-security bench-connectors soak lint proto clean
+.PHONY: install iproute2 postgresql mosquitto mosquitto-clients demo demo-integration test test-fast bench bench-security bench-connectors bench-edge soak lint proto clean
 
 install: $(STAMP)
 
@@ -55,6 +55,18 @@ postgresql:
 			-o Dpkg::Options::=--force-confold postgresql; STATUS=$$?; \
 		[ -z "$$POLICY" ] || $$SUDO rm -f /usr/sbin/policy-rc.d; exit $$STATUS; }
 
+# The edge benchmark measures Debian's Mosquitto broker beside Plexus: its binary only,
+# started by the benchmark on a free port (no service: a policy-rc.d refuses, as above).
+mosquitto:
+	@command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		POLICY=; [ -e /usr/sbin/policy-rc.d ] || { POLICY=1; \
+			printf '#!/bin/sh\nexit 101\n' | $$SUDO tee /usr/sbin/policy-rc.d >/dev/null; \
+			$$SUDO chmod 755 /usr/sbin/policy-rc.d; }; \
+		$$SUDO apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends mosquitto; \
+		STATUS=$$?; [ -z "$$POLICY" ] || $$SUDO rm -f /usr/sbin/policy-rc.d; exit $$STATUS; }
+
 # The suite runs in TEST_WORKERS pytest-xdist processes (tests pick ports per worker:
 # tests/harness.free_port), then the `solo` tests alone: they assert what happens
 # under a CPU load they make themselves, which the other worker's tests would add to.
@@ -67,7 +79,7 @@ test: install iproute2 postgresql mosquitto-clients lint
 test-fast: install postgresql mosquitto-clients
 	$(BIN)/pytest -q -n $(TEST_WORKERS) -m "not slow and not solo"
 
-bench: install
+bench: install postgresql mosquitto
 	$(BIN)/python benchmarks/run_all.py
 
 # What TLS and tokens cost (also part of make bench).
@@ -78,6 +90,10 @@ bench-security: install
 # (also part of make bench; needs Debian's postgresql, as the connectors' tests do).
 bench-connectors: install
 	$(BIN)/python benchmarks/run_all.py --only connectors
+
+# MQTT and HTTP, beside Debian's Mosquitto on the same machine (also part of make bench).
+bench-edge: install mosquitto
+	$(BIN)/python benchmarks/run_all.py --only edge
 
 # One node under mixed load for 10 minutes (not part of make bench).
 soak: install

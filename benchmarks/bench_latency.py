@@ -23,12 +23,15 @@ import struct
 import time
 from typing import Any
 
+import bench_floor
 from common import (
     PAYLOAD_BYTES,
+    LinkedRegions,
     Node,
     Target,
     Workers,
     figure,
+    interest_reached,
     load,
     median_row,
     percentile,
@@ -42,6 +45,10 @@ from plexus.client import Client
 
 RUNS = 3
 RATE = 5_000
+FLOOR_RATES = (1_000, 5_000)
+# Issue 14: direct latency within these multiples of the transport's floor.
+P50_OVER_FLOOR = 1.25
+P99_OVER_FLOOR = 1.5
 SECONDS = 5.0
 # Events before measuring starts (connection warm, caches filled), not counted.
 WARMUP_EVENTS = 500
@@ -167,6 +174,25 @@ def direct_run(rate: int = RATE, secure: bool = False) -> dict[str, Any]:
     return {**roles["subscriber"], "rate": roles["publisher"]["rate"], "load": load_before}
 
 
+def direct_link_run(rate: int) -> dict[str, Any]:
+    """Direct publish in us -> subscriber in eu, one link between them."""
+    wait_for_quiet()
+    load_before = load()
+    with LinkedRegions(("us", "eu")) as regions, Workers() as workers:
+        us, eu = regions.targets["us"], regions.targets["eu"]
+        sub_ready, pub_ready, go, done = (workers.event() for _ in range(4))
+        workers.start("subscriber", subscriber_worker, eu, "lat/>", sub_ready, done)
+        workers.wait(sub_ready)
+        asyncio.run(interest_reached(us, "lat/x", "eu", 10.0))
+        workers.start("publisher", publisher_worker, us, "lat/x", False, rate, pub_ready, go, done)
+        workers.wait(pub_ready)
+        pids = {"us": regions.pid("us"), "eu": regions.pid("eu"), **workers.pids}
+        with profile("latency-direct-link", pids):
+            go.set()
+            roles = {r["role"]: r for r in workers.collect(2)}
+    return {**roles["subscriber"], "rate": roles["publisher"]["rate"], "load": load_before}
+
+
 def guaranteed_run(rate: int = RATE) -> dict[str, Any]:
     wait_for_quiet()
     load_before = load()
@@ -188,7 +214,7 @@ def guaranteed_run(rate: int = RATE) -> dict[str, Any]:
     return {**result, "load": load_before}
 
 
-def _rows(kind: str, runs: list[dict[str, Any]], p99_target: float, peers: str) -> list[dict]:
+def _guaranteed_rows(runs: list[dict[str, Any]], p99_target: float, peers: str) -> list[dict]:
     best = median_row(runs, "p99")
     common = {
         "events": best["count"],
@@ -196,10 +222,9 @@ def _rows(kind: str, runs: list[dict[str, Any]], p99_target: float, peers: str) 
         "p99_runs": ", ".join(f"{r['p99']:.2f}" for r in runs),
         "load": ", ".join(r["load"] for r in runs),
     }
-    p50_target = 0.5 if kind == "direct" else None
-    label = "direct publish → delivery" if kind == "direct" else "guaranteed publish → ack"
+    label = "guaranteed publish → ack"
     return [
-        figure("latency", f"{label} p50", best["p50"], "ms", target=p50_target,
+        figure("latency", f"{label} p50", best["p50"], "ms",
                higher_is_better=False, peers=peers, **common),
         figure("latency", f"{label} p99", best["p99"], "ms", target=p99_target,
                higher_is_better=False, **common),
@@ -207,13 +232,39 @@ def _rows(kind: str, runs: list[dict[str, Any]], p99_target: float, peers: str) 
     ]  # fmt: skip
 
 
+def _against_floor(where: str, hops: int, rate: int, runs: list[dict[str, Any]]) -> list[dict]:
+    """Direct p50 and p99 through `hops` hops at `rate`, and their ratio to the transport's floor
+    (bare grpc.aio streams through the same processes and hops, measured now)."""
+    best = median_row(runs, "p99")
+    floor = bench_floor.floor_run(hops, rate)
+    detail = {
+        "floor_p50_p99_ms": f"{floor['p50']:.3f}, {floor['p99']:.3f}",
+        "p50_p99_runs": "; ".join(f"{r['p50']:.2f}, {r['p99']:.2f}" for r in runs),
+        "load": ", ".join(r["load"] for r in runs),
+    }
+    label = f"direct {where}, {rate:,}/s"
+    return [
+        figure("latency", f"{label}, p50", best["p50"], "ms", higher_is_better=False,
+               peers=DIRECT_PEERS if hops == 3 and rate == RATE else "", **detail),
+        figure("latency", f"{label}, p99", best["p99"], "ms", higher_is_better=False, **detail),
+        figure("latency", f"{label}, p50 / floor", best["p50"] / floor["p50"], "ratio",
+               target=P50_OVER_FLOOR, higher_is_better=False, **detail),
+        figure("latency", f"{label}, p99 / floor", best["p99"] / floor["p99"], "ratio",
+               target=P99_OVER_FLOOR, higher_is_better=False, **detail),
+    ]  # fmt: skip
+
+
 def run(runs: int = RUNS) -> list[dict[str, Any]]:
-    """Direct delivery and guaranteed ack latency at RATE events/s."""
-    direct = [direct_run() for _ in range(runs)]
+    """Direct delivery latency in one node and across a link at 1,000 and 5,000 events/s,
+    each beside the transport's floor; guaranteed ack latency at RATE events/s."""
+    rows = []
+    for rate in FLOOR_RATES:
+        rows += _against_floor("in one node", 2, rate, [direct_run(rate) for _ in range(runs)])
+        rows += _against_floor(
+            "across a link", 3, rate, [direct_link_run(rate) for _ in range(runs)]
+        )
     guaranteed = [guaranteed_run() for _ in range(runs)]
-    return _rows("direct", direct, 2.0, DIRECT_PEERS) + _rows(
-        "guaranteed", guaranteed, 5.0, GUARANTEED_PEERS
-    )
+    return rows + _guaranteed_rows(guaranteed, 5.0, GUARANTEED_PEERS)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ workers into DIR during a run; the figures of a profiled run are lower.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib.metadata
 import multiprocessing
@@ -159,6 +160,105 @@ class Node:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class LinkedRegions:
+    """Regions of one cluster file as node processes, every pair linked, plaintext and open
+    (as `Node`), stopped on exit; `targets[name]` is where clients of a region connect.
+
+    ::
+
+        with LinkedRegions(("us", "eu")) as regions:
+            client = await regions.targets["eu"].connect()
+    """
+
+    def __init__(self, names: Sequence[str] = ("us", "eu")) -> None:
+        self._tmp = tempfile.TemporaryDirectory(prefix="plexus-bench-regions-")
+        self.dir = Path(self._tmp.name)
+        self.names = tuple(names)
+        self.targets = {name: Target(f"127.0.0.1:{free_port()}") for name in self.names}
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        lines = ['[cluster]\nname = "bench"\n']
+        for name in self.names:
+            lines.append(
+                f'[[region]]\nname = "{name}"\ngrpc = "{self.targets[name].address}"\n'
+                f'raft = "127.0.0.1:{free_port()}"\ndata = "{self.dir / name}"\n'
+            )
+        for i, a in enumerate(self.names):
+            for b in self.names[i + 1 :]:
+                lines.append(f'[[link]]\nregions = ["{a}", "{b}"]\n')
+        self.cluster_file = self.dir / "cluster.toml"
+        self.cluster_file.write_text("\n".join(lines))
+
+    def pid(self, name: str) -> int:
+        return self.procs[name].pid
+
+    def start(self) -> LinkedRegions:
+        env = {**os.environ, "PLEXUS_CLUSTER_SECRET": os.urandom(16).hex()}
+        for name in self.names:
+            cmd = [sys.executable, "-m", "node", "run", "--cluster", str(self.cluster_file),
+                   "--region", name, "--no-metrics"]  # fmt: skip
+            with open(self.dir / f"{name}.log", "ab") as log:
+                self.procs[name] = subprocess.Popen(
+                    cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env
+                )
+        deadline = time.monotonic() + NODE_START_TIMEOUT_S
+        for name in self.names:
+            ready = f"plexus node {name} listening on".encode()
+            while ready not in (self.dir / f"{name}.log").read_bytes():
+                if self.procs[name].poll() is not None or time.monotonic() > deadline:
+                    tail = (self.dir / f"{name}.log").read_text(errors="replace")[-1500:]
+                    self.stop()
+                    raise RuntimeError(f"region {name} did not start:\n{tail}")
+                time.sleep(0.02)
+        asyncio.run(self._links_up(deadline))
+        return self
+
+    async def _links_up(self, deadline: float) -> None:
+        for name in self.names:
+            async with await self.targets[name].connect() as client:
+                while True:
+                    view = await client.list_links(interest=False)
+                    if len(view.links) == len(self.names) - 1 and all(
+                        link.state == "up" for link in view.links
+                    ):
+                        break
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"the links of region {name} did not come up")
+                    await asyncio.sleep(0.05)
+
+    def stop(self) -> None:
+        try:
+            for proc in self.procs.values():
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+            for proc in self.procs.values():
+                try:
+                    proc.wait(NODE_STOP_TIMEOUT_S)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        finally:
+            self._tmp.cleanup()
+
+    def __enter__(self) -> LinkedRegions:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+async def interest_reached(target: Target, pattern_topic: str, region: str, timeout: float) -> None:
+    """Until the node at `target` would route `pattern_topic` to a subscriber in `region`."""
+    deadline = time.monotonic() + timeout
+    async with await target.connect() as client:
+        while True:
+            view = {r["region"]: r for r in await client.explain(pattern_topic)}
+            if view.get(region, {}).get("subscribers"):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{target.address} never learnt of a subscriber in {region}")
+            await asyncio.sleep(0.01)
 
 
 # ------------------------------------------------------------------ workers

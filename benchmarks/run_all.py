@@ -33,7 +33,9 @@ from rich.table import Table
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "index": ("bench_index", "Subscription index (plexus.topics), in-process"),
     "throughput": ("bench_throughput", "Throughput, node + SDK clients as separate processes"),
+    "floor": ("bench_floor", "The transport's floor: bare grpc.aio streams, same processes/hops"),
     "latency": ("bench_latency", "Latency at a fixed rate, node + SDK clients as processes"),
+    "subscribe": ("bench_subscribe", "A new subscription's first event, one node and a link"),
     "memory": ("bench_memory", "Node memory (RSS)"),
     "cluster": ("bench_cluster", "Local clusters: plexus up, region add, failover, 12 regions"),
     "tui": ("bench_tui", "plexus top: time per refresh, 12 regions, 10,000 subscriptions"),
@@ -41,6 +43,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "listing": ("bench_listing", "Listings with 10,000 items: plexus queue list and the tables"),
     "security": ("bench_security", "TLS and tokens: the same runs with security off and on"),
     "connectors": ("bench_connectors", "Connectors: PostgreSQL commits in us to sinks in eu"),
+    "edge": ("bench_edge", "MQTT and HTTP: paho clients against Plexus and Mosquitto"),
     "soak": ("bench_soak", "Soak: one node, 10 minutes of mixed load (make soak)"),
 }
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"

@@ -34,7 +34,7 @@ CLUSTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 TOP_KEYS = ("cluster", "settings", "region", "link", "tls", "auth")
 CLUSTER_KEYS = ("name", "secret", "secret_file")
 AUTH_KEYS = ("key",)
-REGION_KEYS = ("name", "grpc", "data", "raft", "metrics")
+REGION_KEYS = ("name", "grpc", "data", "raft", "metrics", "mqtt", "http")
 LINK_KEYS = ("regions",)
 TLS_KEYS = ("ca", "cert", "key")
 SETTINGS_KEYS = tuple(ClusterSettings.__dataclass_fields__)
@@ -261,7 +261,7 @@ class _Checker:
                     names[name] = i
             label = f"{where} ({name or '?'})"
             addresses: dict[str, str] = {}
-            for key in ("grpc", "raft", "metrics"):
+            for key in ("grpc", "raft", "metrics", "mqtt", "http"):
                 address = self.string(table, where, key, required=key == "grpc")
                 if address is None:
                     continue
@@ -285,7 +285,13 @@ class _Checker:
                     data = resolved
             if len(self.problems) == errors and name is not None and "grpc" in addresses:
                 found[i] = RegionSpec(
-                    name, addresses["grpc"], data, addresses.get("raft"), addresses.get("metrics")
+                    name,
+                    addresses["grpc"],
+                    data,
+                    addresses.get("raft"),
+                    addresses.get("metrics"),
+                    addresses.get("mqtt"),
+                    addresses.get("http"),
                 )
         return found
 

@@ -109,6 +109,8 @@ class RegionSpec:
     data: str | None = None  # data directory; absolute once loaded from a file
     raft: str | None = None  # HOST:PORT of the membership (Raft) port
     metrics: str | None = None  # HOST:PORT of Prometheus metrics (node-local, not replicated)
+    mqtt: str | None = None  # HOST:PORT of the MQTT listener (node-local, not replicated)
+    http: str | None = None  # HOST:PORT of the HTTP gateway (node-local, not replicated)
 
 
 @dataclass(frozen=True)

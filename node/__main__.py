@@ -65,6 +65,18 @@ def cli() -> None:
 )
 @click.option("--no-metrics", is_flag=True, help="Serve no metrics.")
 @click.option(
+    "--mqtt",
+    metavar="HOST:PORT",
+    help="Serve MQTT 3.1.1 and 5.0 here (port 0 picks a free one; TLS when the node has it). "
+    "Default: the cluster file's, else none.",
+)
+@click.option(
+    "--http",
+    metavar="HOST:PORT",
+    help="Serve the HTTP gateway here (port 0 picks a free one; HTTPS when the node has TLS). "
+    "Default: the cluster file's, else none.",
+)
+@click.option(
     "--tls-cert",
     type=click.Path(path_type=Path),
     help="This node's certificate (PEM; 'plexus cert node' makes one). "
@@ -148,7 +160,13 @@ def run(
                 flags = {"name": region, **tls, **_given(flags)}
             else:
                 spec = region_spec(topology, region)
-                from_file = {"listen": spec.grpc, "data": spec.data, "metrics": spec.metrics}
+                from_file = {
+                    "listen": spec.grpc,
+                    "data": spec.data,
+                    "metrics": spec.metrics,
+                    "mqtt": spec.mqtt,
+                    "http": spec.http,
+                }
                 flags = {"name": region, **tls, **_given(from_file), **_given(flags)}
         elif region or join_via:
             raise click.UsageError("--region and --join need --cluster FILE")
@@ -180,6 +198,10 @@ async def run_node(
             if node.metrics_address
             else ""
         )
+        if node.mqtt_address:
+            serving += f", mqtt on {'mqtts' if config.tls else 'mqtt'}://{node.mqtt_address}"
+        if node.http_address:
+            serving += f", http on {'https' if config.tls else 'http'}://{node.http_address}"
         # plexus/local/launcher.py and the tests read this line: keep it as it is.
         print(f"plexus node {config.name} listening on {node.address}{serving}", flush=True)
         await node.wait_stopped()

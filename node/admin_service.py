@@ -317,6 +317,7 @@ class AdminService(rpc.AdminServicer):
         here = pb.ExplainedRegion(
             region=self.region,
             path=[self.region],
+            guaranteed_path=[self.region],
             subscribers=subscribers,
             queues=queues,
             reachable=True,
@@ -338,7 +339,12 @@ class AdminService(rpc.AdminServicer):
         for region, answer in zip(regions, answers, strict=True):
             up = region in reachable
             path = mesh.routes.path(region) if up else mesh.configured_routes.path(region)
-            entry = pb.ExplainedRegion(region=region, path=path, reachable=up)
+            entry = pb.ExplainedRegion(
+                region=region,
+                path=path,
+                guaranteed_path=mesh.configured_routes.path(region),
+                reachable=up,
+            )
             if isinstance(answer, pb.ExplainedRegion):
                 entry.subscribers, entry.queues[:] = answer.subscribers, list(answer.queues)
             else:

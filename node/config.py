@@ -33,6 +33,12 @@ class NodeConfig(BaseModel):
         description="Prometheus metrics address, HOST:PORT or 'off'; "
         "unset: a free port on the gRPC host",
     )
+    mqtt: str | None = Field(
+        default=None, description="MQTT listener address, HOST:PORT (0: a free port); unset: none"
+    )
+    http: str | None = Field(
+        default=None, description="HTTP gateway address, HOST:PORT (0: a free port); unset: none"
+    )
     data: Path = Field(description="data directory (LMDB environment, lock)")
     map_size_mb: int = Field(default=1024, ge=1, description="initial LMDB map size; grows")
     max_payload_bytes: int = Field(
@@ -68,6 +74,12 @@ class NodeConfig(BaseModel):
         default=8_192, ge=1, description="Publish, Subscribe and Consume streams per connection"
     )
     max_queues: int = Field(default=50_000, ge=1, description="queues in this region")
+    retained_max_messages: int = Field(
+        default=100_000, ge=1, description="MQTT retained messages kept (one per topic)"
+    )
+    retained_max_bytes: int = Field(
+        default=64 << 20, ge=1, description="MQTT retained messages kept, encoded bytes"
+    )
     max_client_connections: int = Field(
         default=0,
         ge=0,
@@ -110,10 +122,10 @@ class NodeConfig(BaseModel):
             )
         return value
 
-    @field_validator("listen")
+    @field_validator("listen", "mqtt", "http")
     @classmethod
-    def _address(cls, value: str) -> str:
-        if not _is_address(value):
+    def _address(cls, value: str | None) -> str | None:
+        if value is not None and not _is_address(value):
             raise ValueError("must be HOST:PORT with a port from 0 to 65535")
         return value
 
@@ -132,11 +144,13 @@ class NodeConfig(BaseModel):
             raise ValueError(f"TLS needs tls_cert, tls_key and tls_ca together: {missing} missing")
         if self.metrics_tls and not given:
             raise ValueError("metrics_tls needs TLS: give tls_cert, tls_key and tls_ca")
-        host = self.listen.rpartition(":")[0]
-        if not given and not self.insecure and not is_loopback(host):
+        for key in ("listen", "mqtt", "http"):
+            address = getattr(self, key)
+            if address is None or given or self.insecure or is_loopback(address.rpartition(":")[0]):
+                continue
             # Anyone who reaches the port could publish, read and administer, in plaintext.
             raise ValueError(
-                f"listen: {self.listen!r} is not a loopback address and TLS is off: give "
+                f"{key}: {address!r} is not a loopback address and TLS is off: give "
                 "tls_cert, tls_key and tls_ca (--tls-cert/--tls-key/--tls-ca, or the "
                 "cluster file's [tls]), or insecure (--insecure) to serve plaintext there"
             )

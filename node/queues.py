@@ -291,6 +291,8 @@ class QueueTable:
         async with queue.config_lock:
             if queue.deleted:
                 raise QueueNotFound(name)
+            if config.subscriptions == queue.config.subscriptions:
+                return queue  # a client subscribing again to what it has: nothing to store
             spool, queue_id, data = self._spool, queue.queue_id, config.SerializeToString()
             stored = await self._commits.submit(
                 lambda txn: spool.set_queue_config(txn, name, queue_id, data)

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import replace
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -27,7 +27,7 @@ from federation.mesh import Mesh
 from federation.region_membership import RegionMembership
 from federation.spools import LinkSpools
 from federation.supervisor import LinkService, LinkSupervisor
-from federation.tls import NodeTls, load_node_tls
+from federation.tls import NodeTls, load_node_tls, server_ssl_context
 from federation.topology import StaticTopology, Topology
 from node.admin_service import AdminService, add_admin_service
 from node.auth import Authenticator, read_signing_key
@@ -59,6 +59,14 @@ STOP_GRACE_S = 2.0
 HEALTH_SERVICES = ("", SERVICE)
 
 __all__ = ["Node", "PortInUse"]
+
+
+class FrontDoor(Protocol):
+    """A listener beside gRPC (MQTT, HTTP) over the node's gateway."""
+
+    async def start(self) -> str: ...
+
+    async def stop(self) -> None: ...
 
 
 class Node:
@@ -94,6 +102,9 @@ class Node:
         self._links_started = False
         # What the MQTT and HTTP front doors call; set once started.
         self.gateway: Gateway | None = None
+        self.mqtt_address = ""
+        self.http_address = ""
+        self._front_doors: list[FrontDoor] = []
 
     async def __aenter__(self) -> Node:
         await self.start()
@@ -274,6 +285,7 @@ class Node:
         )
         reflection.enable_server_reflection(names, server)
         await server.start()
+        await self._open_front_doors(self.gateway)
         for name in HEALTH_SERVICES:
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         scheme = "https" if config.metrics_tls else "http"
@@ -302,6 +314,27 @@ class Node:
             await supervisor.start()
             supervisor.source.watch(self._follow)
 
+    async def _open_front_doors(self, gateway: Gateway) -> None:
+        """MQTT and HTTP, where configured, with the node's TLS certificate when it has one."""
+        config = self.config
+        tls = (
+            server_ssl_context(config.tls_cert, config.tls_key)
+            if config.tls_cert is not None and config.tls_key is not None
+            else None
+        )
+        if config.mqtt is not None:
+            from node.mqtt.server import MqttFrontDoor
+
+            mqtt = MqttFrontDoor(gateway, config.mqtt, tls, config.name)
+            self._front_doors.append(mqtt)
+            self.mqtt_address = await mqtt.start()
+        if config.http is not None:
+            from node.http_api.server import HttpFrontDoor
+
+            http = HttpFrontDoor(gateway, config.http, tls, config.name)
+            self._front_doors.append(http)
+            self.http_address = await http.start()
+
     def _follow(self, now: Topology) -> None:
         if self.config.name not in now.regions and not self.stop_requested:
             log.info("region %s was removed from the cluster: stopping", self.config.name)
@@ -328,6 +361,8 @@ class Node:
             steps.append(self._membership.stop)
         if self._health is not None:
             steps.append(self._not_serving)
+        for door in reversed(self._front_doors):
+            steps.append(door.stop)
         if self._server is not None or self._metrics is not None:
             steps.append(self._stop_servers)
         if self._known is not None:

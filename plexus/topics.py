@@ -22,7 +22,7 @@ loop owns it).
 from __future__ import annotations
 
 from collections.abc import Hashable
-from itertools import islice
+from itertools import chain, islice
 from typing import Any, Generic, TypeVar
 
 from plexus.errors import InvalidPattern, InvalidTopic
@@ -30,6 +30,7 @@ from plexus.errors import InvalidPattern, InvalidTopic
 __all__ = [
     "MAX_TOPIC_BYTES",
     "SubscriptionTrie",
+    "TopicSet",
     "pattern_matches",
     "validate_pattern",
     "validate_topic",
@@ -42,6 +43,11 @@ WILDCARD_ONE = "*"
 WILDCARD_REST = ">"
 
 V = TypeVar("V", bound=Hashable)
+
+# The walk's state after a topic's first levels is memoised (SubscriptionTrie._walk), for
+# up to the match cache's size of distinct stems, and at least DEFAULT_STEMS.
+STEM_LEVELS = 2
+DEFAULT_STEMS = 4_096
 
 # Keys the topic ending at a node of a `_TopicTree`; no level is empty.
 _END = ""
@@ -350,8 +356,13 @@ class SubscriptionTrie(Generic[V]):
         "_cached_topics",
         "_count",
         "_generation",
+        "_missed_once",
         "_patterns",
+        "_patterns_of",
         "_root",
+        "_shared",
+        "_stems",
+        "_stems_size",
         "_uncounted_topics",
     )
 
@@ -368,11 +379,20 @@ class SubscriptionTrie(Generic[V]):
         # subscription changes then pays nothing for it.
         self._cached_topics: _TopicTree | None = _TopicTree()
         self._uncounted_topics: list[str] = []
+        self._missed_once: set[str] = set()
         self._cache_size = cache_size
         self._count = 0
         self._generation = 0
         # pattern -> number of values subscribed with it.
         self._patterns: dict[str, int] = {}
+        # value -> number of patterns it is subscribed with, and how many values have
+        # more than one (only then may a match find a value twice).
+        self._patterns_of: dict[V, int] = {}
+        self._shared = 0
+        # A topic's first STEM_LEVELS levels -> the walk's nodes and values after them
+        # (see `_walk`); emptied by every change to the index.
+        self._stems: dict[str, tuple[list[_Node[V]], list[dict[V, None]]]] = {}
+        self._stems_size = max(cache_size, DEFAULT_STEMS)
 
     # -- reading ----------------------------------------------------------
 
@@ -432,6 +452,9 @@ class SubscriptionTrie(Generic[V]):
             return False
         bucket[value] = None
         self._count += 1
+        held = self._patterns_of[value] = self._patterns_of.get(value, 0) + 1
+        if held == 2:
+            self._shared += 1
         self._patterns[pattern] = self._patterns.get(pattern, 0) + 1
         self._evict(pattern, levels, rest)
         return True
@@ -465,6 +488,13 @@ class SubscriptionTrie(Generic[V]):
             return False
         del bucket[value]
         self._count -= 1
+        held = self._patterns_of[value] - 1
+        if held:
+            self._patterns_of[value] = held
+            if held == 1:
+                self._shared -= 1
+        else:
+            del self._patterns_of[value]
         left = self._patterns[pattern] - 1
         if left:
             self._patterns[pattern] = left
@@ -488,6 +518,8 @@ class SubscriptionTrie(Generic[V]):
     def _evict(self, pattern: str, levels: list[str], rest: bool) -> None:
         """Drop the cached topics that `pattern` matches (its `levels`, then `/>` if `rest`)."""
         self._generation += 1
+        if self._stems:
+            self._stems.clear()
         cache = self._cache
         if not cache:
             return
@@ -517,6 +549,14 @@ class SubscriptionTrie(Generic[V]):
         cache = self._cache
         size = self._cache_size
         if size:
+            # A topic is cached the second time it misses: a stream of topics seen
+            # once (unique ids in them) then costs no cache churn at all.
+            once = self._missed_once
+            if topic not in once:
+                if len(once) >= size:
+                    once.clear()
+                once.add(topic)
+                return result
             if len(cache) >= size:
                 # Evict the oldest half (dicts keep insertion order): amortised
                 # O(1) per insert, and recent topics survive.
@@ -530,37 +570,91 @@ class SubscriptionTrie(Generic[V]):
         return result
 
     def _walk(self, topic: str) -> tuple[V, ...]:
-        """Match `topic` against the trie, level by level, breadth first."""
-        found: dict[V, None] = {}
-        nodes = [self._root]
-        for level in topic.split(SEPARATOR):
-            following: list[_Node[V]] = []
-            for node in nodes:
-                if node.rest:
-                    # At least this level remains, so `/>` here matches.
-                    found.update(node.rest)
-                child = node.literals.get(level)
-                if child is not None:
-                    following.append(child)
-                if node.star is not None:
-                    following.append(node.star)
-                prefixes = node.prefixes
-                if prefixes:
-                    # Probe whichever is smaller: the prefixes held here, or
-                    # the prefixes of this level.
-                    if len(prefixes) <= len(level):
-                        for prefix, child in prefixes.items():
-                            if level.startswith(prefix):
-                                following.append(child)
-                    else:
-                        for end in range(1, len(level) + 1):
-                            child = prefixes.get(level[:end])
-                            if child is not None:
-                                following.append(child)
-            if not following:
-                return tuple(found)
-            nodes = following
+        """Match `topic` against the trie, level by level, breadth first.
+
+        Topics share their first levels far more than their whole (`orders/us`
+        starts every order from one region), and those levels are where the
+        walk fans out most (the root's prefix wildcards, then one branch per
+        wildcard), so the walk's state after the first two levels is memoised
+        by them, until the index changes.
+        """
+        levels = topic.split(SEPARATOR)
+        if len(levels) <= STEM_LEVELS:
+            nodes, found = _advance([self._root], [], levels)
+        else:
+            stem = levels[0] + SEPARATOR + levels[1]
+            memo = self._stems
+            state = memo.get(stem)
+            if state is None:
+                if len(memo) >= self._stems_size:
+                    memo.clear()
+                state = memo[stem] = _advance([self._root], [], levels[:STEM_LEVELS])
+            nodes, stem_found = state
+            found = stem_found.copy()
+            if nodes:
+                nodes, found = _advance(nodes, found, levels[STEM_LEVELS:])
         for node in nodes:
             if node.values:
-                found.update(node.values)
-        return tuple(found)
+                found.append(node.values)
+        if len(found) <= 1:
+            return tuple(found[0]) if found else ()
+        values = chain.from_iterable(found)
+        # A value held under one pattern only can match once: no need to dedup.
+        return tuple(dict.fromkeys(values) if self._shared else values)
+
+
+def _advance(
+    nodes: list[_Node[V]], found: list[dict[V, None]], levels: list[str]
+) -> tuple[list[_Node[V]], list[dict[V, None]]]:
+    """The nodes reached from `nodes` by `levels`, and `found` plus the values (a dict
+    each) of `/>` patterns passed on the way (each has at least one level after it)."""
+    for level in levels:
+        following: list[_Node[V]] = []
+        for node in nodes:
+            if node.rest:
+                found.append(node.rest)
+            child = node.literals.get(level)
+            if child is not None:
+                following.append(child)
+            if node.star is not None:
+                following.append(node.star)
+            prefixes = node.prefixes
+            if prefixes:
+                # Probe whichever is smaller: the prefixes held here, or
+                # the prefixes of this level.
+                if len(prefixes) <= len(level):
+                    for prefix, child in prefixes.items():
+                        if level.startswith(prefix):
+                            following.append(child)
+                else:
+                    for end in range(1, len(level) + 1):
+                        child = prefixes.get(level[:end])
+                        if child is not None:
+                            following.append(child)
+        if not following:
+            return following, found
+        nodes = following
+    return nodes, found
+
+
+class TopicSet:
+    """A set of topics, to list those a pattern matches: `SubscriptionTrie` the other way
+    round (patterns given, topics held), e.g. the topics that have a retained message."""
+
+    __slots__ = ("_tree",)
+
+    def __init__(self) -> None:
+        self._tree = _TopicTree()
+
+    def add(self, topic: str) -> None:
+        """Hold `topic` (valid; a topic already held stays once)."""
+        self._tree.add(topic)
+
+    def discard(self, topic: str) -> None:
+        self._tree.discard(topic)
+
+    def matching(self, pattern: str) -> list[str]:
+        """The topics held that `pattern` (valid) matches, in no particular order."""
+        levels = pattern.split(SEPARATOR)
+        rest = levels[-1] == WILDCARD_REST
+        return self._tree.matching(levels[:-1] if rest else levels, rest)

@@ -33,8 +33,8 @@ from storage.data_file import (
 log = logging.getLogger(__name__)
 
 DEFAULT_MAP_BYTES = 1 << 30
-# Named databases: see storage/spool.py for what each holds.
-MAX_DBS = 8
+# Named databases (storage/spool.py, dedup.py, interest.py, retained.py), with room to grow.
+MAX_DBS = 16
 # LMDB may report a write that found no room as EIO rather than ENOSPC: with
 # less than this free on the device, a failed write is taken as a full disk.
 FULL_DISK_MARGIN_BYTES = 16 << 20

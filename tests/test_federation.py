@@ -557,6 +557,7 @@ async def test_explain_agrees_with_real_delivery_for_random_topics(cluster_facto
                 assert in_queue == (f"q{n}" in said["queues"]), f"{t} queue in {n}: {said}"
             for r in explained[t]:
                 assert r["path"][0] == "a" and r["path"][-1] == r["region"]
+                assert r["guaranteed_path"] == r["path"]  # every link is up
     finally:
         for sub in subs.values():
             await sub.close()
@@ -685,6 +686,9 @@ async def test_guaranteed_events_spooled_for_a_region_are_not_overtaken_by_a_det
             return hops.get("eu") == "ap"
 
         await eventually(eu_reachable_through_ap, 10, "us to reach eu through ap")
+        [eu_view] = [r for r in await us.explain("ord/x") if r["region"] == "eu"]
+        assert eu_view["path"] == ["us", "ap", "eu"]
+        assert eu_view["guaranteed_path"] == ["us", "eu"]
         for i in range(300, 600):
             await us.publish("ord/x", b"%d" % i, guaranteed=True)
         await set_link(cluster, "us", "eu", up=True)

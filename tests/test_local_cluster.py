@@ -201,6 +201,33 @@ def test_fault_cut_and_heal(default: Local) -> None:
     default.wait_link("us", "eu", "up")
 
 
+def test_explain_shows_a_detour_for_direct_events_and_the_route_guaranteed_ones_wait_for(
+    default: Local,
+) -> None:
+    default.run("queue", "create", "detour", "--subscribe", "detour/>", "--region", "eu")
+    _wait_queue_interest(default, "us", "detour/1", "eu")
+    default.run("fault", "cut", "us", "eu")
+    default.wait_link("us", "eu", "down")
+    out = default.run("explain", "detour/1", "--region", "us", "--json")
+    [eu] = [r for r in json.loads(out.stdout)["regions"] if r["region"] == "eu"]
+    assert (eu["path"], eu["guaranteed_path"]) == (["us", "ap", "eu"], ["us", "eu"])
+    default.env["COLUMNS"] = "200"  # one line per region
+    table = default.run("explain", "detour/1", "--region", "us").stdout
+    assert "guaranteed: us → eu, spooled until it is up" in table
+
+
+def _wait_queue_interest(local: Local, at: str, topic: str, region: str) -> None:
+    """Until region `at` would route `topic` to a queue in `region`."""
+
+    def queued() -> bool:
+        out = local.run("explain", topic, "--region", at, "--json")
+        return any(r["region"] == region and r["queues"] for r in json.loads(out.stdout)["regions"])
+
+    deadline = time.monotonic() + DEADLINE_S
+    while not queued():
+        assert time.monotonic() < deadline, f"{at} never learnt of the queue in {region}"
+
+
 def test_fault_kill_then_region_start(default: Local) -> None:
     before = {r["name"]: r for r in default.status()["regions"]}
     default.run("fault", "kill", "ap")

@@ -53,3 +53,13 @@ def test_missing_file_is_named(tmp_path: Path):
 def test_flags_alone_are_validated():
     with pytest.raises(ConfigError, match=r"command line: .*listen: must be HOST:PORT.*99999"):
         load_config(None, {"name": "us", "data": "/tmp/x", "listen": "127.0.0.1:99999"})
+
+
+def test_mqtt_and_http_addresses_are_checked_like_the_grpc_one(tmp_path: Path):
+    with pytest.raises(ConfigError, match=r"mqtt: must be HOST:PORT.*'nowhere'"):
+        load_config(None, {"name": "us", "data": tmp_path, "mqtt": "nowhere"})
+    # Plaintext MQTT or HTTP where others can reach it needs TLS, or --insecure said aloud.
+    with pytest.raises(ConfigError, match=r"http: '0.0.0.0:8080' is not a loopback address"):
+        load_config(None, {"name": "us", "data": tmp_path, "http": "0.0.0.0:8080"})
+    config = load_config(None, {"name": "us", "data": tmp_path, "mqtt": "127.0.0.1:1883"})
+    assert (config.mqtt, config.http) == ("127.0.0.1:1883", None)

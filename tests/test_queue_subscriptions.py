@@ -63,6 +63,8 @@ async def test_a_queue_keeps_its_backlog_and_follows_its_new_subscriptions(
     queue = await gateway.set_queue_subscriptions(OPEN, SESSION, ["new/>", "also/x", "new/>"])
 
     assert queue.subscriptions == ("also/x", "new/>")
+    again = await gateway.set_queue_subscriptions(OPEN, SESSION, ["new/>", "also/x"])
+    assert again is queue and list(queue.config.subscriptions) == ["new/>", "also/x"]
     await publish(gateway, guaranteed("old/2", b"old pattern"), guaranteed("new/1", b"new"))
     with gateway.consume(OPEN, SESSION, 10, peer=PEER) as consumer:
         assert payloads(await take(consumer, 2)) == [b"queued before", b"new"]

@@ -246,12 +246,22 @@ def test_cache_is_invalidated_by_add_and_remove() -> None:
     assert trie.match("a/b") == ()
 
 
+def test_a_topic_is_cached_from_its_second_miss_so_one_off_topics_cost_no_cache_churn() -> None:
+    trie: SubscriptionTrie[int] = SubscriptionTrie()
+    trie.add("orders/*/>", 1)
+    assert trie.match("orders/us/o-1") == (1,)
+    assert "orders/us/o-1" not in trie._cache
+    assert trie.match("orders/us/o-1") == (1,)
+    assert trie._cache["orders/us/o-1"] == (1,)
+
+
 def test_cache_stays_bounded() -> None:
     trie: SubscriptionTrie[int] = SubscriptionTrie(cache_size=8)
     trie.add(">", 1)
     for i in range(100):
         assert trie.match(f"t/{i}") == (1,)
-        assert len(trie._cache) <= 8
+        assert trie.match(f"t/{i}") == (1,)
+        assert len(trie._cache) <= 8 and len(trie._missed_once) <= 8
     uncached: SubscriptionTrie[int] = SubscriptionTrie(cache_size=0)
     uncached.add(">", 1)
     assert uncached.match("t") == (1,)
@@ -413,7 +423,7 @@ def test_a_change_evicts_only_the_cached_topics_its_pattern_matches() -> None:
     trie: SubscriptionTrie[str] = SubscriptionTrie()
     trie.add("orders/>", "audit")
     topics = ["orders/us/c1/created", "orders/eu/c1/created", "orders/us/c2/paid", "t/x"]
-    for topic in topics:
+    for topic in topics * 2:  # cached from the second miss
         trie.match(topic)
     for pattern in ("orders/us/*/created", "ord*/*/c1/>", "orders/us/c2/paid", "*/x"):
         generation = trie.generation

@@ -105,6 +105,8 @@ def up(config: Path | None, state_dir: Path, timeout: float, as_json: bool) -> N
                         "grpc": r.grpc,
                         "pid": r.pid,
                         "metrics": r.metrics,
+                        "mqtt": r.mqtt,
+                        "http": r.http,
                         "tls": r.ca is not None,
                     }
                     for r in record.regions
@@ -125,8 +127,12 @@ def up(config: Path | None, state_dir: Path, timeout: float, as_json: bool) -> N
         )
     width = max(len(r.name) for r in record.regions)
     for region in record.regions:
-        metrics = f"  metrics {region.metrics}" if region.metrics else ""
-        click.echo(f"  {region.name:<{width}}  {region.grpc:<21}  pid {region.pid!s:<7}{metrics}")
+        extra = "".join(
+            f"  {key} {address}"
+            for key in ("mqtt", "http", "metrics")
+            if (address := getattr(region, key))
+        )
+        click.echo(f"  {region.name:<{width}}  {region.grpc:<21}  pid {region.pid!s:<7}{extra}")
     if record.links and not result.already_up:
         shown = ", ".join(f"{a}-{b}" for a, b in record.links)
         click.echo(f"links up: {shown}")
@@ -186,13 +192,14 @@ def print_status(view: dict[str, Any]) -> None:
 
     console = Console(highlight=False)
     regions = Table(title=f"cluster {view['cluster']}")
-    for column in ("region", "address", "pid", "state", "metrics"):
+    for column in ("region", "address", "pid", "state", "mqtt", "http", "metrics"):
         regions.add_column(column)
     for r in view["regions"]:
         state = _cell(r["state"])
         if r.get("error"):
             state += f" ({_escape(r['error'])})"
-        regions.add_row(r["name"], r["address"], str(r["pid"] or "-"), state, r["metrics"] or "-")
+        listeners = (r.get(key) or "-" for key in ("mqtt", "http", "metrics"))
+        regions.add_row(r["name"], r["address"], str(r["pid"] or "-"), state, *listeners)
     console.print(regions)
     if view.get("ca"):
         console.print(f"TLS on every region, CA {_escape(view['ca'])}")
@@ -259,6 +266,8 @@ def region_start(name: str, state_dir: Path, timeout: float, as_json: bool) -> N
                 "address": region.grpc,
                 "pid": region.pid,
                 "metrics": region.metrics,
+                "mqtt": region.mqtt,
+                "http": region.http,
                 "started": started,
                 "ready_s": round(seconds, 3),
             }
@@ -294,6 +303,8 @@ def region_add(
                 "raft": region.raft,
                 "pid": region.pid,
                 "metrics": region.metrics,
+                "mqtt": region.mqtt,
+                "http": region.http,
                 "links": list(links),
                 "ready_s": round(seconds, 3),
             }

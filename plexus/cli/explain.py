@@ -40,6 +40,9 @@ def print_explained(topic: str, regions: list[dict[str, Any]]) -> None:
         table.add_column(column)
     for r in regions:
         note = r["error"] or ("" if r["reachable"] else "cut off: spooled until a path returns")
+        if not note and r["guaranteed_path"] != r["path"]:
+            # A detour carries direct events only: guaranteed ones keep to their route.
+            note = "guaranteed: " + " → ".join(r["guaranteed_path"]) + ", spooled until it is up"
         table.add_row(
             r["region"],
             " → ".join(r["path"]) or "-",

@@ -478,8 +478,10 @@ class Client:
     ) -> list[dict[str, Any]]:
         """Where an event on `topic` published at this node would go, without sending one.
 
-        One dict per region (this one first): `region`, `path` (regions the event
-        passes through), `subscribers` (matching direct subscribers there),
+        One dict per region (this one first): `region`, `path` (regions a direct
+        event passes through), `guaranteed_path` (those a guaranteed event passes
+        through: configured links only, waiting in a spool while one is down),
+        `subscribers` (matching direct subscribers there),
         `queues` (queues there that would store it), `reachable`, `error`.
         """
         validate_topic(topic)
@@ -488,6 +490,7 @@ class Client:
             {
                 "region": r.region,
                 "path": list(r.path),
+                "guaranteed_path": list(r.guaranteed_path),
                 "subscribers": r.subscribers,
                 "queues": list(r.queues),
                 "reachable": r.reachable,

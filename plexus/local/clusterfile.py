@@ -35,6 +35,8 @@ class RegionEntry:
     grpc: str
     raft: str | None = None
     metrics: str | None = None
+    mqtt: str | None = None
+    http: str | None = None
 
 
 @dataclass(frozen=True)
@@ -75,17 +77,13 @@ def spec_of(doc: dict[str, Any]) -> ClusterSpec:
     for table in tables if isinstance(tables, list) else []:
         if not isinstance(table, dict):
             continue
-        region, grpc, raft = table.get("name"), table.get("grpc"), table.get("raft")
-        metrics = table.get("metrics")
+        region, grpc = table.get("name"), table.get("grpc")
         if isinstance(region, str) and region and isinstance(grpc, str):
-            regions.append(
-                RegionEntry(
-                    region,
-                    grpc,
-                    raft if isinstance(raft, str) else None,
-                    metrics if isinstance(metrics, str) else None,
-                )
+            raft, metrics, mqtt, http = (
+                value if isinstance(value := table.get(key), str) else None
+                for key in ("raft", "metrics", "mqtt", "http")
             )
+            regions.append(RegionEntry(region, grpc, raft, metrics, mqtt, http))
     links: list[tuple[str, str]] = []
     tables = doc.get("link")
     for table in tables if isinstance(tables, list) else []:

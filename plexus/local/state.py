@@ -58,6 +58,10 @@ def default_state_dir() -> Path:
     return Path(base).expanduser().absolute() / "plexus"
 
 
+# Node-local addresses `plexus up` gives every region (a free port when the file gives none).
+LOCAL_LISTENERS = ("metrics", "mqtt", "http")
+
+
 @dataclass
 class RegionRecord:
     name: str
@@ -72,6 +76,9 @@ class RegionRecord:
     metrics: str | None = None
     # The CA certificate that verifies this region's node (None: it serves plaintext).
     ca: str | None = None
+    # Where the node serves MQTT and HTTP (None in records made before they existed).
+    mqtt: str | None = None
+    http: str | None = None
 
     @property
     def address(self) -> str:

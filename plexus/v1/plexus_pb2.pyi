@@ -388,20 +388,22 @@ class ExplainRequest(_message.Message):
     def __init__(self, topic: _Optional[str] = ..., local_only: _Optional[bool] = ...) -> None: ...
 
 class ExplainedRegion(_message.Message):
-    __slots__ = ("region", "path", "subscribers", "queues", "reachable", "error")
+    __slots__ = ("region", "path", "subscribers", "queues", "reachable", "error", "guaranteed_path")
     REGION_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     SUBSCRIBERS_FIELD_NUMBER: _ClassVar[int]
     QUEUES_FIELD_NUMBER: _ClassVar[int]
     REACHABLE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    GUARANTEED_PATH_FIELD_NUMBER: _ClassVar[int]
     region: str
     path: _containers.RepeatedScalarFieldContainer[str]
     subscribers: int
     queues: _containers.RepeatedScalarFieldContainer[str]
     reachable: bool
     error: str
-    def __init__(self, region: _Optional[str] = ..., path: _Optional[_Iterable[str]] = ..., subscribers: _Optional[int] = ..., queues: _Optional[_Iterable[str]] = ..., reachable: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
+    guaranteed_path: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, region: _Optional[str] = ..., path: _Optional[_Iterable[str]] = ..., subscribers: _Optional[int] = ..., queues: _Optional[_Iterable[str]] = ..., reachable: _Optional[bool] = ..., error: _Optional[str] = ..., guaranteed_path: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ExplainResponse(_message.Message):
     __slots__ = ("topic", "regions")
