@@ -18,6 +18,7 @@ from plexus.certs import make_ca, make_node_cert
 from plexus.tokens import Grants, generate_key, new_claims, sign
 from tests.harness import eventually
 from tests.inprocess import InProcessNodes
+from tests.mqtt_devices import retained_of
 
 pytestmark = pytest.mark.timeout(60)
 PACKAGE = "mosquitto-clients"
@@ -54,7 +55,7 @@ async def node(inproc_nodes: InProcessNodes, tmp_path: Path, key: bytes) -> Node
 async def door(node: Node, tls: Path) -> AsyncIterator[MqttFrontDoor]:
     assert node.gateway is not None
     context = server_ssl_context(tls / "us.crt", tls / "us.key")
-    front = MqttFrontDoor(node.gateway, "127.0.0.1:0", context, "us")
+    front = MqttFrontDoor(node.gateway, "127.0.0.1:0", context, "us", await retained_of(node))
     await front.start()
     try:
         yield front
@@ -194,3 +195,17 @@ async def test_mosquitto_without_the_token_is_refused(door: MqttFrontDoor, auth:
     code, _, err = await run(tool("mosquitto_pub"), *without, "-t", "x", "-m", "y")
     assert code != 0
     assert "not authorised" in err.lower() or "not authorized" in err.lower(), err
+
+
+async def test_a_retained_message_from_mosquitto_pub_reaches_a_later_mosquitto_sub(
+    door: MqttFrontDoor, auth: list[str]
+) -> None:
+    code, _, err = await run(
+        tool("mosquitto_pub"), *auth, "-t", "state/door", "-m", "open", "-q", "1", "-r"
+    )
+    assert code == 0, err
+    code, out, err = await run(
+        tool("mosquitto_sub"), *auth, "-t", "state/#", "-q", "1", "-C", "1", "-W", "10"
+    )
+    assert code == 0, err
+    assert out == "open\n"

@@ -16,7 +16,7 @@ from node.server import Node
 from plexus import Client
 from plexus.tokens import Grants, generate_key, new_claims, sign
 from tests.inprocess import InProcessNodes
-from tests.mqtt_devices import V5, V311, Device
+from tests.mqtt_devices import V5, V311, Device, retained_of
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -40,7 +40,7 @@ async def node(inproc_nodes: InProcessNodes, tmp_path: Path, key: bytes) -> Node
 @pytest.fixture
 async def door(node: Node) -> AsyncIterator[MqttFrontDoor]:
     assert node.gateway is not None
-    front = MqttFrontDoor(node.gateway, "127.0.0.1:0", None, "us")
+    front = MqttFrontDoor(node.gateway, "127.0.0.1:0", None, "us", await retained_of(node))
     await front.start()
     try:
         yield front
@@ -385,3 +385,30 @@ async def test_stopping_the_listener_disconnects_v5_clients_saying_why(
     async with asyncio.timeout(2):
         await front.stop()
     assert await client.wait_disconnected() == 0x8B  # server shutting down
+
+
+@pytest.mark.parametrize("version", [V311, V5])
+async def test_a_retained_message_is_given_to_later_subscribers_until_cleared(
+    device, version: int
+) -> None:  # type: ignore[no-untyped-def]
+    pub = device("pub", version)
+    await pub.connect()
+    assert await pub.publish("state/door", b"open", 1, retain=True) == 0
+    await pub.publish("state/window", b"shut", 0, retain=True)
+    late = device("late", version)
+    await late.connect()
+    await late.subscribe("state/#", 1)
+    got = await late.receive(2)
+    assert sorted((m.topic, m.payload, m.retain) for m in got) == [
+        ("state/door", b"open", True),
+        ("state/window", b"shut", True),
+    ]
+    await pub.publish("state/door", b"", 1, retain=True)  # clears it (and reaches `late`)
+    [cleared] = await late.receive(1)
+    assert (cleared.payload, cleared.retain) == (b"", False)
+    later = device("later", version)
+    await later.connect()
+    await later.subscribe("state/#", 1)
+    [only] = await later.receive(1)
+    assert only.topic == "state/window"
+    assert await later.nothing_more()
