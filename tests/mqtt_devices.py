@@ -70,6 +70,7 @@ class Device:
         ca: Path | None = None,
         keepalive: int = 60,
         will: tuple[str, bytes, int] | None = None,
+        will_delay: int = 0,
         auto_ack: bool = True,
     ) -> None:
         host, _, port = address.rpartition(":")
@@ -85,7 +86,11 @@ class Device:
         if ca is not None:
             self.client.tls_set(ca_certs=str(ca), cert_reqs=ssl.CERT_REQUIRED)
         if will is not None:
-            self.client.will_set(*will)
+            will_props = None
+            if will_delay:
+                will_props = Properties(PacketTypes.WILLMESSAGE)
+                will_props.WillDelayInterval = will_delay
+            self.client.will_set(*will, properties=will_props)
         self.messages: queue.Queue[Message] = queue.Queue()
         self.connack = threading.Event()
         self.connect_reason: int | None = None

@@ -15,6 +15,7 @@ from node.mqtt.server import MqttFrontDoor
 from node.server import Node
 from plexus import Client
 from plexus.tokens import Grants, generate_key, new_claims, sign
+from tests.harness import eventually
 from tests.inprocess import InProcessNodes
 from tests.mqtt_devices import V5, V311, Device, retained_of
 
@@ -413,3 +414,34 @@ async def test_a_retained_message_is_given_to_later_subscribers_until_cleared(
     [only] = await later.receive(1)
     assert only.topic == "state/window"
     assert await later.nothing_more()
+
+
+async def test_a_delayed_will_waits_and_a_return_within_the_delay_cancels_it(device) -> None:  # type: ignore[no-untyped-def]
+    watcher = device("watcher")
+    await watcher.connect()
+    await watcher.subscribe("status/#", 1)
+    back_soon = device("back-soon", V5, will=("status/back-soon", b"gone", 1), will_delay=1)
+    await back_soon.connect()
+    back_soon.drop()
+    again = device("back-soon", V5)
+    await again.connect()
+    gone = device("gone", V5, will=("status/gone", b"gone", 1), will_delay=1)
+    await gone.connect()
+    gone.drop()
+    [got] = await watcher.receive(1, timeout=5)
+    assert got.topic == "status/gone"  # not status/back-soon: it came back in time
+    assert await watcher.nothing_more(within=1.0)
+
+
+async def test_a_v5_session_ends_after_its_expiry_interval_away(device, node: Node) -> None:  # type: ignore[no-untyped-def]
+    phone = device("phone", V5, clean=False, session_expiry=1)
+    await phone.connect()
+    await phone.subscribe("alerts/#", 1)
+    assert node.gateway is not None
+    queues = node.gateway.queues
+    assert "mqtt.c.phone" in queues.by_name
+    await phone.disconnect()
+    await eventually(lambda: "mqtt.c.phone" not in queues.by_name, 5, "the session's queue to go")
+    back = device("phone", V5, clean=False, session_expiry=1)
+    await back.connect()
+    assert not back.session_present

@@ -121,7 +121,9 @@ class MqttFrontDoor:
         self._tasks: set[asyncio.Task[None]] = set()
         # Persistent sessions' state while the node runs (their queues keep the rest).
         self.sessions: dict[str, SessionState] = {}
+        # Delayed wills and v5 session expiries, by client id: a return cancels them.
         self._wills: dict[str, asyncio.TimerHandle] = {}
+        self._expiries: dict[str, asyncio.TimerHandle] = {}
         self._ids = itertools.count(1)
         self.stopping = False
 
@@ -146,9 +148,10 @@ class MqttFrontDoor:
         self.stopping = True
         if self._server is not None:
             self._server.close()
-        for handle in self._wills.values():
-            handle.cancel()
+        for handle in [*self._wills.values(), *self._expiries.values()]:
+            handle.cancel()  # a session expiry due is kept: the queue stays
         self._wills.clear()
+        self._expiries.clear()
         for connection in list(self._open):
             connection.end(connection.session.shut_down())
             if not connection._tasks:
@@ -186,12 +189,14 @@ class MqttFrontDoor:
 
     async def take_over(self, client_id: str, connection: _Connection) -> None:
         """Make `connection` the one of `client_id`, closing the one before it (0x8E)."""
-        handle = self._wills.pop(client_id, None)
-        if handle is not None:
-            handle.cancel()  # the client came back within its will delay
+        for timers in (self._wills, self._expiries):
+            handle = timers.pop(client_id, None)
+            if handle is not None:
+                handle.cancel()  # the client came back within its will delay or expiry
         old = self._connections.get(client_id)
         self._connections[client_id] = connection
         if old is not None:
+            old.taken_over = True
             old.end(old.session.take_over())
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(TAKEOVER_TIMEOUT_S):
@@ -211,6 +216,27 @@ class MqttFrontDoor:
             self._wills[client_id] = asyncio.get_running_loop().call_later(delay, start)
         else:
             start()
+
+    def expire_later(self, client_id: str, queue: str, after_s: int) -> None:
+        """End the persistent session of `client_id` after `after_s` seconds away (v5)."""
+        if self.stopping:
+            return
+
+        def start() -> None:
+            self._expiries.pop(client_id, None)
+            if client_id in self._connections:
+                return
+            self.sessions.pop(client_id, None)
+            task = asyncio.get_running_loop().create_task(self._expire(queue))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        self._expiries[client_id] = asyncio.get_running_loop().call_later(after_s, start)
+
+    async def _expire(self, queue: str) -> None:
+        with contextlib.suppress(QueueNotFound):
+            await self.gateway.delete_queue(OPEN, queue)
+        log.info("MQTT session queue %s expired", queue)
 
     async def _publish_will(self, access: Access, will: PublishEvent) -> None:
         [error] = await self.gateway.publish(access, [will.event], peer=f"mqtt:{self.region}")
@@ -250,6 +276,7 @@ class _Connection:
         self.access: Access = OPEN
         self.token: str | None = None
         self.finished = asyncio.Event()
+        self.taken_over = False
         self.closing = asyncio.Event()
         self.close_reason = ""
         self._tasks: list[asyncio.Task[None]] = []
@@ -276,8 +303,11 @@ class _Connection:
         finally:
             self.finished.set()
         will = self.session.will()
-        if will is not None:
+        # A delayed will is for a client that does not come back in time: this one has.
+        if will is not None and not (self.taken_over and will[1]):
             self.door.publish_will(self.session.client_id, self.access, *will)
+        if self._queue and self.session.expiry_s is not None and not self.taken_over:
+            self.door.expire_later(self.session.client_id, self._queue, self.session.expiry_s)
         log.info("MQTT %s (%s) closed: %s", self.peer, self.session.client_id, self.close_reason)
 
     async def _handshake(self) -> bool:

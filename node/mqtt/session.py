@@ -89,6 +89,8 @@ MAX_PENDING_MESSAGES = 10_000
 # In-flight window for 3.1.1 clients, which have no receive maximum of their own.
 V3_RECEIVE_MAXIMUM = 1_000
 MAX_PACKET_ID = 65_535
+# A v5 session expiry interval meaning "never".
+NEVER_EXPIRES = 0xFFFF_FFFF
 # Events remembered to deliver once when several of the session's patterns match them.
 RECENT_EVENTS = 4_096
 # Topics whose granted QoS is remembered (then the cache starts again).
@@ -246,6 +248,8 @@ class Session:
         self.client_id = ""
         self.username = ""
         self.persistent = False
+        # How long a persistent session outlives its connection (None: as long as the node).
+        self.expiry_s: int | None = None
         self.state = SessionState()
         self._out = bytearray()
         self._keepalive_s = 0.0
@@ -386,6 +390,7 @@ class Session:
         self.username = connect.username or ""
         expiry = connect.properties.session_expiry_interval or 0
         self.persistent = expiry > 0 if self._v5() else not connect.clean_start
+        self.expiry_s = expiry if self._v5() and expiry != NEVER_EXPIRES else None
         self._keepalive_s = connect.keepalive * KEEPALIVE_GRACE
         props = connect.properties
         self._client_max_bytes = props.maximum_packet_size or 0
@@ -719,6 +724,9 @@ class Session:
     def _disconnect(self, packet: Disconnect) -> list[Action]:
         if packet.reason != ReasonCode.DISCONNECT_WITH_WILL_MESSAGE:
             self._will = None
+        expiry = packet.properties.session_expiry_interval
+        if expiry is not None and self.persistent:  # a v5 client may shorten it as it leaves
+            self.expiry_s = expiry if expiry != NEVER_EXPIRES else None
         self.phase = Phase.CLOSED
         return [Close("the client disconnected")]
 
