@@ -445,3 +445,42 @@ async def test_a_v5_session_ends_after_its_expiry_interval_away(device, node: No
     back = device("phone", V5, clean=False, session_expiry=1)
     await back.connect()
     assert not back.session_present
+
+
+async def test_a_revoked_token_ends_the_mqtt_connection(
+    door: MqttFrontDoor, node: Node, key: bytes, devices: list[Device]
+) -> None:
+    async with await Client.connect(node.address, token=token(key, "root", admin=True)) as admin:
+        made = await admin.create_token("temp", subscribe=["s/>"])
+        screen = Device(door.address, "screen", version=V5, password=made["token"])
+        devices.append(screen)
+        assert await screen.connect() == 0
+        await screen.subscribe("s/#", 0)
+        await admin.revoke_token("temp")
+        assert await screen.wait_disconnected() == 0x87
+
+
+async def test_a_client_past_the_connection_limit_is_told_the_server_is_busy(
+    node: Node, key: bytes, devices: list[Device]
+) -> None:
+    assert node.gateway is not None
+    front = MqttFrontDoor(node.gateway, "127.0.0.1:0", max_connections=1)
+    address = await front.start()
+    try:
+        secret = token(key, "d", admin=True)
+        first = Device(address, "first", version=V5, password=secret)
+        second = Device(address, "second", version=V5, password=secret)
+        devices += [first, second]
+        assert await first.connect() == 0
+        assert await second.connect() == 0x89  # server busy
+    finally:
+        await front.stop()
+
+
+async def test_mqtt_3_1_is_refused_as_an_unsupported_version(door: MqttFrontDoor, devices) -> None:  # type: ignore[no-untyped-def]
+    import paho.mqtt.client as mqtt
+
+    old = Device(door.address, "old", version=mqtt.MQTTv31)
+    devices.append(old)
+    # paho reports 3.1.1's return code 1 as the v5 reason 0x84.
+    assert await old.connect() == 0x84

@@ -392,7 +392,7 @@ class _Connection:
         except ProtocolError as exc:
             for packet in getattr(exc, "packets", ()):
                 actions += self.session.receive(packet, now)
-            actions += self.session.fail(exc)
+            actions += self.session.fail(exc, self.decoder.version)
         else:
             for packet in packets:
                 actions += self.session.receive(packet, now)
@@ -529,10 +529,7 @@ class _Connection:
         while True:
             await source.wake.wait()
             source.wake.clear()
-            try:
-                self.gateway.still_valid(self.token)
-            except Unauthenticated as exc:
-                self.end(self.session.refuse(ReasonCode.NOT_AUTHORIZED, str(exc)))
+            if not self._token_valid():
                 return
             events = source.take()
             if not from_queue and self._queue:
@@ -544,6 +541,15 @@ class _Connection:
 
     # ------------------------------------------------------------ publishing
 
+    def _token_valid(self) -> bool:
+        """False (and the connection closing) once the token expired or was revoked."""
+        try:
+            self.gateway.still_valid(self.token)
+        except Unauthenticated as exc:
+            self.end(self.session.refuse(ReasonCode.NOT_AUTHORIZED, str(exc)))
+            return False
+        return True
+
     async def _publishing(self) -> None:
         """Hands what the client published to the broker, a batch at a time, in order."""
         while True:
@@ -553,6 +559,8 @@ class _Connection:
             self._published.set()
             if not batch:
                 continue
+            if not self._token_valid():
+                return
             results = await self.gateway.publish(
                 self.access, [p.event for p in batch], peer=self.peer, name=self.name
             )

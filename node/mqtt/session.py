@@ -303,8 +303,14 @@ class Session:
         self.phase = Phase.CLOSED
         return [Close(f"{reason.name.lower()}: {detail}")]
 
-    def fail(self, error: ProtocolError) -> list[Action]:
-        """The decoder found `error` in the bytes read: tell the client and close."""
+    def fail(self, error: ProtocolError, version: ProtocolVersion | None = None) -> list[Action]:
+        """The decoder found `error` in the bytes read: tell the client and close.
+
+        Before a CONNECT was read, the answer is a CONNACK in the connection's `version`
+        if the decoder knew it, else in 3.1.1's form, which every older client reads
+        (an MQTT 3.1 client learns it is refused as an unsupported version)."""
+        if self.phase == Phase.AWAIT_CONNECT:
+            self.version = version or ProtocolVersion.V3_1_1
         return self._fail(error.reason, error.detail)
 
     # ------------------------------------------------------------ time
