@@ -7,6 +7,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from node.mqtt.actions import (
+    AckDeliveries,
+    Authenticate,
+    Close,
+    PublishEvent,
+    SendRetained,
+    SubscriptionsChanged,
+)
 from node.mqtt.codec import Decoder, encode
 from node.mqtt.packets import (
     Connack,
@@ -30,18 +38,8 @@ from node.mqtt.packets import (
     Unsubscribe,
     Will,
 )
-from node.mqtt.session import (
-    AckDeliveries,
-    Authenticate,
-    Close,
-    PublishEvent,
-    SendRetained,
-    Session,
-    SessionLimits,
-    SessionState,
-    SubscriptionsChanged,
-    filters_of_patterns,
-)
+from node.mqtt.session import Session, SessionLimits
+from node.mqtt.session_state import SessionState, filters_of_patterns
 from plexus.errors import NotPermitted, QueueFull
 from plexus.mqtt_topics import to_plexus_patterns
 from plexus.v1 import plexus_pb2 as pb

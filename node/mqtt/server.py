@@ -27,21 +27,19 @@ from typing import Any, Protocol
 
 from node.gateway import Gateway, GatewayConsumer, GatewaySubscription
 from node.grpc_server import PortInUse
-from node.mqtt.codec import Decoder
-from node.mqtt.packets import ProtocolError, ReasonCode
-from node.mqtt.session import (
+from node.mqtt.actions import (
     AckDeliveries,
     Action,
     Authenticate,
     Close,
-    Phase,
     PublishEvent,
     SendRetained,
-    Session,
-    SessionLimits,
-    SessionState,
     SubscriptionsChanged,
 )
+from node.mqtt.codec import Decoder
+from node.mqtt.packets import ProtocolError, ReasonCode
+from node.mqtt.session import Phase, Session, SessionLimits
+from node.mqtt.session_state import SessionState
 from node.permissions import OPEN, Access
 from node.queues import QUEUE_NAME
 from plexus.errors import (

@@ -19,9 +19,18 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 
+from node.mqtt.actions import (
+    AckDeliveries,
+    Action,
+    Authenticate,
+    Close,
+    PublishEvent,
+    SendRetained,
+    SubscriptionsChanged,
+)
 from node.mqtt.codec import encode
 from node.mqtt.packets import (
     REASONS_ALLOWED,
@@ -46,6 +55,7 @@ from node.mqtt.packets import (
     Unsuback,
     Unsubscribe,
 )
+from node.mqtt.session_state import SessionState
 from plexus.errors import (
     InvalidArgument,
     InvalidPattern,
@@ -63,20 +73,7 @@ from plexus.mqtt_topics import (
 )
 from plexus.v1 import plexus_pb2 as pb
 
-__all__ = [
-    "AckDeliveries",
-    "Action",
-    "Authenticate",
-    "Close",
-    "Phase",
-    "PublishEvent",
-    "SendRetained",
-    "Session",
-    "SessionLimits",
-    "SessionState",
-    "SubscriptionsChanged",
-    "filters_of_patterns",
-]
+__all__ = ["Phase", "Session", "SessionLimits"]
 
 # Longest client id accepted (the spec asks for at least 23 characters).
 MAX_CLIENT_ID_CHARS = 256
@@ -97,29 +94,6 @@ RECENT_EVENTS = 4_096
 GRANTED_CACHE_TOPICS = 16_384
 
 
-def filters_of_patterns(patterns: Iterable[str]) -> list[str]:
-    """The MQTT topic filters whose Plexus patterns are `patterns` (`to_plexus_patterns`
-    backwards; `a` and `a/>` give `a/#`): how a persistent session's subscriptions come
-    back from its queue after a node restart."""
-    filters = []
-    for pattern in patterns:
-        levels = pattern.split("/")
-        filters.append(
-            "/".join(
-                "+"
-                if level == "*"
-                else "#"
-                if level == ">"
-                else to_mqtt_topic(level)
-                if level != "%"
-                else ""
-                for level in levels
-            )
-        )
-    covered = {f[:-2] for f in filters if f.endswith("/#")}
-    return list(dict.fromkeys(f for f in filters if f not in covered))
-
-
 @dataclass(frozen=True, slots=True)
 class SessionLimits:
     """What the node allows one connection (told to v5 clients in CONNACK)."""
@@ -127,82 +101,6 @@ class SessionLimits:
     maximum_packet_bytes: int = 1 << 20
     receive_maximum: int = 1_024
     topic_alias_maximum: int = 64
-
-
-@dataclass(slots=True)
-class SessionState:
-    """What a persistent session keeps across connections (the front door holds it while
-    the node runs; the subscriptions also live in the session's durable queue)."""
-
-    filters: dict[str, int] = field(default_factory=dict)  # topic filter -> granted QoS
-    # The Plexus patterns each filter receives with (those of its patterns the token allows).
-    patterns: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    awaiting_release: set[int] = field(default_factory=set)  # inbound QoS 2 ids before PUBREL
-
-    @classmethod
-    def of_patterns(cls, patterns: Iterable[str]) -> SessionState:
-        """The subscriptions a session's queue holds, back as QoS 1 filters (after a restart)."""
-        held = set(patterns)
-        state = cls()
-        for topic_filter in filters_of_patterns(held):
-            state.filters[topic_filter] = 1
-            state.patterns[topic_filter] = tuple(
-                p for p in to_plexus_patterns(topic_filter) if p in held
-            )
-        return state
-
-
-# ------------------------------------------------------------------ actions
-
-
-@dataclass(frozen=True, slots=True)
-class Authenticate:
-    """Check the CONNECT's credentials, then call `authenticated` (or `refuse`)."""
-
-    connect: Connect
-
-
-@dataclass(frozen=True, slots=True)
-class PublishEvent:
-    """Publish `event` (store it as retained first when `retain`); answer `published(ref, …)`
-    unless `ref` is None (QoS 0 and will messages need no answer)."""
-
-    event: pb.Event
-    retain: bool
-    ref: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class SubscriptionsChanged:
-    """Plexus patterns to start and stop receiving; `patterns` is the whole set now."""
-
-    added: tuple[str, ...]
-    removed: tuple[str, ...]
-    patterns: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class SendRetained:
-    """Look up the retained messages for `patterns` and `deliver(..., retained=True)` them."""
-
-    patterns: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class AckDeliveries:
-    """Queue deliveries the client has (or will never get: too large, not matched)."""
-
-    tags: tuple[int, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Close:
-    """End the connection once the bytes to send are written; `reason` is for the log."""
-
-    reason: str
-
-
-Action = Authenticate | PublishEvent | SubscriptionsChanged | SendRetained | AckDeliveries | Close
 
 
 class Phase(Enum):
