@@ -27,7 +27,9 @@ Filters: `+` is `*`, `#` is `>`, with MQTT's meaning that `a/#` matches `a`
 too (`to_plexus_patterns` gives both `a` and `a/>`). MQTT does not let a
 filter whose first level is a wildcard match topics starting with `$`
 (`$SYS/...`); Plexus patterns know nothing of that, so whoever delivers to an
-MQTT subscriber checks `mqtt_filter_matches` for `$` topics.
+MQTT subscriber checks `mqtt_filter_matches` for `$` topics. An MQTT 5
+shared subscription (`$share/group/filter`) is the session's to take apart:
+these functions read it as an ordinary filter.
 """
 
 from __future__ import annotations
@@ -78,10 +80,13 @@ def _mqtt_string_problem(text: object) -> str | None:
         return "empty (MQTT topics and filters have at least one character)"
     if "\x00" in text:
         return "U+0000 is not allowed in MQTT"
-    try:
-        size = len(text.encode("utf-8"))
-    except UnicodeEncodeError:
-        return "not valid UTF-8 (lone surrogate)"
+    if text.isascii():
+        size = len(text)
+    else:
+        try:
+            size = len(text.encode("utf-8"))
+        except UnicodeEncodeError:
+            return "not valid UTF-8 (lone surrogate)"
     if size > MAX_MQTT_TOPIC_BYTES:
         return f"{MAX_MQTT_TOPIC_BYTES} bytes at most in MQTT, got {size}"
     return None
@@ -92,6 +97,8 @@ def validate_mqtt_topic(topic: str) -> None:
     reason = _mqtt_string_problem(topic)
     if reason is not None:
         raise InvalidTopic(topic, reason)
+    if MQTT_SINGLE not in topic and MQTT_MULTI not in topic:
+        return
     for index, level in enumerate(topic.split(SEPARATOR)):
         if MQTT_SINGLE in level or MQTT_MULTI in level:
             raise InvalidTopic(
@@ -139,7 +146,7 @@ def _escape(topic: str) -> str:
 
 
 def _size_problem(escaped: str) -> str | None:
-    size = len(escaped.encode("utf-8"))
+    size = len(escaped) if escaped.isascii() else len(escaped.encode("utf-8"))
     if size > MAX_TOPIC_BYTES:
         return f"{size} bytes once escaped for Plexus, {MAX_TOPIC_BYTES} at most"
     return None

@@ -208,6 +208,10 @@ class Decoder:
                 reader = Reader(body, _PUBLISH, pos)
                 properties = decode_properties(reader, _PUBLISH)
                 pos = reader.pos
+                if self._server and properties.subscription_identifiers:
+                    raise protocol_error(
+                        "subscription identifier in a PUBLISH from a client", _PUBLISH
+                    )
             if not topic and properties.topic_alias is None:
                 raise protocol_error(
                     "PUBLISH with an empty topic name and no topic alias", _PUBLISH
@@ -254,6 +258,8 @@ class Decoder:
         keepalive = reader.u16("keep alive")
         v5 = version == ProtocolVersion.V5
         properties = decode_properties(reader, _T.CONNECT) if v5 else EMPTY_PROPERTIES
+        if properties.authentication_data is not None and properties.authentication_method is None:
+            raise protocol_error("authentication data without an authentication method", _T.CONNECT)
         client_id = reader.string("client identifier")
         will = None
         if flags & 0x04:

@@ -126,6 +126,8 @@ def _connect(packet: Connect, v5: bool) -> bytes:
 
 
 def _connack(packet: Connack, v5: bool) -> bytes:
+    if packet.session_present and packet.reason != ReasonCode.SUCCESS:
+        raise ValueError("session present on a refused CONNACK")
     if not v5:
         return bytes((0x20, 2, packet.session_present, connect_return_code(packet.reason)))
     parts = [bytes((packet.session_present,)), _reason(packet.reason, _T.CONNACK)]
