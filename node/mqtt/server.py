@@ -282,6 +282,7 @@ class _Connection:
         self._consumer: GatewayConsumer | None = None
         self._queue = ""
         self._stack = ExitStack()
+        self._holding = False  # output held back (see _subscriptions_changed)
         self._unpublished: list[PublishEvent] = []
         self._publish_wake = asyncio.Event()
         self._published = asyncio.Event()
@@ -360,6 +361,8 @@ class _Connection:
             self.closing.set()
 
     def _flush(self) -> None:
+        if self._holding:
+            return
         data = self.session.data_to_send()
         if data and not self.writer.is_closing():
             self.writer.write(data)
@@ -502,7 +505,17 @@ class _Connection:
             task.cancel()
             stack.close()
         if self._queue:
-            await self.gateway.set_queue_subscriptions(OPEN, self._queue, list(change.patterns))
+            # The SUBACK waits for the queue to hold the new patterns durably: until then,
+            # nothing is written (other tasks' output included, which keeps its order).
+            self._holding = True
+            try:
+                await self.gateway.set_queue_subscriptions(OPEN, self._queue, list(change.patterns))
+            except PlexusError as exc:
+                self._close(f"subscriptions of queue {self._queue}: {exc}")
+                self.session.data_to_send()  # not the SUBACK: the session did not get them
+                return
+            finally:
+                self._holding = False
             self.door.sessions[self.session.client_id] = self.session.state
         if self.session.phase == Phase.CONNECTED and self._tasks:
             for pattern in change.added:
