@@ -10,7 +10,18 @@ from pathlib import Path
 import pytest
 
 from node.mqtt.codec import Decoder, encode
-from node.mqtt.packets import Connect, Disconnect, ProtocolVersion, Publish, ReasonCode
+from node.mqtt.packets import (
+    Connack,
+    Connect,
+    Disconnect,
+    ProtocolVersion,
+    Puback,
+    Publish,
+    ReasonCode,
+    Suback,
+    Subscribe,
+    Subscription,
+)
 from node.mqtt.server import MqttFrontDoor
 from node.server import Node
 from plexus import Client
@@ -484,3 +495,27 @@ async def test_mqtt_3_1_is_refused_as_an_unsupported_version(door: MqttFrontDoor
     devices.append(old)
     # paho reports 3.1.1's return code 1 as the v5 reason 0x84.
     assert await old.connect() == 0x84
+
+
+async def test_packets_sent_right_after_connect_without_waiting_for_connack_are_served(
+    door: MqttFrontDoor, key: bytes
+) -> None:
+    host, _, port = door.address.rpartition(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    v5 = ProtocolVersion.V5
+    secret = token(key, "eager", admin=True).encode()
+    writer.write(
+        encode(Connect("eager", protocol_level=v5, username="eager", password=secret), v5)
+        + encode(Subscribe(1, (Subscription("echo/#", 1),)), v5)
+        + encode(Publish("echo/1", b"hi", qos=1, packet_id=2), v5)
+    )
+    decoder = Decoder(server=False, version=v5)
+    got: list[object] = []
+    async with asyncio.timeout(10):
+        while len(got) < 4:  # CONNACK, SUBACK, PUBACK and the echo, in some order after CONNACK
+            got += decoder.feed(await reader.read(4096))
+    writer.close()
+    assert isinstance(got[0], Connack) and got[0].reason == ReasonCode.SUCCESS
+    assert Suback(1, (ReasonCode.GRANTED_QOS_1,)) in got and Puback(2) in got
+    [echo] = [p for p in got if isinstance(p, Publish)]
+    assert (echo.topic, echo.payload) == ("echo/1", b"hi")

@@ -18,8 +18,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import itertools
 import logging
+import secrets
 import ssl
 from collections.abc import Coroutine, Iterable
 from contextlib import ExitStack
@@ -37,7 +37,7 @@ from node.mqtt.actions import (
     SubscriptionsChanged,
 )
 from node.mqtt.codec import Decoder
-from node.mqtt.packets import ProtocolError, ReasonCode
+from node.mqtt.packets import Packet, ProtocolError, ReasonCode
 from node.mqtt.session import Phase, Session, SessionLimits
 from node.mqtt.session_state import SessionState
 from node.permissions import OPEN, Access
@@ -122,7 +122,6 @@ class MqttFrontDoor:
         # Delayed wills and v5 session expiries, by client id: a return cancels them.
         self._wills: dict[str, asyncio.TimerHandle] = {}
         self._expiries: dict[str, asyncio.TimerHandle] = {}
-        self._ids = itertools.count(1)
         self.stopping = False
 
     async def start(self) -> str:
@@ -179,11 +178,14 @@ class MqttFrontDoor:
             self._open.discard(connection)
             if self._connections.get(connection.session.client_id) is connection:
                 del self._connections[connection.session.client_id]
-            self._tasks.discard(task)  # type: ignore[arg-type]
-            await _linger(reader, writer)
-            writer.close()
-            with contextlib.suppress(OSError, ConnectionError, ssl.SSLError):
-                await writer.wait_closed()
+            try:
+                if not self.stopping:
+                    await _linger(reader, writer)
+                writer.close()
+                with contextlib.suppress(OSError, ConnectionError, ssl.SSLError):
+                    await writer.wait_closed()
+            finally:
+                self._tasks.discard(task)  # type: ignore[arg-type]
 
     async def take_over(self, client_id: str, connection: _Connection) -> None:
         """Make `connection` the one of `client_id`, closing the one before it (0x8E)."""
@@ -237,11 +239,15 @@ class MqttFrontDoor:
         log.info("MQTT session queue %s expired", queue)
 
     async def _publish_will(self, access: Access, will: PublishEvent) -> None:
-        [error] = await self.gateway.publish(access, [will.event], peer=f"mqtt:{self.region}")
+        topic = will.event.topic
+        try:
+            [error] = await self.gateway.publish(access, [will.event], peer=f"mqtt:{self.region}")
+            if error is None and will.retain and self.retained is not None:
+                await self.retained.retain(topic, will.event)
+        except PlexusError as exc:
+            error = exc
         if error is not None:
-            log.warning("will message to %s refused: %s", will.event.topic, error)
-        elif will.retain and self.retained is not None:
-            await self.retained.retain(will.event.topic, will.event)
+            log.warning("will message to %s refused: %s", topic, error)
 
 
 async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -269,7 +275,10 @@ class _Connection:
         self.writer = writer
         host, port = writer.get_extra_info("peername")[:2]
         self.peer = f"mqtt:{host}:{port}"
-        self.session = Session(door.limits, assigned_id=f"plexus-{door.region}-{next(door._ids)}")
+        # An id for a client that sends none: unique across restarts too, so that it never
+        # inherits the persistent session of another.
+        assigned = f"plexus-{door.region}-{secrets.token_hex(8)}"
+        self.session = Session(door.limits, assigned_id=assigned)
         self.decoder = Decoder(max_packet_size=door.limits.maximum_packet_bytes)
         self.access: Access = OPEN
         self.token: str | None = None
@@ -386,20 +395,29 @@ class _Connection:
         if not data:
             self._close("connection lost")
             return False
-        now = asyncio.get_running_loop().time()
-        actions: list[Action] = []
+        error: ProtocolError | None = None
         try:
             packets = self.decoder.feed(data)
         except ProtocolError as exc:
-            for packet in getattr(exc, "packets", ()):
-                actions += self.session.receive(packet, now)
-            actions += self.session.fail(exc, self.decoder.version)
-        else:
-            for packet in packets:
-                actions += self.session.receive(packet, now)
+            packets, error = getattr(exc, "packets", []), exc
+        actions = await self._receive(packets)
+        if error is not None:
+            actions += self.session.fail(error, self.decoder.version)
         await self._perform(actions)
         await self._drain()
         return not self.closing.is_set()
+
+    async def _receive(self, packets: list[Packet]) -> list[Action]:
+        """Feed `packets` to the session; what a CONNECT needs is done before the packets
+        after it, which a client may send without waiting for CONNACK."""
+        now = asyncio.get_running_loop().time()
+        actions: list[Action] = []
+        for packet in packets:
+            actions += self.session.receive(packet, now)
+            if self.session.phase == Phase.AUTHENTICATING:
+                await self._perform(actions)
+                actions = []
+        return actions
 
     async def _reading(self) -> None:
         while await self._read():
