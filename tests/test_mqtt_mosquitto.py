@@ -108,29 +108,24 @@ async def subscribed(door: MqttFrontDoor, client_id: str) -> None:
     await eventually(ready, 10, f"{client_id} subscribed")
 
 
+@pytest.mark.parametrize("version", ["mqttv311", "mqttv5"])
 @pytest.mark.parametrize("qos", ["0", "1", "2"])
 async def test_mosquitto_pub_reaches_mosquitto_sub_over_tls(
-    door: MqttFrontDoor, auth: list[str], qos: str
+    door: MqttFrontDoor, auth: list[str], qos: str, version: str
 ) -> None:
     sub = asyncio.create_task(
         run(
             tool("mosquitto_sub"),
             *auth,
-            "-i",
-            "msub",
-            "-t",
-            "sensors/#",
-            "-q",
-            qos,
-            "-C",
-            "3",
-            "-W",
-            "20",
+            *("-V", version, "-i", "msub", "-t", "sensors/#", "-q", qos, "-C", "3", "-W", "20"),
         )
     )
     await subscribed(door, "msub")
     code, _, err = await run(
-        tool("mosquitto_pub"), *auth, "-t", "sensors/a", "-q", qos, "-l", stdin=b"one\ntwo\nthree\n"
+        tool("mosquitto_pub"),
+        *auth,
+        *("-V", version, "-t", "sensors/a", "-q", qos, "-l"),
+        stdin=b"one\ntwo\nthree\n",
     )
     assert code == 0, err
     code, out, err = await sub

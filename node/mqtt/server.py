@@ -316,7 +316,16 @@ class _Connection:
             self.door.publish_will(self.session.client_id, self.access, *will)
         if self._queue and self.session.expiry_s is not None and not self.taken_over:
             self.door.expire_later(self.session.client_id, self._queue, self.session.expiry_s)
-        log.info("MQTT %s (%s) closed: %s", self.peer, self.session.client_id, self.close_reason)
+        dropped = self.session.dropped
+        log.info(
+            "MQTT %s (%s) closed: %s%s",
+            self.peer,
+            self.session.client_id,
+            self.close_reason,
+            f"; {dropped} messages dropped (larger than its maximum packet size, or no room)"
+            if dropped
+            else "",
+        )
 
     async def _handshake(self) -> bool:
         """Read until CONNECT is answered; True when the connection was accepted."""
