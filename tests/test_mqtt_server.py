@@ -519,3 +519,40 @@ async def test_packets_sent_right_after_connect_without_waiting_for_connack_are_
     assert Suback(1, (ReasonCode.GRANTED_QOS_1,)) in got and Puback(2) in got
     [echo] = [p for p in got if isinstance(p, Publish)]
     assert (echo.topic, echo.payload) == ("echo/1", b"hi")
+
+
+async def test_a_client_that_does_not_read_loses_direct_events_counted_and_blocks_nobody(
+    inproc_nodes: InProcessNodes, devices: list[Device]
+) -> None:
+    node = await inproc_nodes.start("us", subscriber_buffer_events=100)
+    assert node.gateway is not None
+    front = MqttFrontDoor(node.gateway, "127.0.0.1:0")
+    address = await front.start()
+    try:
+        host, _, port = address.rpartition(":")
+        _, writer = await asyncio.open_connection(host, int(port))
+        v311 = ProtocolVersion.V3_1_1
+        writer.write(
+            encode(Connect("stuck", protocol_level=v311, username="stuck"), v311)
+            + encode(Subscribe(1, (Subscription("flood/#", 0),)), v311)
+        )
+        await eventually(lambda: front.session_of("stuck") is not None, 5, "stuck subscribed")
+        await eventually(lambda: bool(front.session_of("stuck").patterns()), 5, "its SUBACK")  # type: ignore[union-attr]
+        # From here on it reads nothing: the node's writes to it back up.
+        pub = Device(address, "pub")
+        devices.append(pub)
+        await pub.connect()
+        payload = b"x" * 10_000
+        for _ in range(2_000):  # 20 MB, far beyond what the socket buffers hold
+            await pub.publish("flood/x", payload, 0)
+        assert await pub.publish("flood/last", b"", 1) == 0  # the publisher was never held
+
+        async def counted() -> bool:
+            async with await Client.connect(node.address) as admin:
+                info = {c.name: c for c in await admin.clients()}
+            return "stuck" in info and info["stuck"].events_discarded > 0
+
+        await eventually(counted, 20, "the stuck client's discards to be counted")
+        writer.close()
+    finally:
+        await front.stop()
