@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install iproute2 postgresql mosquitto demo demo-integration test test-fast bench bench-security bench-connectors bench-edge soak lint proto clean
+.PHONY: install iproute2 postgresql mosquitto mosquitto-clients demo demo-integration test test-fast bench bench-security bench-connectors bench-edge soak lint proto clean
 
 install: $(STAMP)
 
@@ -30,6 +30,13 @@ iproute2:
 	@command -v ip >/dev/null || { \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -q && $$SUDO apt-get install -y -q --no-install-recommends iproute2; }
+
+# tests/test_mqtt_mosquitto.py runs Debian's MQTT clients (mosquitto_pub, mosquitto_sub)
+# against the node's MQTT listener: command-line tools, no broker or service.
+mosquitto-clients:
+	@command -v mosquitto_sub >/dev/null || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -q && $$SUDO apt-get install -y -q --no-install-recommends mosquitto-clients; }
 
 # The PostgreSQL connector tests start throwaway servers (initdb into a temporary
 # directory) from Debian's postgresql package: only its binaries are used. The
@@ -65,11 +72,11 @@ mosquitto:
 # under a CPU load they make themselves, which the other worker's tests would add to.
 TEST_WORKERS ?= 2
 
-test: install iproute2 postgresql lint
+test: install iproute2 postgresql mosquitto-clients lint
 	$(BIN)/pytest -q -n $(TEST_WORKERS) -m "not solo"
 	$(BIN)/pytest -q -m solo
 
-test-fast: install postgresql
+test-fast: install postgresql mosquitto-clients
 	$(BIN)/pytest -q -n $(TEST_WORKERS) -m "not slow and not solo"
 
 bench: install postgresql mosquitto

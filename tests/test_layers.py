@@ -6,8 +6,16 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# The contract every layer may use: generated code, topic grammar, errors, tokens.
-CONTRACT = ("plexus.v1", "plexus.topics", "plexus.errors", "plexus.tokens", "plexus")
+# The contract every layer may use: generated code, topic grammar (MQTT's mapping onto it
+# included), errors, tokens.
+CONTRACT = (
+    "plexus.v1",
+    "plexus.topics",
+    "plexus.mqtt_topics",
+    "plexus.errors",
+    "plexus.tokens",
+    "plexus",
+)
 LAYERS = ["plexus", "node", "federation", "storage"]
 # What each layer may import from the project, besides itself and the contract.
 ALLOWED = {
