@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
 from types import TracebackType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -50,6 +51,9 @@ from storage.dedup import DedupLog
 from storage.environment import Environment
 from storage.interest import InterestStore
 from storage.spool import Spool
+
+if TYPE_CHECKING:
+    from node.mqtt.retained import RetainedStore
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +109,8 @@ class Node:
         self.mqtt_address = ""
         self.http_address = ""
         self._front_doors: list[FrontDoor] = []
+        # MQTT's retained messages, kept durably per topic (when MQTT is on).
+        self.retained: RetainedStore | None = None
 
     async def __aenter__(self) -> Node:
         await self.start()
@@ -246,7 +252,7 @@ class Node:
                 publisher,
                 lambda: service.guaranteed_out,
                 grpc_errors,
-                lambda: clients.limits_hit + queues.limits_hit,
+                lambda: clients.limits_hit + queues.limits_hit + self._retained_limits_hit(),
                 supervisor,
                 membership.status if membership is not None else None,
             )
@@ -314,6 +320,9 @@ class Node:
             await supervisor.start()
             supervisor.source.watch(self._follow)
 
+    def _retained_limits_hit(self) -> Counter[str]:
+        return self.retained.limits_hit if self.retained is not None else Counter()
+
     async def _open_front_doors(self, gateway: Gateway) -> None:
         """MQTT and HTTP, where configured, with the node's TLS certificate when it has one."""
         config = self.config
@@ -323,9 +332,17 @@ class Node:
             else None
         )
         if config.mqtt is not None:
+            from node.mqtt.retained import RetainedStore
             from node.mqtt.server import MqttFrontDoor
 
-            mqtt = MqttFrontDoor(gateway, config.mqtt, tls, config.name)
+            assert self._env is not None and self._commits is not None
+            self.retained = await RetainedStore.open(
+                self._env,
+                self._commits,
+                max_messages=config.retained_max_messages,
+                max_bytes=config.retained_max_bytes,
+            )
+            mqtt = MqttFrontDoor(gateway, config.mqtt, tls, config.name, self.retained)
             self._front_doors.append(mqtt)
             self.mqtt_address = await mqtt.start()
         if config.http is not None:
