@@ -33,11 +33,12 @@ def free_ports(count: int, host: str = HOST, avoid: Collection[int] = ()) -> lis
 def default_cluster_toml(data_dir: dict[str, Path], secret_file: Path) -> str:
     """The cluster file of the default cluster, with ports picked now.
 
-    Each region gets a gRPC port, a membership (Raft) port and a metrics port;
+    Each region gets a gRPC port, a membership (Raft) port, a metrics port, an
+    MQTT port and an HTTP port;
     the file is written into the state directory so a restart reuses them. The
     secret stays in its own file (`secret_file`), out of the cluster file.
     """
-    ports = free_ports(3 * len(DEFAULT_REGIONS))
+    ports = iter(free_ports(5 * len(DEFAULT_REGIONS)))
     lines = [
         "# The default local cluster of `plexus up`: us, eu and ap, each linked to both others.",
         "# Ports were picked free when it was first started; restarts reuse them.",
@@ -52,14 +53,16 @@ def default_cluster_toml(data_dir: dict[str, Path], secret_file: Path) -> str:
         "reconnect_min_ms = 50",
         "reconnect_max_ms = 2000",
     ]
-    for i, name in enumerate(DEFAULT_REGIONS):
+    for name in DEFAULT_REGIONS:
         lines += [
             "",
             "[[region]]",
             f'name = "{name}"',
-            f'grpc = "{HOST}:{ports[3 * i]}"',
-            f'raft = "{HOST}:{ports[3 * i + 1]}"',
-            f'metrics = "{HOST}:{ports[3 * i + 2]}"',
+            f'grpc = "{HOST}:{next(ports)}"',
+            f'raft = "{HOST}:{next(ports)}"',
+            f'metrics = "{HOST}:{next(ports)}"',
+            f'mqtt = "{HOST}:{next(ports)}"',
+            f'http = "{HOST}:{next(ports)}"',
             f"data = {json.dumps(str(data_dir[name]))}",
         ]
     for a, b in itertools.combinations(DEFAULT_REGIONS, 2):

@@ -22,7 +22,13 @@ from plexus.local.ops import (
     start_regions,
     wait_links,
 )
-from plexus.local.state import ClusterRecord, LocalClusterError, RegionRecord, StateDir
+from plexus.local.state import (
+    LOCAL_LISTENERS,
+    ClusterRecord,
+    LocalClusterError,
+    RegionRecord,
+    StateDir,
+)
 
 LEADER_POLL_S = 0.05
 REMOVED_STOP_TIMEOUT_S = 45.0
@@ -40,12 +46,12 @@ def add_region(
         for peer in links:
             record.region(peer)
         via = _any_running(record)
-        grpc_port, raft_port, metrics_port = free_ports(3)
+        ports = iter(free_ports(2 + len(LOCAL_LISTENERS)))
         data = state.data_dir(name)
-        grpc, raft = f"127.0.0.1:{grpc_port}", f"127.0.0.1:{raft_port}"
-        metrics = f"127.0.0.1:{metrics_port}"
+        grpc, raft = f"127.0.0.1:{next(ports)}", f"127.0.0.1:{next(ports)}"
+        listeners = {key: f"127.0.0.1:{next(ports)}" for key in LOCAL_LISTENERS}
         extra = ["--join", via.grpc, "--raft", raft, "--listen", grpc, "--data", str(data)]
-        extra += ["--metrics", metrics]
+        extra += [f"--{key}={address}" for key, address in listeners.items()]
         for peer in links:
             extra += ["--link", peer]
         # A cluster with TLS on: the new region gets its certificate from the same CA.
@@ -59,8 +65,8 @@ def add_region(
             data=str(data),
             log=str(state.log_path(name)),
             command=node_command(Path(record.cluster_file), name, extra),
-            metrics=metrics,
             ca=str(state.ca_cert) if tls else None,
+            **listeners,
         )
         record.regions.append(region)
         record.links += [[name, peer] for peer in links]

@@ -37,6 +37,7 @@ from plexus.local.launcher import (
 )
 from plexus.local.private import private_dir, write_private
 from plexus.local.state import (
+    LOCAL_LISTENERS,
     ClusterRecord,
     LocalClusterError,
     RegionRecord,
@@ -142,12 +143,13 @@ def _create(state: StateDir, config: Path | None) -> ClusterRecord:
         # Nothing we can start: let the node say what is wrong with the file.
         _discard_files(state)
         raise LocalClusterError(_node_verdict(state, config, "?", text))
-    picked = iter(free_ports(sum(not r.metrics for r in spec.regions), avoid=_ports_of(spec)))
+    missing = sum(not getattr(r, key) for r in spec.regions for key in LOCAL_LISTENERS)
+    picked = iter(free_ports(missing, avoid=_ports_of(spec)))
     regions = []
     for r in spec.regions:
-        # A region without a metrics address in the file gets a free loopback port.
-        metrics = r.metrics or f"{HOST}:{next(picked)}"
-        extra = [] if r.metrics else ["--metrics", metrics]
+        # What the file does not give a region (metrics, MQTT, HTTP) gets a free loopback port.
+        listeners = {key: getattr(r, key) or f"{HOST}:{next(picked)}" for key in LOCAL_LISTENERS}
+        extra = [f"--{key}={listeners[key]}" for key in LOCAL_LISTENERS if not getattr(r, key)]
         tls = region_tls_flags(state, r.name, r.grpc) if _safe_name(r.name) else []
         extra += tls
         regions.append(
@@ -158,8 +160,8 @@ def _create(state: StateDir, config: Path | None) -> ClusterRecord:
                 data=str(state.data_dir(r.name)),
                 log=str(state.log_path(r.name)),
                 command=node_command(state.cluster_file, r.name, extra),
-                metrics=metrics,
                 ca=str(state.ca_cert) if tls else None,
+                **listeners,
             )
         )
     record = ClusterRecord(
@@ -256,7 +258,7 @@ _AUTH_KEY_LINE = re.compile(r"""(^\[auth\][^\[]*?^\s*key\s*=\s*)(?:"[^"]*"|'[^']
 
 def _ports_of(spec: ClusterSpec) -> set[int]:
     """The ports the cluster file gives its regions (free now, taken once they run)."""
-    addresses = [a for r in spec.regions for a in (r.grpc, r.raft, r.metrics) if a]
+    addresses = [a for r in spec.regions for a in (r.grpc, r.raft, r.metrics, r.mqtt, r.http) if a]
     return {int(port) for port in (a.rpartition(":")[2] for a in addresses) if port.isdigit()}
 
 
@@ -341,7 +343,7 @@ def _failure(state: StateDir, record: ClusterRecord, exc: NodeFailed) -> str:
     region = record.region(exc.name)
     index = record.regions.index(region)
     where = ""
-    for key in ("grpc", "raft", "metrics"):
+    for key in ("grpc", "raft", *LOCAL_LISTENERS):
         address = getattr(region, key)
         if address and address in line and source not in line:
             where = f"{source}: region[{index}].{key} ({exc.name}): "
@@ -571,6 +573,10 @@ async def _status(record: ClusterRecord) -> dict[str, Any]:
             "log": region.log,
             # Where Prometheus scrapes the region: http://ADDRESS/metrics.
             "metrics": region.metrics,
+            # MQTT clients connect here (with TLS when `tls`: mosquitto_sub --cafile CA).
+            "mqtt": region.mqtt,
+            # The HTTP gateway: https://ADDRESS/v1/... when `tls`.
+            "http": region.http,
             "tls": region.ca is not None,
         }
         if error:
