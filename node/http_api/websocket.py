@@ -35,6 +35,9 @@ from plexus.v1 import plexus_pb2 as pb
 
 __all__ = ["websocket"]
 
+# How long closing waits for the client's close frame: a silent client does not hold a
+# stopping node.
+CLOSE_TIMEOUT_S = 1.0
 # Publishes awaiting their ack per connection: past it the node stops reading the socket.
 MAX_PUBLISHES_IN_FLIGHT = 1024
 _DUMPS = {"separators": (",", ":")}
@@ -153,7 +156,7 @@ async def websocket(
 ) -> web.StreamResponse:
     token = token_of(request)
     access = gateway.identify(token)  # refused before the upgrade, as a JSON error
-    ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S)
+    ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, timeout=CLOSE_TIMEOUT_S)
     await ws.prepare(request)
     with streams.open() as stop:
         session: _Session | None = None
