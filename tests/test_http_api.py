@@ -5,6 +5,7 @@ wrong, with the gRPC reason codes; TLS with the node's certificate."""
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import socket
 import ssl
@@ -132,7 +133,7 @@ async def test_an_unknown_route_or_method_is_a_json_error(http: httpx.AsyncClien
     assert (missing.status_code, error_of(missing)["code"]) == (404, "NOT_FOUND")
     assert "/v2/nothing" in error_of(missing)["message"]
     wrong_method = await http.delete("/v1/health")
-    assert (wrong_method.status_code, error_of(wrong_method)["code"]) == (405, "UNIMPLEMENTED")
+    assert (wrong_method.status_code, error_of(wrong_method)["code"]) == (405, "INVALID_ARGUMENT")
 
 
 async def test_a_body_over_max_payload_bytes_is_413_naming_the_limit(
@@ -148,7 +149,9 @@ async def test_a_body_over_max_payload_bytes_is_413_naming_the_limit(
             assert response.status_code == 413
             error = error_of(response)
             assert error["code"] == "INVALID_ARGUMENT"
-            assert "max_payload_bytes = 1000" in error["message"]
+            assert (
+                "max_payload_bytes = 1000" in error["message"] and "1001 bytes" in error["message"]
+            )
 
             async def chunks():  # no Content-Length: refused while reading
                 for _ in range(3):
@@ -230,3 +233,25 @@ async def test_curl_publishes_and_streams(
     finally:
         stream.kill()
         await stream.wait()
+
+
+async def test_a_batch_publishes_one_result_per_line_in_order(
+    http_node: Node, http: httpx.AsyncClient, key: bytes
+) -> None:
+    lines = [
+        {"topic": "b/1", "payload": "one"},
+        {"topic": "b/2", "payload": "dHdv", "encoding": "base64", "guaranteed": True},
+        {"topic": "secret/3", "payload": "no"},
+    ]
+    body = "\n".join(json.dumps(line) for line in lines)
+    writer = bearer(token(key, "writer", publish=["b/>"]))
+    async with await Client.connect(http_node.address, token=token(key, "root", admin=True)) as c:
+        await c.create_queue("batch", ["b/>"])
+        response = await http.post("/v1/events", content=body, headers=writer)
+        assert response.status_code == 200
+        first, second, third = response.json()["results"]
+        assert (first, second) == ({"status": "routed"}, {"status": "durable"})
+        assert third["error"]["reason"] == "NOT_PERMITTED"
+        assert (await c.describe_queue("batch")).depth == 1
+    bad = await http.post("/v1/events", content='{"topic": "b/1"}\n{"topic": 5}', headers=writer)
+    assert bad.status_code == 400 and error_of(bad)["message"].startswith("line 2: ")

@@ -55,13 +55,6 @@ _STATUS_OF_CODE: dict[grpc.StatusCode, int] = {
 # 507 Insufficient Storage tells a client not to retry at once.
 _STORAGE_FULL = (QueueFull, SpoolFull, StorageFull)
 
-# What aiohttp raises itself (no route, wrong method, body too large), as Plexus errors.
-_HTTP_CODES: dict[int, grpc.StatusCode] = {
-    400: grpc.StatusCode.INVALID_ARGUMENT,
-    404: grpc.StatusCode.NOT_FOUND,
-    405: grpc.StatusCode.UNIMPLEMENTED,
-}
-
 
 class BodyTooLarge(InvalidArgument):
     """A request body over `max_payload_bytes`: INVALID_ARGUMENT, as on gRPC, answered 413."""
@@ -97,17 +90,13 @@ def _compact_dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
-def _from_http(exc: web.HTTPException, request: web.Request) -> tuple[PlexusError, int]:
-    """aiohttp's own refusal as a Plexus error, keeping its HTTP status."""
+def _from_http(exc: web.HTTPException, request: web.Request) -> PlexusError:
+    """aiohttp's own refusal (no route, a wrong method, a malformed request) as an error."""
     if exc.status == 404:
-        return NotFound(f"no such endpoint: {request.method} {request.path}"), 404
+        return NotFound(f"no such endpoint: {request.method} {request.path}")
     if exc.status == 405:
-        error = PlexusError(f"{request.method} is not allowed on {request.path}")
-        error.status_code = grpc.StatusCode.UNIMPLEMENTED
-        return error, 405
-    error = PlexusError(exc.text or exc.reason)
-    error.status_code = _HTTP_CODES.get(exc.status, grpc.StatusCode.UNKNOWN)
-    return error, exc.status
+        return InvalidArgument(f"{request.method} is not allowed on {request.path}")
+    return InvalidArgument(exc.text or exc.reason)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -125,8 +114,7 @@ def error_middleware(region: str) -> Callable[[web.Request, Handler], Awaitable[
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
-            error, status = _from_http(exc, request)
-            return error_response(error, status)
+            return error_response(_from_http(exc, request), exc.status)
         except Exception:
             log.exception("bug in the HTTP front door: %s %s", request.method, request.path)
             return error_response(InternalError(region))

@@ -38,6 +38,8 @@ __all__ = ["websocket"]
 # How long closing waits for the client's close frame: a silent client does not hold a
 # stopping node.
 CLOSE_TIMEOUT_S = 1.0
+# Room in a WebSocket message beyond its payload: topic, headers, JSON.
+MESSAGE_OVERHEAD_BYTES = 64 << 10
 # Publishes awaiting their ack per connection: past it the node stops reading the socket.
 MAX_PUBLISHES_IN_FLIGHT = 1024
 _DUMPS = {"separators": (",", ":")}
@@ -156,7 +158,11 @@ async def websocket(
 ) -> web.StreamResponse:
     token = token_of(request)
     access = gateway.identify(token)  # refused before the upgrade, as a JSON error
-    ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, timeout=CLOSE_TIMEOUT_S)
+    # A message holds one event: its payload as base64 (4/3 of it) and the rest.
+    max_message = gateway.config.max_payload_bytes * 4 // 3 + MESSAGE_OVERHEAD_BYTES
+    ws = web.WebSocketResponse(
+        heartbeat=HEARTBEAT_S, timeout=CLOSE_TIMEOUT_S, max_msg_size=max_message
+    )
     await ws.prepare(request)
     with streams.open() as stop:
         session: _Session | None = None
