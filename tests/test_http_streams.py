@@ -95,6 +95,26 @@ async def test_revoking_the_token_ends_an_open_sse_stream_saying_so(
                     await anext(messages)  # the node ended the stream
 
 
+async def test_an_sse_stream_and_a_websocket_end_when_their_token_expires(
+    front_door: HttpFrontDoor, http: httpx.AsyncClient, key: bytes
+) -> None:
+    brief = token(key, "brief", expires_in_s=2, subscribe=["e/>"])
+    async with (
+        http.stream("GET", "/v1/events", params={"pattern": "e/>"}, headers=bearer(brief)) as sse,
+        aiohttp.ClientSession() as session,
+        session.ws_connect(f"http://{front_door.address}/v1/ws", headers=bearer(brief)) as ws,
+    ):
+        assert sse.status_code == 200
+        async with asyncio.timeout(10):  # well before the 15 s keep-alive
+            [(kind, data)] = [m async for m in sse_messages(sse)]
+            last = await ws.receive_json()
+            closed = await ws.receive()
+    assert (kind, data["error"]["fields"]["reason"]) == ("error", "expired")
+    assert last["error"]["fields"]["reason"] == "expired"
+    assert closed.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+    assert ws.close_code == aiohttp.WSCloseCode.POLICY_VIOLATION
+
+
 async def test_stopping_the_front_door_ends_open_streams_at_once(
     http_node: Node, key: bytes
 ) -> None:

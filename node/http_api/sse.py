@@ -15,10 +15,10 @@ from contextlib import ExitStack
 from aiohttp import web
 
 from node.gateway import Gateway
-from node.http_api.caller import QUERY_TOKEN_PARAMETERS, name_of, peer_of, token_of
+from node.http_api.caller import QUERY_TOKEN_PARAMETERS, expiry_of, name_of, peer_of, token_of
 from node.http_api.codec import event_json
 from node.http_api.errors import error_body
-from node.http_api.streams import HEARTBEAT_S, OpenStreams, pump
+from node.http_api.streams import OpenStreams, next_check_s, pump
 from plexus.errors import InvalidArgument, PlexusError, Unavailable
 from plexus.v1 import plexus_pb2 as pb
 
@@ -53,6 +53,7 @@ async def stream_events(
     patterns = _patterns(request)
     token = token_of(request)
     access = gateway.identify(token)
+    expires_at = expiry_of(token)
     peer, name = peer_of(request), name_of(request)
     response = web.StreamResponse(
         headers={
@@ -78,7 +79,7 @@ async def stream_events(
                     pumps.create_task(pump(gateway, token, subscription, send))
                 while not stop.is_set():
                     try:
-                        async with asyncio.timeout(HEARTBEAT_S):
+                        async with asyncio.timeout(next_check_s(expires_at)):
                             await stop.wait()
                     except TimeoutError:
                         gateway.still_valid(token)  # an expired token ends the stream

@@ -8,17 +8,25 @@ client, instead of lingering until the server's shutdown timeout.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 
 from node.gateway import Gateway, GatewaySubscription
 from plexus.v1 import plexus_pb2 as pb
 
-__all__ = ["HEARTBEAT_S", "OpenStreams", "pump"]
+__all__ = ["HEARTBEAT_S", "OpenStreams", "next_check_s", "pump"]
 
 # How often an idle stream sends a keep-alive (an SSE comment, a WebSocket ping) and
 # re-checks its token's expiry: proxies close connections idle for 30-60 s.
 HEARTBEAT_S = 15.0
+# Past a token's expiry before a stream re-checks it: the node's clock decides, not ours.
+EXPIRY_MARGIN_S = 0.05
+
+
+def next_check_s(expires_at: float) -> float:
+    """How long an idle stream may wait before its next keep-alive or its token's expiry."""
+    return min(HEARTBEAT_S, max(0.0, expires_at - time.time()) + EXPIRY_MARGIN_S)
 
 
 class OpenStreams:

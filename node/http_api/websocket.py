@@ -25,10 +25,10 @@ from typing import Any
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from node.gateway import Gateway, GatewaySubscription
-from node.http_api.caller import name_of, peer_of, token_of
+from node.http_api.caller import expiry_of, name_of, peer_of, token_of
 from node.http_api.codec import event_from_json, event_json
 from node.http_api.errors import error_body
-from node.http_api.streams import HEARTBEAT_S, OpenStreams, pump
+from node.http_api.streams import HEARTBEAT_S, OpenStreams, next_check_s, pump
 from node.permissions import Access
 from plexus.errors import InvalidArgument, NotFound, PlexusError, Unauthenticated, Unavailable
 from plexus.v1 import plexus_pb2 as pb
@@ -204,8 +204,9 @@ class _ClientClosed(ConnectionError):
 
 async def _expiry(gateway: Gateway, token: str | None) -> None:
     """Ends the session once the token expires (a revocation wakes the pumps at once)."""
+    expires_at = expiry_of(token)
     while True:
-        await asyncio.sleep(HEARTBEAT_S)
+        await asyncio.sleep(next_check_s(expires_at))
         gateway.still_valid(token)
 
 
