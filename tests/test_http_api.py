@@ -255,3 +255,22 @@ async def test_a_batch_publishes_one_result_per_line_in_order(
         assert (await c.describe_queue("batch")).depth == 1
     bad = await http.post("/v1/events", content='{"topic": "b/1"}\n{"topic": 5}', headers=writer)
     assert bad.status_code == 400 and error_of(bad)["message"].startswith("line 2: ")
+
+
+async def test_a_bug_in_a_handler_is_logged_and_answered_500_without_a_traceback(
+    http_node: Node, http: httpx.AsyncClient, key: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert http_node.gateway is not None
+
+    async def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("a bug")
+
+    http_node.gateway.publish = broken  # type: ignore[method-assign]
+    response = await http.post(
+        "/v1/events/a/b", content=b"x", headers=bearer(token(key, "root", admin=True))
+    )
+    assert response.status_code == 500
+    assert error_of(response)["reason"] == "INTERNAL"
+    assert "Traceback" not in response.text and "a bug" not in response.text
+    assert "bug in the HTTP front door: POST /v1/events/a/b" in caplog.text
+    assert "RuntimeError: a bug" in caplog.text

@@ -288,3 +288,39 @@ async def test_revoking_the_token_closes_a_websocket_with_policy_violation(
                 closed = await ws.receive()
             assert closed.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
             assert ws.close_code == aiohttp.WSCloseCode.POLICY_VIOLATION
+
+
+async def test_streams_past_the_client_limits_are_refused_429_naming_the_limit(
+    inproc_nodes: InProcessNodes,
+) -> None:
+    node = await inproc_nodes.start("us", max_client_connections=2, max_subscriptions_per_client=2)
+    assert node.gateway is not None
+    door = HttpFrontDoor(node.gateway, "127.0.0.1:0", None, "us")
+    await door.start()
+    base = f"http://{door.address}"
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(f"{base}/v1/ws") as ws,
+            httpx.AsyncClient(base_url=base) as first,
+            httpx.AsyncClient(base_url=base) as second,
+        ):
+            async with asyncio.timeout(10):
+                for i in range(3):
+                    await ws.send_json({"type": "subscribe", "id": i, "pattern": f"t/{i}"})
+                answers = [await _answer(ws, i) for i in range(3)]
+            assert [a["type"] for a in answers] == ["ack", "ack", "error"]
+            assert answers[2]["error"]["fields"] == {
+                "limit": "max_subscriptions_per_client",
+                "value": "2",
+            }
+            params = {"pattern": ["a/>", "b/>", "c/>"]}
+            too_many = await first.get("/v1/events", params=params)
+            assert (too_many.status_code, error_of(too_many)["reason"]) == (429, "LIMIT_REACHED")
+            async with first.stream("GET", "/v1/events", params={"pattern": "a/>"}) as open_:
+                assert open_.status_code == 200  # the WebSocket and this: two connections
+                third = await second.get("/v1/events", params={"pattern": "b/>"})
+                assert third.status_code == 429
+                assert error_of(third)["fields"]["limit"] == "max_client_connections"
+    finally:
+        await door.stop()
