@@ -18,6 +18,7 @@ import pytest
 from node.http_api import HttpFrontDoor
 from node.server import Node
 from plexus import Client
+from tests.harness import eventually
 from tests.http_calls import bearer, error_of, sse_messages, token
 from tests.inprocess import InProcessNodes
 
@@ -324,3 +325,31 @@ async def test_streams_past_the_client_limits_are_refused_429_naming_the_limit(
                 assert error_of(third)["fields"]["limit"] == "max_client_connections"
     finally:
         await door.stop()
+
+
+async def test_a_client_that_hangs_up_leaves_no_subscription_behind(
+    http_node: Node, front_door: HttpFrontDoor, key: bytes
+) -> None:
+    root = token(key, "root", admin=True)
+    base = f"http://{front_door.address}"
+
+    async def listed(pattern: str) -> bool:
+        return any(pattern in c.subscriptions for c in await admin.clients())
+
+    async with await Client.connect(http_node.address, token=root) as admin:
+        async with (
+            httpx.AsyncClient(base_url=base) as http,
+            http.stream("GET", "/v1/events", params={"pattern": "gone/sse", "token": root}),
+            aiohttp.ClientSession() as session,
+            session.ws_connect(f"{base}/v1/ws?token={root}") as ws,
+        ):
+            await ws.send_json({"type": "subscribe", "id": 1, "pattern": "gone/ws"})
+            assert (await ws.receive_json())["type"] == "ack"
+            assert await listed("gone/sse") and await listed("gone/ws")
+        await eventually(
+            lambda: _none_listed(admin), timeout=5, what="the HTTP subscriptions to go"
+        )
+
+
+async def _none_listed(admin: Client) -> bool:
+    return not any(s.startswith("gone/") for c in await admin.clients() for s in c.subscriptions)

@@ -31,8 +31,9 @@ CONTENT_TYPE_HEADER = "content-type"
 # `id >> 22` is the Unix time in milliseconds when the origin node took the event.
 _ID_TIME_SHIFT = 22
 
-_TRUE = frozenset({"true", "1", "yes"})
-_FALSE = frozenset({"false", "0", "no", ""})
+# `?guaranteed` alone means true, as a flag does.
+_TRUE = frozenset({"true", "1", "yes", ""})
+_FALSE = frozenset({"false", "0", "no"})
 
 
 def event_json(event: pb.Event) -> dict[str, Any]:

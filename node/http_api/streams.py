@@ -53,9 +53,6 @@ class OpenStreams:
         for stop in self._stops:
             stop.set()
 
-    def __len__(self) -> int:
-        return len(self._stops)
-
 
 async def pump(
     gateway: Gateway,

@@ -98,6 +98,7 @@ class _Session:
             await self.send({"type": "error", "id": request_id, **error_body(exc)})
 
     async def publish(self, request_id: Any, event: pb.Event, key: str) -> None:
+        result: PlexusError | None
         try:
             # Shielded: the event is stored even if the connection goes meanwhile.
             [result] = await asyncio.shield(
@@ -105,6 +106,8 @@ class _Session:
                     self.access, [event], peer=self.peer, name=self.name, keys=[key] if key else ()
                 )
             )
+        except PlexusError as exc:  # e.g. a limit of the node's clients
+            result = exc
         finally:
             self.in_flight.release()
         if result is None:
