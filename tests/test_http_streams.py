@@ -353,3 +353,26 @@ async def test_a_client_that_hangs_up_leaves_no_subscription_behind(
 
 async def _none_listed(admin: Client) -> bool:
     return not any(s.startswith("gone/") for c in await admin.clients() for s in c.subscriptions)
+
+
+async def test_a_websocket_message_over_the_payload_limit_closes_it_as_too_big(
+    inproc_nodes: InProcessNodes,
+) -> None:
+    node = await inproc_nodes.start("us", max_payload_bytes=1000)
+    assert node.gateway is not None
+    door = HttpFrontDoor(node.gateway, "127.0.0.1:0", None, "us")
+    await door.start()
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(f"http://{door.address}/v1/ws") as ws,
+        ):
+            await ws.send_json({"type": "publish", "id": 1, "topic": "a", "payload": "x" * 900})
+            async with asyncio.timeout(10):
+                assert await _answer(ws, 1) == {"type": "ack", "id": 1}
+                await ws.send_str("x" * 200_000)
+                closed = await ws.receive()
+            assert closed.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+            assert ws.close_code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
+    finally:
+        await door.stop()
