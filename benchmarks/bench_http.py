@@ -7,7 +7,8 @@ between runs). Clients send from keep-alive connections at once (one request
 in flight on each, as HTTP/1.1 allows), spread over client processes, direct
 and guaranteed; one row per run: events per second, the median and p99 time of
 one request, and the node's CPU use (100 % = one core: the node has one event
-loop).
+loop). One Python client process cannot load the node, so the same runs follow
+with `curl --parallel` (Debian's curl), the node's own rate.
 
     .venv/bin/python benchmarks/bench_http.py [--seconds 5] [--payload 100]
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
+import shutil
 import statistics
 import subprocess
 import sys
@@ -38,6 +40,8 @@ QUEUE = "bench-http"
 # (connections, client processes): one Python client process tops out near 1,000
 # requests/s (the node's CPU column shows when the clients, not the node, are the limit).
 RUNS = ((1, 1), (16, 1), (16, 2))
+# Requests per curl run.
+CURL_EVENTS = 10_000
 # Time for the client processes to start and connect before the clock starts.
 STARTUP_S = 3.0
 TOPIC = "bench/http"
@@ -124,6 +128,25 @@ def _run(
     }
 
 
+def _curl_run(base: str, guaranteed: bool, connections: int, count: int, payload: bytes) -> float:
+    """Events per second posted by one `curl --parallel` (C, keep-alive): the node's own
+    limit, which one Python client process does not reach."""
+    url = f"{base}/v1/events/{TOPIC}" + ("?guaranteed=true" if guaranteed else "")
+    with tempfile.TemporaryDirectory(prefix="plexus-bench-curl-") as tmp:
+        body = Path(tmp) / "payload"
+        body.write_bytes(payload)
+        config = Path(tmp) / "requests"
+        # `next` between requests: else curl adds each request's data to the one before.
+        request = f'url = "{url}"\ndata-binary = "@{body}"\noutput = "/dev/null"\n'
+        config.write_text("next\n".join([request] * count))
+        started = time.monotonic()
+        subprocess.run(
+            ["curl", "-sS", "--fail", "-Z", "--parallel-max", str(connections), "-K", str(config)],
+            check=True,
+        )
+        return count / (time.monotonic() - started)
+
+
 async def _bench(
     grpc_address: str, base: str, seconds: float, payload: bytes, node_pid: int
 ) -> None:
@@ -147,6 +170,19 @@ async def _bench(
                     f"{mode:<11} {connections:>11} {processes:>7} {row['rate']:>10,.0f} "
                     f"{row['p50_ms']:>8.2f} {row['p99_ms']:>8.2f} {row['node_cpu_pct']:>10.0f}"
                 )
+        if shutil.which("curl") is None:
+            print("curl rows skipped: install Debian's package curl")
+            return
+        print("\nthe same with curl --parallel (one curl process, C)")
+        print(f"{'mode':<11} {'connections':>11} {'events/s':>10}")
+        for guaranteed in (False, True):
+            for connections in (1, 16):
+                rate = await asyncio.to_thread(
+                    _curl_run, base, guaranteed, connections, CURL_EVENTS, payload
+                )
+                await client.purge_queue(QUEUE)
+                mode = "guaranteed" if guaranteed else "direct"
+                print(f"{mode:<11} {connections:>11} {rate:>10,.0f}")
 
 
 def main() -> None:
