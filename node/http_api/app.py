@@ -14,7 +14,7 @@ from aiohttp import web
 
 from node.gateway import Gateway
 from node.http_api.caller import QUERY_TOKEN_PARAMETERS, name_of, peer_of, token_of
-from node.http_api.codec import event_from_json, flag, headers_of, whole_number
+from node.http_api.codec import compact_json, event_from_json, flag, headers_of, whole_number
 from node.http_api.errors import BodyTooLarge, error_body, error_middleware
 from node.http_api.sse import stream_events
 from node.http_api.streams import OpenStreams
@@ -43,13 +43,19 @@ def build_app(gateway: Gateway, streams: OpenStreams, region: str) -> web.Applic
     return app
 
 
+def _json(data: object, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=compact_json)
+
+
 async def _health(request: web.Request, gateway: Gateway, region: str) -> web.Response:
     leaving = gateway.publisher.leaving
     if leaving is not None:
         return web.json_response(
-            {"region": region, "status": "leaving", "message": str(leaving)}, status=503
+            dumps=compact_json,
+            data={"region": region, "status": "leaving", "message": str(leaving)},
+            status=503,
         )
-    return web.json_response({"region": region, "status": "ok"})
+    return _json({"region": region, "status": "ok"})
 
 
 async def _publish(request: web.Request, gateway: Gateway) -> web.Response:
@@ -89,8 +95,8 @@ async def _publish(request: web.Request, gateway: Gateway) -> web.Response:
     if refusal is not None:
         raise refusal
     if guaranteed:
-        return web.json_response({"status": "durable"}, status=200)
-    return web.json_response({"status": "routed"}, status=202)
+        return _json({"status": "durable"}, status=200)
+    return _json({"status": "routed"}, status=202)
 
 
 async def _publish_batch(request: web.Request, gateway: Gateway) -> web.Response:
@@ -127,12 +133,13 @@ async def _publish_batch(request: web.Request, gateway: Gateway) -> web.Response
         )
     )
     return web.json_response(
-        {
+        dumps=compact_json,
+        data={
             "results": [
                 error_body(refusal) if refusal is not None else {"status": _done(event)}
                 for event, refusal in zip(events, results, strict=True)
             ]
-        }
+        },
     )
 
 

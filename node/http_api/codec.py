@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,6 +18,7 @@ from plexus.v1 import plexus_pb2 as pb
 
 __all__ = [
     "HEADER_PREFIX",
+    "compact_json",
     "event_from_json",
     "event_json",
     "flag",
@@ -34,6 +36,11 @@ _ID_TIME_SHIFT = 22
 # `?guaranteed` alone means true, as a flag does.
 _TRUE = frozenset({"true", "1", "yes", ""})
 _FALSE = frozenset({"false", "0", "no"})
+
+
+def compact_json(value: Any) -> str:
+    """JSON without the spaces: what every answer and message of the front door is."""
+    return json.dumps(value, separators=(",", ":"))
 
 
 def event_json(event: pb.Event) -> dict[str, Any]:

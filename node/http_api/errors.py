@@ -12,7 +12,6 @@ the client never sees the traceback.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import grpc
 from aiohttp import web
 
+from node.http_api.codec import compact_json
 from plexus.errors import (
     InternalError,
     InvalidArgument,
@@ -81,13 +81,7 @@ def error_body(exc: PlexusError) -> dict[str, Any]:
 
 
 def error_response(exc: PlexusError, status: int | None = None) -> web.Response:
-    return web.json_response(
-        error_body(exc), status=status or http_status(exc), dumps=_compact_dumps
-    )
-
-
-def _compact_dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
+    return web.json_response(error_body(exc), status=status or http_status(exc), dumps=compact_json)
 
 
 def _from_http(exc: web.HTTPException, request: web.Request) -> PlexusError:

@@ -9,14 +9,13 @@ whose data is the event as JSON (codec.event_json); the stream ends with an
 from __future__ import annotations
 
 import asyncio
-import json
 from contextlib import ExitStack
 
 from aiohttp import web
 
 from node.gateway import Gateway
 from node.http_api.caller import QUERY_TOKEN_PARAMETERS, expiry_of, name_of, peer_of, token_of
-from node.http_api.codec import event_json
+from node.http_api.codec import compact_json, event_json
 from node.http_api.errors import error_body
 from node.http_api.streams import OpenStreams, next_check_s, pump
 from plexus.errors import InvalidArgument, PlexusError, Unavailable
@@ -32,7 +31,7 @@ MAX_PATTERNS = 16
 
 
 def _message(event: pb.Event) -> bytes:
-    return b"data: " + json.dumps(event_json(event), separators=(",", ":")).encode() + b"\n\n"
+    return b"data: " + compact_json(event_json(event)).encode() + b"\n\n"
 
 
 def _patterns(request: web.Request) -> list[str]:
@@ -94,7 +93,7 @@ async def stream_events(
 
 async def _last_word(response: web.StreamResponse, exc: BaseException) -> None:
     assert isinstance(exc, PlexusError)
-    body = json.dumps(error_body(exc), separators=(",", ":")).encode()
+    body = compact_json(error_body(exc)).encode()
     try:
         await response.write(b"event: error\ndata: " + body + b"\n\n")
         await response.write_eof()

@@ -26,7 +26,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from node.gateway import Gateway, GatewaySubscription
 from node.http_api.caller import expiry_of, name_of, peer_of, token_of
-from node.http_api.codec import event_from_json, event_json
+from node.http_api.codec import compact_json, event_from_json, event_json
 from node.http_api.errors import error_body
 from node.http_api.streams import HEARTBEAT_S, OpenStreams, next_check_s, pump
 from node.permissions import Access
@@ -42,7 +42,6 @@ CLOSE_TIMEOUT_S = 1.0
 MESSAGE_OVERHEAD_BYTES = 64 << 10
 # Publishes awaiting their ack per connection: past it the node stops reading the socket.
 MAX_PUBLISHES_IN_FLIGHT = 1024
-_DUMPS = {"separators": (",", ":")}
 
 
 class _Session:
@@ -64,7 +63,7 @@ class _Session:
         self.in_flight = asyncio.Semaphore(MAX_PUBLISHES_IN_FLIGHT)
 
     async def send(self, message: dict[str, Any]) -> None:
-        await self.ws.send_str(json.dumps(message, **_DUMPS))  # type: ignore[arg-type]
+        await self.ws.send_str(compact_json(message))
 
     async def handle(self, text: str) -> None:
         request_id: Any = None
@@ -216,7 +215,7 @@ async def _expiry(gateway: Gateway, token: str | None) -> None:
 async def _end(ws: web.WebSocketResponse, exc: BaseException, code: int) -> None:
     assert isinstance(exc, PlexusError)
     try:
-        await ws.send_str(json.dumps({"type": "error", "id": None, **error_body(exc)}, **_DUMPS))  # type: ignore[arg-type]
+        await ws.send_str(compact_json({"type": "error", "id": None, **error_body(exc)}))
         await ws.close(code=code, message=str(exc)[:120].encode())
     except ConnectionError:
         pass
