@@ -50,11 +50,7 @@ def _json(data: object, status: int = 200) -> web.Response:
 async def _health(request: web.Request, gateway: Gateway, region: str) -> web.Response:
     leaving = gateway.publisher.leaving
     if leaving is not None:
-        return web.json_response(
-            dumps=compact_json,
-            data={"region": region, "status": "leaving", "message": str(leaving)},
-            status=503,
-        )
+        return _json({"region": region, "status": "leaving", "message": str(leaving)}, 503)
     return _json({"region": region, "status": "ok"})
 
 
