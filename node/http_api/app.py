@@ -128,14 +128,13 @@ async def _publish_batch(request: web.Request, gateway: Gateway) -> web.Response
             keys=keys if any(keys) else (),
         )
     )
-    return web.json_response(
-        dumps=compact_json,
-        data={
+    return _json(
+        {
             "results": [
                 error_body(refusal) if refusal is not None else {"status": _done(event)}
                 for event, refusal in zip(events, results, strict=True)
             ]
-        },
+        }
     )
 
 
