@@ -173,7 +173,7 @@ async def websocket(
                 session = _Session(
                     ws, gateway, access, token, peer_of(request), name_of(request), tasks
                 )
-                tasks.create_task(_expiry(gateway, token))
+                tasks.create_task(_watch_token(gateway, token))
                 tasks.create_task(_read(ws, session))
                 await stop.wait()
                 raise Unavailable(f"node {region} is stopping its HTTP front door")
@@ -204,12 +204,19 @@ class _ClientClosed(ConnectionError):
     """The client closed the WebSocket."""
 
 
-async def _expiry(gateway: Gateway, token: str | None) -> None:
-    """Ends the session once the token expires (a revocation wakes the pumps at once)."""
+async def _watch_token(gateway: Gateway, token: str | None) -> None:
+    """Ends the session when its token is revoked (subscribed or not) or expires."""
     expires_at = expiry_of(token)
-    while True:
-        await asyncio.sleep(next_check_s(expires_at))
-        gateway.still_valid(token)
+    changed = asyncio.Event()
+    with gateway.auth.watching(changed):  # set on every change of the token state
+        while True:
+            try:
+                async with asyncio.timeout(next_check_s(expires_at)):
+                    await changed.wait()
+            except TimeoutError:
+                pass
+            changed.clear()
+            gateway.still_valid(token)
 
 
 async def _end(ws: web.WebSocketResponse, exc: BaseException, code: int) -> None:
