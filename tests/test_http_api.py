@@ -20,6 +20,7 @@ from node.http_api import HttpFrontDoor
 from node.server import Node
 from plexus import Client
 from plexus.certs import make_ca, make_node_cert
+from plexus.errors import InvalidArgument
 from plexus.tokens import generate_key
 from tests.http_calls import bearer, error_of, token
 from tests.inprocess import InProcessNodes
@@ -165,7 +166,7 @@ async def test_a_body_over_max_payload_bytes_is_413_naming_the_limit(
         await door.stop()
 
 
-async def test_a_taken_address_is_refused_naming_it(http_node: Node) -> None:
+async def test_a_taken_or_malformed_address_is_refused_naming_it(http_node: Node) -> None:
     assert http_node.gateway is not None
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -173,6 +174,8 @@ async def test_a_taken_address_is_refused_naming_it(http_node: Node) -> None:
         address = f"127.0.0.1:{taken.getsockname()[1]}"
         with pytest.raises(PortInUse, match=address):
             await HttpFrontDoor(http_node.gateway, address, None, "us").start()
+    with pytest.raises(InvalidArgument, match="'localhost:http'"):
+        await HttpFrontDoor(http_node.gateway, "localhost:http", None, "us").start()
 
 
 async def test_https_with_the_node_certificate_verifies_with_the_cluster_ca(
