@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import queue
+import shutil
 import ssl
 import threading
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -24,6 +26,7 @@ from node.mqtt.retained import RetainedStore
 from node.server import Node
 
 WAIT_S = 10.0
+MOSQUITTO_CLIENTS = "mosquitto-clients"
 RETAINED_MAX_MESSAGES = 1_000
 RETAINED_MAX_BYTES = 1 << 24
 
@@ -228,3 +231,14 @@ class Device:
         if self.client.is_connected():
             self.client.disconnect()  # wakes paho's thread, which then ends at once
         self.client.loop_stop()
+
+
+def mosquitto_tool(name: str) -> str:
+    """The path of Debian's `mosquitto_pub` or `mosquitto_sub`; a missing one fails the test
+    naming its package (never a skip)."""
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(
+            f"{name} not found: install Debian's {MOSQUITTO_CLIENTS} (make {MOSQUITTO_CLIENTS})"
+        )
+    return path

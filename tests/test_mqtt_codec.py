@@ -9,7 +9,6 @@ the same values.
 from __future__ import annotations
 
 import asyncio
-import shutil
 from collections.abc import Callable
 from typing import Any
 
@@ -52,6 +51,7 @@ from node.mqtt.packets import (
     connect_return_code,
 )
 from tests.harness import free_port
+from tests.mqtt_devices import mosquitto_tool
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -1197,7 +1197,8 @@ async def run_against_codec(broker: CodecBroker, *command: str) -> str:
     server = await asyncio.start_server(broker.serve, "127.0.0.1", port)
     async with server:
         process = await asyncio.create_subprocess_exec(
-            *command,
+            mosquitto_tool(command[0]),
+            *command[1:],
             "-h",
             "127.0.0.1",
             "-p",
@@ -1217,12 +1218,6 @@ async def run_against_codec(broker: CodecBroker, *command: str) -> str:
     return output.decode()
 
 
-needs_mosquitto = pytest.mark.skipif(
-    shutil.which("mosquitto_pub") is None, reason="Debian's mosquitto-clients not installed"
-)
-
-
-@needs_mosquitto
 @pytest.mark.parametrize(("version", "flag"), [(V4, "mqttv311"), (V5, "mqttv5")])
 @pytest.mark.parametrize("qos", [0, 1, 2])
 async def test_mosquitto_pub_publishes_through_the_codec(
@@ -1268,7 +1263,6 @@ async def test_mosquitto_pub_publishes_through_the_codec(
     assert disconnect == Disconnect()
 
 
-@needs_mosquitto
 @pytest.mark.parametrize(("version", "flag"), [(V4, "mqttv311"), (V5, "mqttv5")])
 async def test_mosquitto_sub_receives_what_the_codec_encodes(
     version: ProtocolVersion, flag: str

@@ -4,7 +4,6 @@ what users type. Missing clients fail the test naming the package (make mosquitt
 from __future__ import annotations
 
 import asyncio
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -18,17 +17,9 @@ from plexus.certs import make_ca, make_node_cert
 from plexus.tokens import Grants, generate_key, new_claims, sign
 from tests.harness import eventually
 from tests.inprocess import InProcessNodes
-from tests.mqtt_devices import retained_of
+from tests.mqtt_devices import mosquitto_tool, retained_of
 
 pytestmark = pytest.mark.timeout(60)
-PACKAGE = "mosquitto-clients"
-
-
-def tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(f"{name} not found: install Debian's {PACKAGE} (make {PACKAGE})")
-    return path
 
 
 @pytest.fixture
@@ -115,14 +106,14 @@ async def test_mosquitto_pub_reaches_mosquitto_sub_over_tls(
 ) -> None:
     sub = asyncio.create_task(
         run(
-            tool("mosquitto_sub"),
+            mosquitto_tool("mosquitto_sub"),
             *auth,
             *("-V", version, "-i", "msub", "-t", "sensors/#", "-q", qos, "-C", "3", "-W", "20"),
         )
     )
     await subscribed(door, "msub")
     code, _, err = await run(
-        tool("mosquitto_pub"),
+        mosquitto_tool("mosquitto_pub"),
         *auth,
         *("-V", version, "-t", "sensors/a", "-q", qos, "-l"),
         stdin=b"one\ntwo\nthree\n",
@@ -140,7 +131,7 @@ async def test_grpc_publishes_reach_mosquitto_sub_and_mosquitto_pub_reaches_grpc
     async with await Client.connect(node.address, token=admin) as client:
         sub = asyncio.create_task(
             run(
-                tool("mosquitto_sub"),
+                mosquitto_tool("mosquitto_sub"),
                 *auth,
                 "-i",
                 "msub",
@@ -163,7 +154,7 @@ async def test_grpc_publishes_reach_mosquitto_sub_and_mosquitto_pub_reaches_grpc
         grpc_sub = client.subscribe("cmd/>")
         await grpc_sub.ready()
         code, _, err = await run(
-            tool("mosquitto_pub"), *auth, "-t", "cmd/1", "-m", "hello", "-q", "1"
+            mosquitto_tool("mosquitto_pub"), *auth, "-t", "cmd/1", "-m", "hello", "-q", "1"
         )
         assert code == 0, err
         [event] = await grpc_sub.next_batch(timeout=5)
@@ -173,11 +164,14 @@ async def test_grpc_publishes_reach_mosquitto_sub_and_mosquitto_pub_reaches_grpc
 async def test_a_mosquitto_persistent_session_catches_up(
     door: MqttFrontDoor, auth: list[str]
 ) -> None:
-    sub = [tool("mosquitto_sub"), *auth, "-i", "dev-1", "-c", "-q", "1", "-t", "alerts/#"]
+    sub = [mosquitto_tool("mosquitto_sub"), *auth, "-i", "dev-1", "-c", "-q", "1", "-t", "alerts/#"]
     code, _, err = await run(*sub, "-W", "1")
     assert code == 27, err  # timed out, as asked: the session stays
     code, _, err = await run(
-        tool("mosquitto_pub"), *auth, "-t", "alerts/x", "-q", "1", "-l", stdin=b"a\nb\nc\n"
+        mosquitto_tool("mosquitto_pub"),
+        *auth,
+        *("-t", "alerts/x", "-q", "1", "-l"),
+        stdin=b"a\nb\nc\n",
     )
     assert code == 0, err
     code, out, err = await run(*sub, "-C", "3", "-W", "20")
@@ -187,7 +181,7 @@ async def test_a_mosquitto_persistent_session_catches_up(
 
 async def test_mosquitto_without_the_token_is_refused(door: MqttFrontDoor, auth: list[str]) -> None:
     without = auth[: auth.index("-u")]
-    code, _, err = await run(tool("mosquitto_pub"), *without, "-t", "x", "-m", "y")
+    code, _, err = await run(mosquitto_tool("mosquitto_pub"), *without, "-t", "x", "-m", "y")
     assert code != 0
     assert "not authorised" in err.lower() or "not authorized" in err.lower(), err
 
@@ -196,11 +190,11 @@ async def test_a_retained_message_from_mosquitto_pub_reaches_a_later_mosquitto_s
     door: MqttFrontDoor, auth: list[str]
 ) -> None:
     code, _, err = await run(
-        tool("mosquitto_pub"), *auth, "-t", "state/door", "-m", "open", "-q", "1", "-r"
+        mosquitto_tool("mosquitto_pub"), *auth, "-t", "state/door", "-m", "open", "-q", "1", "-r"
     )
     assert code == 0, err
     code, out, err = await run(
-        tool("mosquitto_sub"), *auth, "-t", "state/#", "-q", "1", "-C", "1", "-W", "10"
+        mosquitto_tool("mosquitto_sub"), *auth, "-t", "state/#", "-q", "1", "-C", "1", "-W", "10"
     )
     assert code == 0, err
     assert out == "open\n"
