@@ -13,9 +13,10 @@ loop, 100-byte payloads, MQTT 3.1.1, clean sessions.
 - **Latency at RATE/s**: the publisher stamps `time.monotonic_ns()` into
   each payload on a fixed schedule for SECONDS; the subscriber (CLOCK_MONOTONIC
   is system-wide on Linux) takes p50/p99 of arrival minus stamp.
-- **HTTP publish, events/s** (Plexus only: Mosquitto has no HTTP): CONNECTIONS
-  httpx keep-alive connections POST to `/v1/events/{topic}`, direct and
-  `?guaranteed=true` (answered once durable).
+- **HTTP publish, events/s** (Plexus only: Mosquitto has no HTTP): `curl
+  --parallel` over CONNECTIONS keep-alive connections POSTs HTTP_EVENTS to
+  `/v1/events/{topic}`, direct and `?guaranteed=true` (answered once durable),
+  into a queue; beside it, httpx from two client processes (bench_http.py).
 
     .venv/bin/python benchmarks/bench_edge.py        (needs Debian's mosquitto)
 """
@@ -33,6 +34,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import bench_http
 from common import PAYLOAD_BYTES, Node, Workers, figure, free_port, percentile, report_errors
 
 EVENTS = 50_000
@@ -41,7 +43,9 @@ RATE = 1_000
 SECONDS = 5.0
 WARMUP_EVENTS = 200
 HTTP_EVENTS = 10_000
-CONNECTIONS = 8
+HTTP_SECONDS = 5.0
+HTTP_PAYLOAD = b"x" * PAYLOAD_BYTES
+CONNECTIONS = 16
 QUIET_S = 3.0  # a subscriber that hears nothing for this long reports what it has
 STAMP = struct.Struct("<q")
 PADDING = b"x" * (PAYLOAD_BYTES - STAMP.size)
@@ -184,31 +188,11 @@ def latency(host: str, port: int, qos: int) -> dict[str, Any]:
     }
 
 
-async def _http_publish(address: str, guaranteed: bool) -> float:
-    import httpx
-
-    query = "?guaranteed=true" if guaranteed else ""
-    url = f"http://{address}/v1/events/{TOPIC}{query}"
-    limits = httpx.Limits(max_connections=CONNECTIONS, max_keepalive_connections=CONNECTIONS)
-    per_connection = HTTP_EVENTS // CONNECTIONS
-    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
-
-        async def one_connection() -> None:
-            for _ in range(per_connection):
-                response = await client.post(url, content=STAMP.pack(0) + PADDING)
-                response.raise_for_status()
-
-        await client.post(url, content=PADDING)  # connections warm
-        start = time.perf_counter()
-        await asyncio.gather(*(one_connection() for _ in range(CONNECTIONS)))
-        return per_connection * CONNECTIONS / (time.perf_counter() - start)
-
-
 def run() -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     mqtt_port, http_port = free_port(), free_port()
     settings = f'mqtt = "127.0.0.1:{mqtt_port}"\nhttp = "127.0.0.1:{http_port}"'
-    with Node(settings) as _node, mosquitto() as (mosquitto_host, mosquitto_port):
+    with Node(settings) as node, mosquitto() as (mosquitto_host, mosquitto_port):
         brokers = {
             "Plexus": ("127.0.0.1", mqtt_port),
             "Mosquitto": (mosquitto_host, mosquitto_port),
@@ -239,17 +223,42 @@ def run() -> list[dict[str, Any]]:
                         received=f"{result['received']:,} of {result['sent']:,}",
                     )
                 )
-        for guaranteed in (False, True):
-            rate = asyncio.run(_http_publish(f"127.0.0.1:{http_port}", guaranteed))
-            kind = "guaranteed (200 once durable)" if guaranteed else "direct"
-            rows.append(
-                figure(
-                    "edge",
-                    f"HTTP publish, {kind}, {CONNECTIONS} keep-alive connections",
-                    rate,
-                    "events/s",
-                )
+        rows += _http_rows(node, f"http://127.0.0.1:{http_port}")
+    return rows
+
+
+def _http_rows(node: Node, base: str) -> list[dict[str, Any]]:
+    """HTTP publish rates (bench_http's runs): httpx from two client processes, and curl
+    --parallel, which loads the node where Python clients cannot."""
+
+    async def queue(purge: bool) -> None:
+        async with await node.target.connect() as client:
+            if purge:
+                await client.purge_queue(bench_http.QUEUE)
+            else:
+                await client.create_queue(bench_http.QUEUE, [bench_http.TOPIC])
+
+    asyncio.run(queue(purge=False))
+    rows = []
+    for guaranteed in (False, True):
+        kind = "guaranteed (200 once durable)" if guaranteed else "direct (202 once routed)"
+        httpx_run = bench_http._run(
+            base, guaranteed, CONNECTIONS, 2, HTTP_SECONDS, HTTP_PAYLOAD, node.pid
+        )
+        asyncio.run(queue(purge=True))
+        curl_rate = bench_http._curl_run(base, guaranteed, CONNECTIONS, HTTP_EVENTS, HTTP_PAYLOAD)
+        asyncio.run(queue(purge=True))
+        rows.append(
+            figure(
+                "edge",
+                f"HTTP publish, {kind}, curl --parallel {CONNECTIONS}",
+                curl_rate,
+                "events/s",
+                httpx_2_processes=round(httpx_run["rate"]),
+                httpx_p50_ms=round(httpx_run["p50_ms"], 2),
+                httpx_node_cpu_pct=round(httpx_run["node_cpu_pct"]),
             )
+        )
     return rows
 
 
