@@ -141,7 +141,17 @@ def _curl_run(base: str, guaranteed: bool, connections: int, count: int, payload
         config.write_text("next\n".join([request] * count))
         started = time.monotonic()
         subprocess.run(
-            ["curl", "-sS", "--fail", "-Z", "--parallel-max", str(connections), "-K", str(config)],
+            [
+                "curl",
+                "-sS",
+                "--no-progress-meter",
+                "--fail",
+                "-Z",
+                "--parallel-max",
+                str(connections),
+                "-K",
+                str(config),
+            ],
             check=True,
         )
         return count / (time.monotonic() - started)
