@@ -3,7 +3,8 @@
 `plexus up` of the default cluster (us, eu, ap, fully linked) in a temporary
 state directory; then, with the SDK: direct events published in us reach a
 subscriber in eu, guaranteed events published in us land in a queue in ap,
-and a region added live (sa) receives events published elsewhere. The
+a region added live (sa) receives events published elsewhere, and a web
+client's HTTP POST in ap reaches subscribers in eu and us. The
 cluster is stopped and its state deleted at the end, even when something fails.
 """
 
@@ -95,7 +96,36 @@ async def region_added_live(state: StateDir, eu: Client) -> None:
         )
 
 
-async def tour(state: StateDir, addresses: dict[str, str]) -> None:
+async def web_client_across_regions(
+    state: StateDir, ap_http: str, us: Client, eu: Client, ap: Client
+) -> None:
+    console.rule("[bold]4. A web client: an HTTP POST in ap reaches subscribers in eu and us")
+    import ssl
+
+    import aiohttp  # the node's own HTTP stack: plexus up needs the server packages anyway
+
+    async with eu.subscribe("sensors/>") as in_eu, us.subscribe("sensors/>") as in_us:
+        await wait_routed(ap, "sensors/ap/t1", "eu")
+        await wait_routed(ap, "sensors/ap/t1", "us")
+        path = "/v1/events/sensors/ap/t1?guaranteed=true"
+        tls = ssl.create_default_context(cafile=str(state.ca_cert))
+        headers = {"Authorization": f"Bearer {state.client_token()}"}
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(f"https://{ap_http}{path}", data=b"21.5", headers=headers, ssl=tls) as answer,
+        ):
+            body = await answer.json()
+        console.print(f"  ap answered {answer.status} {body['status']} to POST {path}")
+        for region, sub in (("eu", in_eu), ("us", in_us)):
+            async with asyncio.timeout(RECEIVE_TIMEOUT_S):
+                event = await sub.__anext__()
+            console.print(
+                f"  {region} [green]received[/green] {event.topic} {event.payload.decode()!r} "
+                f"from {event.origin_region}"
+            )
+
+
+async def tour(state: StateDir, addresses: dict[str, str], ap_http: str) -> None:
     ca = state.ca_cert  # plexus up serves TLS with the local cluster's own CA
     token = state.client_token()  # the admin token `plexus up` made
     async with (
@@ -106,6 +136,7 @@ async def tour(state: StateDir, addresses: dict[str, str]) -> None:
         await direct_across_regions(us, eu)
         await guaranteed_across_regions(us, ap)
         await region_added_live(state, eu)
+        await web_client_across_regions(state, ap_http, us, eu, ap)
 
 
 def main() -> int:
@@ -120,7 +151,8 @@ def main() -> int:
                 f"cluster up in {result.elapsed_s:.2f} s: "
                 + ", ".join(f"{name} {address}" for name, address in addresses.items())
             )
-            asyncio.run(tour(state, addresses))
+            [ap_http] = [r.http for r in result.record.regions if r.name == "ap"]
+            asyncio.run(tour(state, addresses, ap_http or ""))
         except Exception as exc:
             console.print(f"[red]demo failed:[/red] {exc}")
             return 1

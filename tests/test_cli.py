@@ -290,6 +290,8 @@ def test_demo_runs_a_local_cluster_and_stops_it() -> None:
     assert time.monotonic() - started < 15
     assert "eu received" in proc.stdout and "ap consumed" in proc.stdout
     assert "sa received" in proc.stdout and "cluster stopped" in proc.stdout
+    assert "ap answered 200 durable" in proc.stdout
+    assert "eu received sensors/ap/t1 '21.5' from ap" in proc.stdout
 
 
 @pytest.mark.slow
