@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from node.auth import Authenticator
 from node.clients import ClientRegistry
@@ -37,7 +38,21 @@ from plexus.errors import (
 from plexus.topics import validate_pattern
 from plexus.v1 import plexus_pb2 as pb
 
-__all__ = ["Gateway", "GatewayConsumer", "GatewaySubscription"]
+__all__ = ["ROUTED", "Gateway", "GatewayConsumer", "GatewaySubscription", "Published"]
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    """What became of one published event: its id once durable (guaranteed events; 0 for a
+    direct one, routed and not acknowledged), `duplicate` when it was a resend of a key
+    already stored (the id is the first copy's), or why it was refused."""
+
+    id: int = 0
+    duplicate: bool = False
+    error: PlexusError | None = None
+
+
+ROUTED = Published()
 
 
 def _metadata(token: str | None) -> tuple[tuple[str, str], ...]:
@@ -149,42 +164,45 @@ class Gateway:
         peer: str,
         name: str = "",
         keys: Sequence[str] = (),
-    ) -> list[PlexusError | None]:
-        """Publish `events` as one batch; one result per event: None once it is routed
-        (direct) or durable (guaranteed), else why it was refused.
+    ) -> list[Published]:
+        """Publish `events` as one batch; one result per event, once it is routed (direct)
+        or durable (guaranteed), or refused (`error`).
 
         `keys` (parallel to `events`, "" for none) de-duplicate guaranteed events as
-        `PublishRequest.keys` does: a resend of a key is acked, not stored again.
+        `PublishRequest.keys` does: a resend of a key is acked (`duplicate`, with the
+        first copy's id), not stored again.
         """
-        results: list[PlexusError | None] = [None] * len(events)
+        results = [ROUTED] * len(events)
         allowed = []
         for index, event in enumerate(events):
             if access.may_publish(event.topic):
                 allowed.append(index)
             else:
-                results[index] = access.publish_refusal(event.topic)
+                results[index] = Published(error=access.publish_refusal(event.topic))
         if not allowed:
             return results
         request = pb.PublishRequest(events=[events[i] for i in allowed])
         if keys:
             request.keys.extend(keys[i] for i in allowed)
-        refused: list[pb.PublishAck] = []
-
-        def on_acks(acks: list[pb.PublishAck]) -> None:
-            refused.extend(ack for ack in acks if ack.HasField("error"))
-
+        acked: list[pb.PublishAck] = []
         with self.clients.publishing(peer, name) as client:
             client.published += len(allowed)
-            done = self.publisher.publish(request, request.SerializeToString(), 0, on_acks)
+            done = self.publisher.publish(request, request.SerializeToString(), 0, acked.extend)
             if done is not None:
                 await done
+            refused = [ack for ack in acked if ack.HasField("error")]
             if refused:
                 self.clients.refused_events(client, refused)
-        for ack in refused:
-            error = ack.error
-            results[allowed[ack.index]] = error_from_status(
-                code_from_int(error.code), error.message, error.reason, dict(error.fields)
-            )
+        for ack in acked:
+            if ack.HasField("error"):
+                error = ack.error
+                refusal = error_from_status(
+                    code_from_int(error.code), error.message, error.reason, dict(error.fields)
+                )
+                results[allowed[ack.index]] = Published(error=refusal)
+                continue
+            for k in range(ack.count or 1):  # a run of events: consecutive ids
+                results[allowed[ack.index + k]] = Published(ack.id + k, ack.duplicate)
         return results
 
     # ------------------------------------------------------------ subscribe

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from node.gateway import Gateway
+from node.gateway import Gateway, Published
 from node.server import Node
 from plexus import Client, NotPermitted, QueueFull, Unauthenticated
 from plexus.tokens import Grants, generate_key, new_claims, sign
@@ -61,7 +61,9 @@ async def test_a_gateway_publish_reaches_a_grpc_subscriber_and_queue(
             [event("sensors/1", b"direct"), event("sensors/2", b"kept", guaranteed=True)],
             peer=PEER,
         )
-        assert results == [None, None]
+        direct, kept = results
+        assert direct == Published()  # routed: direct events are not acknowledged
+        assert kept.error is None and kept.id and not kept.duplicate
         got = await sub.next_batch(timeout=5)
         while len(got) < 2:
             got += await sub.next_batch(timeout=5)
@@ -69,6 +71,7 @@ async def test_a_gateway_publish_reaches_a_grpc_subscriber_and_queue(
             ("sensors/1", b"direct"),
             ("sensors/2", b"kept"),
         ]
+        assert got[1].id == kept.id
         # Durable once the call returned: the queue holds the guaranteed one.
         assert (await client.describe_queue("readings")).depth == 1
 
@@ -81,9 +84,10 @@ async def test_a_gateway_publish_is_refused_per_event_naming_the_topic(
     results = await gateway.publish(
         access, [event("sensors/1", b"ok"), event("admin/x", b"no")], peer=PEER
     )
-    assert results[0] is None
-    assert isinstance(results[1], NotPermitted)
-    assert "admin/x" in str(results[1]) and "device" in str(results[1])
+    assert results[0].error is None
+    refusal = results[1].error
+    assert isinstance(refusal, NotPermitted)
+    assert "admin/x" in str(refusal) and "device" in str(refusal)
 
 
 async def test_a_full_queue_refuses_a_guaranteed_gateway_publish(node: Node, key: bytes) -> None:
@@ -96,7 +100,23 @@ async def test_a_full_queue_refuses_a_guaranteed_gateway_publish(node: Node, key
     first, second = await gateway.publish(
         root, [event("t/1", b"a", guaranteed=True), event("t/2", b"b", guaranteed=True)], peer=PEER
     )
-    assert first is None and isinstance(second, QueueFull)
+    assert first.error is None and isinstance(second.error, QueueFull)
+
+
+async def test_a_resent_key_is_acknowledged_as_a_duplicate_of_the_first_copy(
+    node: Node, key: bytes
+) -> None:
+    gateway = gateway_of(node)
+    root = gateway.identify(token(key, "root", admin=True))
+    await gateway.ensure_queue(root, pb.QueueConfig(name="orders", subscriptions=["o/>"]))
+    [first] = await gateway.publish(
+        root, [event("o/1", b"a", guaranteed=True)], peer=PEER, keys=["k1"]
+    )
+    [again] = await gateway.publish(
+        root, [event("o/1", b"a", guaranteed=True)], peer=PEER, keys=["k1"]
+    )
+    assert (first.duplicate, again.duplicate) == (False, True)
+    assert again.id == first.id
 
 
 async def test_a_missing_token_is_unauthenticated(node: Node) -> None:

@@ -68,8 +68,15 @@ async def test_a_guaranteed_post_is_in_the_queue_when_answered_and_a_key_is_stor
         response = await http.post(
             "/v1/events/orders/us/1?guaranteed=true&ttl_ms=60000", content=b"one", headers=writer
         )
-        assert (response.status_code, response.json()) == (200, {"status": "durable"})
+        answer = response.json()
+        assert (response.status_code, answer["status"], answer["duplicate"]) == (
+            200,
+            "durable",
+            False,
+        )
+        assert int(answer["id"]) > 0
         assert (await client.describe_queue("billing")).depth == 1
+        answers = []
         for _ in range(2):  # the same key twice: acked both times, stored once
             response = await http.post(
                 "/v1/events/orders/us/2?guaranteed=true",
@@ -77,6 +84,9 @@ async def test_a_guaranteed_post_is_in_the_queue_when_answered_and_a_key_is_stor
                 headers={**writer, "Idempotency-Key": "order-2"},
             )
             assert response.status_code == 200
+            answers.append(response.json())
+        assert [a["duplicate"] for a in answers] == [False, True]
+        assert answers[0]["id"] == answers[1]["id"]
         assert (await client.describe_queue("billing")).depth == 2
 
 
@@ -253,7 +263,8 @@ async def test_a_batch_publishes_one_result_per_line_in_order(
         response = await http.post("/v1/events", content=body, headers=writer)
         assert response.status_code == 200
         first, second, third = response.json()["results"]
-        assert (first, second) == ({"status": "routed"}, {"status": "durable"})
+        assert first == {"status": "routed"}
+        assert (second["status"], second["duplicate"]) == ("durable", False)
         assert third["error"]["reason"] == "NOT_PERMITTED"
         assert (await c.describe_queue("batch")).depth == 1
     bad = await http.post("/v1/events", content='{"topic": "b/1"}\n{"topic": 5}', headers=writer)

@@ -12,7 +12,7 @@ from functools import partial
 
 from aiohttp import web
 
-from node.gateway import Gateway
+from node.gateway import Gateway, Published
 from node.http_api.caller import QUERY_TOKEN_PARAMETERS, name_of, peer_of, token_of
 from node.http_api.codec import compact_json, event_from_json, flag, headers_of, whole_number
 from node.http_api.errors import BodyTooLarge, error_body, error_middleware
@@ -79,7 +79,7 @@ async def _publish(request: web.Request, gateway: Gateway) -> web.Response:
         ttl_ms=ttl_ms,
     )
     # Shielded: a client that hangs up does not cut a guaranteed publish in half.
-    [refusal] = await asyncio.shield(
+    [result] = await asyncio.shield(
         gateway.publish(
             access,
             [event],
@@ -88,10 +88,10 @@ async def _publish(request: web.Request, gateway: Gateway) -> web.Response:
             keys=[key] if key else (),
         )
     )
-    if refusal is not None:
-        raise refusal
+    if result.error is not None:
+        raise result.error
     if guaranteed:
-        return _json({"status": "durable"}, status=200)
+        return _json(_durable(result), status=200)
     return _json({"status": "routed"}, status=202)
 
 
@@ -131,15 +131,21 @@ async def _publish_batch(request: web.Request, gateway: Gateway) -> web.Response
     return _json(
         {
             "results": [
-                error_body(refusal) if refusal is not None else {"status": _done(event)}
-                for event, refusal in zip(events, results, strict=True)
+                error_body(result.error) if result.error is not None else _done(event, result)
+                for event, result in zip(events, results, strict=True)
             ]
         }
     )
 
 
-def _done(event: pb.Event) -> str:
-    return "durable" if event.mode == pb.DeliveryMode.GUARANTEED else "routed"
+def _done(event: pb.Event, result: Published) -> dict[str, object]:
+    return _durable(result) if event.mode == pb.DeliveryMode.GUARANTEED else {"status": "routed"}
+
+
+def _durable(result: Published) -> dict[str, object]:
+    """A stored event's answer: its id (a string: JSON numbers lose 64-bit precision), and
+    whether it was a resend of a key already stored."""
+    return {"status": "durable", "id": str(result.id), "duplicate": result.duplicate}
 
 
 async def read_body(request: web.Request, limit: int, setting: str) -> bytes:

@@ -24,7 +24,7 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from node.gateway import Gateway, GatewaySubscription
+from node.gateway import ROUTED, Gateway, GatewaySubscription
 from node.http_api.caller import expiry_of, name_of, peer_of, token_of
 from node.http_api.codec import compact_json, event_from_json, event_json
 from node.http_api.errors import error_body
@@ -98,21 +98,32 @@ class _Session:
 
     async def publish(self, request_id: Any, event: pb.Event, key: str) -> None:
         result: PlexusError | None
+        published = ROUTED
         try:
             # Shielded: the event is stored even if the connection goes meanwhile.
-            [result] = await asyncio.shield(
+            [published] = await asyncio.shield(
                 self.gateway.publish(
                     self.access, [event], peer=self.peer, name=self.name, keys=[key] if key else ()
                 )
             )
+            result = published.error
         except PlexusError as exc:  # e.g. a limit of the node's clients
             result = exc
         finally:
             self.in_flight.release()
-        if result is None:
-            await self.send({"type": "ack", "id": request_id})
-        else:
+        if result is not None:
             await self.send({"type": "error", "id": request_id, **error_body(result)})
+        elif event.mode == pb.DeliveryMode.GUARANTEED:
+            await self.send(
+                {
+                    "type": "ack",
+                    "id": request_id,
+                    "event_id": str(published.id),
+                    "duplicate": published.duplicate,
+                }
+            )
+        else:
+            await self.send({"type": "ack", "id": request_id})
 
     def subscribe(self, pattern: str) -> None:
         if pattern in self.subscriptions:

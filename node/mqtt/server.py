@@ -241,7 +241,8 @@ class MqttFrontDoor:
     async def _publish_will(self, access: Access, will: PublishEvent) -> None:
         topic = will.event.topic
         try:
-            [error] = await self.gateway.publish(access, [will.event], peer=f"mqtt:{self.region}")
+            [result] = await self.gateway.publish(access, [will.event], peer=f"mqtt:{self.region}")
+            error = result.error
             if error is None and will.retain and self.retained is not None:
                 await self.retained.retain(topic, will.event)
         except PlexusError as exc:
@@ -603,7 +604,8 @@ class _Connection:
                 self.access, [p.event for p in batch], peer=self.peer, name=self.name
             )
             actions: list[Action] = []
-            for publish, error in zip(batch, results, strict=True):
+            for publish, result in zip(batch, results, strict=True):
+                error = result.error
                 if error is None and publish.retain and self.door.retained is not None:
                     try:
                         await self.door.retained.retain(publish.event.topic, publish.event)
