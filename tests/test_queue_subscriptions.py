@@ -34,7 +34,8 @@ def guaranteed(topic: str, payload: bytes) -> pb.Event:
 
 
 async def publish(gateway: Gateway, *events: pb.Event) -> None:
-    assert await gateway.publish(OPEN, list(events), peer=PEER) == [None] * len(events)
+    results = await gateway.publish(OPEN, list(events), peer=PEER)
+    assert [r.error for r in results] == [None] * len(events)
 
 
 async def take(consumer: GatewayConsumer, count: int) -> list[pb.Event]:
