@@ -238,7 +238,10 @@ class Mesh:
             for peer in neighbours:
                 if region in self.link_states.get(peer, (0, frozenset()))[1]:
                     up.add(frozenset((region, peer)))
-        self.routes.update(up)
+        # Every region of the cluster, so copies split here never both enter one this
+        # node sees no link to (federation/routes.py).
+        regions = set(self.link_states).union(*self.configured_routes.links)
+        self.routes.update(up, regions)
 
     def _full_sync_frames(self, regions: Iterable[str]) -> list[lpb.LinkFrame]:
         wanted = set(regions)
@@ -282,6 +285,7 @@ class Mesh:
 
     def set_configured_links(self, links: Iterable[frozenset[str]]) -> None:
         self.configured_routes.update(links)
+        self._recompute_routes()
 
     def guaranteed_regions(self, topic: str) -> frozenset[str]:
         """Regions that hold interest in `topic` (guaranteed events go to each)."""

@@ -54,6 +54,8 @@ class RouteTable:
         self.region = self_region
         self.version = 0  # bumped by every update that changes the links
         self._links: frozenset[frozenset[str]] = frozenset()
+        # Every region of the cluster this table was told of, up links or not.
+        self._regions: frozenset[str] = frozenset({self_region})
         self._adjacent: dict[str, tuple[str, ...]] = {self_region: ()}
         self._first_hop: dict[str, str] = {}
         self._parent: dict[str, str] = {}
@@ -64,14 +66,22 @@ class RouteTable:
         """The links this table was last told are up."""
         return self._links
 
-    def update(self, up_links: Iterable[frozenset[str]]) -> None:
-        """Take the links currently up anywhere in the cluster; recompute shortest paths."""
+    def update(self, up_links: Iterable[frozenset[str]], regions: Iterable[str] = ()) -> None:
+        """Take the links currently up anywhere in the cluster, and the cluster's regions
+        (those without an up link too); recompute shortest paths.
+
+        The regions matter while views disagree: a region this table sees no up link
+        to may be up in another node's view, and each copy of an event must still
+        know whether it may enter it (see `_plan`).
+        """
         links = frozenset(frozenset(link) for link in up_links)
         for link in links:
             if len(link) != 2:
                 raise ValueError(f"a link joins two different regions, got {sorted(link)}")
-        if links == self._links:
+        known = frozenset(regions).union(*links, {self.region})
+        if links == self._links and known == self._regions:
             return  # keep the cached plans
+        self._regions = known
         adjacent: dict[str, list[str]] = {self.region: []}
         for link in links:
             a, b = link
@@ -154,7 +164,7 @@ class RouteTable:
         hops = sorted(groups)
         # Each copy may enter the regions of its own subtree only...
         allowed = {hop: {r for r, h in first_hop.items() if h == hop} for hop in hops}
-        known = set(self._adjacent) | visited | dests | {self.region}
+        known = self._regions | visited | dests
         if hops:
             # ...and one copy (the first) also gets the regions no copy claims, so a
             # lone copy, the usual case, may detour through any region it has not crossed.

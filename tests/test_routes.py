@@ -20,9 +20,9 @@ def links(*pairs: str) -> set[Link]:
     return {frozenset(pair.split("-")) for pair in pairs}
 
 
-def table(region: str, up: Iterable[Link]) -> RouteTable:
+def table(region: str, up: Iterable[Link], regions: Iterable[str] = ()) -> RouteTable:
     routes = RouteTable(region)
-    routes.update(up)
+    routes.update(up, regions)
     return routes
 
 
@@ -200,10 +200,13 @@ def destination_sets(names: list[str], origin: str) -> Iterable[frozenset[str]]:
 def test_no_region_ever_receives_an_event_twice_while_views_disagree(graph_, data):
     names, graph = graph_
     ordered = sorted(graph, key=sorted)
-    # Each node sees its own random subset of the links as up: a flap in progress.
+    # Each node sees its own random subset of the links as up: a flap in progress. Every
+    # node knows the cluster's regions (the membership), whatever links it sees.
     tables = {
         name: table(
-            name, [link for link in ordered if data.draw(st.booleans(), label=f"{name} sees")]
+            name,
+            [link for link in ordered if data.draw(st.booleans(), label=f"{name} sees")],
+            names,
         )
         for name in names
     }
