@@ -36,6 +36,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "floor": ("bench_floor", "The transport's floor: bare grpc.aio streams, same processes/hops"),
     "latency": ("bench_latency", "Latency at a fixed rate, node + SDK clients as processes"),
     "subscribe": ("bench_subscribe", "A new subscription's first event, one node and a link"),
+    "drain": ("bench_drain", "A deep queue (1,000,000 events) drains as fast as a short one?"),
     "memory": ("bench_memory", "Node memory (RSS)"),
     "cluster": ("bench_cluster", "Local clusters: plexus up, region add, failover, 12 regions"),
     "tui": ("bench_tui", "plexus top: time per refresh, 12 regions, 10,000 subscriptions"),
