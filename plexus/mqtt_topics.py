@@ -37,7 +37,7 @@ from __future__ import annotations
 import re
 
 from plexus.errors import InvalidPattern, InvalidTopic
-from plexus.topics import MAX_TOPIC_BYTES, validate_pattern, validate_topic
+from plexus.topics import MAX_TOPIC_BYTES, utf8_size, validate_pattern, validate_topic
 
 __all__ = [
     "EMPTY_LEVEL",
@@ -80,13 +80,9 @@ def _mqtt_string_problem(text: object) -> str | None:
         return "empty (MQTT topics and filters have at least one character)"
     if "\x00" in text:
         return "U+0000 is not allowed in MQTT"
-    if text.isascii():
-        size = len(text)
-    else:
-        try:
-            size = len(text.encode("utf-8"))
-        except UnicodeEncodeError:
-            return "not valid UTF-8 (lone surrogate)"
+    size = utf8_size(text)
+    if size is None:
+        return "not valid UTF-8 (lone surrogate)"
     if size > MAX_MQTT_TOPIC_BYTES:
         return f"{MAX_MQTT_TOPIC_BYTES} bytes at most in MQTT, got {size}"
     return None

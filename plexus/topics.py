@@ -32,6 +32,7 @@ __all__ = [
     "SubscriptionTrie",
     "TopicSet",
     "pattern_matches",
+    "utf8_size",
     "validate_pattern",
     "validate_topic",
 ]
@@ -62,16 +63,22 @@ _CONTROL = frozenset(chr(c) for c in (*range(0x20), *range(0x7F, 0xA0)))
 # --------------------------------------------------------------------------
 
 
-def _byte_length_problem(text: str) -> str | None:
-    """Why `text` is not a short enough UTF-8 string, or None if it is."""
+def utf8_size(text: str) -> int | None:
+    """`text`'s length in UTF-8 bytes; None when it cannot be UTF-8 (a lone surrogate)."""
     # ASCII is the common case: its length in characters is its length in bytes.
     if text.isascii():
-        size = len(text)
-    else:
-        try:
-            size = len(text.encode("utf-8"))
-        except UnicodeEncodeError:
-            return "not valid UTF-8 (lone surrogate)"
+        return len(text)
+    try:
+        return len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        return None
+
+
+def _byte_length_problem(text: str) -> str | None:
+    """Why `text` is not a short enough UTF-8 string, or None if it is."""
+    size = utf8_size(text)
+    if size is None:
+        return "not valid UTF-8 (lone surrogate)"
     if size > MAX_TOPIC_BYTES:
         return f"{MAX_TOPIC_BYTES} bytes at most, got {size}"
     return None

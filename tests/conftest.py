@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from node.server import Node
+from plexus.tokens import generate_key
 from storage.environment import Environment
 from storage.spool import Spool
 from tests.harness import NodeProcess, Nodes
@@ -46,6 +47,21 @@ async def inproc_nodes(tmp_path: Path) -> AsyncIterator[InProcessNodes]:
 async def inproc_node(inproc_nodes: InProcessNodes) -> Node:
     """One started in-process node `us` on 127.0.0.1:0; `inproc_node.address` is HOST:PORT."""
     return await inproc_nodes.start("us")
+
+
+@pytest.fixture
+def key(tmp_path: Path) -> bytes:
+    """A token signing key (PEM), also written to TMP/signing.key; `tests.signing.token`
+    signs tokens with it."""
+    pem = generate_key()
+    (tmp_path / "signing.key").write_bytes(pem)
+    return pem
+
+
+@pytest.fixture
+async def keyed_node(inproc_nodes: InProcessNodes, tmp_path: Path, key: bytes) -> Node:
+    """An in-process node `us` that checks client tokens signed with `key`."""
+    return await inproc_nodes.start("us", auth_key=tmp_path / "signing.key")
 
 
 @pytest.fixture

@@ -8,12 +8,6 @@ from typing import Any
 
 import httpx
 
-from plexus.tokens import Grants, new_claims, sign
-
-
-def token(key: bytes, name: str, expires_in_s: int | None = None, **grants: object) -> str:
-    return sign(new_claims(name, Grants(**grants), expires_in_s), key)  # type: ignore[arg-type]
-
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}

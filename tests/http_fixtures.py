@@ -4,27 +4,17 @@ token key, the HTTP front door on it, an httpx client of it."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from node.http_api import HttpFrontDoor
 from node.server import Node
-from plexus.tokens import generate_key
-from tests.inprocess import InProcessNodes
 
 
 @pytest.fixture
-def key(tmp_path: Path) -> bytes:
-    pem = generate_key()
-    (tmp_path / "signing.key").write_bytes(pem)
-    return pem
-
-
-@pytest.fixture
-async def http_node(inproc_nodes: InProcessNodes, tmp_path: Path, key: bytes) -> Node:
-    return await inproc_nodes.start("us", auth_key=tmp_path / "signing.key")
+async def http_node(keyed_node: Node) -> Node:
+    return keyed_node
 
 
 @pytest.fixture

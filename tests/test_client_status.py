@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from node.server import Node
 from plexus.client import Client
 from plexus.errors import InvalidArgument
-from plexus.tokens import Grants, generate_key, new_claims, sign
 from tests.harness import eventually
-from tests.inprocess import InProcessNodes
+from tests.signing import token
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -61,19 +58,11 @@ async def test_a_status_over_the_bounds_is_refused_naming_the_key(inproc_node: N
             await client.report_status({f"k{i}": "v" for i in range(33)})
 
 
-async def test_a_token_without_any_grant_may_report(
-    inproc_nodes: InProcessNodes, tmp_path: Path
-) -> None:
-    key = generate_key()
-    (tmp_path / "signing.key").write_bytes(key)
-    node = await inproc_nodes.start("us", auth_key=tmp_path / "signing.key")
-
-    def token(name: str, **grants: object) -> str:
-        return sign(new_claims(name, Grants(**grants), None), key)  # type: ignore[arg-type]
-
+async def test_a_token_without_any_grant_may_report(keyed_node: Node, key: bytes) -> None:
+    node = keyed_node
     async with (
-        await Client.connect(node.address, token=token("sink"), name="sink") as limited,
-        await Client.connect(node.address, token=token("root", admin=True)) as admin,
+        await Client.connect(node.address, token=token(key, "sink"), name="sink") as limited,
+        await Client.connect(node.address, token=token(key, "root", admin=True)) as admin,
     ):
         await limited.report_status({"kind": "file-sink", "state": "running"})
         assert [c.status["state"] for c in await admin.clients() if c.name == "sink"] == ["running"]

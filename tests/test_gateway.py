@@ -5,35 +5,22 @@ the same permissions as gRPC."""
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
 
 from node.gateway import Gateway, Published
 from node.server import Node
 from plexus import Client, NotPermitted, QueueFull, Unauthenticated
-from plexus.tokens import Grants, generate_key, new_claims, sign
 from plexus.v1 import plexus_pb2 as pb
-from tests.inprocess import InProcessNodes
+from tests.signing import token
 
 pytestmark = pytest.mark.timeout(60)
 PEER = "test:127.0.0.1:1"
 
 
 @pytest.fixture
-def key(tmp_path: Path) -> bytes:
-    pem = generate_key()
-    (tmp_path / "signing.key").write_bytes(pem)
-    return pem
-
-
-@pytest.fixture
-async def node(inproc_nodes: InProcessNodes, tmp_path: Path, key: bytes) -> Node:
-    return await inproc_nodes.start("us", auth_key=tmp_path / "signing.key")
-
-
-def token(key: bytes, name: str, **grants: object) -> str:
-    return sign(new_claims(name, Grants(**grants), None), key)  # type: ignore[arg-type]
+async def node(keyed_node: Node) -> Node:
+    return keyed_node
 
 
 def gateway_of(node: Node) -> Gateway:

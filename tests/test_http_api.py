@@ -22,8 +22,10 @@ from plexus import Client
 from plexus.certs import make_ca, make_node_cert
 from plexus.errors import InvalidArgument
 from plexus.tokens import generate_key
-from tests.http_calls import bearer, error_of, token
+from tests.harness import eventually
+from tests.http_calls import bearer, error_of
 from tests.inprocess import InProcessNodes
+from tests.signing import token
 
 pytestmark = pytest.mark.timeout(60)
 pytest_plugins = ("tests.http_fixtures",)  # its fixtures: key, http_node, front_door, http
@@ -230,9 +232,11 @@ async def test_curl_publishes_and_streams(
         # The stream is live once its first bytes (the headers) have been read by curl:
         # curl prints nothing until an event, so wait for the subscription to be listed.
         async with await Client.connect(http_node.address, token=root) as client:
-            async with asyncio.timeout(10):
-                while not any("c/>" in c.subscriptions for c in await client.clients()):
-                    await asyncio.sleep(0.02)
+
+            async def listed() -> bool:
+                return any("c/>" in c.subscriptions for c in await client.clients())
+
+            await eventually(listed, 10, "curl's SSE subscription to be listed")
         publish = await asyncio.create_subprocess_exec(
             curl, "-sS", "-X", "POST", "-H", f"Authorization: Bearer {root}",
             "--data-binary", "from curl", f"{base}/v1/events/c/1?guaranteed=true",

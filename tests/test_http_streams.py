@@ -19,8 +19,9 @@ from node.http_api import HttpFrontDoor
 from node.server import Node
 from plexus import Client
 from tests.harness import eventually
-from tests.http_calls import bearer, error_of, sse_messages, token
+from tests.http_calls import bearer, error_of, sse_messages
 from tests.inprocess import InProcessNodes
+from tests.signing import token
 
 pytestmark = pytest.mark.timeout(60)
 pytest_plugins = ("tests.http_fixtures",)  # its fixtures: key, http_node, front_door, http
@@ -169,7 +170,7 @@ async def test_a_slow_sse_reader_loses_events_counted_in_the_next_one(
                 while True:
                     await client.publish(f"flood/mark/{markers}", b"")
                     markers += 1
-                    await asyncio.sleep(0.05)
+                    await asyncio.sleep(0.05)  # the markers' pace, not a wait
 
             seen = discarded = 0
             async with asyncio.TaskGroup() as tasks:

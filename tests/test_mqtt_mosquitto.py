@@ -14,10 +14,9 @@ from node.mqtt.server import MqttFrontDoor
 from node.server import Node
 from plexus import Client
 from plexus.certs import make_ca, make_node_cert
-from plexus.tokens import Grants, generate_key, new_claims, sign
 from tests.harness import eventually
-from tests.inprocess import InProcessNodes
 from tests.mqtt_devices import mosquitto_tool, retained_of
+from tests.signing import token
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -31,15 +30,8 @@ def tls(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def key(tmp_path: Path) -> bytes:
-    pem = generate_key()
-    (tmp_path / "signing.key").write_bytes(pem)
-    return pem
-
-
-@pytest.fixture
-async def node(inproc_nodes: InProcessNodes, tmp_path: Path, key: bytes) -> Node:
-    return await inproc_nodes.start("us", auth_key=tmp_path / "signing.key")
+async def node(keyed_node: Node) -> Node:
+    return keyed_node
 
 
 @pytest.fixture
@@ -57,7 +49,7 @@ async def door(node: Node, tls: Path) -> AsyncIterator[MqttFrontDoor]:
 @pytest.fixture
 def auth(door: MqttFrontDoor, tls: Path, key: bytes) -> list[str]:
     """mosquitto's options for the door: address, CA and a token as the password."""
-    secret = sign(new_claims("mqtt-check", Grants(publish=[">"], subscribe=[">"]), None), key)
+    secret = token(key, "mqtt-check", publish=[">"], subscribe=[">"])
     host, _, port = door.address.rpartition(":")
     return [
         "-h",
@@ -127,7 +119,7 @@ async def test_mosquitto_pub_reaches_mosquitto_sub_over_tls(
 async def test_grpc_publishes_reach_mosquitto_sub_and_mosquitto_pub_reaches_grpc(
     door: MqttFrontDoor, auth: list[str], node: Node, key: bytes
 ) -> None:
-    admin = sign(new_claims("root", Grants(admin=True), None), key)
+    admin = token(key, "root", admin=True)
     async with await Client.connect(node.address, token=admin) as client:
         sub = asyncio.create_task(
             run(

@@ -25,28 +25,17 @@ from node.mqtt.packets import (
 from node.mqtt.server import MqttFrontDoor
 from node.server import Node
 from plexus import Client
-from plexus.tokens import Grants, generate_key, new_claims, sign
 from tests.harness import eventually
 from tests.inprocess import InProcessNodes
 from tests.mqtt_devices import V5, V311, Device, retained_of
+from tests.signing import token
 
 pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture
-def key(tmp_path: Path) -> bytes:
-    pem = generate_key()
-    (tmp_path / "signing.key").write_bytes(pem)
-    return pem
-
-
-def token(key: bytes, name: str, **grants: object) -> str:
-    return sign(new_claims(name, Grants(**grants), None), key)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-async def node(inproc_nodes: InProcessNodes, tmp_path: Path, key: bytes) -> Node:
-    return await inproc_nodes.start("us", auth_key=tmp_path / "signing.key")
+async def node(keyed_node: Node) -> Node:
+    return keyed_node
 
 
 @pytest.fixture

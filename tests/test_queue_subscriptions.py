@@ -14,10 +14,10 @@ from node.gateway import Gateway, GatewayConsumer
 from node.permissions import OPEN, Access
 from node.server import Node
 from plexus import Client, InvalidArgument, InvalidPattern, NotPermitted, QueueNotFound
-from plexus.tokens import Grants, generate_key, new_claims, sign
 from plexus.v1 import plexus_pb2 as pb
 from tests.harness import Cluster, eventually
 from tests.inprocess import InProcessNodes, node_config
+from tests.signing import token
 
 pytestmark = pytest.mark.timeout(60)
 PEER = "test:127.0.0.1:1"
@@ -119,15 +119,8 @@ async def test_bad_subscription_changes_are_refused_naming_what_is_wrong_and_cha
     assert [q.name for q in gateway.queues.match("ok/1")] == []
 
 
-@pytest.fixture
-def key(tmp_path: Path) -> bytes:
-    pem = generate_key()
-    (tmp_path / "signing.key").write_bytes(pem)
-    return pem
-
-
 def access_of(gateway: Gateway, key: bytes, name: str, **grants: object) -> Access:
-    return gateway.identify(sign(new_claims(name, Grants(**grants), None), key))  # type: ignore[arg-type]
+    return gateway.identify(token(key, name, **grants))
 
 
 async def test_changing_and_deleting_a_queue_need_create_on_it_and_subscribe_on_each_pattern(

@@ -181,7 +181,7 @@ async def test_a_retain_whose_caller_is_cancelled_still_lands_in_memory_and_on_d
 ) -> None:
     store = await storage.open()
     task = asyncio.create_task(store.retain("c/1", message("c/1", b"kept")))
-    await asyncio.sleep(0)  # it has submitted its write
+    await asyncio.sleep(0)  # one turn of the loop: the task runs up to its awaited commit
     task.cancel()
     await eventually(lambda: seen(store, "c/1") == [("c/1", b"kept")], 5, "the commit")
     store = await storage.open()

@@ -17,24 +17,14 @@ from plexus.errors import ConfigError, PlexusError
 from plexus.tokens import Grants, generate_key, new_claims, sign
 from tests.harness import eventually
 from tests.inprocess import InProcessNodes
+from tests.signing import token
 
 pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture
-def key(tmp_path: Path) -> bytes:
-    pem = generate_key()
-    (tmp_path / "signing.key").write_bytes(pem)
-    return pem
-
-
-@pytest.fixture
-async def node(inproc_nodes: InProcessNodes, tmp_path: Path, key: bytes) -> Node:
-    return await inproc_nodes.start("us", auth_key=tmp_path / "signing.key")
-
-
-def token(key: bytes, name: str, expires_in_s: int | None = None, **grants: object) -> str:
-    return sign(new_claims(name, Grants(**grants), expires_in_s), key)  # type: ignore[arg-type]
+async def node(keyed_node: Node) -> Node:
+    return keyed_node
 
 
 @pytest.fixture
