@@ -20,7 +20,6 @@ import multiprocessing.process
 import os
 import platform
 import queue
-import signal
 import socket
 import statistics
 import subprocess
@@ -44,6 +43,7 @@ READY_LINE = b"plexus node us listening on"
 PROFILE_ENV = "PLEXUS_BENCH_PROFILE"
 
 from plexus.client import Client  # noqa: E402 - after the path is set
+from plexus.local.launcher import terminate  # noqa: E402
 
 _SPAWN = multiprocessing.get_context("spawn")
 
@@ -143,15 +143,8 @@ class Node:
             self.proc.wait()
 
     def stop(self) -> None:
-        proc = self.proc
         try:
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(NODE_STOP_TIMEOUT_S)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            terminate([self.proc] if self.proc is not None else [], NODE_STOP_TIMEOUT_S)
         finally:
             self._tmp.cleanup()
 
@@ -229,15 +222,7 @@ class LinkedRegions:
 
     def stop(self) -> None:
         try:
-            for proc in self.procs.values():
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGTERM)
-            for proc in self.procs.values():
-                try:
-                    proc.wait(NODE_STOP_TIMEOUT_S)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            terminate(self.procs.values(), NODE_STOP_TIMEOUT_S)
         finally:
             self._tmp.cleanup()
 

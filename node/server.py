@@ -54,6 +54,7 @@ from storage.spool import Spool
 
 if TYPE_CHECKING:
     from node.mqtt.retained import RetainedStore
+    from node.mqtt.server import MqttFrontDoor
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,8 @@ class Node:
         # What the MQTT and HTTP front doors call; set once started.
         self.gateway: Gateway | None = None
         self.mqtt_address = ""
+        # The MQTT listener, when `mqtt` is set (its sessions, for tests and embedders).
+        self.mqtt: MqttFrontDoor | None = None
         self.http_address = ""
         self._front_doors: list[FrontDoor] = []
         # MQTT's retained messages, kept durably per topic (when MQTT is on).
@@ -342,7 +345,7 @@ class Node:
                 max_messages=config.retained_max_messages,
                 max_bytes=config.retained_max_bytes,
             )
-            mqtt = MqttFrontDoor(gateway, config.mqtt, tls, config.name, self.retained)
+            self.mqtt = mqtt = MqttFrontDoor(gateway, config.mqtt, tls, config.name, self.retained)
             self._front_doors.append(mqtt)
             self.mqtt_address = await mqtt.start()
         if config.http is not None:

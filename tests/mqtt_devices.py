@@ -22,27 +22,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from node.mqtt.retained import RetainedStore
-from node.server import Node
-
 WAIT_S = 10.0
 MOSQUITTO_CLIENTS = "mosquitto-clients"
-RETAINED_MAX_MESSAGES = 1_000
-RETAINED_MAX_BYTES = 1 << 24
-
-
-async def retained_of(node: Node) -> RetainedStore:
-    """The retained store of an in-process node's environment (the node's own wiring
-    of it is `node run --mqtt`'s)."""
-    assert node._env is not None and node._commits is not None
-    return await RetainedStore.open(
-        node._env,
-        node._commits,
-        max_messages=RETAINED_MAX_MESSAGES,
-        max_bytes=RETAINED_MAX_BYTES,
-    )
-
-
 V311 = mqtt.MQTTv311
 V5 = mqtt.MQTTv5
 

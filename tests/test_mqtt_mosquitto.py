@@ -4,18 +4,17 @@ what users type. Missing clients fail the test naming the package (make mosquitt
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from federation.tls import server_ssl_context
 from node.mqtt.server import MqttFrontDoor
 from node.server import Node
 from plexus import Client
 from plexus.certs import make_ca, make_node_cert
 from tests.harness import eventually
-from tests.mqtt_devices import mosquitto_tool, retained_of
+from tests.inprocess import InProcessNodes
+from tests.mqtt_devices import mosquitto_tool
 from tests.signing import token
 
 pytestmark = pytest.mark.timeout(60)
@@ -30,20 +29,22 @@ def tls(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def node(keyed_node: Node) -> Node:
-    return keyed_node
+async def node(inproc_nodes: InProcessNodes, tmp_path: Path, key: bytes, tls: Path) -> Node:
+    """A node with TLS, a token key and its MQTT listener, as `plexus up` runs regions."""
+    return await inproc_nodes.start(
+        "us",
+        auth_key=tmp_path / "signing.key",
+        tls_cert=tls / "us.crt",
+        tls_key=tls / "us.key",
+        tls_ca=tls / "ca.crt",
+        mqtt="127.0.0.1:0",
+    )
 
 
 @pytest.fixture
-async def door(node: Node, tls: Path) -> AsyncIterator[MqttFrontDoor]:
-    assert node.gateway is not None
-    context = server_ssl_context(tls / "us.crt", tls / "us.key")
-    front = MqttFrontDoor(node.gateway, "127.0.0.1:0", context, "us", await retained_of(node))
-    await front.start()
-    try:
-        yield front
-    finally:
-        await front.stop()
+def door(node: Node) -> MqttFrontDoor:
+    assert node.mqtt is not None
+    return node.mqtt
 
 
 @pytest.fixture
@@ -117,10 +118,10 @@ async def test_mosquitto_pub_reaches_mosquitto_sub_over_tls(
 
 
 async def test_grpc_publishes_reach_mosquitto_sub_and_mosquitto_pub_reaches_grpc(
-    door: MqttFrontDoor, auth: list[str], node: Node, key: bytes
+    door: MqttFrontDoor, auth: list[str], node: Node, key: bytes, tls: Path
 ) -> None:
     admin = token(key, "root", admin=True)
-    async with await Client.connect(node.address, token=admin) as client:
+    async with await Client.connect(node.address, ca=tls / "ca.crt", token=admin) as client:
         sub = asyncio.create_task(
             run(
                 mosquitto_tool("mosquitto_sub"),

@@ -27,26 +27,22 @@ from node.server import Node
 from plexus import Client
 from tests.harness import eventually
 from tests.inprocess import InProcessNodes
-from tests.mqtt_devices import V5, V311, Device, retained_of
+from tests.mqtt_devices import V5, V311, Device
 from tests.signing import token
 
 pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture
-async def node(keyed_node: Node) -> Node:
-    return keyed_node
+async def node(inproc_nodes: InProcessNodes, tmp_path: Path, key: bytes) -> Node:
+    """A node with a token key and its MQTT listener, as `node run --mqtt` makes it."""
+    return await inproc_nodes.start("us", auth_key=tmp_path / "signing.key", mqtt="127.0.0.1:0")
 
 
 @pytest.fixture
-async def door(node: Node) -> AsyncIterator[MqttFrontDoor]:
-    assert node.gateway is not None
-    front = MqttFrontDoor(node.gateway, "127.0.0.1:0", None, "us", await retained_of(node))
-    await front.start()
-    try:
-        yield front
-    finally:
-        await front.stop()
+def door(node: Node) -> MqttFrontDoor:
+    assert node.mqtt is not None
+    return node.mqtt
 
 
 @pytest.fixture
