@@ -50,20 +50,14 @@ TOPIC = "bench/http"
 async def _serve(data: Path) -> None:
     """The child: a node on 127.0.0.1:0, its HTTP front door, both addresses on stdout."""
     from node.config import METRICS_OFF, NodeConfig
-    from node.http_api import HttpFrontDoor
     from node.server import Node
 
-    node = Node(NodeConfig(name="us", listen="127.0.0.1:0", data=data, metrics=METRICS_OFF))
-    await node.start()
-    assert node.gateway is not None
-    door = HttpFrontDoor(node.gateway, "127.0.0.1:0", None, "us")
-    address = await door.start()
-    print(node.address, address, flush=True)
-    try:
+    config = NodeConfig(
+        name="us", listen="127.0.0.1:0", http="127.0.0.1:0", data=data, metrics=METRICS_OFF
+    )
+    async with Node(config) as node:
+        print(node.address, node.http_address, flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until closed
-    finally:
-        await door.stop()
-        await node.stop()
 
 
 async def _send(

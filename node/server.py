@@ -53,6 +53,7 @@ from storage.interest import InterestStore
 from storage.spool import Spool
 
 if TYPE_CHECKING:
+    from node.http_api.server import HttpFrontDoor
     from node.mqtt.retained import RetainedStore
     from node.mqtt.server import MqttFrontDoor
 
@@ -108,8 +109,9 @@ class Node:
         # What the MQTT and HTTP front doors call; set once started.
         self.gateway: Gateway | None = None
         self.mqtt_address = ""
-        # The MQTT listener, when `mqtt` is set (its sessions, for tests and embedders).
+        # The MQTT and HTTP listeners, when `mqtt` and `http` are set.
         self.mqtt: MqttFrontDoor | None = None
+        self.http: HttpFrontDoor | None = None
         self.http_address = ""
         self._front_doors: list[FrontDoor] = []
         # MQTT's retained messages, kept durably per topic (when MQTT is on).
@@ -351,7 +353,7 @@ class Node:
         if config.http is not None:
             from node.http_api.server import HttpFrontDoor
 
-            http = HttpFrontDoor(gateway, config.http, tls, config.name)
+            self.http = http = HttpFrontDoor(gateway, config.http, tls, config.name)
             self._front_doors.append(http)
             self.http_address = await http.start()
 

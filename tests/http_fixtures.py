@@ -4,28 +4,26 @@ token key, the HTTP front door on it, an httpx client of it."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
 
 from node.http_api import HttpFrontDoor
 from node.server import Node
+from tests.inprocess import InProcessNodes
 
 
 @pytest.fixture
-async def http_node(keyed_node: Node) -> Node:
-    return keyed_node
+async def http_node(inproc_nodes: InProcessNodes, tmp_path: Path, key: bytes) -> Node:
+    """A node with a token key and its HTTP gateway, as `node run --http` makes it."""
+    return await inproc_nodes.start("us", auth_key=tmp_path / "signing.key", http="127.0.0.1:0")
 
 
 @pytest.fixture
-async def front_door(http_node: Node) -> AsyncIterator[HttpFrontDoor]:
-    assert http_node.gateway is not None
-    door = HttpFrontDoor(http_node.gateway, "127.0.0.1:0", None, "us")
-    await door.start()
-    try:
-        yield door
-    finally:
-        await door.stop()
+def front_door(http_node: Node) -> HttpFrontDoor:
+    assert http_node.http is not None
+    return http_node.http
 
 
 @pytest.fixture
