@@ -178,7 +178,10 @@ class Node:
         config, topology = self.config, self.topology
         loop = asyncio.get_running_loop()
         open_files = raise_open_file_limit()  # before anything holds a file
-        check_port_free(config.listen)  # before recovering anything: a taken port ends it
+        # Before recovering anything: a taken port ends it.
+        for address in (config.listen, config.mqtt, config.http):
+            if address is not None:
+                check_port_free(address)
         tls = _load_tls(config)
         self._env = env = Environment(config.data, config.map_size_mb << 20)
         self._commits = commits = Commits(env, loop)

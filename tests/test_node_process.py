@@ -47,6 +47,19 @@ def test_port_in_use_is_refused_naming_the_address(nodes: Nodes, tmp_path: Path)
     assert_one_line_error(result, first.address, "in use")
 
 
+@pytest.mark.parametrize("flag", ["--mqtt", "--http"])
+def test_a_taken_mqtt_or_http_port_is_refused_before_anything_starts(
+    nodes: Nodes, tmp_path: Path, flag: str
+):
+    first = nodes.start("us")  # its gRPC port is taken
+    result = run_node(
+        *("--name", "eu", "--listen", f"127.0.0.1:{free_port()}", "--data", str(tmp_path / "eu")),
+        *(flag, first.address),
+    )
+    assert_one_line_error(result, first.address, "in use")
+    assert not (tmp_path / "eu").exists()  # refused before the data directory was made
+
+
 def test_bad_flags_are_named(tmp_path: Path):
     result = run_node("--name", "Bad Name", "--listen", "x", "--data", str(tmp_path / "d"))
     assert_one_line_error(result, "name: must be", "listen: must be HOST:PORT")
