@@ -99,6 +99,14 @@ class Authenticator:
         if time.time() >= expires_at:
             raise Unauthenticated("expired", access.name)
 
+    def expires_at(self, metadata: Iterable[tuple[str, Any]] | None) -> float:
+        """When the caller's token expires (Unix seconds; inf: never, or no authentication),
+        so that an open stream can end then; refuses a token as `identify` does."""
+        if not self._state.enabled:
+            return float("inf")
+        self.identify(metadata)  # verified and cached, or refused
+        return self._verified[bearer_token(metadata) or ""].expires_at
+
     def still_valid(self, metadata: Iterable[tuple[str, Any]] | None) -> None:
         """Refuse a stream's token that was revoked, or expired, since the stream began."""
         if self._state.enabled:

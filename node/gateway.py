@@ -150,6 +150,10 @@ class Gateway:
         """
         return self.auth.identify(_metadata(token))
 
+    def expires_at(self, token: str | None) -> float:
+        """When `token` expires (Unix seconds; inf: never, or the node runs open)."""
+        return self.auth.expires_at(_metadata(token))
+
     def still_valid(self, token: str | None) -> None:
         """Raises `Unauthenticated` once `token` has expired or been revoked."""
         self.auth.still_valid(_metadata(token))

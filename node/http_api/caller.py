@@ -7,12 +7,11 @@ shows in URLs, which proxies and access logs may keep (docs/http.md says so).
 
 from __future__ import annotations
 
-import jwt
 from aiohttp import web
 
 from plexus.errors import Unauthenticated
 
-__all__ = ["QUERY_TOKEN_PARAMETERS", "expiry_of", "name_of", "peer_of", "token_of"]
+__all__ = ["QUERY_TOKEN_PARAMETERS", "name_of", "peer_of", "token_of"]
 
 QUERY_TOKEN_PARAMETERS = ("token", "access_token")
 # The name a client gives itself (`plexus clients` shows it), like gRPC's metadata.
@@ -45,17 +44,3 @@ def peer_of(request: web.Request) -> str:
 
 def name_of(request: web.Request) -> str:
     return request.headers.get(CLIENT_NAME_HEADER, "")[:MAX_NAME_CHARS]
-
-
-def expiry_of(token: str | None) -> float:
-    """When `token` expires (Unix seconds; inf: never), so an open stream ends then.
-
-    Read without verifying: only for a token the gateway has just accepted.
-    """
-    if not token:
-        return float("inf")
-    try:
-        exp = jwt.decode(token, options={"verify_signature": False}).get("exp")
-    except jwt.InvalidTokenError:
-        return float("inf")
-    return float(exp) if isinstance(exp, int | float) else float("inf")

@@ -14,7 +14,7 @@ from contextlib import ExitStack
 from aiohttp import web
 
 from node.gateway import Gateway
-from node.http_api.caller import QUERY_TOKEN_PARAMETERS, expiry_of, name_of, peer_of, token_of
+from node.http_api.caller import QUERY_TOKEN_PARAMETERS, name_of, peer_of, token_of
 from node.http_api.codec import compact_json, event_json
 from node.http_api.errors import error_body
 from node.http_api.streams import OpenStreams, next_check_s, pump
@@ -52,7 +52,7 @@ async def stream_events(
     patterns = _patterns(request)
     token = token_of(request)
     access = gateway.identify(token)
-    expires_at = expiry_of(token)
+    expires_at = gateway.expires_at(token)
     peer, name = peer_of(request), name_of(request)
     response = web.StreamResponse(
         headers={

@@ -25,7 +25,7 @@ from typing import Any
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from node.gateway import ROUTED, Gateway, GatewaySubscription
-from node.http_api.caller import expiry_of, name_of, peer_of, token_of
+from node.http_api.caller import name_of, peer_of, token_of
 from node.http_api.codec import compact_json, event_from_json, event_json
 from node.http_api.errors import error_body
 from node.http_api.streams import HEARTBEAT_S, OpenStreams, next_check_s, pump
@@ -217,7 +217,7 @@ class _ClientClosed(ConnectionError):
 
 async def _watch_token(gateway: Gateway, token: str | None) -> None:
     """Ends the session when its token is revoked (subscribed or not) or expires."""
-    expires_at = expiry_of(token)
+    expires_at = gateway.expires_at(token)
     changed = asyncio.Event()
     with gateway.auth.watching(changed):  # set on every change of the token state
         while True:
