@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from node.auth import Authenticator
+from node.auth import Authenticator, audit
 from node.clients import ClientRegistry
 from node.config import MAX_SUBSCRIBER_BUFFER_EVENTS, NodeConfig
 from node.direct import DirectRouter, Subscriber
@@ -264,9 +264,10 @@ class Gateway:
 
     async def delete_queue(self, access: Access, name: str) -> None:
         """Delete queue `name`, what it holds and its dead-message queue (a persistent
-        session that ended). Needs `create` on the queue: who may make it may end it."""
-        access.require_queue("create", name)
+        session that ended). Needs `admin`, as gRPC's DeleteQueue; audited the same way."""
+        access.require_admin()
         await self.queues.delete(name)
+        audit(access, "delete queue", name)
 
     @contextmanager
     def consume(
