@@ -37,6 +37,7 @@ private attributes (`_SyncObj__*`); the version is pinned in constraints.txt.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from pysyncobj import SyncObj
@@ -61,6 +62,8 @@ class PreVoteSyncObj(SyncObj):  # type: ignore[misc]  # pysyncobj has no type hi
         self._stalled = False  # this tick started late
         self._skipped_for_stall = False
         self._prevote_logged = False
+        self._election_deadline = 0.0  # pysyncobj's, behind the property below
+        self._campaign_allowed = False
         super().__init__(*args, **kwargs)
         transport = self._SyncObj__transport
         self._pysyncobj_on_message = transport._onMessageReceivedCallback
@@ -68,11 +71,26 @@ class PreVoteSyncObj(SyncObj):  # type: ignore[misc]  # pysyncobj has no type hi
 
     # ------------------------------------------------------------ the election step
 
+    # pysyncobj reads its election deadline in one place, the check in `_onTick` that
+    # makes it a candidate. It sees the real deadline only in a tick where
+    # `_before_election` allowed a campaign, and never-due otherwise: so it cannot
+    # campaign on a deadline that passed between that check and its own.
+    @property
+    def _SyncObj__raftElectionDeadline(self) -> float:
+        return self._election_deadline if self._campaign_allowed else math.inf
+
+    @_SyncObj__raftElectionDeadline.setter
+    def _SyncObj__raftElectionDeadline(self, value: float) -> None:
+        self._election_deadline = value
+
     def _onTick(self, timeToWait: float = 0.0) -> None:  # pysyncobj's name and signature
         self._note_stall()
-        if getattr(self._SyncObj__transport, "ready", False):
-            self._before_election()
-        super()._onTick(self._wait_until_deadline(timeToWait))
+        ready = getattr(self._SyncObj__transport, "ready", False)
+        self._campaign_allowed = bool(ready) and self._before_election()
+        try:
+            super()._onTick(self._wait_until_deadline(timeToWait))
+        finally:
+            self._campaign_allowed = False
 
     def _wait_until_deadline(self, tick_s: float) -> float:
         """Wake at the election deadline, not at the next tick after it.
@@ -84,7 +102,7 @@ class PreVoteSyncObj(SyncObj):  # type: ignore[misc]  # pysyncobj has no type hi
         """
         if self._SyncObj__raftState not in (_RAFT_STATE.FOLLOWER, _RAFT_STATE.CANDIDATE):
             return tick_s
-        until_deadline = self._SyncObj__raftElectionDeadline - raft_clock()
+        until_deadline = self._election_deadline - raft_clock()
         return max(0.0, min(tick_s, until_deadline)) if until_deadline > 0 else tick_s
 
     def _note_stall(self) -> None:
@@ -102,25 +120,26 @@ class PreVoteSyncObj(SyncObj):  # type: ignore[misc]  # pysyncobj has no type hi
         self._stalled = bool(self._tick_at) and now - self._tick_at > late
         self._tick_at = now
 
-    def _before_election(self) -> None:
-        """Let pysyncobj campaign only after a won pre-vote; otherwise start one."""
+    def _before_election(self) -> bool:
+        """Whether pysyncobj may campaign in this tick: only after a won pre-vote (or a
+        leadership transfer); when the deadline passed without one, start a round."""
         if self._SyncObj__selfNode is None:
-            return  # a read-only replica never campaigns
+            return False  # a read-only replica never campaigns
         if self._SyncObj__raftState not in (_RAFT_STATE.FOLLOWER, _RAFT_STATE.CANDIDATE):
-            return
+            return False
         now = raft_clock()
-        if self._SyncObj__raftElectionDeadline >= now:
-            return
+        if self._election_deadline >= now:
+            return False
         voters = self._SyncObj__otherNodes
         # A leadership transfer (the leader's `timeout_now`) campaigns at once, as before.
         if not voters or self._prevote_won or self._SyncObj__transferInProgress:
             self._prevote_won = False
-            return  # pysyncobj campaigns in this tick
+            return True  # pysyncobj campaigns in this tick
         # The deadline passed: a new pre-vote round instead of a new term.
-        self._SyncObj__raftElectionDeadline = now + self._SyncObj__generateRaftTimeout()
+        self._election_deadline = now + self._SyncObj__generateRaftTimeout()
         if self._stalled and not self._skipped_for_stall:
             self._skipped_for_stall = True
-            return  # read what waited during the stall first
+            return False  # read what waited during the stall first
         self._skipped_for_stall = False
         if not self._prevote_logged:  # once per outage of the leader, not per round
             self._prevote_logged = True
@@ -143,6 +162,7 @@ class PreVoteSyncObj(SyncObj):  # type: ignore[misc]  # pysyncobj has no type hi
         }
         for node in voters:
             self._SyncObj__transport.send(node, request)
+        return False
 
     # ------------------------------------------------------------ messages
 
@@ -200,4 +220,4 @@ class PreVoteSyncObj(SyncObj):  # type: ignore[misc]  # pysyncobj has no type hi
         voters = len(self._SyncObj__otherNodes) + 1
         if not self._prevote_won and len(self._prevote_grants) + 1 > voters / 2:
             self._prevote_won = True
-            self._SyncObj__raftElectionDeadline = 0.0  # campaign on the next tick
+            self._election_deadline = 0.0  # campaign on the next tick
