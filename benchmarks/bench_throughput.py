@@ -23,6 +23,7 @@ from typing import Any
 from common import (
     PAYLOAD,
     CpuMeter,
+    LinkedRegions,
     Node,
     OwnCpu,
     Target,
@@ -31,6 +32,7 @@ from common import (
     load,
     median_row,
     profile,
+    queue_reached,
     report_errors,
     run_async_worker,
     wait_for_quiet,
@@ -346,32 +348,61 @@ def direct_same_process_run(events: int) -> dict[str, Any]:
 
 
 def guaranteed_run(events: int, node_settings: str = "", secure: bool = False) -> dict[str, Any]:
+    """Publisher and consumer on one node."""
     wait_for_quiet()
     load_before = load()
-    with Node(node_settings, secure=secure) as node, Workers() as workers:
+    with Node(node_settings, secure=secure) as node:
+        return _guaranteed_between(node.target, node.target, {"node": node.pid}, events) | {
+            "load": load_before
+        }
 
-        async def create() -> None:
-            async with await node.target.connect() as client:
-                await client.create_queue("bench-g", ["bench/g/>"], max_depth=events * 2)
 
-        asyncio.run(create())
+def guaranteed_link_run(events: int) -> dict[str, Any]:
+    """Publisher in us, the queue and its consumer in eu, one link between them."""
+    wait_for_quiet()
+    load_before = load()
+    with LinkedRegions(("us", "eu")) as regions:
+        us, eu = regions.targets["us"], regions.targets["eu"]
+        pids = {"us": regions.pid("us"), "eu": regions.pid("eu")}
+        return _guaranteed_between(us, eu, pids, events, across_link=True) | {"load": load_before}
+
+
+def _guaranteed_between(
+    publish_at: Target,
+    queue_at: Target,
+    node_pids: dict[str, int],
+    events: int,
+    across_link: bool = False,
+) -> dict[str, Any]:
+    """Guaranteed events from a publisher process at `publish_at` into a queue at `queue_at`,
+    acked by a consumer process there; rates from the first publish to the last confirmed ack."""
+
+    async def create() -> None:
+        async with await queue_at.connect() as client:
+            await client.create_queue("bench-g", ["bench/g/>"], max_depth=events * 2)
+        if across_link:
+            await queue_reached(publish_at, "bench/g/x", "bench-g", 10.0)
+
+    asyncio.run(create())
+    with Workers() as workers:
         consumer_ready, pub_ready, go = workers.event(), workers.event(), workers.event()
-        workers.start("consumer", consumer_worker, node.target, "bench-g", events, consumer_ready)
+        workers.start("consumer", consumer_worker, queue_at, "bench-g", events, consumer_ready)
         workers.start(
             "publisher",
             guaranteed_publisher_worker,
-            node.target,
+            publish_at,
             "bench/g/x",
             events,
             pub_ready,
             go,
         )
         workers.wait(consumer_ready, pub_ready)
-        with profile("guaranteed", {"node": node.pid, **workers.pids}):
-            meter = CpuMeter(node.pid)
+        label = "guaranteed-link" if across_link else "guaranteed"
+        with profile(label, {**node_pids, **workers.pids}):
+            meters = [CpuMeter(pid) for pid in node_pids.values()]
             go.set()
             roles = _by_role(workers.collect(2))
-            node_cpu = meter.percent()
+            node_cpu = ", ".join(str(meter.percent()) for meter in meters)
     pub, con = roles["publisher"][0], roles["consumer"][0]
     return {
         "received": con["confirmed"],
@@ -382,7 +413,6 @@ def guaranteed_run(events: int, node_settings: str = "", secure: bool = False) -
         "publish_rate": _rate(events, pub["first_pub"], pub["end_pub"]),
         "node_cpu": node_cpu,
         "client_cpu": [pub["cpu"], con["cpu"]],
-        "load": load_before,
     }
 
 
@@ -446,6 +476,17 @@ def run(runs: int = RUNS) -> list[dict[str, Any]]:
         f"publisher, consumer (prefetch {CONSUMER_PREFETCH}): 2 processes",
     )
     row["refused"] = median_row(guaranteed, "end_to_end")["refused"]
+    rows.append(row)
+    linked = [guaranteed_link_run(GUARANTEED_EVENTS) for _ in range(runs)]
+    row = _row(
+        "guaranteed pub in us → queue in eu → ack",
+        linked,
+        "events/s",
+        60_000,
+        "",
+        f"publisher at us, consumer at eu (prefetch {CONSUMER_PREFETCH}): 2 processes",
+    )
+    row["refused"] = median_row(linked, "end_to_end")["refused"]
     rows.append(row)
     return rows
 

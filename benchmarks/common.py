@@ -246,6 +246,17 @@ async def interest_reached(target: Target, pattern_topic: str, region: str, time
             await asyncio.sleep(0.01)
 
 
+async def queue_reached(target: Target, topic: str, queue: str, timeout: float) -> None:
+    """Until the node at `target` would store a guaranteed event on `topic` in `queue` (in
+    whichever region holds it)."""
+    deadline = time.monotonic() + timeout
+    async with await target.connect() as client:
+        while not any(queue in r["queues"] for r in await client.explain(topic)):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{target.address} never learnt of queue {queue}")
+            await asyncio.sleep(0.01)
+
+
 # ------------------------------------------------------------------ workers
 
 
