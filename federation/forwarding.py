@@ -77,6 +77,7 @@ class GuaranteedForwarder:
         for forward in forwards:
             self.spools.released(self._peer_of[forward.link_id], size, 1)
 
-    def committed(self, forwards: Iterable[Forward]) -> None:
-        """Spooled and durable: wake the links' senders."""
-        self.spools.spooled({self._peer_of[f.link_id] for f in forwards})
+    def committed(self, forwards: Iterable[tuple[Forward, bytes]]) -> None:
+        """Spooled and durable ((its place, the stored event) each): on to the links' senders."""
+        peer_of = self._peer_of
+        self.spools.spooled((peer_of[f.link_id], f, data) for f, data in forwards)

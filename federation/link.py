@@ -32,6 +32,7 @@ from federation.link_protocol import (
     Trim,
 )
 from federation.mesh import Mesh
+from federation.spool_tail import guaranteed_frame
 from federation.spools import LinkSpools
 from plexus.errors import PlexusError
 from plexus.v1 import link_pb2 as lpb
@@ -363,7 +364,6 @@ class LinkSession:
 
     async def _send_spooled(self) -> None:
         link = self.spools.links[self.peer]
-        store = self.spools.store
         while True:
             room = self.protocol.room()
             if room <= 0:
@@ -371,36 +371,39 @@ class LinkSession:
                 await self._room.wait()
                 continue
             link.changed.clear()  # before reading, so no commit after the read is missed
-            batch = await asyncio.to_thread(
-                store.read_spool,
-                link.link_id,
-                self.protocol.sent_upto,
-                min(room, SPOOL_READ),
-                self.protocol.room_bytes(),
-            )
-            if not batch:
+            after, limit = self.protocol.sent_upto, min(room, SPOOL_READ)
+            events = link.tail.take(after, limit, self.protocol.room_bytes())
+            if events is None:
+                events, upto = await self._read_spool(link.link_id, after, limit)
+            else:
+                upto = events[-1][0] if events else after
+            if upto == after:
                 await link.changed.wait()
                 continue
-            events = []
-            size = 0
-            for item in batch:
-                if item.data is None:
-                    continue
-                event = lpb.GuaranteedEvent.FromString(item.envelope)
-                event.link_seq, event.event = item.link_seq, item.data
-                events.append(event)
-                size += len(item.data) + len(item.envelope)
-            if len(events) < len(batch):
-                log.warning(
-                    "link %s: %d spooled events are missing from the store and were skipped "
-                    "(spooled before spool entries counted in an event's references)",
-                    self.peer,
-                    len(batch) - len(events),
-                )
-            self.protocol.sent(batch[-1].link_seq, size)
+            size = sum(len(envelope) + len(data) for _seq, envelope, data in events)
+            self.protocol.sent(upto, size)
             self.rate_out.add(len(events), size)
             if events:
-                self.send(lpb.LinkFrame(guaranteed=lpb.GuaranteedBatch(events=events)))
+                self.send(guaranteed_frame(events))
+
+    async def _read_spool(
+        self, link_id: int, after: int, limit: int
+    ) -> tuple[list[tuple[int, bytes, bytes]], int]:
+        """Spooled events after link seq `after` from disk, and the last link seq read."""
+        batch = await asyncio.to_thread(
+            self.spools.store.read_spool, link_id, after, limit, self.protocol.room_bytes()
+        )
+        if not batch:
+            return [], after
+        events = [(e.link_seq, e.envelope, e.data) for e in batch if e.data is not None]
+        if len(events) < len(batch):
+            log.warning(
+                "link %s: %d spooled events are missing from the store and were skipped "
+                "(spooled before spool entries counted in an event's references)",
+                self.peer,
+                len(batch) - len(events),
+            )
+        return events, batch[-1].link_seq
 
     def _outbox_has_refusal(self) -> bool:
         return any(f.WhichOneof("frame") == "refusal" for f in self._outbox)

@@ -10,6 +10,7 @@ quota, and a wake-up for the link's sender when something new is spooled.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -18,6 +19,7 @@ from typing import Any
 
 import lmdb
 
+from federation.spool_tail import SpoolTail
 from federation.topology import ClusterSettings
 from plexus.errors import SpoolFull
 from plexus.v1 import link_pb2 as lpb
@@ -52,6 +54,8 @@ class LinkSpool:
     shedding: bool = False
     # Over SPOOL_HIGH_FRACTION of the quota (and not yet back under the re-arm mark).
     high: bool = False
+    # What was just committed, for a sender that keeps up.
+    tail: SpoolTail = field(default_factory=SpoolTail)
 
 
 class LinkSpools:
@@ -146,6 +150,7 @@ class LinkSpools:
                 count, size = await self.commit(drop)
             finally:
                 link.shedding = False
+            link.tail.clear()  # the oldest may be what the tail holds next
             link.discarded += count
             self.released(link.peer, size, count)
             log.warning(
@@ -187,10 +192,19 @@ class LinkSpools:
             extra={"event": "spool_high", "peer": link.peer, "bytes": link.bytes, "quota": quota},
         )
 
-    def spooled(self, peers: set[str]) -> None:
-        """New events are committed in these spools: wake their senders."""
-        for peer in peers:
-            self.links[peer].changed.set()
+    def spooled(self, committed: Iterable[tuple[str, Forward, bytes]]) -> None:
+        """New events are committed in these spools ((peer, its place, the event)): keep
+        them for the senders, and wake them."""
+        links = self.links
+        woken: set[str] = set()
+        for peer, forward, data in committed:
+            link = links.get(peer)
+            if link is None:  # the link left the cluster meanwhile
+                continue
+            link.tail.append(forward.link_seq, forward.envelope, data)
+            if peer not in woken:
+                woken.add(peer)
+                link.changed.set()
 
     def oldest_age_ms(self, peer: str) -> int:
         link = self.links.get(peer)
@@ -199,6 +213,11 @@ class LinkSpools:
         return int((time.monotonic() - link.oldest_s) * 1000)
 
 
+# Envelopes repeat: events on one topic take the same route until interest or links change.
+ENVELOPE_CACHE = 4096
+
+
+@functools.lru_cache(maxsize=ENVELOPE_CACHE)
 def envelope(destinations: frozenset[str], visited: frozenset[str], topic: str) -> bytes:
     """What a link sends along with a spooled event, stored with it."""
     return lpb.GuaranteedEvent(

@@ -94,7 +94,7 @@ class Forwarding(Protocol):
 
     def release(self, forwards: Iterable[Forward], size: int) -> None: ...
 
-    def committed(self, forwards: Iterable[Forward]) -> None: ...
+    def committed(self, forwards: Iterable[tuple[Forward, bytes]]) -> None: ...
 
 
 class NoForwarding:
@@ -115,7 +115,7 @@ class NoForwarding:
     def release(self, forwards: Iterable[Forward], size: int) -> None:
         pass
 
-    def committed(self, forwards: Iterable[Forward]) -> None:
+    def committed(self, forwards: Iterable[tuple[Forward, bytes]]) -> None:
         pass
 
 
@@ -506,10 +506,10 @@ class Publisher:
     def _landed(self, pending: list[_Pending]) -> None:
         """Committed: queues take their entries, links their spooled events."""
         by_queue: dict[Queue, list[Entry]] = {}
-        forwards = []
+        forwards: list[tuple[Forward, bytes]] = []
         for p in pending:
             seq, data, _ids, expires, size, forwarded = p.stored
-            forwards.extend(forwarded)
+            forwards.extend((forward, data) for forward in forwarded)
             for queue in p.queues:
                 entry = Entry(seq, size, expires, data=data)
                 by_queue.setdefault(queue, []).append(entry)

@@ -6,10 +6,11 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# The contract every layer may use: generated code, topic grammar (MQTT's mapping onto it
-# included), errors, tokens.
+# The contract every layer may use: generated code and its wire encoding, topic grammar
+# (MQTT's mapping onto it included), errors, tokens.
 CONTRACT = (
     "plexus.v1",
+    "plexus.wire",
     "plexus.topics",
     "plexus.mqtt_topics",
     "plexus.errors",
