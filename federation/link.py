@@ -357,10 +357,14 @@ class LinkSession:
 
     async def _send_spool(self) -> None:
         """Send spooled guaranteed events in order, as fast as the peer acks them."""
+        tail = self.spools.links[self.peer].tail
+        tail.sender_started()
         try:
             await self._send_spooled()
         except Exception:
             self._bug("sending the spool")
+        finally:
+            tail.sender_stopped()
 
     async def _send_spooled(self) -> None:
         link = self.spools.links[self.peer]

@@ -17,8 +17,14 @@ def event(n: int) -> tuple[int, bytes, bytes]:
     return n, b"env", pb.Event(topic="t", payload=b"x" * n).SerializeToString()
 
 
-def test_the_sender_takes_what_follows_what_it_sent() -> None:
+def running() -> SpoolTail:
     tail = SpoolTail()
+    tail.sender_started()
+    return tail
+
+
+def test_the_sender_takes_what_follows_what_it_sent() -> None:
+    tail = running()
     for n in range(1, 6):
         tail.append(*event(n))
     assert [e[0] for e in tail.take(after=2, limit=2, max_bytes=1 << 20) or []] == [3, 4]
@@ -26,7 +32,7 @@ def test_the_sender_takes_what_follows_what_it_sent() -> None:
 
 
 def test_a_sender_behind_the_tail_reads_the_disk() -> None:
-    tail = SpoolTail()
+    tail = running()
     for n in range(10, 13):
         tail.append(*event(n))
     # A new stream resumes from the peer's mark (5): events 6-9 are only on disk.
@@ -35,28 +41,42 @@ def test_a_sender_behind_the_tail_reads_the_disk() -> None:
 
 
 def test_a_gap_left_by_a_failed_commit_restarts_the_tail() -> None:
-    tail = SpoolTail()
+    tail = running()
     tail.append(*event(1))
     tail.append(*event(3))  # 2's commit failed: the disk decides what comes after 1
     assert tail.take(after=1, limit=10, max_bytes=1 << 20) is None
     assert [e[0] for e in tail.take(after=2, limit=10, max_bytes=1 << 20) or []] == [3]
 
 
-def test_a_sender_not_keeping_up_leaves_a_bounded_tail(monkeypatch) -> None:
+def test_a_sender_behind_finds_the_newest_in_a_bounded_tail(monkeypatch) -> None:
     monkeypatch.setattr(spool_tail, "TAIL_MAX_EVENTS", 3)
-    tail = SpoolTail()
+    tail = running()
     for n in range(1, 8):
         tail.append(*event(n))
-    assert len(tail) <= 3
-    assert tail.take(after=0, limit=10, max_bytes=1 << 20) is None
+    assert len(tail) == 3
+    assert tail.take(after=0, limit=10, max_bytes=1 << 20) is None  # 1-4: from disk
+    assert [e[0] for e in tail.take(after=4, limit=10, max_bytes=1 << 20) or []] == [5, 6, 7]
 
 
 def test_a_take_stops_at_the_byte_bound_but_takes_at_least_one() -> None:
-    tail = SpoolTail()
+    tail = running()
     for n in range(1, 4):
         tail.append(n, b"", b"x" * 100)
     assert [e[0] for e in tail.take(after=0, limit=10, max_bytes=150) or []] == [1, 2]
     assert [e[0] for e in tail.take(after=2, limit=10, max_bytes=1) or []] == [3]
+
+
+def test_a_link_without_a_running_sender_keeps_nothing() -> None:
+    tail = SpoolTail()
+    tail.append(*event(1))
+    assert len(tail) == 0
+    tail.sender_started()
+    tail.sender_started()  # a new stream's sender, while the old one winds down
+    tail.append(*event(1))
+    tail.sender_stopped()
+    assert len(tail) == 1
+    tail.sender_stopped()
+    assert len(tail) == 0
 
 
 @given(
