@@ -21,7 +21,7 @@ loop owns it).
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from itertools import chain, islice
 from typing import Any, Generic, TypeVar
 
@@ -49,6 +49,14 @@ V = TypeVar("V", bound=Hashable)
 # up to the match cache's size of distinct stems, and at least DEFAULT_STEMS.
 STEM_LEVELS = 2
 DEFAULT_STEMS = 4_096
+# The merged literal maps of the memo's node sets (`_Stem`) hold at most this many
+# entries, or twice the index's entries if more.
+MIN_MERGED_ENTRIES = 65_536
+
+# What a trie node's dicts are until something is put in them: most nodes are leaves,
+# and one shared empty dict, hot in the CPU's cache, is cheaper to look into than a
+# dict of their own. Never written to: `add` replaces it first.
+_NOTHING: dict[Any, Any] = {}
 
 # Keys the topic ending at a node of a `_TopicTree`; no level is empty.
 _END = ""
@@ -222,23 +230,47 @@ def pattern_matches(pattern: str, topic: str) -> bool:
 class _Node(Generic[V]):
     """One level of the trie: children by kind, and the values of patterns ending here."""
 
-    __slots__ = ("literals", "prefixes", "rest", "star", "values")
+    __slots__ = (
+        "literals",
+        "prefixes",
+        "rest",
+        "rest_tuple",
+        "star",
+        "stems",
+        "values",
+        "values_tuple",
+    )
 
     def __init__(self) -> None:
-        self.literals: dict[str, _Node[V]] = {}
+        self.literals: dict[str, _Node[V]] = _NOTHING
         # `*` gets its own slot rather than prefixes[""]: it is by far the most
         # common wildcard and a slot read is cheaper than a dict probe.
         self.star: _Node[V] | None = None
         # `ord*` -> child, keyed by the prefix without the `*`.
-        self.prefixes: dict[str, _Node[V]] = {}
+        self.prefixes: dict[str, _Node[V]] = _NOTHING
         # Values of patterns ending here. Dicts (not sets) so that match
         # results keep a stable insertion order.
-        self.values: dict[V, None] = {}
+        self.values: dict[V, None] = _NOTHING
         # Values of patterns ending in `/>` after this node.
-        self.rest: dict[V, None] = {}
+        self.rest: dict[V, None] = _NOTHING
+        # `values` and `rest` as tuples, made when a match first needs them after a
+        # change (None until then): a match then joins tuples, or returns one as is.
+        self.values_tuple: tuple[V, ...] | None = None
+        self.rest_tuple: tuple[V, ...] | None = None
+        # The memo's node sets this node is in (set at depth STEM_LEVELS only), to
+        # update when a child is added or removed here.
+        self.stems: list[_Stem[V]] | None = None
 
     def is_empty(self) -> bool:
         return not (self.literals or self.star or self.prefixes or self.values or self.rest)
+
+    def fresh_values(self) -> tuple[V, ...]:
+        found = self.values_tuple = tuple(self.values)
+        return found
+
+    def fresh_rest(self) -> tuple[V, ...]:
+        found = self.rest_tuple = tuple(self.rest)
+        return found
 
 
 class _TopicTree:
@@ -363,11 +395,13 @@ class SubscriptionTrie(Generic[V]):
         "_cached_topics",
         "_count",
         "_generation",
+        "_merged_entries",
         "_missed_once",
         "_patterns",
         "_patterns_of",
         "_root",
         "_shared",
+        "_stem_sets",
         "_stems",
         "_stems_size",
         "_uncounted_topics",
@@ -396,10 +430,14 @@ class SubscriptionTrie(Generic[V]):
         # more than one (only then may a match find a value twice).
         self._patterns_of: dict[V, int] = {}
         self._shared = 0
-        # A topic's first STEM_LEVELS levels -> the walk's nodes and values after them
-        # (see `_walk`); emptied by every change to the index.
-        self._stems: dict[str, tuple[list[_Node[V]], list[dict[V, None]]]] = {}
+        # A topic's first STEM_LEVELS levels -> the `/>` values passed on the way and
+        # the set of nodes reached (see `_walk`), interned in `_stem_sets` by the
+        # nodes' ids; each holds at most `_stems_size` entries. A change below
+        # the stems updates the node sets it touches; one within them drops both.
+        self._stems: dict[str, tuple[list[tuple[V, ...]], _Stem[V] | None]] = {}
+        self._stem_sets: dict[tuple[int, ...], _Stem[V]] = {}
         self._stems_size = max(cache_size, DEFAULT_STEMS)
+        self._merged_entries = 0
 
     # -- reading ----------------------------------------------------------
 
@@ -436,28 +474,43 @@ class SubscriptionTrie(Generic[V]):
             rest = True
         else:
             rest = False
-        for level in levels:
+        # The first node created on the way down: (its depth, its parent, its level).
+        created: tuple[int, _Node[V], str] | None = None
+        for depth, level in enumerate(levels, 1):
             if level == WILDCARD_ONE:
-                if node.star is None:
-                    node.star = _Node()
-                node = node.star
+                child = node.star
+                if child is None:
+                    child = node.star = _Node()
+                    created = created or (depth, node, level)
             elif level[-1] == WILDCARD_ONE:
                 prefix = level[:-1]
                 child = node.prefixes.get(prefix)
                 if child is None:
+                    if node.prefixes is _NOTHING:
+                        node.prefixes = {}
                     child = node.prefixes[prefix] = _Node()
-                node = child
+                    created = created or (depth, node, level)
             else:
                 child = node.literals.get(level)
                 if child is None:
+                    if node.literals is _NOTHING:
+                        node.literals = {}
                     child = node.literals[level] = _Node()
-                node = child
+                    created = created or (depth, node, level)
+            node = child
         bucket = node.rest if rest else node.values
         if value in bucket:
             # Nodes created on the way down are impossible here: the entry
             # exists, so its whole path did already.
             return False
+        if bucket is _NOTHING:
+            bucket = {}
+            if rest:
+                node.rest = bucket
+            else:
+                node.values = bucket
         bucket[value] = None
+        self._reshaped(created, node, rest, len(levels))
         self._count += 1
         held = self._patterns_of[value] = self._patterns_of.get(value, 0) + 1
         if held == 2:
@@ -507,26 +560,86 @@ class SubscriptionTrie(Generic[V]):
             self._patterns[pattern] = left
         else:
             del self._patterns[pattern]
-        for parent, level in reversed(path):
+        end = node
+        # The topmost node pruned: (its depth, its parent, its level).
+        pruned: tuple[int, _Node[V], str] | None = None
+        for depth in range(len(path), 0, -1):
             if not node.is_empty():
                 break
+            parent, level = path[depth - 1]
             if level == WILDCARD_ONE:
                 parent.star = None
             elif level[-1] == WILDCARD_ONE:
                 del parent.prefixes[level[:-1]]
             else:
                 del parent.literals[level]
+            pruned = (depth, parent, level)
             node = parent
+        self._reshaped(pruned, end, rest, len(levels))
         self._evict(pattern, levels, rest)
         return True
 
     # -- internals --------------------------------------------------------
 
+    def _reshaped(
+        self, moved: tuple[int, _Node[V], str] | None, end: _Node[V], rest: bool, depth: int
+    ) -> None:
+        """Bring the stem memo up to date after an entry was added or removed at `end`
+        (at `depth`, in its `rest` or `values`); `moved`: the topmost node created or
+        pruned on the way (depth, parent, level), if any."""
+        if moved is not None:
+            moved_depth, parent, level = moved
+            if moved_depth <= STEM_LEVELS:
+                # The node sets reached by the stems change.
+                self._drop_stems()
+                return
+            if moved_depth == STEM_LEVELS + 1 and parent.stems:
+                for stem in parent.stems:
+                    self._merged_entries += stem.child_moved(parent, level)
+        if rest:
+            end.rest_tuple = None
+            if depth < STEM_LEVELS:
+                self._stems.clear()  # they hold these values (not their node sets)
+            elif depth == STEM_LEVELS and end.stems:
+                for stem in end.stems:
+                    stem.refresh_rest()
+        else:
+            end.values_tuple = None
+
+    def _drop_stems(self) -> None:
+        for stem in self._stem_sets.values():
+            for node in stem.nodes:
+                node.stems = None
+        self._stem_sets.clear()
+        self._stems.clear()
+        self._merged_entries = 0
+
+    def _stem(self, stem: str, levels: list[str]) -> tuple[list[tuple[V, ...]], _Stem[V] | None]:
+        """The memo's entry for `stem` (a topic's first STEM_LEVELS `levels`), made."""
+        nodes, found = _advance([self._root], [], levels[:STEM_LEVELS])
+        state: _Stem[V] | None = None
+        if nodes:
+            key = tuple(map(id, nodes))
+            state = self._stem_sets.get(key)
+            if state is None:
+                if len(self._stem_sets) >= self._stems_size:
+                    self._drop_stems()
+                budget = max(MIN_MERGED_ENTRIES, 2 * self._count) - self._merged_entries
+                state = self._stem_sets[key] = _Stem(nodes, budget)
+                self._merged_entries += state.merged_entries()
+                for node in nodes:
+                    if node.stems is None:
+                        node.stems = []
+                    node.stems.append(state)
+        memo = self._stems
+        if len(memo) >= self._stems_size:
+            memo.clear()
+        entry = memo[stem] = (found, state)
+        return entry
+
     def _evict(self, pattern: str, levels: list[str], rest: bool) -> None:
         """Drop the cached topics that `pattern` matches (its `levels`, then `/>` if `rest`)."""
         self._generation += 1
-        if self._stems:
-            self._stems.clear()
         cache = self._cache
         if not cache:
             return
@@ -583,43 +696,131 @@ class SubscriptionTrie(Generic[V]):
         starts every order from one region), and those levels are where the
         walk fans out most (the root's prefix wildcards, then one branch per
         wildcard), so the walk's state after the first two levels is memoised
-        by them, until the index changes.
+        by them, with the next level's literals of all its nodes in one map.
         """
         levels = topic.split(SEPARATOR)
+        nodes: Sequence[_Node[V]]
         if len(levels) <= STEM_LEVELS:
             nodes, found = _advance([self._root], [], levels)
         else:
-            stem = levels[0] + SEPARATOR + levels[1]
-            memo = self._stems
-            state = memo.get(stem)
-            if state is None:
-                if len(memo) >= self._stems_size:
-                    memo.clear()
-                state = memo[stem] = _advance([self._root], [], levels[:STEM_LEVELS])
-            nodes, stem_found = state
-            found = stem_found.copy()
-            if nodes:
-                nodes, found = _advance(nodes, found, levels[STEM_LEVELS:])
+            key = levels[0] + SEPARATOR + levels[1]
+            found, stem = self._stems.get(key) or self._stem(key, levels)
+            if stem is None:
+                nodes = ()
+            elif stem.merged is None:
+                nodes, found = _advance(stem.nodes, found.copy(), levels[STEM_LEVELS:])
+            else:
+                found = found + stem.rest
+                nodes = stem.step(levels[STEM_LEVELS])
+                if nodes and len(levels) > STEM_LEVELS + 1:
+                    nodes, found = _advance(nodes, found, levels[STEM_LEVELS + 1 :])
         for node in nodes:
             if node.values:
-                found.append(node.values)
+                found.append(node.values_tuple or node.fresh_values())
         if len(found) <= 1:
-            return tuple(found[0]) if found else ()
+            # One pattern's values, as they are: nothing to build.
+            return found[0] if found else ()
+        if len(found) == 2 and not self._shared:
+            return found[0] + found[1]
         values = chain.from_iterable(found)
         # A value held under one pattern only can match once: no need to dedup.
         return tuple(dict.fromkeys(values) if self._shared else values)
 
 
+class _Stem(Generic[V]):
+    """The nodes a walk reaches after a topic's first STEM_LEVELS levels, with their
+    literal children merged by level, so that the next level costs one probe however
+    many nodes there are (a state of a lazily built DFA). The trie updates it when a
+    child of one of its nodes is added or removed, or their `/>` values change."""
+
+    __slots__ = ("merged", "nodes", "prefixes", "rest", "stars")
+
+    def __init__(self, nodes: list[_Node[V]], budget: int) -> None:
+        """`budget`: how many merged entries it may hold."""
+        self.nodes = nodes
+        self.rest: list[tuple[V, ...]] = []
+        self.refresh_rest()
+        self.stars: tuple[_Node[V], ...] = ()
+        self.prefixes: dict[str, tuple[_Node[V], ...]] = {}
+        self._refresh_wildcards()
+        # level -> the children of `nodes` with that literal; None when fewer than two
+        # of them have literals (one probe either way) or the budget is spent.
+        self.merged: dict[str, tuple[_Node[V], ...]] | None = None
+        with_literals = [node.literals for node in nodes if node.literals]
+        if len(with_literals) > 1 and sum(map(len, with_literals)) <= budget:
+            merged: dict[str, tuple[_Node[V], ...]] = {}
+            for literals in with_literals:
+                for level, child in literals.items():
+                    held = merged.get(level)
+                    merged[level] = (child,) if held is None else (*held, child)
+            self.merged = merged
+
+    def merged_entries(self) -> int:
+        return 0 if self.merged is None else len(self.merged)
+
+    def step(self, level: str) -> Sequence[_Node[V]]:
+        """The nodes reached from `nodes` by `level` (when `merged` is held)."""
+        assert self.merged is not None
+        children = self.merged.get(level)
+        following = self.stars if children is None else children + self.stars
+        prefixes = self.prefixes
+        if not prefixes:
+            return following
+        reached = list(following)
+        if len(prefixes) <= len(level):
+            for prefix, held in prefixes.items():
+                if level.startswith(prefix):
+                    reached.extend(held)
+        else:
+            for end in range(1, len(level) + 1):
+                held = prefixes.get(level[:end])
+                if held is not None:
+                    reached.extend(held)
+        return reached
+
+    def refresh_rest(self) -> None:
+        self.rest = [node.rest_tuple or node.fresh_rest() for node in self.nodes if node.rest]
+
+    def child_moved(self, parent: _Node[V], level: str) -> int:
+        """Follow a child added to or removed from `parent` (one of `nodes`) at `level`
+        (a pattern's level); the change in the number of merged entries."""
+        if level[-1] == WILDCARD_ONE:
+            self._refresh_wildcards()
+            return 0
+        merged = self.merged
+        if merged is None:
+            return 0
+        held = level in merged
+        children = tuple(
+            child
+            for child in (node.literals.get(level) for node in self.nodes)
+            if child is not None
+        )
+        if children:
+            merged[level] = children
+        else:
+            merged.pop(level, None)
+        return bool(children) - held
+
+    def _refresh_wildcards(self) -> None:
+        self.stars = tuple(node.star for node in self.nodes if node.star is not None)
+        prefixes: dict[str, tuple[_Node[V], ...]] = {}
+        for node in self.nodes:
+            for prefix, child in node.prefixes.items():
+                prefixes[prefix] = (*prefixes.get(prefix, ()), child)
+        self.prefixes = prefixes
+
+
 def _advance(
-    nodes: list[_Node[V]], found: list[dict[V, None]], levels: list[str]
-) -> tuple[list[_Node[V]], list[dict[V, None]]]:
-    """The nodes reached from `nodes` by `levels`, and `found` plus the values (a dict
+    nodes: Sequence[_Node[V]], found: list[tuple[V, ...]], levels: list[str]
+) -> tuple[Sequence[_Node[V]], list[tuple[V, ...]]]:
+    """The nodes reached from `nodes` by `levels`, and `found` plus the values (a tuple
     each) of `/>` patterns passed on the way (each has at least one level after it)."""
     for level in levels:
         following: list[_Node[V]] = []
         for node in nodes:
             if node.rest:
-                found.append(node.rest)
+                found.append(node.rest_tuple or node.fresh_rest())
             child = node.literals.get(level)
             if child is not None:
                 following.append(child)
