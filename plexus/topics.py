@@ -45,13 +45,8 @@ WILDCARD_REST = ">"
 
 V = TypeVar("V", bound=Hashable)
 
-# The walk's state after a topic's first levels is memoised (SubscriptionTrie._walk), for
-# up to the match cache's size of distinct stems, and at least DEFAULT_STEMS.
+# The walk's state after a topic's first levels is memoised (SubscriptionTrie._walk).
 STEM_LEVELS = 2
-DEFAULT_STEMS = 4_096
-# The merged literal maps of the memo's node sets (`_Stem`) hold at most this many
-# entries, or twice the index's entries if more.
-MIN_MERGED_ENTRIES = 65_536
 
 # What a trie node's dicts are until something is put in them: most nodes are leaves,
 # and one shared empty dict, hot in the CPU's cache, is cheaper to look into than a
@@ -388,6 +383,11 @@ class SubscriptionTrie(Generic[V]):
     """
 
     DEFAULT_CACHE_SIZE = 32_768
+    # The stem memo holds up to the match cache's size of stems and of node sets, and
+    # at least DEFAULT_STEMS; the node sets' merged maps at most MIN_MERGED_ENTRIES
+    # entries, or twice the index's entries if more.
+    DEFAULT_STEMS = 4_096
+    MIN_MERGED_ENTRIES = 65_536
 
     __slots__ = (
         "_cache",
@@ -436,7 +436,7 @@ class SubscriptionTrie(Generic[V]):
         # the stems updates the node sets it touches; one within them drops both.
         self._stems: dict[str, tuple[list[tuple[V, ...]], _Stem[V] | None]] = {}
         self._stem_sets: dict[tuple[int, ...], _Stem[V]] = {}
-        self._stems_size = max(cache_size, DEFAULT_STEMS)
+        self._stems_size = max(cache_size, self.DEFAULT_STEMS)
         self._merged_entries = 0
 
     # -- reading ----------------------------------------------------------
@@ -573,6 +573,8 @@ class SubscriptionTrie(Generic[V]):
                 del parent.prefixes[level[:-1]]
             else:
                 del parent.literals[level]
+            if depth == STEM_LEVELS and node.stems:
+                self._retire(node)
             pruned = (depth, parent, level)
             node = parent
         self._reshaped(pruned, end, rest, len(levels))
@@ -590,10 +592,10 @@ class SubscriptionTrie(Generic[V]):
         if moved is not None:
             moved_depth, parent, level = moved
             if moved_depth <= STEM_LEVELS:
-                # The node sets reached by the stems change.
-                self._drop_stems()
-                return
-            if moved_depth == STEM_LEVELS + 1 and parent.stems:
+                # The node sets the stems reach change (the sets interned stay right:
+                # a set with a pruned node was retired).
+                self._stems.clear()
+            elif moved_depth == STEM_LEVELS + 1 and parent.stems:
                 for stem in parent.stems:
                     self._merged_entries += stem.child_moved(parent, level)
         if rest:
@@ -605,6 +607,22 @@ class SubscriptionTrie(Generic[V]):
                     stem.refresh_rest()
         else:
             end.values_tuple = None
+        if self._merged_entries > self._merged_budget():
+            self._drop_stems()
+
+    def _merged_budget(self) -> int:
+        return max(self.MIN_MERGED_ENTRIES, 2 * self._count)
+
+    def _retire(self, pruned: _Node[V]) -> None:
+        """Forget the interned node sets that hold `pruned`, a node just pruned at depth
+        STEM_LEVELS."""
+        for stem in pruned.stems or ():
+            del self._stem_sets[stem.key()]
+            self._merged_entries -= stem.merged_entries()
+            for node in stem.nodes:
+                if node is not pruned and node.stems is not None:
+                    node.stems.remove(stem)
+        pruned.stems = None
 
     def _drop_stems(self) -> None:
         for stem in self._stem_sets.values():
@@ -619,12 +637,12 @@ class SubscriptionTrie(Generic[V]):
         nodes, found = _advance([self._root], [], levels[:STEM_LEVELS])
         state: _Stem[V] | None = None
         if nodes:
-            key = tuple(map(id, nodes))
+            key = _Stem.key_of(nodes)
             state = self._stem_sets.get(key)
             if state is None:
                 if len(self._stem_sets) >= self._stems_size:
                     self._drop_stems()
-                budget = max(MIN_MERGED_ENTRIES, 2 * self._count) - self._merged_entries
+                budget = self._merged_budget() - self._merged_entries
                 state = self._stem_sets[key] = _Stem(nodes, budget)
                 self._merged_entries += state.merged_entries()
                 for node in nodes:
@@ -757,6 +775,15 @@ class _Stem(Generic[V]):
 
     def merged_entries(self) -> int:
         return 0 if self.merged is None else len(self.merged)
+
+    def key(self) -> tuple[int, ...]:
+        return self.key_of(self.nodes)
+
+    @staticmethod
+    def key_of(nodes: Sequence[_Node[Any]]) -> tuple[int, ...]:
+        """What the trie interns a node set by: the nodes' ids (a `_Stem` holds them, so
+        no id is reused while it is interned)."""
+        return tuple(map(id, nodes))
 
     def step(self, level: str) -> Sequence[_Node[V]]:
         """The nodes reached from `nodes` by `level` (when `merged` is held)."""

@@ -9,8 +9,12 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
 
 from plexus.errors import InvalidPattern, InvalidTopic
 from plexus.topics import (
+    _NOTHING,
     MAX_TOPIC_BYTES,
+    STEM_LEVELS,
     SubscriptionTrie,
+    _advance,
+    _Node,
     _TopicTree,
     pattern_matches,
     validate_pattern,
@@ -341,6 +345,11 @@ class TrieMachine(RuleBasedStateMachine):
         self.model.add((pattern, value))
         return (pattern, value)
 
+    @rule(target=added, entry=added, value=st.integers(0, 3))
+    def add_beside(self, entry: tuple[str, int], value: int) -> tuple[str, int]:
+        # Another value for a pattern held: its node's values change, not its shape.
+        return self.add(entry[0], value)
+
     @rule(entry=added)
     def remove_added(self, entry: tuple[str, int]) -> None:
         assert self.trie.remove(*entry) == (entry in self.model)
@@ -397,6 +406,135 @@ TestRoomyCacheTrieMachine = RoomyCacheTrieMachine.TestCase
 TestRoomyCacheTrieMachine.settings = settings(
     deadline=None, max_examples=100, stateful_step_count=60
 )
+
+
+class TinyMemoTrie(SubscriptionTrie[int]):
+    """Bounds small enough for the stem memo to fill, drop and run out of budget."""
+
+    DEFAULT_STEMS = 3
+    MIN_MERGED_ENTRIES = 4
+
+
+def _trie_nodes(node: _Node[int]) -> list[_Node[int]]:
+    found = [node]
+    children = [*node.literals.values(), *node.prefixes.values()]
+    if node.star is not None:
+        children.append(node.star)
+    for child in children:
+        found.extend(_trie_nodes(child))
+    return found
+
+
+def assert_stem_memo_is_current(trie: SubscriptionTrie[int]) -> None:
+    """Every memoised stem and node set is what a fresh walk of the index would make,
+    and the memo is within its bounds."""
+    assert not _NOTHING  # the shared empty dict of every node was never written to
+    for stem, (found, state) in trie._stems.items():
+        nodes, fresh = _advance([trie._root], [], stem.split("/"))
+        assert found == fresh
+        assert (state is None) == (not nodes)
+        if state is not None:
+            assert [id(n) for n in state.nodes] == [id(n) for n in nodes]
+    interned = trie._stem_sets
+    for key, state in interned.items():
+        assert key == state.key()
+        assert state.rest == [tuple(n.rest) for n in state.nodes if n.rest]
+        assert {id(n) for n in state.stars} == {
+            id(n.star) for n in state.nodes if n.star is not None
+        }
+        prefixes = {p: {id(c) for c in held} for p, held in state.prefixes.items()}
+        want: dict[str, set[int]] = {}
+        for node in state.nodes:
+            for prefix, child in node.prefixes.items():
+                want.setdefault(prefix, set()).add(id(child))
+        assert prefixes == want
+        if state.merged is not None:
+            merged = {level: {id(c) for c in held} for level, held in state.merged.items()}
+            want = {}
+            for node in state.nodes:
+                for level, child in node.literals.items():
+                    want.setdefault(level, set()).add(id(child))
+            assert merged == want
+    assert trie._merged_entries == sum(s.merged_entries() for s in interned.values())
+    assert trie._merged_entries <= max(trie.MIN_MERGED_ENTRIES, 2 * len(trie))
+    assert len(trie._stems) <= trie._stems_size
+    assert len(interned) <= trie._stems_size
+    # Each node lists exactly the interned node sets it is in.
+    for node in _trie_nodes(trie._root):
+        held = [id(s) for s in node.stems or ()]
+        assert sorted(held) == sorted(id(s) for s in interned.values() if node in s.nodes)
+
+
+# Fewer levels, and patterns and topics deeper than the stems: node sets of several
+# nodes, and changes below them, are common.
+deep_levels = st.sampled_from(LEVELS[:3])
+deep_topics = st.lists(deep_levels, min_size=STEM_LEVELS + 1, max_size=4).map("/".join)
+
+
+@st.composite
+def deep_patterns(draw: st.DrawFn) -> str:
+    level = st.one_of(deep_levels, st.just("*"), st.just("a*"))
+    levels = draw(st.lists(level, min_size=STEM_LEVELS, max_size=4))
+    if draw(st.booleans()):
+        levels.append(">")
+    return "/".join(levels)
+
+
+class StemMemoMachine(TrieMachine):
+    """Random adds, removes and matches with a stem memo that overflows and runs out of
+    merged entries, checked against the reference and against a fresh walk."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trie = TinyMemoTrie(cache_size=0)
+
+    @rule(target=TrieMachine.added, pattern=deep_patterns(), value=st.integers(0, 3))
+    def add_deep(self, pattern: str, value: int) -> tuple[str, int]:
+        return self.add(pattern, value)
+
+    @rule(topic=deep_topics)
+    def match_deep(self, topic: str) -> None:
+        self.match(topic)
+
+    @invariant()
+    def memo_is_current(self) -> None:
+        assert_stem_memo_is_current(self.trie)
+
+
+TestStemMemoMachine = StemMemoMachine.TestCase
+TestStemMemoMachine.settings = settings(deadline=None, max_examples=150, stateful_step_count=60)
+
+
+class RoomyStemMemoMachine(StemMemoMachine):
+    """The same with room for every stem: node sets live through many changes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trie = SubscriptionTrie(cache_size=0)
+
+
+TestRoomyStemMemoMachine = RoomyStemMemoMachine.TestCase
+TestRoomyStemMemoMachine.settings = settings(
+    deadline=None, max_examples=150, stateful_step_count=60
+)
+
+
+def test_stem_memo_stays_bounded_under_one_off_topics_and_patterns() -> None:
+    trie: SubscriptionTrie[int] = SubscriptionTrie(cache_size=0)
+    trie.add("inbox/*/>", 0)
+    trie.add("orders/*/created", 1)
+    trie.add("orders/us/>", 2)
+    for i in range(3 * trie.DEFAULT_STEMS):
+        # A one-off id in the stem: one stem each, all of them one node set.
+        assert trie.match(f"orders/{i}/created") == (1,)
+        assert set(trie.match(f"inbox/c{i}/m/{i}")) == {0}
+        # A subscriber of its own, subscribed and gone again.
+        trie.add(f"inbox/c{i}/>", 10 + i)
+        assert set(trie.match(f"inbox/c{i}/m/{i}")) == {0, 10 + i}
+        trie.remove(f"inbox/c{i}/>", 10 + i)
+        assert len(trie._stems) <= trie._stems_size
+        assert len(trie._stem_sets) <= 4
+    assert_stem_memo_is_current(trie)
 
 
 @settings(deadline=None, max_examples=300)
