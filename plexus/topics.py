@@ -21,7 +21,7 @@ loop owns it).
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from itertools import chain, islice
 from typing import Any, Generic, TypeVar
 
@@ -371,10 +371,25 @@ class _TopicTree:
         return found
 
 
+class _MatchCache(dict[str, tuple[Any, ...]]):
+    """A trie's match cache, topic -> values, that answers a miss by walking the trie
+    (`__missing__`), so that the trie's `match` can be its `__getitem__`."""
+
+    __slots__ = ("_miss",)
+
+    def __init__(self, miss: Callable[[str], tuple[Any, ...]]) -> None:
+        super().__init__()
+        self._miss = miss
+
+    def __missing__(self, topic: str) -> tuple[Any, ...]:
+        return self._miss(topic)
+
+
 class SubscriptionTrie(Generic[V]):
     """An index of (pattern, value) entries, matched against topics.
 
-    `match` answers from a bounded cache of recent topics when it can. An
+    `match(topic)` gives the distinct values whose patterns match `topic` (assumed
+    valid). It answers from a bounded cache of recent topics when it can. An
     `add` or `remove` that changes the index evicts from the cache only the
     topics its pattern matches (nats-server's sublist does the same), found
     through a tree of the cached topics rather than by testing each one, so
@@ -405,6 +420,7 @@ class SubscriptionTrie(Generic[V]):
         "_stems",
         "_stems_size",
         "_uncounted_topics",
+        "match",
     )
 
     def __init__(self, cache_size: int = DEFAULT_CACHE_SIZE) -> None:
@@ -412,7 +428,9 @@ class SubscriptionTrie(Generic[V]):
         if cache_size < 0:
             raise ValueError(f"cache_size must be >= 0, got {cache_size}")
         self._root: _Node[V] = _Node()
-        self._cache: dict[str, tuple[V, ...]] = {}
+        self._cache = _MatchCache(self._match_miss)
+        # The cache's own lookup: a hit runs no Python code, a miss walks the trie.
+        self.match: Callable[[str], tuple[V, ...]] = self._cache.__getitem__
         # The keys of `_cache`, level by level, to find those a pattern matches.
         # Kept lazily: topics cached since the last change wait in
         # `_uncounted_topics`, and a cache overflow drops the tree (None) to
@@ -433,21 +451,13 @@ class SubscriptionTrie(Generic[V]):
         # A topic's first STEM_LEVELS levels -> the `/>` values passed on the way and
         # the set of nodes reached (see `_walk`), interned in `_stem_sets` by the
         # nodes' ids; each holds at most `_stems_size` entries. A change below
-        # the stems updates the node sets it touches; one within them drops both.
+        # the stems updates the node sets it touches; one within them forgets the stems.
         self._stems: dict[str, tuple[list[tuple[V, ...]], _Stem[V] | None]] = {}
         self._stem_sets: dict[tuple[int, ...], _Stem[V]] = {}
         self._stems_size = max(cache_size, self.DEFAULT_STEMS)
         self._merged_entries = 0
 
     # -- reading ----------------------------------------------------------
-
-    def match(self, topic: str) -> tuple[V, ...]:
-        """The distinct values whose patterns match `topic` (assumed valid)."""
-        # Hot path: one dict lookup. try/except costs nothing when it hits.
-        try:
-            return self._cache[topic]
-        except KeyError:
-            return self._match_miss(topic)
 
     def __len__(self) -> int:
         """The number of (pattern, value) entries."""
@@ -729,7 +739,12 @@ class SubscriptionTrie(Generic[V]):
                 nodes, found = _advance(stem.nodes, found.copy(), levels[STEM_LEVELS:])
             else:
                 found = found + stem.rest
-                nodes = stem.step(levels[STEM_LEVELS])
+                # The next level in one probe of the merged literals (inlined: hot).
+                level = levels[STEM_LEVELS]
+                children = stem.merged.get(level)
+                nodes = stem.stars if children is None else children + stem.stars
+                if stem.prefixes:
+                    nodes = stem.with_prefixes(nodes, level)
                 if nodes and len(levels) > STEM_LEVELS + 1:
                     nodes, found = _advance(nodes, found, levels[STEM_LEVELS + 1 :])
         for node in nodes:
@@ -785,14 +800,9 @@ class _Stem(Generic[V]):
         no id is reused while it is interned)."""
         return tuple(map(id, nodes))
 
-    def step(self, level: str) -> Sequence[_Node[V]]:
-        """The nodes reached from `nodes` by `level` (when `merged` is held)."""
-        assert self.merged is not None
-        children = self.merged.get(level)
-        following = self.stars if children is None else children + self.stars
+    def with_prefixes(self, following: Sequence[_Node[V]], level: str) -> list[_Node[V]]:
+        """`following` and the children of `nodes` whose prefixes `level` starts with."""
         prefixes = self.prefixes
-        if not prefixes:
-            return following
         reached = list(following)
         if len(prefixes) <= len(level):
             for prefix, held in prefixes.items():
