@@ -607,7 +607,7 @@ class SubscriptionTrie(Generic[V]):
                 self._stems.clear()
             elif moved_depth == STEM_LEVELS + 1 and parent.stems:
                 for stem in parent.stems:
-                    self._merged_entries += stem.child_moved(parent, level)
+                    self._merged_entries += stem.child_moved(level)
         if rest:
             end.rest_tuple = None
             if depth < STEM_LEVELS:
@@ -724,29 +724,31 @@ class SubscriptionTrie(Generic[V]):
         starts every order from one region), and those levels are where the
         walk fans out most (the root's prefix wildcards, then one branch per
         wildcard), so the walk's state after the first two levels is memoised
-        by them, with the next level's literals of all its nodes in one map.
+        by them, with what the next level reaches from it in one map.
         """
         levels = topic.split(SEPARATOR)
-        nodes: Sequence[_Node[V]]
-        if len(levels) <= STEM_LEVELS:
+        last = len(levels) - 1
+        nodes: Sequence[_Node[V]] = ()
+        if last < STEM_LEVELS:
             nodes, found = _advance([self._root], [], levels)
         else:
             key = levels[0] + SEPARATOR + levels[1]
             found, stem = self._stems.get(key) or self._stem(key, levels)
-            if stem is None:
-                nodes = ()
-            elif stem.merged is None:
-                nodes, found = _advance(stem.nodes, found.copy(), levels[STEM_LEVELS:])
-            else:
-                found = found + stem.rest
-                # The next level in one probe of the merged literals (inlined: hot).
-                level = levels[STEM_LEVELS]
-                children = stem.merged.get(level)
-                nodes = stem.stars if children is None else children + stem.stars
-                if stem.prefixes:
-                    nodes = stem.with_prefixes(nodes, level)
-                if nodes and len(levels) > STEM_LEVELS + 1:
-                    nodes, found = _advance(nodes, found, levels[STEM_LEVELS + 1 :])
+            if stem is not None:
+                if stem.merged is None:
+                    nodes, found, depth = stem.nodes, found.copy(), STEM_LEVELS
+                else:
+                    found = found + stem.rest
+                    level = levels[STEM_LEVELS]
+                    nodes = stem.merged.get(level, stem.stars)
+                    if stem.prefixes:
+                        nodes = stem.with_prefixes(nodes, level)
+                    depth = STEM_LEVELS + 1
+                if depth < last:
+                    nodes, found = _advance(nodes, found, levels[depth:last])
+                if depth <= last:
+                    _finish(nodes, found, levels[last])
+                    nodes = ()
         for node in nodes:
             if node.values:
                 found.append(node.values_tuple or node.fresh_values())
@@ -761,10 +763,11 @@ class SubscriptionTrie(Generic[V]):
 
 
 class _Stem(Generic[V]):
-    """The nodes a walk reaches after a topic's first STEM_LEVELS levels, with their
-    literal children merged by level, so that the next level costs one probe however
-    many nodes there are (a state of a lazily built DFA). The trie updates it when a
-    child of one of its nodes is added or removed, or their `/>` values change."""
+    """The nodes a walk reaches after a topic's first STEM_LEVELS levels, with the nodes
+    each literal next level reaches from them in one map, so that the next level costs
+    one probe however many nodes there are (a state of a lazily built DFA). The trie
+    updates it when a child of one of its nodes is added or removed, or their `/>`
+    values change."""
 
     __slots__ = ("merged", "nodes", "prefixes", "rest", "stars")
 
@@ -776,17 +779,22 @@ class _Stem(Generic[V]):
         self.stars: tuple[_Node[V], ...] = ()
         self.prefixes: dict[str, tuple[_Node[V], ...]] = {}
         self._refresh_wildcards()
-        # level -> the children of `nodes` with that literal; None when fewer than two
-        # of them have literals (one probe either way) or the budget is spent.
+        # level -> the nodes it reaches: children of `nodes` with that literal, then
+        # `stars` (a level not in it reaches `stars`); prefixes aside. None when fewer
+        # than two of `nodes` have literals (one probe either way) or the budget is spent.
         self.merged: dict[str, tuple[_Node[V], ...]] | None = None
         with_literals = [node.literals for node in nodes if node.literals]
         if len(with_literals) > 1 and sum(map(len, with_literals)) <= budget:
-            merged: dict[str, tuple[_Node[V], ...]] = {}
+            children: dict[str, list[_Node[V]]] = {}
             for literals in with_literals:
                 for level, child in literals.items():
-                    held = merged.get(level)
-                    merged[level] = (child,) if held is None else (*held, child)
-            self.merged = merged
+                    held = children.get(level)
+                    if held is None:
+                        children[level] = [child]
+                    else:
+                        held.append(child)
+            stars = self.stars
+            self.merged = {level: (*held, *stars) for level, held in children.items()}
 
     def merged_entries(self) -> int:
         return 0 if self.merged is None else len(self.merged)
@@ -802,42 +810,38 @@ class _Stem(Generic[V]):
 
     def with_prefixes(self, following: Sequence[_Node[V]], level: str) -> list[_Node[V]]:
         """`following` and the children of `nodes` whose prefixes `level` starts with."""
-        prefixes = self.prefixes
         reached = list(following)
-        if len(prefixes) <= len(level):
-            for prefix, held in prefixes.items():
-                if level.startswith(prefix):
-                    reached.extend(held)
-        else:
-            for end in range(1, len(level) + 1):
-                held = prefixes.get(level[:end])
-                if held is not None:
-                    reached.extend(held)
+        for held in _prefixed(self.prefixes, level):
+            reached.extend(held)
         return reached
 
     def refresh_rest(self) -> None:
         self.rest = [node.rest_tuple or node.fresh_rest() for node in self.nodes if node.rest]
 
-    def child_moved(self, parent: _Node[V], level: str) -> int:
-        """Follow a child added to or removed from `parent` (one of `nodes`) at `level`
-        (a pattern's level); the change in the number of merged entries."""
-        if level[-1] == WILDCARD_ONE:
-            self._refresh_wildcards()
-            return 0
+    def child_moved(self, level: str) -> int:
+        """Follow a child added to or removed from one of `nodes` at `level` (a pattern's
+        level); the change in the number of merged entries."""
         merged = self.merged
+        if level[-1] == WILDCARD_ONE:
+            stars = self.stars
+            self._refresh_wildcards()
+            if merged is not None and self.stars != stars:
+                for held in merged:
+                    merged[held] = self._reached(held)
+            return 0
         if merged is None:
             return 0
         held = level in merged
-        children = tuple(
-            child
-            for child in (node.literals.get(level) for node in self.nodes)
-            if child is not None
-        )
-        if children:
-            merged[level] = children
+        reached = self._reached(level)
+        if len(reached) > len(self.stars):
+            merged[level] = reached
         else:
             merged.pop(level, None)
-        return bool(children) - held
+        return (level in merged) - held
+
+    def _reached(self, level: str) -> tuple[_Node[V], ...]:
+        found = [node.literals.get(level) for node in self.nodes]
+        return (*(child for child in found if child is not None), *self.stars)
 
     def _refresh_wildcards(self) -> None:
         self.stars = tuple(node.star for node in self.nodes if node.star is not None)
@@ -846,6 +850,18 @@ class _Stem(Generic[V]):
             for prefix, child in node.prefixes.items():
                 prefixes[prefix] = (*prefixes.get(prefix, ()), child)
         self.prefixes = prefixes
+
+
+T = TypeVar("T")
+
+
+def _prefixed(prefixes: dict[str, T], level: str) -> list[T]:
+    """What `prefixes` holds under the prefixes `level` starts with."""
+    # Probe whichever is smaller: the prefixes held, or the prefixes of this level.
+    if len(prefixes) <= len(level):
+        return [held for prefix, held in prefixes.items() if level.startswith(prefix)]
+    found = (prefixes.get(level[:end]) for end in range(1, len(level) + 1))
+    return [held for held in found if held is not None]
 
 
 def _advance(
@@ -863,23 +879,30 @@ def _advance(
                 following.append(child)
             if node.star is not None:
                 following.append(node.star)
-            prefixes = node.prefixes
-            if prefixes:
-                # Probe whichever is smaller: the prefixes held here, or
-                # the prefixes of this level.
-                if len(prefixes) <= len(level):
-                    for prefix, child in prefixes.items():
-                        if level.startswith(prefix):
-                            following.append(child)
-                else:
-                    for end in range(1, len(level) + 1):
-                        child = prefixes.get(level[:end])
-                        if child is not None:
-                            following.append(child)
+            if node.prefixes:
+                following.extend(_prefixed(node.prefixes, level))
         if not following:
             return following, found
         nodes = following
     return nodes, found
+
+
+def _finish(nodes: Sequence[_Node[V]], found: list[tuple[V, ...]], level: str) -> None:
+    """Add to `found` the values of the patterns that `level`, a topic's last, ends
+    from `nodes`, and of the `/>` patterns passed."""
+    for node in nodes:
+        if node.rest:
+            found.append(node.rest_tuple or node.fresh_rest())
+        child = node.literals.get(level)
+        if child is not None and child.values:
+            found.append(child.values_tuple or child.fresh_values())
+        child = node.star
+        if child is not None and child.values:
+            found.append(child.values_tuple or child.fresh_values())
+        if node.prefixes:
+            for child in _prefixed(node.prefixes, level):
+                if child.values:
+                    found.append(child.values_tuple or child.fresh_values())
 
 
 class TopicSet:

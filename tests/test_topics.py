@@ -449,11 +449,13 @@ def assert_stem_memo_is_current(trie: SubscriptionTrie[int]) -> None:
                 want.setdefault(prefix, set()).add(id(child))
         assert prefixes == want
         if state.merged is not None:
+            # A literal level reaches the children with it, and the stars.
             merged = {level: {id(c) for c in held} for level, held in state.merged.items()}
+            stars = {id(c) for c in state.stars}
             want = {}
             for node in state.nodes:
                 for level, child in node.literals.items():
-                    want.setdefault(level, set()).add(id(child))
+                    want.setdefault(level, set(stars)).add(id(child))
             assert merged == want
     assert trie._merged_entries == sum(s.merged_entries() for s in interned.values())
     assert trie._merged_entries <= max(trie.MIN_MERGED_ENTRIES, 2 * len(trie))
