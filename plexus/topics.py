@@ -372,17 +372,72 @@ class _TopicTree:
 
 
 class _MatchCache(dict[str, tuple[Any, ...]]):
-    """A trie's match cache, topic -> values, that answers a miss by walking the trie
-    (`__missing__`), so that the trie's `match` can be its `__getitem__`."""
+    """A trie's match cache, topic -> values, bounded to `size` topics, that answers a
+    miss by walking the trie (`__missing__`), so that the trie's `match` is its
+    `__getitem__`: a hit runs no Python code and a miss raises no KeyError."""
 
-    __slots__ = ("_miss",)
+    __slots__ = ("_missed_once", "_size", "_tree", "_uncounted", "_walk")
 
-    def __init__(self, miss: Callable[[str], tuple[Any, ...]]) -> None:
+    def __init__(self, walk: Callable[[str], tuple[Any, ...]], size: int) -> None:
         super().__init__()
-        self._miss = miss
+        self._walk = walk
+        self._size = size
+        self._missed_once: set[str] = set()
+        # The keys, level by level, to find those a pattern matches. Kept lazily:
+        # topics cached since the last change wait in `_uncounted`, and an overflow
+        # drops the tree (None) to be rebuilt at the next change; a stream of new
+        # topics without subscription changes then pays nothing for it.
+        self._tree: _TopicTree | None = _TopicTree()
+        self._uncounted: list[str] = []
 
     def __missing__(self, topic: str) -> tuple[Any, ...]:
-        return self._miss(topic)
+        result = self._walk(topic)
+        size = self._size
+        if size:
+            # A topic is cached the second time it misses: a stream of topics seen
+            # once (unique ids in them) then costs no cache churn at all.
+            once = self._missed_once
+            if topic not in once:
+                if len(once) >= size:
+                    once.clear()
+                once.add(topic)
+                return result
+            if len(self) >= size:
+                # Evict the oldest half (dicts keep insertion order): amortised
+                # O(1) per insert, and recent topics survive.
+                for stale in list(islice(self, size // 2 or 1)):
+                    del self[stale]
+                self._tree = None
+                self._uncounted = []
+            self[topic] = result
+            if self._tree is not None:
+                self._uncounted.append(topic)
+        return result
+
+    def evict(self, pattern: str, levels: list[str], rest: bool) -> None:
+        """Drop the cached topics that `pattern` matches (its `levels`, then `/>` if `rest`)."""
+        if not self:
+            return
+        tree = self.topic_tree()
+        if not rest and WILDCARD_ONE not in pattern:
+            # A literal pattern matches one topic: itself.
+            if self.pop(pattern, None) is not None:
+                tree.discard(pattern)
+            return
+        for topic in tree.matching(levels, rest):
+            del self[topic]
+            tree.discard(topic)
+
+    def topic_tree(self) -> _TopicTree:
+        """The tree of the cached topics, brought up to date."""
+        tree = self._tree
+        if tree is None:
+            tree = self._tree = _TopicTree()
+            self._uncounted = list(self)
+        for topic in self._uncounted:
+            tree.add(topic)
+        self._uncounted = []
+        return tree
 
 
 class SubscriptionTrie(Generic[V]):
@@ -406,12 +461,9 @@ class SubscriptionTrie(Generic[V]):
 
     __slots__ = (
         "_cache",
-        "_cache_size",
-        "_cached_topics",
         "_count",
         "_generation",
         "_merged_entries",
-        "_missed_once",
         "_patterns",
         "_patterns_of",
         "_root",
@@ -419,7 +471,6 @@ class SubscriptionTrie(Generic[V]):
         "_stem_sets",
         "_stems",
         "_stems_size",
-        "_uncounted_topics",
         "match",
     )
 
@@ -428,18 +479,9 @@ class SubscriptionTrie(Generic[V]):
         if cache_size < 0:
             raise ValueError(f"cache_size must be >= 0, got {cache_size}")
         self._root: _Node[V] = _Node()
-        self._cache = _MatchCache(self._match_miss)
+        self._cache = _MatchCache(self._walk, cache_size)
         # The cache's own lookup: a hit runs no Python code, a miss walks the trie.
         self.match: Callable[[str], tuple[V, ...]] = self._cache.__getitem__
-        # The keys of `_cache`, level by level, to find those a pattern matches.
-        # Kept lazily: topics cached since the last change wait in
-        # `_uncounted_topics`, and a cache overflow drops the tree (None) to
-        # be rebuilt at the next change; a stream of new topics without
-        # subscription changes then pays nothing for it.
-        self._cached_topics: _TopicTree | None = _TopicTree()
-        self._uncounted_topics: list[str] = []
-        self._missed_once: set[str] = set()
-        self._cache_size = cache_size
         self._count = 0
         self._generation = 0
         # pattern -> number of values subscribed with it.
@@ -666,56 +708,8 @@ class SubscriptionTrie(Generic[V]):
         return entry
 
     def _evict(self, pattern: str, levels: list[str], rest: bool) -> None:
-        """Drop the cached topics that `pattern` matches (its `levels`, then `/>` if `rest`)."""
         self._generation += 1
-        cache = self._cache
-        if not cache:
-            return
-        cached_topics = self._topic_tree()
-        if not rest and WILDCARD_ONE not in pattern:
-            # A literal pattern matches one topic: itself.
-            if cache.pop(pattern, None) is not None:
-                cached_topics.discard(pattern)
-            return
-        for topic in cached_topics.matching(levels, rest):
-            del cache[topic]
-            cached_topics.discard(topic)
-
-    def _topic_tree(self) -> _TopicTree:
-        """The tree of the cached topics, brought up to date."""
-        tree = self._cached_topics
-        if tree is None:
-            tree = self._cached_topics = _TopicTree()
-            self._uncounted_topics = list(self._cache)
-        for topic in self._uncounted_topics:
-            tree.add(topic)
-        self._uncounted_topics = []
-        return tree
-
-    def _match_miss(self, topic: str) -> tuple[V, ...]:
-        result = self._walk(topic)
-        cache = self._cache
-        size = self._cache_size
-        if size:
-            # A topic is cached the second time it misses: a stream of topics seen
-            # once (unique ids in them) then costs no cache churn at all.
-            once = self._missed_once
-            if topic not in once:
-                if len(once) >= size:
-                    once.clear()
-                once.add(topic)
-                return result
-            if len(cache) >= size:
-                # Evict the oldest half (dicts keep insertion order): amortised
-                # O(1) per insert, and recent topics survive.
-                for stale in list(islice(cache, size // 2 or 1)):
-                    del cache[stale]
-                self._cached_topics = None
-                self._uncounted_topics = []
-            cache[topic] = result
-            if self._cached_topics is not None:
-                self._uncounted_topics.append(topic)
-        return result
+        self._cache.evict(pattern, levels, rest)
 
     def _walk(self, topic: str) -> tuple[V, ...]:
         """Match `topic` against the trie, level by level, breadth first.

@@ -265,7 +265,7 @@ def test_cache_stays_bounded() -> None:
     for i in range(100):
         assert trie.match(f"t/{i}") == (1,)
         assert trie.match(f"t/{i}") == (1,)
-        assert len(trie._cache) <= 8 and len(trie._missed_once) <= 8
+        assert len(trie._cache) <= 8 and len(trie._cache._missed_once) <= 8
     uncached: SubscriptionTrie[int] = SubscriptionTrie(cache_size=0)
     uncached.add(">", 1)
     assert uncached.match("t") == (1,)
@@ -384,9 +384,9 @@ class TrieMachine(RuleBasedStateMachine):
             assert set(got) == {v for p, v in self.model if reference_matches(p, topic)}
         # The tree of cached topics and those waiting for it are the cache's keys
         # (unless an overflow dropped the tree, to be rebuilt at the next change).
-        tree = self.trie._cached_topics
+        tree = cache._tree
         if tree is not None:
-            held = tree.matching([], rest=True) + self.trie._uncounted_topics
+            held = tree.matching([], rest=True) + cache._uncounted
             assert sorted(held) == sorted(cache)
 
 
