@@ -15,7 +15,9 @@ A *pattern* (a subscription) uses the same levels plus wildcards:
 against. It follows nats-server's sublist: one trie node per level, with
 literal children in a dict plus one child per wildcard kind, and a bounded
 match cache from which an add or remove evicts only the topics its pattern
-matches. Pure code: no I/O, no clock, no asyncio; not thread-safe (one event
+matches. A miss starts from a memo of where the walk stands after a topic's first
+two levels, with the third level's literals of all the nodes there merged into one
+map (`_Stem`). Pure code: no I/O, no clock, no asyncio; not thread-safe (one event
 loop owns it).
 """
 
@@ -44,6 +46,7 @@ WILDCARD_ONE = "*"
 WILDCARD_REST = ">"
 
 V = TypeVar("V", bound=Hashable)
+T = TypeVar("T")
 
 # The walk's state after a topic's first levels is memoised (SubscriptionTrie._walk).
 STEM_LEVELS = 2
@@ -820,8 +823,8 @@ class _Stem(Generic[V]):
             stars = self.stars
             self._refresh_wildcards()
             if merged is not None and self.stars != stars:
-                for held in merged:
-                    merged[held] = self._reached(held)
+                for literal in merged:
+                    merged[literal] = self._reached(literal)
             return 0
         if merged is None:
             return 0
@@ -834,6 +837,7 @@ class _Stem(Generic[V]):
         return (level in merged) - held
 
     def _reached(self, level: str) -> tuple[_Node[V], ...]:
+        """The nodes `level`, a literal, reaches from `nodes` (prefixes aside)."""
         found = [node.literals.get(level) for node in self.nodes]
         return (*(child for child in found if child is not None), *self.stars)
 
@@ -844,9 +848,6 @@ class _Stem(Generic[V]):
             for prefix, child in node.prefixes.items():
                 prefixes[prefix] = (*prefixes.get(prefix, ()), child)
         self.prefixes = prefixes
-
-
-T = TypeVar("T")
 
 
 def _prefixed(prefixes: dict[str, T], level: str) -> list[T]:
