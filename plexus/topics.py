@@ -23,6 +23,7 @@ loop owns it).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Hashable, Sequence
 from itertools import chain, islice
 from typing import Any, Generic, TypeVar
@@ -461,6 +462,11 @@ class SubscriptionTrie(Generic[V]):
     # entries, or twice the index's entries if more.
     DEFAULT_STEMS = 4_096
     MIN_MERGED_ENTRIES = 65_536
+    # A node set's literals are merged once walks have gone through it as many times
+    # as its literal children / MERGE_COST_SHARE: the copy then costs each walk that
+    # paid for it a few dict inserts at most, and a set used a few times (one
+    # client's own stem) is never copied.
+    MERGE_COST_SHARE = 8
 
     __slots__ = (
         "_cache",
@@ -668,6 +674,14 @@ class SubscriptionTrie(Generic[V]):
     def _merged_budget(self) -> int:
         return max(self.MIN_MERGED_ENTRIES, 2 * self._count)
 
+    def _merge(self, stem: _Stem[V]) -> None:
+        """Merge `stem`'s literals if the budget allows; else try again after as many
+        walks again."""
+        if stem.merge(self._merged_budget() - self._merged_entries):
+            self._merged_entries += stem.merged_entries()
+        else:
+            stem.merge_after = 2 * stem.walks
+
     def _retire(self, pruned: _Node[V]) -> None:
         """Forget the interned node sets that hold `pruned`, a node just pruned at depth
         STEM_LEVELS."""
@@ -697,9 +711,7 @@ class SubscriptionTrie(Generic[V]):
             if state is None:
                 if len(self._stem_sets) >= self._stems_size:
                     self._drop_stems()
-                budget = self._merged_budget() - self._merged_entries
-                state = self._stem_sets[key] = _Stem(nodes, budget)
-                self._merged_entries += state.merged_entries()
+                state = self._stem_sets[key] = _Stem(nodes, self.MERGE_COST_SHARE)
                 for node in nodes:
                     if node.stems is None:
                         node.stems = []
@@ -734,10 +746,14 @@ class SubscriptionTrie(Generic[V]):
             if stem is not None:
                 if stem.merged is None:
                     nodes, found, depth = stem.nodes, found.copy(), STEM_LEVELS
+                    stem.walks += 1
+                    if stem.walks >= stem.merge_after:
+                        self._merge(stem)
                 else:
                     found = found + stem.rest
                     level = levels[STEM_LEVELS]
-                    nodes = stem.merged.get(level, stem.stars)
+                    children = stem.merged.get(level)
+                    nodes = stem.stars if children is None else children + stem.stars
                     if stem.prefixes:
                         nodes = stem.with_prefixes(nodes, level)
                     depth = STEM_LEVELS + 1
@@ -760,38 +776,44 @@ class SubscriptionTrie(Generic[V]):
 
 
 class _Stem(Generic[V]):
-    """The nodes a walk reaches after a topic's first STEM_LEVELS levels, with the nodes
-    each literal next level reaches from them in one map, so that the next level costs
-    one probe however many nodes there are (a state of a lazily built DFA). The trie
-    updates it when a child of one of its nodes is added or removed, or their `/>`
-    values change."""
+    """The nodes a walk reaches after a topic's first STEM_LEVELS levels, with their
+    literal children merged by level once it has been walked through often enough,
+    so that the next level costs one probe however many nodes there are (a state of a
+    lazily built DFA). The trie updates it when a child of one of its nodes is added
+    or removed, or their `/>` values change."""
 
-    __slots__ = ("merged", "nodes", "prefixes", "rest", "stars")
+    __slots__ = ("merge_after", "merged", "nodes", "prefixes", "rest", "stars", "walks")
 
-    def __init__(self, nodes: list[_Node[V]], budget: int) -> None:
-        """`budget`: how many merged entries it may hold."""
+    def __init__(self, nodes: list[_Node[V]], cost_share: int) -> None:
+        """`cost_share`: walks through it per literal child to merge (see
+        `SubscriptionTrie.MERGE_COST_SHARE`)."""
         self.nodes = nodes
         self.rest: list[tuple[V, ...]] = []
         self.refresh_rest()
         self.stars: tuple[_Node[V], ...] = ()
         self.prefixes: dict[str, tuple[_Node[V], ...]] = {}
         self._refresh_wildcards()
-        # level -> the nodes it reaches: children of `nodes` with that literal, then
-        # `stars` (a level not in it reaches `stars`); prefixes aside. None when fewer
-        # than two of `nodes` have literals (one probe either way) or the budget is spent.
+        # level -> the children of `nodes` with that literal; None until merged.
         self.merged: dict[str, tuple[_Node[V], ...]] | None = None
+        self.walks = 0
         with_literals = [node.literals for node in nodes if node.literals]
-        if len(with_literals) > 1 and sum(map(len, with_literals)) <= budget:
-            children: dict[str, list[_Node[V]]] = {}
-            for literals in with_literals:
-                for level, child in literals.items():
-                    held = children.get(level)
-                    if held is None:
-                        children[level] = [child]
-                    else:
-                        held.append(child)
-            stars = self.stars
-            self.merged = {level: (*held, *stars) for level, held in children.items()}
+        # Fewer than two with literals: one probe either way, never merged.
+        self.merge_after = (
+            sum(map(len, with_literals)) // cost_share if len(with_literals) > 1 else sys.maxsize
+        )
+
+    def merge(self, budget: int) -> bool:
+        """Merge the literals of `nodes` if they are at most `budget` entries."""
+        with_literals = [node.literals for node in self.nodes if node.literals]
+        if sum(map(len, with_literals)) > budget:
+            return False
+        merged: dict[str, tuple[_Node[V], ...]] = {}
+        for literals in with_literals:
+            for level, child in literals.items():
+                held = merged.get(level)
+                merged[level] = (child,) if held is None else (*held, child)
+        self.merged = merged
+        return True
 
     def merged_entries(self) -> int:
         return 0 if self.merged is None else len(self.merged)
@@ -818,28 +840,20 @@ class _Stem(Generic[V]):
     def child_moved(self, level: str) -> int:
         """Follow a child added to or removed from one of `nodes` at `level` (a pattern's
         level); the change in the number of merged entries."""
-        merged = self.merged
         if level[-1] == WILDCARD_ONE:
-            stars = self.stars
             self._refresh_wildcards()
-            if merged is not None and self.stars != stars:
-                for literal in merged:
-                    merged[literal] = self._reached(literal)
             return 0
+        merged = self.merged
         if merged is None:
             return 0
         held = level in merged
-        reached = self._reached(level)
-        if len(reached) > len(self.stars):
-            merged[level] = reached
+        found = [node.literals.get(level) for node in self.nodes]
+        children = tuple(child for child in found if child is not None)
+        if children:
+            merged[level] = children
         else:
             merged.pop(level, None)
-        return (level in merged) - held
-
-    def _reached(self, level: str) -> tuple[_Node[V], ...]:
-        """The nodes `level`, a literal, reaches from `nodes` (prefixes aside)."""
-        found = [node.literals.get(level) for node in self.nodes]
-        return (*(child for child in found if child is not None), *self.stars)
+        return bool(children) - held
 
     def _refresh_wildcards(self) -> None:
         self.stars = tuple(node.star for node in self.nodes if node.star is not None)

@@ -413,6 +413,7 @@ class TinyMemoTrie(SubscriptionTrie[int]):
 
     DEFAULT_STEMS = 3
     MIN_MERGED_ENTRIES = 4
+    MERGE_COST_SHARE = 1_000  # merged at the first walk through
 
 
 def _trie_nodes(node: _Node[int]) -> list[_Node[int]]:
@@ -449,13 +450,11 @@ def assert_stem_memo_is_current(trie: SubscriptionTrie[int]) -> None:
                 want.setdefault(prefix, set()).add(id(child))
         assert prefixes == want
         if state.merged is not None:
-            # A literal level reaches the children with it, and the stars.
             merged = {level: {id(c) for c in held} for level, held in state.merged.items()}
-            stars = {id(c) for c in state.stars}
             want = {}
             for node in state.nodes:
                 for level, child in node.literals.items():
-                    want.setdefault(level, set(stars)).add(id(child))
+                    want.setdefault(level, set()).add(id(child))
             assert merged == want
     assert trie._merged_entries == sum(s.merged_entries() for s in interned.values())
     assert trie._merged_entries <= max(trie.MIN_MERGED_ENTRIES, 2 * len(trie))
@@ -519,6 +518,25 @@ TestRoomyStemMemoMachine = RoomyStemMemoMachine.TestCase
 TestRoomyStemMemoMachine.settings = settings(
     deadline=None, max_examples=150, stateful_step_count=60
 )
+
+
+def test_a_node_set_is_merged_once_walks_have_paid_for_it() -> None:
+    trie: SubscriptionTrie[int] = SubscriptionTrie(cache_size=0)
+    for i in range(40):  # two nodes after `orders/us`, 80 literal children
+        trie.add(f"orders/us/c{i}/>", i)
+        trie.add(f"orders/*/c{i}/created", 100 + i)
+    walks = 80 // trie.MERGE_COST_SHARE
+    for i in range(walks - 1):
+        assert set(trie.match(f"orders/us/c{i}/created")) == {i, 100 + i}
+    (stem,) = trie._stem_sets.values()
+    assert stem.merged is None
+    assert set(trie.match("orders/us/c1/paid")) == {1}
+    assert stem.merged is not None and len(stem.merged) == 40
+    assert set(trie.match("orders/us/c2/created")) == {2, 102}
+    # A one-off stem's own node set is walked too rarely to be merged.
+    trie.add("orders/eu/c1/>", 1_000)
+    assert set(trie.match("orders/eu/c1/created")) == {1_000, 101}
+    assert all(s.merged is None for s in trie._stem_sets.values() if s is not stem)
 
 
 def test_stem_memo_stays_bounded_under_one_off_topics_and_patterns() -> None:
