@@ -12,6 +12,7 @@ second; it reports the cache hit rate and the match throughput (matches over
 the wall time of matches and changes together).
 
     .venv/bin/python benchmarks/bench_index.py
+    .venv/bin/python benchmarks/bench_index.py --against main --rounds 4   # main vs now
     .venv/bin/python benchmarks/bench_index.py --churn-against main   # churn: main vs now
 
 `run()` returns the rows for the benchmark aggregator.
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -205,65 +207,79 @@ def trie_class_at(ref: str) -> Any:
     return module.SubscriptionTrie
 
 
-def run() -> list[dict]:
-    """Build, then time cached and uncached matches; one row per measurement."""
+def workload() -> tuple[list[str], list[str], list[str], list[str]]:
+    """The patterns, the hot topics, a skewed stream of them, and the cold topics."""
     rng = random.Random(SEED)
     patterns = build_patterns(rng)
-
-    trie: SubscriptionTrie[int] = SubscriptionTrie()
-    start = time.perf_counter()
-    for subscriber, pattern in enumerate(patterns):
-        trie.add(pattern, subscriber)
-    build_s = time.perf_counter() - start
-    assert len(trie) == SUBSCRIPTIONS
-
     hot = distinct_topics(rng, DISTINCT_TOPICS, exclude=set())
     # Skewed like real traffic: a few topics are busy, most are quiet.
     weights = [1.0 / (rank + 1) ** 0.8 for rank in range(len(hot))]
     rng.shuffle(hot)
     stream = rng.choices(hot, weights=weights, k=STREAM_MATCHES)
     cold = distinct_topics(rng, COLD_MATCHES, exclude=set(hot))
+    return patterns, hot, stream, cold
+
+
+def match_rows(
+    trie_class: Any, label: str = "", clock: Callable[[], float] = time.perf_counter
+) -> list[dict]:
+    """Build, then time cached and uncached matches with `trie_class` (a
+    SubscriptionTrie: this one, or another version's) by `clock`; one row per
+    measurement."""
+    patterns, hot, stream, cold = workload()
+    trie = trie_class()
+    start = clock()
+    for subscriber, pattern in enumerate(patterns):
+        trie.add(pattern, subscriber)
+    build_s = clock() - start
+    assert len(trie) == SUBSCRIPTIONS
 
     match = trie.match
     # Warm the cache with every hot topic, as a running node would have it (a
     # topic is cached from its second miss).
     for topic in hot * 2:
         match(topic)
-    start = time.perf_counter()
+    start = clock()
     delivered = 0
     for topic in stream:
         delivered += len(match(topic))
-    cached_s = time.perf_counter() - start
+    cached_s = clock() - start
 
-    # Every cold topic is new to the cache: each match walks the trie and
-    # stores its result (with eviction once the cache is full).
-    start = time.perf_counter()
+    # Every cold topic is new to the cache: each match walks the trie.
+    start = clock()
     cold_delivered = 0
     for topic in cold:
         cold_delivered += len(match(topic))
-    uncached_s = time.perf_counter() - start
-
-    start = time.perf_counter()
-    for topic in stream:
-        validate_topic(topic)
-    validate_s = time.perf_counter() - start
+    uncached_s = clock() - start
 
     return [
-        _row("add (build)", SUBSCRIPTIONS, build_s, patterns=len(trie.patterns())),
+        _row(f"add (build){label}", SUBSCRIPTIONS, build_s, patterns=len(trie.patterns())),
         _row(
-            "match (cached)",
+            f"match (cached){label}",
             STREAM_MATCHES,
             cached_s,
             distinct_topics=DISTINCT_TOPICS,
             values_per_match=round(delivered / STREAM_MATCHES, 2),
         ),
         _row(
-            "match (uncached)",
+            f"match (uncached){label}",
             COLD_MATCHES,
             uncached_s,
             distinct_topics=COLD_MATCHES,
             values_per_match=round(cold_delivered / COLD_MATCHES, 2),
         ),
+    ]
+
+
+def run() -> list[dict]:
+    """The match rows, topic validation and the churn case; one row per measurement."""
+    stream = workload()[2]
+    start = time.perf_counter()
+    for topic in stream:
+        validate_topic(topic)
+    validate_s = time.perf_counter() - start
+    return [
+        *match_rows(SubscriptionTrie),
         _row("validate_topic", STREAM_MATCHES, validate_s),
         *churn_rows(SubscriptionTrie, ""),
     ]
@@ -272,12 +288,27 @@ def run() -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
+        "--against",
+        metavar="REF",
+        help="only the match rows, for plexus/topics.py at git REF and as it is now, in "
+        "turn, timed in CPU time (the others' load on a shared machine counts less)",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="with --against: how many times each, in turn"
+    )
+    parser.add_argument(
         "--churn-against",
         metavar="REF",
         help="only the churn case, for plexus/topics.py at git REF and as it is now",
     )
     args = parser.parse_args()
-    if args.churn_against:
+    if args.against:
+        before = trie_class_at(args.against)
+        rows = []
+        for _ in range(args.rounds):
+            rows += match_rows(before, f" ({args.against})", time.process_time)
+            rows += match_rows(SubscriptionTrie, " (now)", time.process_time)
+    elif args.churn_against:
         rows = churn_rows(trie_class_at(args.churn_against), f" ({args.churn_against})")
         rows += churn_rows(SubscriptionTrie, " (now)")
     else:

@@ -9,8 +9,12 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
 
 from plexus.errors import InvalidPattern, InvalidTopic
 from plexus.topics import (
+    _NOTHING,
     MAX_TOPIC_BYTES,
+    STEM_LEVELS,
     SubscriptionTrie,
+    _advance,
+    _Node,
     _TopicTree,
     pattern_matches,
     validate_pattern,
@@ -261,7 +265,7 @@ def test_cache_stays_bounded() -> None:
     for i in range(100):
         assert trie.match(f"t/{i}") == (1,)
         assert trie.match(f"t/{i}") == (1,)
-        assert len(trie._cache) <= 8 and len(trie._missed_once) <= 8
+        assert len(trie._cache) <= 8 and len(trie._cache._missed_once) <= 8
     uncached: SubscriptionTrie[int] = SubscriptionTrie(cache_size=0)
     uncached.add(">", 1)
     assert uncached.match("t") == (1,)
@@ -341,6 +345,11 @@ class TrieMachine(RuleBasedStateMachine):
         self.model.add((pattern, value))
         return (pattern, value)
 
+    @rule(target=added, entry=added, value=st.integers(0, 3))
+    def add_beside(self, entry: tuple[str, int], value: int) -> tuple[str, int]:
+        # Another value for a pattern held: its node's values change, not its shape.
+        return self.add(entry[0], value)
+
     @rule(entry=added)
     def remove_added(self, entry: tuple[str, int]) -> None:
         assert self.trie.remove(*entry) == (entry in self.model)
@@ -375,9 +384,9 @@ class TrieMachine(RuleBasedStateMachine):
             assert set(got) == {v for p, v in self.model if reference_matches(p, topic)}
         # The tree of cached topics and those waiting for it are the cache's keys
         # (unless an overflow dropped the tree, to be rebuilt at the next change).
-        tree = self.trie._cached_topics
+        tree = cache._tree
         if tree is not None:
-            held = tree.matching([], rest=True) + self.trie._uncounted_topics
+            held = tree.matching([], rest=True) + cache._uncounted
             assert sorted(held) == sorted(cache)
 
 
@@ -397,6 +406,155 @@ TestRoomyCacheTrieMachine = RoomyCacheTrieMachine.TestCase
 TestRoomyCacheTrieMachine.settings = settings(
     deadline=None, max_examples=100, stateful_step_count=60
 )
+
+
+class TinyMemoTrie(SubscriptionTrie[int]):
+    """Bounds small enough for the stem memo to fill, drop and run out of budget."""
+
+    DEFAULT_STEMS = 3
+    MIN_MERGED_ENTRIES = 4
+    MERGE_COST_SHARE = 1_000  # merged at the first walk through
+
+
+def _trie_nodes(node: _Node[int]) -> list[_Node[int]]:
+    found = [node]
+    children = [*node.literals.values(), *node.prefixes.values()]
+    if node.star is not None:
+        children.append(node.star)
+    for child in children:
+        found.extend(_trie_nodes(child))
+    return found
+
+
+def assert_stem_memo_is_current(trie: SubscriptionTrie[int]) -> None:
+    """Every memoised stem and node set is what a fresh walk of the index would make,
+    and the memo is within its bounds."""
+    assert not _NOTHING  # the shared empty dict of every node was never written to
+    for stem, (found, state) in trie._stems.items():
+        nodes, fresh = _advance([trie._root], [], stem.split("/"))
+        assert found == fresh
+        assert (state is None) == (not nodes)
+        if state is not None:
+            assert [id(n) for n in state.nodes] == [id(n) for n in nodes]
+    interned = trie._stem_sets
+    for key, state in interned.items():
+        assert key == state.key()
+        assert state.rest == [tuple(n.rest) for n in state.nodes if n.rest]
+        assert {id(n) for n in state.stars} == {
+            id(n.star) for n in state.nodes if n.star is not None
+        }
+        prefixes = {p: {id(c) for c in held} for p, held in state.prefixes.items()}
+        want: dict[str, set[int]] = {}
+        for node in state.nodes:
+            for prefix, child in node.prefixes.items():
+                want.setdefault(prefix, set()).add(id(child))
+        assert prefixes == want
+        if state.merged is not None:
+            merged = {level: {id(c) for c in held} for level, held in state.merged.items()}
+            want = {}
+            for node in state.nodes:
+                for level, child in node.literals.items():
+                    want.setdefault(level, set()).add(id(child))
+            assert merged == want
+    assert trie._merged_entries == sum(s.merged_entries() for s in interned.values())
+    assert trie._merged_entries <= max(trie.MIN_MERGED_ENTRIES, 2 * len(trie))
+    assert len(trie._stems) <= trie._stems_size
+    assert len(interned) <= trie._stems_size
+    # Each node lists exactly the interned node sets it is in.
+    for node in _trie_nodes(trie._root):
+        held = [id(s) for s in node.stems or ()]
+        assert sorted(held) == sorted(id(s) for s in interned.values() if node in s.nodes)
+
+
+# Fewer levels, and patterns and topics deeper than the stems: node sets of several
+# nodes, and changes below them, are common.
+deep_levels = st.sampled_from(LEVELS[:3])
+deep_topics = st.lists(deep_levels, min_size=STEM_LEVELS + 1, max_size=4).map("/".join)
+
+
+@st.composite
+def deep_patterns(draw: st.DrawFn) -> str:
+    level = st.one_of(deep_levels, st.just("*"), st.just("a*"))
+    levels = draw(st.lists(level, min_size=STEM_LEVELS, max_size=4))
+    if draw(st.booleans()):
+        levels.append(">")
+    return "/".join(levels)
+
+
+class StemMemoMachine(TrieMachine):
+    """Random adds, removes and matches with a stem memo that overflows and runs out of
+    merged entries, checked against the reference and against a fresh walk."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trie = TinyMemoTrie(cache_size=0)
+
+    @rule(target=TrieMachine.added, pattern=deep_patterns(), value=st.integers(0, 3))
+    def add_deep(self, pattern: str, value: int) -> tuple[str, int]:
+        return self.add(pattern, value)
+
+    @rule(topic=deep_topics)
+    def match_deep(self, topic: str) -> None:
+        self.match(topic)
+
+    @invariant()
+    def memo_is_current(self) -> None:
+        assert_stem_memo_is_current(self.trie)
+
+
+TestStemMemoMachine = StemMemoMachine.TestCase
+TestStemMemoMachine.settings = settings(deadline=None, max_examples=150, stateful_step_count=60)
+
+
+class RoomyStemMemoMachine(StemMemoMachine):
+    """The same with room for every stem: node sets live through many changes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trie = SubscriptionTrie(cache_size=0)
+
+
+TestRoomyStemMemoMachine = RoomyStemMemoMachine.TestCase
+TestRoomyStemMemoMachine.settings = settings(
+    deadline=None, max_examples=150, stateful_step_count=60
+)
+
+
+def test_a_node_set_is_merged_once_walks_have_paid_for_it() -> None:
+    trie: SubscriptionTrie[int] = SubscriptionTrie(cache_size=0)
+    for i in range(40):  # two nodes after `orders/us`, 80 literal children
+        trie.add(f"orders/us/c{i}/>", i)
+        trie.add(f"orders/*/c{i}/created", 100 + i)
+    walks = 80 // trie.MERGE_COST_SHARE
+    for i in range(walks - 1):
+        assert set(trie.match(f"orders/us/c{i}/created")) == {i, 100 + i}
+    (stem,) = trie._stem_sets.values()
+    assert stem.merged is None
+    assert set(trie.match("orders/us/c1/paid")) == {1}
+    assert stem.merged is not None and len(stem.merged) == 40
+    assert set(trie.match("orders/us/c2/created")) == {2, 102}
+    # A one-off stem's own node set is walked too rarely to be merged.
+    trie.add("orders/eu/c1/>", 1_000)
+    assert set(trie.match("orders/eu/c1/created")) == {1_000, 101}
+    assert all(s.merged is None for s in trie._stem_sets.values() if s is not stem)
+
+
+def test_stem_memo_stays_bounded_under_one_off_topics_and_patterns() -> None:
+    trie: SubscriptionTrie[int] = SubscriptionTrie(cache_size=0)
+    trie.add("inbox/*/>", 0)
+    trie.add("orders/*/created", 1)
+    trie.add("orders/us/>", 2)
+    for i in range(3 * trie.DEFAULT_STEMS):
+        # A one-off id in the stem: one stem each, all of them one node set.
+        assert trie.match(f"orders/{i}/created") == (1,)
+        assert set(trie.match(f"inbox/c{i}/m/{i}")) == {0}
+        # A subscriber of its own, subscribed and gone again.
+        trie.add(f"inbox/c{i}/>", 10 + i)
+        assert set(trie.match(f"inbox/c{i}/m/{i}")) == {0, 10 + i}
+        trie.remove(f"inbox/c{i}/>", 10 + i)
+        assert len(trie._stems) <= trie._stems_size
+        assert len(trie._stem_sets) <= 4
+    assert_stem_memo_is_current(trie)
 
 
 @settings(deadline=None, max_examples=300)
