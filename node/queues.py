@@ -32,7 +32,7 @@ from plexus.errors import (
 )
 from plexus.topics import SubscriptionTrie, validate_pattern
 from plexus.v1 import plexus_pb2 as pb
-from storage.spool import EntryRecord, Spool
+from storage.spool import Spool
 
 log = logging.getLogger(__name__)
 
@@ -582,7 +582,7 @@ class QueueTable:
         spool = self._spool
         purges = queue.purges
         try:
-            records, events = await asyncio.to_thread(_read_window, spool, queue.queue_id, after)
+            records = await asyncio.to_thread(spool.read_window, queue.queue_id, after, LOAD_BATCH)
         except Exception:
             log.exception("queue %s: reading from storage failed", queue.name)
             queue.delivery.loading = False
@@ -591,26 +591,11 @@ class QueueTable:
             queue.delivery.loading = False
             self._schedule(queue)
             return
-        entries = []
-        for record, data in zip(records, events, strict=True):
-            if data is None:
-                continue
-            entries.append(
-                Entry(
-                    record.seq,
-                    record.size,
-                    record.expires_at_ms,
-                    record.delivery_count,
-                    record.delivery_count > 0 or record.seq <= self._recovered_upto_seq,
-                    data,
-                )
-            )
+        recovered = self._recovered_upto_seq
+        entries = [
+            Entry(seq, size, expires, count, count > 0 or seq <= recovered, data)
+            for seq, count, expires, size, data in records
+            if data is not None
+        ]
         queue.delivery.loaded(entries, LOAD_BATCH)
         self._schedule(queue)
-
-
-def _read_window(
-    spool: Spool, queue_id: int, after: int
-) -> tuple[list[EntryRecord], list[bytes | None]]:
-    records = spool.read_entries(queue_id, after, LOAD_BATCH)
-    return records, spool.read_events(r.seq for r in records)
