@@ -505,20 +505,34 @@ class Publisher:
 
     def _landed(self, pending: list[_Pending]) -> None:
         """Committed: queues take their entries, links their spooled events."""
-        by_queue: dict[Queue, list[Entry]] = {}
-        forwards = []
-        for p in pending:
-            seq, data, _ids, expires, size, forwarded = p.stored
-            forwards.extend(forwarded)
-            for queue in p.queues:
-                entry = Entry(seq, size, expires, data=data)
-                by_queue.setdefault(queue, []).append(entry)
-        for queue, entries in by_queue.items():
-            self.queues.stored(queue, entries)
+        queues = pending[0].queues
+        if all(p.queues is queues for p in pending):  # one topic's queues: the common case
+            stored = [p.stored for p in pending]
+            for queue in queues:
+                self._into_queue(queue, stored)
+        else:
+            by_queue: dict[Queue, list[StoredEvent]] = {}
+            for p in pending:
+                for queue in p.queues:
+                    by_queue.setdefault(queue, []).append(p.stored)
+            for queue, stored in by_queue.items():
+                self._into_queue(queue, stored)
+        forwards = [f for p in pending if p.stored.forwards for f in p.stored.forwards]
         if forwards:
             self.forwarder.committed(forwards)
         # Direct subscribers here see guaranteed events too, once they are safe.
-        self.router.fan_out((p.topic, p.stored.data) for p in pending if p.topic)
+        if len(self.router.index):
+            self.router.fan_out((p.topic, p.stored.data) for p in pending if p.topic)
+
+    def _into_queue(self, queue: Queue, stored: list[StoredEvent]) -> None:
+        """Committed events into one queue, in seq order; a spilled queue's stay on disk."""
+        if queue.delivery.spilled_for(stored[0].seq):
+            size = sum([s.size for s in stored])
+            self.queues.stored_on_disk(queue, len(stored), size, stored[-1].seq)
+            return
+        self.queues.stored(
+            queue, [Entry(s.seq, s.size, s.expires_at_ms, data=s.data) for s in stored]
+        )
 
     def _release(self, pending: list[_Pending]) -> None:
         for p in pending:
@@ -609,6 +623,11 @@ def _offer_batch(batch: bytes, routed: list[tuple[pb.Event, tuple[Subscriber, ..
 
 def _ack_runs(pending: list[_Pending]) -> list[pb.PublishAck]:
     """One ack per run of consecutive indexes (their ids are consecutive too)."""
+    first, last = pending[0], pending[-1]
+    span = len(pending) - 1
+    if last.index - first.index == span and last.event_id - first.event_id == span:
+        # Strictly increasing both, so one run: a whole batch stored, the common case.
+        return [pb.PublishAck(index=first.index, id=first.event_id, count=span + 1)]
     acks: list[pb.PublishAck] = []
     first = previous = pending[0]
     count = 1
