@@ -39,7 +39,8 @@ import lmdb
 from plexus.errors import FailedPrecondition
 from storage.environment import Environment
 
-# 2: entries may hold their event (see above). Format 1 files read as they are.
+# 2: entries may hold their event (see above), and the de-duplication log
+# (storage/dedup.py) holds a record per commit. Format 1 files read as they are.
 FORMAT = 2
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
