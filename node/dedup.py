@@ -137,7 +137,15 @@ class DedupWindow:
 
     def _forget(self, now_ms: int) -> None:
         ids, seqs, keys = self._ids, self._seqs, self._keys
+        over = len(keys) - self.max_keys
+        if over > 0:  # past max_keys: the oldest go without an age check each
+            pop_key, pop_seq = keys.popleft, seqs.popleft
+            for _ in range(over):
+                del ids[pop_key()]
+            for _ in range(over - 1):
+                pop_seq()
+            self.trim_upto = pop_seq()
         oldest_ms = now_ms - self.max_age_ms
-        while keys and (len(keys) > self.max_keys or ids[keys[0]] >> _ID_TIME_SHIFT < oldest_ms):
+        while keys and ids[keys[0]] >> _ID_TIME_SHIFT < oldest_ms:
             del ids[keys.popleft()]
             self.trim_upto = seqs.popleft()

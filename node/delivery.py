@@ -206,12 +206,14 @@ class QueueDelivery:
     def ack(self, consumer: int, tags: Iterable[int]) -> list[Entry]:
         """Entries acked by their consumer; unknown tags or another consumer's are ignored."""
         done = []
+        inflight = self.inflight
         for tag in tags:
-            held = self.inflight.get(tag)
+            held = inflight.get(tag)
             if held is not None and held[0] == consumer:
-                del self.inflight[tag]
-                self._settled(consumer, held[1])
+                del inflight[tag]
                 done.append(held[1])
+        if done and consumer in self.inflight_bytes:
+            self.inflight_bytes[consumer] -= sum([e.size for e in done])
         return done
 
     def nack(self, consumer: int, tags: Iterable[int]) -> list[Entry]:

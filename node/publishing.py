@@ -447,7 +447,12 @@ class Publisher:
         to_store = [p.stored for p in pending if p.queues or p.stored.forwards]
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         dedup = self.dedup
-        keyed = [p for p in pending if p.key] if dedup is not None else []
+        # (seq, event id, key) of each keyed event: logged in the commit, then remembered.
+        keyed = (
+            [(p.stored.seq, p.event_id, p.key) for p in pending if p.key]
+            if dedup is not None
+            else []
+        )
         if not to_store and not keyed:
             self._acked(pending, on_acks)
             done.set_result(None)
@@ -461,7 +466,7 @@ class Publisher:
 
             def write(txn: Any) -> None:
                 spool.put_events(txn, to_store)
-                log.append(txn, [(p.stored.seq, p.event_id, p.key) for p in keyed])
+                log.append(txn, keyed)
                 if trim_upto:
                     log.trim(txn, trim_upto)
 
@@ -475,20 +480,19 @@ class Publisher:
                 self._acked(pending, on_acks)
             else:
                 if keyed:
-                    self._dedup_failed([p.key for p in keyed], error)
+                    self._dedup_failed([key for _seq, _id, key in keyed], error)
                 self._failed(pending, error, on_acks)
             done.set_result(None)
 
         future.add_done_callback(committed)
         return done
 
-    def _dedup_landed(self, keyed: list[_Pending], trim_upto: int) -> None:
+    def _dedup_landed(self, keyed: list[tuple[int, int, bytes]], trim_upto: int) -> None:
         assert self.dedup is not None
         window = self.dedup.window
         if trim_upto > window.trimmed:
             window.trimmed = trim_upto
-        records = ((p.stored.seq, p.event_id, p.key) for p in keyed)
-        for resend, event_id in window.landed(records, now_ms()):
+        for resend, event_id in window.landed(keyed, now_ms()):
             resend.on_acks([pb.PublishAck(index=resend.index, id=event_id, duplicate=True)])
             resend.done.set_result(None)
 
