@@ -44,12 +44,14 @@ class DedupWindow:
     def __init__(self, max_keys: int, max_age_ms: int) -> None:
         self.max_keys = max_keys
         self.max_age_ms = max_age_ms
+        # Key -> the id of its stored first copy, or PENDING while that copy commits
+        # (one dict: a new key costs one lookup and one insert when claimed).
         self._ids: dict[bytes, int] = {}
         # Oldest first, in commit order: the seq of each key's record, and the key.
         self._seqs: deque[int] = deque()
         self._keys: deque[bytes] = deque()
-        # Keys on their way to a commit -> resends waiting for it (None: none yet).
-        self._pending: dict[bytes, list[Any] | None] = {}
+        # Pending keys with resends waiting for their commit -> those resends.
+        self._waiters: dict[bytes, list[Any]] = {}
         # Records with seq <= trim_upto are forgotten; those up to `trimmed` are gone on
         # disk (the caller sets it once its trim committed).
         self.trim_upto = 0
@@ -61,7 +63,8 @@ class DedupWindow:
         return self.max_keys > 0
 
     def __len__(self) -> int:
-        return len(self._ids)
+        """Keys stored (pending ones not counted)."""
+        return len(self._keys)
 
     def load(self, records: Iterable[DedupRecord], now_ms: int) -> None:
         """Refill from the durable log after a restart."""
@@ -77,22 +80,17 @@ class DedupWindow:
         to a commit (`join` the resend to it). Otherwise: the first copy's id.
         """
         event_id = self._ids.get(key)
-        if event_id is not None:
+        if event_id is None:
+            self._ids[key] = PENDING
+            return None
+        if event_id != PENDING:
             self.duplicates += 1
-            return event_id
-        if key in self._pending:
-            return PENDING
-        self._pending[key] = None
-        return None
+        return event_id
 
     def join(self, key: bytes, waiter: Any) -> None:
         """A resend of a pending key: `waiter` comes back from `landed` or `failed`."""
         self.duplicates += 1
-        waiters = self._pending[key]
-        if waiters is None:
-            self._pending[key] = [waiter]
-        else:
-            waiters.append(waiter)
+        self._waiters.setdefault(key, []).append(waiter)
 
     def landed(
         self, records: Iterable[tuple[int, int, bytes]], now_ms: int
@@ -100,15 +98,17 @@ class DedupWindow:
         """The first copies' commit landed, (seq, event id, key) each: remember them;
         returns the waiters to ack, with their id."""
         waiting: list[tuple[Any, int]] = []
-        pop_pending = self._pending.pop
         ids, seqs, keys = self._ids, self._seqs, self._keys
         for seq, event_id, key in records:
-            waiters = pop_pending(key, None)
-            if waiters:
-                waiting.extend((waiter, event_id) for waiter in waiters)
             ids[key] = event_id
             seqs.append(seq)
             keys.append(key)
+        if self._waiters:  # resends of keys still pending: rare, so looked for only then
+            pop_waiters = self._waiters.pop
+            for _seq, event_id, key in records:
+                waiters = pop_waiters(key, None)
+                if waiters:
+                    waiting.extend((waiter, event_id) for waiter in waiters)
         self._forget(now_ms)
         return waiting
 
@@ -116,14 +116,17 @@ class DedupWindow:
         """The first copies' commit failed (or was refused): the keys are free again;
         their waiters fail too."""
         waiters: list[Any] = []
+        ids = self._ids
         for key in keys:
-            waiters.extend(self._pending.pop(key, None) or ())
+            if ids.get(key) == PENDING:
+                del ids[key]
+            waiters.extend(self._waiters.pop(key, None) or ())
         return waiters
 
     def trim_due(self) -> int:
         """The seq to trim the durable log up to now (0: not worth a trim yet)."""
         if self.trim_upto - self.trimmed >= TRIM_BATCH or (
-            self.trim_upto > self.trimmed and not self._ids
+            self.trim_upto > self.trimmed and not self._keys
         ):
             return self.trim_upto
         return 0
@@ -137,7 +140,15 @@ class DedupWindow:
 
     def _forget(self, now_ms: int) -> None:
         ids, seqs, keys = self._ids, self._seqs, self._keys
+        over = len(keys) - self.max_keys
+        if over > 0:  # past max_keys: the oldest go without an age check each
+            pop_key, pop_seq = keys.popleft, seqs.popleft
+            for _ in range(over):
+                del ids[pop_key()]
+            for _ in range(over - 1):
+                pop_seq()
+            self.trim_upto = pop_seq()
         oldest_ms = now_ms - self.max_age_ms
-        while keys and (len(keys) > self.max_keys or ids[keys[0]] >> _ID_TIME_SHIFT < oldest_ms):
+        while keys and ids[keys[0]] >> _ID_TIME_SHIFT < oldest_ms:
             del ids[keys.popleft()]
             self.trim_upto = seqs.popleft()

@@ -130,6 +130,16 @@ class QueueDelivery:
             self.ready_bytes += entry.size
             self.last_loaded_seq = entry.seq
 
+    def pushed_on_disk(self, last_seq: int) -> None:
+        """Entries up to `last_seq` were stored while the queue is spilled (`spilled_for`
+        was True for all of them): only a load will bring them."""
+        if last_seq > self.last_pushed_seq:
+            self.last_pushed_seq = last_seq
+
+    def spilled_for(self, first_seq: int) -> bool:
+        """Whether entries from `first_seq` on (newer than any loaded) would stay on disk."""
+        return self.spilled and first_seq > self.last_loaded_seq
+
     def wants_load(self) -> bool:
         """True when the shell should read more entries from disk (after `last_loaded_seq`)."""
         return (
@@ -196,12 +206,14 @@ class QueueDelivery:
     def ack(self, consumer: int, tags: Iterable[int]) -> list[Entry]:
         """Entries acked by their consumer; unknown tags or another consumer's are ignored."""
         done = []
+        inflight = self.inflight
         for tag in tags:
-            held = self.inflight.get(tag)
+            held = inflight.get(tag)
             if held is not None and held[0] == consumer:
-                del self.inflight[tag]
-                self._settled(consumer, held[1])
+                del inflight[tag]
                 done.append(held[1])
+        if done and consumer in self.inflight_bytes:
+            self.inflight_bytes[consumer] -= sum([e.size for e in done])
         return done
 
     def nack(self, consumer: int, tags: Iterable[int]) -> list[Entry]:

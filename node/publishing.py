@@ -12,6 +12,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, NamedTuple, Protocol
 
 from node import framing
@@ -55,6 +56,12 @@ class _Pending(NamedTuple):
     stored: StoredEvent
     # Its de-duplication key (b"": none).
     key: bytes = b""
+
+
+# Made per guaranteed event: tuple.__new__ fills a named tuple in C, half the time
+# of its generated Python __new__ (every field is given, so no defaults are needed).
+_new_stored: Callable[[tuple[Any, ...]], StoredEvent] = partial(tuple.__new__, StoredEvent)
+_new_pending: Callable[[tuple[Any, ...]], _Pending] = partial(tuple.__new__, _Pending)
 
 
 class _Resend(NamedTuple):
@@ -383,9 +390,9 @@ class Publisher:
         self._reserve(queues, size)
         expires = at_ms + event.ttl_ms if event.ttl_ms else 0
         ids = self.queues.ids_of(queues)
-        stored = StoredEvent(self.next_seq, data, ids, expires, size, forwards)
+        stored = _new_stored((self.next_seq, data, ids, expires, size, forwards))
         self.next_seq += 1
-        pending.append(_Pending(index, event.id, topic, queues, stored, key))
+        pending.append(_new_pending((index, event.id, topic, queues, stored, key)))
         return None
 
     @staticmethod
@@ -447,7 +454,12 @@ class Publisher:
         to_store = [p.stored for p in pending if p.queues or p.stored.forwards]
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         dedup = self.dedup
-        keyed = [p for p in pending if p.key] if dedup is not None else []
+        # (seq, event id, key) of each keyed event: logged in the commit, then remembered.
+        keyed = (
+            [(p.stored.seq, p.event_id, p.key) for p in pending if p.key]
+            if dedup is not None
+            else []
+        )
         if not to_store and not keyed:
             self._acked(pending, on_acks)
             done.set_result(None)
@@ -461,7 +473,7 @@ class Publisher:
 
             def write(txn: Any) -> None:
                 spool.put_events(txn, to_store)
-                log.append(txn, [(p.stored.seq, p.event_id, p.key) for p in keyed])
+                log.append(txn, keyed)
                 if trim_upto:
                     log.trim(txn, trim_upto)
 
@@ -475,20 +487,19 @@ class Publisher:
                 self._acked(pending, on_acks)
             else:
                 if keyed:
-                    self._dedup_failed([p.key for p in keyed], error)
+                    self._dedup_failed([key for _seq, _id, key in keyed], error)
                 self._failed(pending, error, on_acks)
             done.set_result(None)
 
         future.add_done_callback(committed)
         return done
 
-    def _dedup_landed(self, keyed: list[_Pending], trim_upto: int) -> None:
+    def _dedup_landed(self, keyed: list[tuple[int, int, bytes]], trim_upto: int) -> None:
         assert self.dedup is not None
         window = self.dedup.window
         if trim_upto > window.trimmed:
             window.trimmed = trim_upto
-        records = ((p.stored.seq, p.event_id, p.key) for p in keyed)
-        for resend, event_id in window.landed(records, now_ms()):
+        for resend, event_id in window.landed(keyed, now_ms()):
             resend.on_acks([pb.PublishAck(index=resend.index, id=event_id, duplicate=True)])
             resend.done.set_result(None)
 
@@ -505,20 +516,36 @@ class Publisher:
 
     def _landed(self, pending: list[_Pending]) -> None:
         """Committed: queues take their entries, links their spooled events."""
-        by_queue: dict[Queue, list[Entry]] = {}
-        forwards: list[tuple[Forward, bytes]] = []
-        for p in pending:
-            seq, data, _ids, expires, size, forwarded = p.stored
-            forwards.extend((forward, data) for forward in forwarded)
-            for queue in p.queues:
-                entry = Entry(seq, size, expires, data=data)
-                by_queue.setdefault(queue, []).append(entry)
-        for queue, entries in by_queue.items():
-            self.queues.stored(queue, entries)
+        queues = pending[0].queues
+        if all(p.queues is queues for p in pending):  # one topic's queues: the common case
+            stored = [p.stored for p in pending]
+            for queue in queues:
+                self._into_queue(queue, stored)
+        else:
+            by_queue: dict[Queue, list[StoredEvent]] = {}
+            for p in pending:
+                for queue in p.queues:
+                    by_queue.setdefault(queue, []).append(p.stored)
+            for queue, stored in by_queue.items():
+                self._into_queue(queue, stored)
+        forwards = [
+            (f, p.stored.data) for p in pending if p.stored.forwards for f in p.stored.forwards
+        ]
         if forwards:
             self.forwarder.committed(forwards)
         # Direct subscribers here see guaranteed events too, once they are safe.
-        self.router.fan_out((p.topic, p.stored.data) for p in pending if p.topic)
+        if len(self.router.index):
+            self.router.fan_out((p.topic, p.stored.data) for p in pending if p.topic)
+
+    def _into_queue(self, queue: Queue, stored: list[StoredEvent]) -> None:
+        """Committed events into one queue, in seq order; a spilled queue's stay on disk."""
+        if queue.delivery.spilled_for(stored[0].seq):
+            size = sum([s.size for s in stored])
+            self.queues.stored_on_disk(queue, len(stored), size, stored[-1].seq)
+            return
+        self.queues.stored(
+            queue, [Entry(s.seq, s.size, s.expires_at_ms, data=s.data) for s in stored]
+        )
 
     def _release(self, pending: list[_Pending]) -> None:
         for p in pending:
@@ -609,6 +636,11 @@ def _offer_batch(batch: bytes, routed: list[tuple[pb.Event, tuple[Subscriber, ..
 
 def _ack_runs(pending: list[_Pending]) -> list[pb.PublishAck]:
     """One ack per run of consecutive indexes (their ids are consecutive too)."""
+    first, last = pending[0], pending[-1]
+    span = len(pending) - 1
+    if last.index - first.index == span and last.event_id - first.event_id == span:
+        # Strictly increasing both, so one run: a whole batch stored, the common case.
+        return [pb.PublishAck(index=first.index, id=first.event_id, count=span + 1)]
     acks: list[pb.PublishAck] = []
     first = previous = pending[0]
     count = 1

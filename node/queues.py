@@ -32,7 +32,7 @@ from plexus.errors import (
 )
 from plexus.topics import SubscriptionTrie, validate_pattern
 from plexus.v1 import plexus_pb2 as pb
-from storage.spool import EntryRecord, Spool
+from storage.spool import Spool
 
 log = logging.getLogger(__name__)
 
@@ -123,12 +123,22 @@ class Queue:
                 extra={"event": "queue_has_room", "queue": self.name},
             )
 
+    @property
+    def config(self) -> pb.QueueConfig:
+        return self._config
+
+    @config.setter
+    def config(self, config: pb.QueueConfig) -> None:
+        self._config = config
+        # Read per event by `_full`: plain ints, not protobuf attribute lookups.
+        self._max_depth = config.limits.max_depth
+        self._max_bytes = config.limits.max_bytes
+
     def _full(self, size: int) -> QueueFull | None:
-        limits = self.config.limits
-        if self.depth + self.reserved_depth + 1 > limits.max_depth:
-            return QueueFull(self.name, "max depth", limits.max_depth)
-        if self.bytes + self.reserved_bytes + size > limits.max_bytes:
-            return QueueFull(self.name, "max bytes", limits.max_bytes)
+        if self.depth + self.reserved_depth + 1 > self._max_depth:
+            return QueueFull(self.name, "max depth", self._max_depth)
+        if self.bytes + self.reserved_bytes + size > self._max_bytes:
+            return QueueFull(self.name, "max bytes", self._max_bytes)
         return None
 
     def info(self) -> pb.QueueInfo:
@@ -423,6 +433,19 @@ class QueueTable:
         queue.delivery.push(entries)
         self._schedule(queue)
 
+    def stored_on_disk(self, queue: Queue, count: int, size: int, last_seq: int) -> None:
+        """`count` events up to `last_seq` just committed into a spilled queue: a load
+        brings them into memory later, so none is built now."""
+        queue.reserved_depth -= count
+        queue.reserved_bytes -= size
+        if queue.deleted:
+            return
+        queue.depth += count
+        queue.bytes += size
+        queue.events_in += count
+        queue.delivery.pushed_on_disk(last_seq)
+        self._schedule(queue)
+
     # ------------------------------------------------------------ consuming
 
     def bind(self, queue: Queue, consumer: Consumer, credits: int) -> None:
@@ -451,6 +474,7 @@ class QueueTable:
         if blocked:  # its unacked bytes held it back: it may take more now
             self._schedule(queue)
         seqs = [e.seq for e in done]
+        size = sum([e.size for e in done])
         spool, queue_id = self._spool, queue.queue_id
         future = self._commits.submit(lambda txn: spool.remove_entries(txn, queue_id, seqs))
 
@@ -460,7 +484,7 @@ class QueueTable:
                 consumer.close(f"storing acks failed: {fut.exception()}")
                 return
             queue.depth -= len(done)
-            queue.bytes -= sum(e.size for e in done)
+            queue.bytes -= size
             queue.freed()
             queue.events_out += len(done)
             consumer.confirmed.extend(seqs)
@@ -582,7 +606,7 @@ class QueueTable:
         spool = self._spool
         purges = queue.purges
         try:
-            records, events = await asyncio.to_thread(_read_window, spool, queue.queue_id, after)
+            records = await asyncio.to_thread(spool.read_window, queue.queue_id, after, LOAD_BATCH)
         except Exception:
             log.exception("queue %s: reading from storage failed", queue.name)
             queue.delivery.loading = False
@@ -591,26 +615,11 @@ class QueueTable:
             queue.delivery.loading = False
             self._schedule(queue)
             return
-        entries = []
-        for record, data in zip(records, events, strict=True):
-            if data is None:
-                continue
-            entries.append(
-                Entry(
-                    record.seq,
-                    record.size,
-                    record.expires_at_ms,
-                    record.delivery_count,
-                    record.delivery_count > 0 or record.seq <= self._recovered_upto_seq,
-                    data,
-                )
-            )
+        recovered = self._recovered_upto_seq
+        entries = [
+            Entry(seq, size, expires, count, count > 0 or seq <= recovered, data)
+            for seq, count, expires, size, data in records
+            if data is not None
+        ]
         queue.delivery.loaded(entries, LOAD_BATCH)
         self._schedule(queue)
-
-
-def _read_window(
-    spool: Spool, queue_id: int, after: int
-) -> tuple[list[EntryRecord], list[bytes | None]]:
-    records = spool.read_entries(queue_id, after, LOAD_BATCH)
-    return records, spool.read_events(r.seq for r in records)

@@ -9,11 +9,19 @@ Databases in the node's LMDB environment:
     refs     seq (u64 BE)      -> u32 number of queue and spool entries still pointing
                                   at it, absent when that number is 1 (the common case)
     entries  queue id (u32 BE) + seq (u64 BE)
-                               -> delivery count (u16), expiry ms (u64), size (u32)
+                               -> delivery count (u16), expiry ms (u64), size (u32),
+                                  then the encoded event itself when this entry is its
+                                  only holder (one queue, no link): one record to write,
+                                  read and delete instead of three. A 14-byte value
+                                  (written so by every node before format 2, and still
+                                  for shared events) finds its event in `events`.
     spools   link id (u32 BE) + link seq (u64 BE)
                                -> seq (u64) + what the link sends with it (caller's bytes)
              meta b"link:" + peer -> u32 link id; b"link-sent:" + peer -> u64 last link seq
              spooled; b"link-received:" + peer -> u64 last link seq stored from the peer
+
+meta b"format" -> u32 is the layout's version (absent: 1); a node refuses a
+data file of a newer format than it reads.
 
 Sequences are node-local, strictly increasing, and double as delivery tags.
 Write methods take the writer's transaction; read methods open their own.
@@ -28,12 +36,18 @@ from typing import NamedTuple
 
 import lmdb
 
+from plexus.errors import FailedPrecondition
 from storage.environment import Environment
 
+# 2: entries may hold their event (see above), and the de-duplication log
+# (storage/dedup.py) holds a record per commit. Format 1 files read as they are.
+FORMAT = 2
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 _ENTRY_KEY = struct.Struct(">IQ")
 _ENTRY_VALUE = struct.Struct(">HQI")
+_HEADER_BYTES = _ENTRY_VALUE.size
+_FORMAT_MARK = _U32.pack(FORMAT)
 _QUEUE_PREFIX = b"queue:"
 
 
@@ -92,6 +106,17 @@ class QueueRecord:
     config: bytes
 
 
+class DataFormatTooNew(FailedPrecondition):
+    """The data file was written in a newer layout than this node reads."""
+
+    def __init__(self, data_dir: str, found: int) -> None:
+        self.data_dir, self.found = data_dir, found
+        super().__init__(
+            f"the data in {data_dir} is in storage format {found}; this version of Plexus "
+            f"reads formats 1 to {FORMAT}: run a Plexus release that reads format {found}"
+        )
+
+
 class Spool:
     """Reads and transactional writes over the queue layout."""
 
@@ -102,37 +127,59 @@ class Spool:
         self.refs = env.db(b"refs")
         self.entries = env.db(b"entries")
         self.spools = env.db(b"spools")
+        self._check_format()
+
+    def _check_format(self) -> None:
+        with self._env.reading() as txn:
+            raw = txn.get(b"format", db=self.meta)
+        found = _U32.unpack(raw)[0] if raw else 1
+        if found > FORMAT:
+            raise DataFormatTooNew(str(self._env.data_dir), found)
 
     # ------------------------------------------------------------ writes
 
     def put_events(self, txn: lmdb.Transaction, batch: list[StoredEvent]) -> None:
-        """Store events once each, with an entry in every queue they go to."""
+        """Store events, each in every queue they go to: in its entry when one queue
+        alone holds it, else once in `events` with an entry per queue."""
         if not batch:
             return
         pack_seq, pack_key, pack_value = _U64.pack, _ENTRY_KEY.pack, _ENTRY_VALUE.pack
+        entries = []
+        shared = []
+        for ev in batch:
+            queue_ids = ev.queue_ids
+            value = pack_value(0, ev.expires_at_ms, ev.size)
+            if len(queue_ids) == 1 and not ev.forwards:
+                entries.append((pack_key(queue_ids[0], ev.seq), value + ev.data))
+                continue
+            shared.append(ev)
+            entries.extend((pack_key(queue_id, ev.seq), value) for queue_id in queue_ids)
+        if shared:
+            self._put_shared(txn, shared)
+        if entries:
+            txn.cursor(db=self.entries).putmulti(entries)
+        txn.put(b"seq", pack_seq(batch[-1].seq), db=self.meta)
+        # Beside `seq`, on a page this commit writes anyway: a rolled-back first commit
+        # cannot leave format 2 entries under no format mark.
+        txn.put(b"format", _FORMAT_MARK, db=self.meta)
+
+    def _put_shared(self, txn: lmdb.Transaction, shared: list[StoredEvent]) -> None:
+        pack_seq = _U64.pack
         txn.cursor(db=self.events).putmulti(
-            [(pack_seq(ev.seq), ev.data) for ev in batch], append=True
+            [(pack_seq(ev.seq), ev.data) for ev in shared], append=True
         )
         # Queue entries and link spool entries alike hold the event: whichever lets go
         # last deletes it (a spooled event must outlive its local queue's ack).
-        shared = [
-            (pack_seq(ev.seq), _U32.pack(refs))
-            for ev in batch
-            if (refs := len(ev.queue_ids) + len(ev.forwards)) > 1
+        refs = [
+            (pack_seq(ev.seq), _U32.pack(count))
+            for ev in shared
+            if (count := len(ev.queue_ids) + len(ev.forwards)) > 1
         ]
-        if shared:
-            txn.cursor(db=self.refs).putmulti(shared, append=True)
-        txn.cursor(db=self.entries).putmulti(
-            [
-                (pack_key(queue_id, ev.seq), pack_value(0, ev.expires_at_ms, ev.size))
-                for ev in batch
-                for queue_id in ev.queue_ids
-            ]
-        )
-        forwards = [(ev.seq, f) for ev in batch for f in ev.forwards]
+        if refs:
+            txn.cursor(db=self.refs).putmulti(refs, append=True)
+        forwards = [(ev.seq, f) for ev in shared for f in ev.forwards]
         if forwards:
             self._put_forwards(txn, forwards)
-        txn.put(b"seq", _U64.pack(batch[-1].seq), db=self.meta)
 
     def _put_forwards(self, txn: lmdb.Transaction, forwards: list[tuple[int, Forward]]) -> None:
         txn.cursor(db=self.spools).putmulti(
@@ -256,9 +303,13 @@ class Spool:
     def remove_entries(self, txn: lmdb.Transaction, queue_id: int, seqs: Iterable[int]) -> int:
         """Delete entries (acked or dropped) and release their events; returns how many."""
         removed = 0
+        cursor = txn.cursor(db=self.entries)
+        pack = _ENTRY_KEY.pack
         for seq in seqs:
-            if txn.delete(_ENTRY_KEY.pack(queue_id, seq), db=self.entries):
-                self._release(txn, seq)
+            if cursor.set_key(pack(queue_id, seq)):
+                if len(cursor.value()) == _HEADER_BYTES:
+                    self._release(txn, seq)
+                cursor.delete()
                 removed += 1
         return removed
 
@@ -287,10 +338,12 @@ class Spool:
             if last in keep:
                 cursor.next()
                 continue
-            size += _ENTRY_VALUE.unpack(cursor.value())[2]
+            value = cursor.value()
+            size += _ENTRY_VALUE.unpack_from(value)[2]
             if not cursor.delete():
                 break
-            self._release(txn, last)
+            if len(value) == _HEADER_BYTES:
+                self._release(txn, last)
             seqs.append(last)
         return PurgedPage(seqs, size, last, False)
 
@@ -305,9 +358,11 @@ class Spool:
             if value is None:
                 continue
             txn.delete(key, db=self.entries)
-            _count, _expiry, size = _ENTRY_VALUE.unpack(value)
-            # A dead event does not expire again in the dead-message queue.
-            txn.put(_ENTRY_KEY.pack(to_queue, seq), _ENTRY_VALUE.pack(0, 0, size), db=self.entries)
+            _count, _expiry, size = _ENTRY_VALUE.unpack_from(value)
+            # A dead event does not expire again in the dead-message queue; its data, when
+            # the entry held it, moves with it.
+            moved_value = _ENTRY_VALUE.pack(0, 0, size) + value[_HEADER_BYTES:]
+            txn.put(_ENTRY_KEY.pack(to_queue, seq), moved_value, db=self.entries)
             moved += 1
         return moved
 
@@ -317,8 +372,9 @@ class Spool:
         key = _ENTRY_KEY.pack(queue_id, seq)
         value = txn.get(key, db=self.entries)
         if value is not None:
-            _old, expiry, size = _ENTRY_VALUE.unpack(value)
-            txn.put(key, _ENTRY_VALUE.pack(min(count, 0xFFFF), expiry, size), db=self.entries)
+            _old, expiry, size = _ENTRY_VALUE.unpack_from(value)
+            header = _ENTRY_VALUE.pack(min(count, 0xFFFF), expiry, size)
+            txn.put(key, header + value[_HEADER_BYTES:], db=self.entries)
 
     def put_queue(self, txn: lmdb.Transaction, name: str, config: bytes) -> int:
         """Store a new queue's config under a fresh id; returns the id."""
@@ -344,15 +400,20 @@ class Spool:
         """Delete a queue and every entry in it; returns the number of entries dropped."""
         txn.delete(_QUEUE_PREFIX + name.encode(), db=self.meta)
         prefix = _U32.pack(queue_id)
-        seqs = [record.seq for record in self._scan(txn, queue_id, 0, None)]
+        dropped = 0
+        shared = []
         cursor = txn.cursor(db=self.entries)
         if cursor.set_range(prefix):
             while cursor.key()[:4] == prefix:
+                key, value = cursor.item()
                 if not cursor.delete():
                     break
-        for seq in seqs:
+                dropped += 1
+                if len(value) == _HEADER_BYTES:
+                    shared.append(_ENTRY_KEY.unpack(key)[1])
+        for seq in shared:
             self._release(txn, seq)
-        return len(seqs)
+        return dropped
 
     def _release(self, txn: lmdb.Transaction, seq: int) -> None:
         key = _U64.pack(seq)
@@ -393,6 +454,29 @@ class Spool:
         with self._env.reading() as txn:
             return list(self._scan(txn, queue_id, after_seq + 1, limit))
 
+    def read_window(
+        self, queue_id: int, after_seq: int, limit: int
+    ) -> list[tuple[int, int, int, int, bytes | None]]:
+        """Up to `limit` entries of a queue with seq > after_seq, in order, with their
+        events: (seq, delivery count, expiry ms, size, encoded event or None if gone)."""
+        found: list[tuple[int, int, int, int, bytes | None]] = []
+        prefix = _U32.pack(queue_id)
+        unpack_key, unpack_value = _ENTRY_KEY.unpack, _ENTRY_VALUE.unpack_from
+        with self._env.reading() as txn:
+            cursor = txn.cursor(db=self.entries)
+            if not cursor.set_range(_ENTRY_KEY.pack(queue_id, after_seq + 1)):
+                return found
+            for key, value in cursor:
+                if key[:4] != prefix or len(found) >= limit:
+                    break
+                seq = unpack_key(key)[1]
+                if len(value) > _HEADER_BYTES:
+                    data: bytes | None = value[_HEADER_BYTES:]
+                else:
+                    data = txn.get(_U64.pack(seq), db=self.events)
+                found.append((seq, *unpack_value(value), data))
+        return found
+
     def queue_totals(self, queue_id: int) -> tuple[int, int, int, int]:
         """(entries, bytes, first seq, last seq) of a queue, by scanning it (seqs 0 if empty)."""
         count = size = first = last = 0
@@ -405,10 +489,6 @@ class Spool:
                 size += record.size
         return count, size, first, last
 
-    def read_events(self, seqs: Iterable[int]) -> list[bytes | None]:
-        with self._env.reading() as txn:
-            return [txn.get(_U64.pack(seq), db=self.events) for seq in seqs]
-
     def _scan(
         self, txn: lmdb.Transaction, queue_id: int, from_seq: int, limit: int | None
     ) -> Iterable[EntryRecord]:
@@ -419,5 +499,5 @@ class Spool:
         for n, (key, value) in enumerate(cursor):
             if key[:4] != prefix or (limit is not None and n >= limit):
                 return
-            count, expiry, size = _ENTRY_VALUE.unpack(value)
+            count, expiry, size = _ENTRY_VALUE.unpack_from(value)
             yield EntryRecord(_ENTRY_KEY.unpack(key)[1], count, expiry, size)

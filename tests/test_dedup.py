@@ -89,13 +89,36 @@ def test_the_log_appends_trims_and_reads_back(tmp_path: Path) -> None:
         log = DedupLog(env)
         records = [_record(seq, app_key(f"k{seq}")) for seq in range(1, 6)]
         with env.env.begin(write=True) as txn:
-            log.append(txn, records)
+            log.append(txn, records[:3])  # one commit's keys: one LMDB record
+            log.append(txn, records[3:])
         assert log.read_all() == records
         with env.env.begin(write=True) as txn:
-            assert log.trim(txn, 3) == 3
-            assert log.trim(txn, 100) == 2
+            assert log.trim(txn, 2) == 0  # a commit's record goes with its last key
+            assert log.trim(txn, 3) == 1
+        assert log.read_all() == records[3:]
+        with env.env.begin(write=True) as txn:
+            assert log.trim(txn, 100) == 1
             assert log.trim(txn, 100) == 0
         assert log.read_all() == []
+    finally:
+        env.close()
+
+
+def test_a_log_written_one_record_per_key_reads_and_trims_beside_new_records(
+    tmp_path: Path,
+) -> None:
+    env = Environment(tmp_path)
+    try:
+        log = DedupLog(env)
+        old = [_record(seq, app_key(f"old{seq}")) for seq in (1, 2)]
+        with env.env.begin(write=True) as txn:
+            for seq, event_id, key in old:  # as nodes before format 2 wrote them
+                txn.put(seq.to_bytes(8, "big"), event_id.to_bytes(8, "big") + key, db=log.db)
+            log.append(txn, [_record(3, app_key("new"))])
+        assert log.read_all() == [*old, _record(3, app_key("new"))]
+        with env.env.begin(write=True) as txn:
+            assert log.trim(txn, 2) == 2
+        assert log.read_all() == [_record(3, app_key("new"))]
     finally:
         env.close()
 

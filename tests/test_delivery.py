@@ -258,6 +258,22 @@ def test_push_past_the_window_spills_and_later_pushes_stay_on_disk() -> None:
     assert qd.wants_load()  # 2 ready: half the window
 
 
+def test_entries_stored_while_spilled_are_only_counted_and_a_load_brings_them() -> None:
+    qd = QueueDelivery(exclusive=False, max_deliveries=0, window=2)
+    qd.push(entries(1, 2, 3))  # 3 spills
+    assert qd.spilled_for(4) and not qd.spilled_for(2)
+    qd.pushed_on_disk(6)  # 4-6 committed: no entry objects made for them
+    assert ready_seqs(qd) == [1, 2] and qd.last_pushed_seq == 6
+    qd.add_consumer(1, credits=10)
+    assert delivered(qd) == {1: [1, 2]}
+    qd.loading = True
+    qd.loaded(entries(3, 4, 5, 6, 7), asked=10)  # 7 read before its commit was reported
+    assert delivered(qd) == {1: [3, 4, 5, 6]}
+    assert not qd.spilled and not qd.spilled_for(7)  # so 7's own push brings it
+    qd.push(entries(7))
+    assert delivered(qd) == {1: [7]}
+
+
 def test_push_past_window_bytes_spills() -> None:
     qd = QueueDelivery(exclusive=False, max_deliveries=0, window=100, window_bytes=25)
     qd.push(entries(1, 2, 3, 4))
