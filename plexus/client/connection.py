@@ -53,6 +53,7 @@ log = logging.getLogger("plexus.client")
 FIRST_BACKOFF_S = 0.05
 MAX_BACKOFF_S = 0.25
 PUBLISH_METHOD = "/plexus.v1.Broker/Publish"
+SUBSCRIPTIONS_METHOD = "/plexus.v1.Broker/Subscriptions"
 # Two start times of a node computed from its uptime further apart than this are
 # two processes (a restart).
 NODE_START_TOLERANCE_S = 0.25
@@ -113,6 +114,7 @@ class Connection:
         self.broker: pb_grpc.BrokerStub | None = None
         self.admin: pb_grpc.AdminStub | None = None
         self.publish: aio.StreamStreamMultiCallable | None = None
+        self.subscriptions: aio.StreamStreamMultiCallable | None = None
         # Bumped by every (re)connect; streams remember the one they opened on.
         self.generation = 0
         self.reconnects = 0
@@ -293,6 +295,12 @@ class Connection:
             request_serializer=None,
             response_deserializer=pb.PublishResponse.FromString,
         )
+        # Each response with its size on the wire, by which subscriptions bound what they hold.
+        self.subscriptions = channel.stream_stream(
+            SUBSCRIPTIONS_METHOD,
+            request_serializer=pb.SubscriptionsRequest.SerializeToString,
+            response_deserializer=_sized_response,
+        )
         self.generation += 1
 
     # ------------------------------------------------------------ states
@@ -322,6 +330,10 @@ class Connection:
                 yield change
         finally:
             self._listeners.remove(listener)
+
+
+def _sized_response(raw: bytes) -> tuple[int, pb.SubscriptionsResponse]:
+    return len(raw), pb.SubscriptionsResponse.FromString(raw)
 
 
 def _started_at(info: pb.NodeInfo) -> float:
