@@ -75,12 +75,13 @@ class Subscription:
             self._live = self._loop.create_future()
             self._live.add_done_callback(_consume_exception)
 
-    def deliver(self, events: pb.SubscriptionEvents, size: int) -> None:
+    def deliver(self, events: pb.SubscriptionEvents, size: int) -> bool:
+        """Hold a received batch; whether the application was waiting for one."""
         self._batches.append(events)
         self._buffered_bytes += size
         if self._buffered_bytes > MAX_BUFFERED_BYTES:
             self._stream.full(self._id)
-        self._wake()
+        return self._wake()
 
     def fail(self, err: PlexusError) -> None:
         """The subscription ended with `err` (refused, or the stream is over for good)."""
@@ -90,10 +91,12 @@ class Subscription:
             self._live.set_exception(err)
         self._wake()
 
-    def _wake(self) -> None:
+    def _wake(self) -> bool:
         waiter, self._waiter = self._waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+            return True
+        return False
 
     # ------------------------------------------------------------ the application's side
 

@@ -192,10 +192,15 @@ class SubscriptionStream:
                     subscription = subscriptions.pop(refusal.subscription, None)
                     if subscription is not None:
                         subscription.fail(error_from_ack(refusal.error))
+                woken = False
                 for events in response.events:
                     subscription = subscriptions.get(events.subscription)
                     if subscription is not None:
-                        subscription.deliver(events, size)
+                        woken |= subscription.deliver(events, size)
+                if woken:
+                    # Let the application take the events before the next read is set up
+                    # (tens of µs in grpc.aio), not after.
+                    await asyncio.sleep(0)
                 while not room.is_set():
                     await room.wait()
         except asyncio.CancelledError:
