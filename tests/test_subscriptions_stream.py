@@ -13,7 +13,7 @@ import pytest
 from node.server import Node
 from plexus import Client, NotPermitted
 from plexus.client import subscription as subscription_module
-from plexus.errors import LimitReached
+from plexus.errors import LimitReached, Timeout
 from plexus.v1 import plexus_pb2 as pb
 from plexus.v1 import plexus_pb2_grpc as rpc
 from tests.harness import eventually
@@ -202,3 +202,16 @@ async def test_an_unread_subscription_is_bounded_in_the_client_and_the_node_coun
             got += [e.payload for e in batch]
         assert got[0] == b"%0999d" % 0
         assert len(got) + await discarded() == SLOW_EVENTS
+
+
+async def test_ready_says_it_waits_for_a_reconnect_while_the_node_is_down(
+    inproc_nodes: InProcessNodes,
+) -> None:
+    node = await inproc_nodes.start("us")
+    async with await Client.connect(node.address) as client:
+        await node.stop()
+        sub = client.subscribe("x/>")
+        with pytest.raises(Timeout) as waited:
+            await sub.ready(timeout=0.5)
+        assert f"reconnect to node at {node.address} for subscription 'x/>'" in str(waited.value)
+        await sub.close()
