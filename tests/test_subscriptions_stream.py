@@ -13,7 +13,7 @@ import pytest
 from node.server import Node
 from plexus import Client, NotPermitted
 from plexus.client import subscription as subscription_module
-from plexus.errors import LimitReached, Timeout
+from plexus.errors import FailedPrecondition, LimitReached, Timeout
 from plexus.v1 import plexus_pb2 as pb
 from plexus.v1 import plexus_pb2_grpc as rpc
 from tests.harness import eventually
@@ -215,3 +215,26 @@ async def test_ready_says_it_waits_for_a_reconnect_while_the_node_is_down(
             await sub.ready(timeout=0.5)
         assert f"reconnect to node at {node.address} for subscription 'x/>'" in str(waited.value)
         await sub.close()
+
+
+async def test_a_node_without_the_subscriptions_stream_is_named_as_too_old() -> None:
+    """An older node answers UNIMPLEMENTED: the subscription fails once, no reconnect loop."""
+
+    async def node_info(_request: bytes, _context: object) -> bytes:
+        return pb.NodeInfo(region="old").SerializeToString()
+
+    server = grpc.aio.server()
+    handlers = {"GetNodeInfo": grpc.unary_unary_rpc_method_handler(node_info)}
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("plexus.v1.Broker", handlers),)
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with await Client.connect(f"127.0.0.1:{port}") as client:
+            sub = client.subscribe("x/>")
+            with pytest.raises(FailedPrecondition, match="upgrade the node"):
+                await sub.ready(timeout=5)
+            assert client.reconnects == 0
+    finally:
+        await server.stop(0)

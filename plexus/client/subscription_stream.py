@@ -24,7 +24,7 @@ from grpc import aio
 
 from plexus.client.channel import error_from_ack, stream_broke, stream_ended
 from plexus.client.connection import Connection
-from plexus.errors import ClientClosed, PlexusError, Unavailable
+from plexus.errors import ClientClosed, FailedPrecondition, PlexusError, Unavailable
 from plexus.v1 import plexus_pb2 as pb
 
 if TYPE_CHECKING:
@@ -206,7 +206,16 @@ class SubscriptionStream:
         except asyncio.CancelledError:
             raise
         except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                return self._unsupported()
             return stream_broke(exc, self._conn.address, _WHAT)
+
+    def _unsupported(self) -> PlexusError:
+        """A node older than this SDK: a retry cannot help."""
+        return FailedPrecondition(
+            f"node at {self._conn.address} does not serve the Subscriptions stream "
+            "(it is older than this client): upgrade the node"
+        )
 
     async def _ended(self, call: aio.StreamStreamCall) -> PlexusError:
         try:
@@ -218,6 +227,8 @@ class SubscriptionStream:
             return Unavailable(f"{_WHAT} to node at {self._conn.address} failed: {exc}")
         if code == grpc.StatusCode.OK:
             return Unavailable(f"node at {self._conn.address} ended the {_WHAT}")
+        if code == grpc.StatusCode.UNIMPLEMENTED:
+            return self._unsupported()
         return stream_ended(code, details, self._conn.address, _WHAT, trailing)
 
     def _fail(self, err: PlexusError) -> None:
