@@ -574,7 +574,7 @@ class Client:
         stub = conn.admin if service == "admin" else conn.broker
         generation = conn.generation
         try:
-            return await getattr(stub, name)(request, timeout=timeout)
+            return await getattr(stub, name)(request, timeout=timeout, metadata=conn.metadata)
         except grpc.RpcError as exc:
             err = translate_rpc_error(exc, self.address, timeout)
             if isinstance(err, Unavailable):

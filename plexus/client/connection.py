@@ -31,6 +31,7 @@ from plexus.client.channel import (
     translate_rpc_error,
     unreachable_reason,
 )
+from plexus.client.credentials import call_metadata
 from plexus.errors import (
     ClientClosed,
     InvalidArgument,
@@ -108,8 +109,8 @@ class Connection:
         self.max_reconnect_s = max_reconnect_s
         self._on_state = on_state
         self.ca = ca  # the cluster CA (PEM): TLS to every address
-        self._token = token
-        self._name = name
+        # Sent with every call: the token and the client's name (plexus.client.credentials).
+        self.metadata = call_metadata(token, name)
         self._channel: aio.Channel | None = None
         self.broker: pb_grpc.BrokerStub | None = None
         self.admin: pb_grpc.AdminStub | None = None
@@ -223,7 +224,9 @@ class Connection:
             return False
         stub = pb_grpc.BrokerStub(self._channel)
         try:
-            info = await stub.GetNodeInfo(pb.NodeInfoRequest(), timeout=PROBE_TIMEOUT_S / 2)
+            info = await stub.GetNodeInfo(
+                pb.NodeInfoRequest(), timeout=PROBE_TIMEOUT_S / 2, metadata=self.metadata
+            )
         except grpc.RpcError:
             return False
         return abs(_started_at(info) - self._node_started_at) < NODE_START_TOLERANCE_S
@@ -266,10 +269,10 @@ class Connection:
 
     async def _try(self, address: str, timeout: float) -> None:
         """Open a channel to `address` and check a node answers; install it or raise."""
-        channel = open_channel(address, self.ca, self._token, self._name)
+        channel = open_channel(address, self.ca)
         try:
             info = await pb_grpc.BrokerStub(channel).GetNodeInfo(
-                pb.NodeInfoRequest(), timeout=timeout
+                pb.NodeInfoRequest(), timeout=timeout, metadata=self.metadata
             )
         except grpc.RpcError as exc:
             await channel.close()

@@ -114,7 +114,7 @@ class SubscriptionStream:
                 await conn.usable(None)
                 assert conn.subscriptions is not None
                 generation = conn.generation
-                call = conn.subscriptions()
+                call = conn.subscriptions(metadata=conn.metadata)
                 # Everything held is made again on a new call.
                 self._to_subscribe = list(self.subscriptions)
                 self._to_unsubscribe = []
