@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 import sys
 from pathlib import Path
@@ -188,6 +189,9 @@ async def run_node(
         await node.start()
     except lmdb.Error as exc:  # a damaged page found past the start-up check of the data file
         raise translate_open_error(exc, config.data) from exc
+    # What start-up made lives as long as the process: frozen, a full collection no longer
+    # walks it (~10 ms here, a pause every event in flight would wait for).
+    gc.freeze()
     try:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -167,19 +167,31 @@ class ClientRegistry:
     def subscribing(self, peer: str, subscriber: Subscriber, name: str = "") -> Iterator[None]:
         """`subscriber` belongs to the client of `peer` while its Subscribe stream is open."""
         with self._stream(peer, name) as client:
-            if len(client.subscribers) >= self.max_subscriptions_per_client:
-                self.hit(client, "max_subscriptions_per_client")
-                raise LimitReached(
-                    "max_subscriptions_per_client", self.max_subscriptions_per_client
-                )
-            subscriber.client_id = client.id
-            client.subscribers[subscriber] = None
+            self.add_subscriber(client, subscriber)
             try:
                 yield
             finally:
-                del client.subscribers[subscriber]
-                client.delivered_closed += subscriber.delivered
-                client.discarded_closed += subscriber.discarded
+                self.remove_subscriber(client, subscriber)
+
+    @contextmanager
+    def holding_subscriptions(self, peer: str, name: str = "") -> Iterator[ConnectedClient]:
+        """The client of `peer` while its Subscriptions stream is open (one stream, however
+        many subscriptions it holds: each is added and removed on its own)."""
+        with self._stream(peer, name) as client:
+            yield client
+
+    def add_subscriber(self, client: ConnectedClient, subscriber: Subscriber) -> None:
+        """`subscriber` belongs to `client` (until removed); LimitReached past its limit."""
+        if len(client.subscribers) >= self.max_subscriptions_per_client:
+            self.hit(client, "max_subscriptions_per_client")
+            raise LimitReached("max_subscriptions_per_client", self.max_subscriptions_per_client)
+        subscriber.client_id = client.id
+        client.subscribers[subscriber] = None
+
+    def remove_subscriber(self, client: ConnectedClient, subscriber: Subscriber) -> None:
+        del client.subscribers[subscriber]
+        client.delivered_closed += subscriber.delivered
+        client.discarded_closed += subscriber.discarded
 
     @contextmanager
     def consuming(

@@ -23,7 +23,7 @@ _ids = itertools.count(1)
 
 
 class Subscriber:
-    """One Subscribe stream: a bounded buffer of framed events and its wake-up."""
+    """One subscription: a bounded buffer of framed events and its sender's wake-up."""
 
     __slots__ = (
         "buffer",
@@ -40,7 +40,13 @@ class Subscriber:
         "wake",
     )
 
-    def __init__(self, pattern: str, capacity: int, capacity_bytes: int) -> None:
+    def __init__(
+        self,
+        pattern: str,
+        capacity: int,
+        capacity_bytes: int,
+        wake: asyncio.Event | None = None,
+    ) -> None:
         self.id = next(_ids)
         self.pattern = pattern
         self.capacity = capacity
@@ -51,7 +57,8 @@ class Subscriber:
         self.buffer: list[bytes] = []
         self.size = 0
         self.buffered_bytes = 0
-        self.wake = asyncio.Event()
+        # Set when the buffer takes its first event (a sender may pass its own, to be told).
+        self.wake = wake if wake is not None else asyncio.Event()
         self.discarded = 0
         self.pending_discards = 0
         self.delivered = 0
@@ -91,11 +98,16 @@ class Subscriber:
 
     def take(self) -> bytes:
         """Everything buffered, as one encoded EventBatch."""
+        return b"".join(self.take_chunks()[0])
+
+    def take_chunks(self) -> tuple[list[bytes], int]:
+        """Everything buffered, as the parts of one encoded EventBatch, and their length."""
         chunks, self.buffer = self.buffer, []
+        size = self.buffered_bytes
         self.delivered += self.size
         self.size = 0
         self.buffered_bytes = 0
-        return b"".join(chunks)
+        return chunks, size
 
 
 class DirectRouter:

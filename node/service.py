@@ -27,6 +27,7 @@ from node.permissions import Access
 from node.publish_parts import Malformed, PublishParts, split_request
 from node.publishing import Publisher, refusal
 from node.queues import Consumer, Queue, QueueTable
+from node.subscriptions_stream import SubscriptionsStream
 from plexus import __version__
 from plexus.errors import FailedPrecondition, InvalidArgument, InvalidPattern, PlexusError
 from plexus.topics import validate_pattern
@@ -122,6 +123,10 @@ class BrokerService:
                 if stream.full:
                     stream.room.clear()
                     await stream.room.wait()
+                else:
+                    # Let the subscribers' writers this request woke send before the next
+                    # read is set up, not after (~6 µs sooner at p50, measured).
+                    await asyncio.sleep(0)
             stream.closing = True
             stream.wake.set()
             await writer
@@ -190,6 +195,43 @@ class BrokerService:
                         await context.write(subscriber.take())
             finally:
                 self.router.remove(subscriber)
+
+    async def subscriptions(self, context: grpc.aio.ServicerContext) -> None:
+        """A client's subscriptions on one stream: made and ended by its messages, their
+        events written by one task (see node/subscriptions_stream.py)."""
+        metadata = context.invocation_metadata()
+        access = self.auth.identify(metadata)
+        with self.clients.holding_subscriptions(context.peer(), client_name(metadata)) as client:
+            stream = SubscriptionsStream(self.config, self.router, self.clients, client, access)
+            with self.auth.watching(stream.wake):
+                writer = asyncio.create_task(self._write_subscriptions(stream, context))
+                try:
+                    while True:
+                        reader = asyncio.ensure_future(context.read())
+                        await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
+                        if writer.done():
+                            reader.cancel()
+                            writer.result()  # the writer's error ends the call
+                            raise RuntimeError("subscriptions writer ended")
+                        request = reader.result()
+                        if request is grpc.aio.EOF:
+                            return
+                        stream.handle(request)
+                finally:
+                    writer.cancel()
+                    stream.close()
+
+    async def _write_subscriptions(
+        self, stream: SubscriptionsStream, context: grpc.aio.ServicerContext
+    ) -> None:
+        metadata = context.invocation_metadata()
+        while True:
+            await stream.wake.wait()
+            stream.wake.clear()
+            self.auth.still_valid(metadata)  # a revocation ends an open stream
+            response = stream.take()
+            if response:
+                await context.write(response)
 
     # ------------------------------------------------------------ queues
 
@@ -420,6 +462,9 @@ def handlers(service: BrokerService) -> grpc.GenericRpcHandler:
     async def subscribe(raw: bytes, context: Any) -> None:
         await service.subscribe(_parse(pb.SubscribeRequest, raw), context)
 
+    async def subscriptions(_requests: Any, context: Any) -> None:
+        await service.subscriptions(context)
+
     return grpc.method_handlers_generic_handler(
         SERVICE,
         {
@@ -429,6 +474,11 @@ def handlers(service: BrokerService) -> grpc.GenericRpcHandler:
                 response_serializer=lambda m: m.SerializeToString(),
             ),
             "Subscribe": grpc.unary_stream_rpc_method_handler(guarded("Subscribe", subscribe)),
+            # Responses are written as bytes (SubscriptionsStream.take).
+            "Subscriptions": grpc.stream_stream_rpc_method_handler(
+                guarded("Subscriptions", subscriptions),
+                request_deserializer=_subscriptions_request,
+            ),
             "CreateQueue": unary("CreateQueue", service.create_queue, pb.CreateQueueRequest),
             "DeleteQueue": unary("DeleteQueue", service.delete_queue, pb.DeleteQueueRequest),
             "ListQueues": unary("ListQueues", service.list_queues, pb.ListQueuesRequest),
@@ -495,3 +545,7 @@ def _with_raw_bytes(raw: bytes) -> tuple[bytes, pb.PublishRequest | PublishParts
 
 def _consume_request(raw: bytes) -> pb.ConsumeRequest:
     return _parse(pb.ConsumeRequest, raw)
+
+
+def _subscriptions_request(raw: bytes) -> pb.SubscriptionsRequest:
+    return _parse(pb.SubscriptionsRequest, raw)

@@ -21,6 +21,7 @@ from plexus import (
 )
 from plexus.client import Event, Subscription
 from plexus.client.framing import FLUSH, EventFramer
+from plexus.client.subscription_stream import SubscriptionStream
 from plexus.v1 import plexus_pb2 as pb
 from tests.harness import Nodes, eventually, free_port
 
@@ -331,10 +332,12 @@ async def test_a_lone_publish_is_sent_at_once(client: Client) -> None:
 
 
 async def test_node_refusing_a_pattern_is_raised_from_ready(client: Client) -> None:
-    sub = Subscription(client._conn, "a/>/b")  # skips local validation
+    stream = SubscriptionStream(client._conn)
+    sub = Subscription(stream, "a/>/b")  # skips local validation
     with pytest.raises(InvalidArgument, match="a/>/b"):
         await sub.ready()
     await sub.close()
+    await stream.close()
 
 
 @given(

@@ -12,7 +12,6 @@ from pathlib import Path
 import grpc
 from grpc import aio
 
-from plexus.client.credentials import call_interceptors
 from plexus.errors import (
     InvalidArgument,
     PlexusError,
@@ -118,20 +117,15 @@ def parse_address(address: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
-def open_channel(
-    address: str, ca: bytes | None = None, token: str | None = None, name: str | None = None
-) -> aio.Channel:
+def open_channel(address: str, ca: bytes | None = None) -> aio.Channel:
     """A grpc.aio channel to a node (call inside a running event loop): TLS verifying
-    the node against the CA certificate `ca` (PEM), else plaintext; with a token, every
-    call on it carries `authorization: Bearer <token>`, with a name `plexus-client-name`."""
+    the node against the CA certificate `ca` (PEM), else plaintext. The token and name go
+    with each call (plexus.client.credentials), not with the channel."""
     parse_address(address)
-    interceptors = call_interceptors(token, name)
     if ca is None:
-        return aio.insecure_channel(address, options=CHANNEL_OPTIONS, interceptors=interceptors)
+        return aio.insecure_channel(address, options=CHANNEL_OPTIONS)
     credentials = grpc.ssl_channel_credentials(root_certificates=ca)
-    return aio.secure_channel(
-        address, credentials, options=CHANNEL_OPTIONS, interceptors=interceptors
-    )
+    return aio.secure_channel(address, credentials, options=CHANNEL_OPTIONS)
 
 
 def read_ca(ca: str | Path | bytes | None) -> bytes | None:

@@ -24,6 +24,7 @@ from plexus.client.info import (
 )
 from plexus.client.publisher import DirectOnBreak, PublishStream
 from plexus.client.subscription import Subscription
+from plexus.client.subscription_stream import SubscriptionStream
 from plexus.errors import ClientClosed, InvalidArgument, Timeout, Unavailable
 from plexus.topics import validate_topic
 from plexus.v1 import plexus_pb2 as pb
@@ -66,6 +67,7 @@ class Client:
         self._conn = connection
         self._direct_on_break = direct_on_break
         self._stream: PublishStream | None = None
+        self._subscriptions: SubscriptionStream | None = None
         self._producer = os.urandom(16)
         self._valid_topics: set[str] = set()
         self._closed = False
@@ -144,6 +146,8 @@ class Client:
                 await self._stream.close(timeout)
         finally:
             self._stream = None
+            if self._subscriptions is not None:
+                await self._subscriptions.close()
             await self._conn.close()
 
     async def __aenter__(self) -> Client:
@@ -311,7 +315,11 @@ class Client:
         if buffer_events < 0:
             raise InvalidArgument(f"buffer_events must be 0 or more, got {buffer_events}")
         self._check_open()
-        return Subscription(self._conn, pattern, buffer_events)
+        stream = self._subscriptions
+        if stream is None or stream.failure is not None:
+            # One stream carries every subscription; a new one after one that failed for good.
+            stream = self._subscriptions = SubscriptionStream(self._conn)
+        return Subscription(stream, pattern, buffer_events)
 
     def consume(
         self, queue: str, *, prefetch: int = 256, credit_on_receive: bool = False
@@ -566,7 +574,7 @@ class Client:
         stub = conn.admin if service == "admin" else conn.broker
         generation = conn.generation
         try:
-            return await getattr(stub, name)(request, timeout=timeout)
+            return await getattr(stub, name)(request, timeout=timeout, metadata=conn.metadata)
         except grpc.RpcError as exc:
             err = translate_rpc_error(exc, self.address, timeout)
             if isinstance(err, Unavailable):

@@ -31,6 +31,7 @@ from plexus.client.channel import (
     translate_rpc_error,
     unreachable_reason,
 )
+from plexus.client.credentials import call_metadata
 from plexus.errors import (
     ClientClosed,
     InvalidArgument,
@@ -53,6 +54,7 @@ log = logging.getLogger("plexus.client")
 FIRST_BACKOFF_S = 0.05
 MAX_BACKOFF_S = 0.25
 PUBLISH_METHOD = "/plexus.v1.Broker/Publish"
+SUBSCRIPTIONS_METHOD = "/plexus.v1.Broker/Subscriptions"
 # Two start times of a node computed from its uptime further apart than this are
 # two processes (a restart).
 NODE_START_TOLERANCE_S = 0.25
@@ -107,12 +109,13 @@ class Connection:
         self.max_reconnect_s = max_reconnect_s
         self._on_state = on_state
         self.ca = ca  # the cluster CA (PEM): TLS to every address
-        self._token = token
-        self._name = name
+        # Sent with every call: the token and the client's name (plexus.client.credentials).
+        self.metadata = call_metadata(token, name)
         self._channel: aio.Channel | None = None
         self.broker: pb_grpc.BrokerStub | None = None
         self.admin: pb_grpc.AdminStub | None = None
         self.publish: aio.StreamStreamMultiCallable | None = None
+        self.subscriptions: aio.StreamStreamMultiCallable | None = None
         # Bumped by every (re)connect; streams remember the one they opened on.
         self.generation = 0
         self.reconnects = 0
@@ -221,7 +224,9 @@ class Connection:
             return False
         stub = pb_grpc.BrokerStub(self._channel)
         try:
-            info = await stub.GetNodeInfo(pb.NodeInfoRequest(), timeout=PROBE_TIMEOUT_S / 2)
+            info = await stub.GetNodeInfo(
+                pb.NodeInfoRequest(), timeout=PROBE_TIMEOUT_S / 2, metadata=self.metadata
+            )
         except grpc.RpcError:
             return False
         return abs(_started_at(info) - self._node_started_at) < NODE_START_TOLERANCE_S
@@ -264,10 +269,10 @@ class Connection:
 
     async def _try(self, address: str, timeout: float) -> None:
         """Open a channel to `address` and check a node answers; install it or raise."""
-        channel = open_channel(address, self.ca, self._token, self._name)
+        channel = open_channel(address, self.ca)
         try:
             info = await pb_grpc.BrokerStub(channel).GetNodeInfo(
-                pb.NodeInfoRequest(), timeout=timeout
+                pb.NodeInfoRequest(), timeout=timeout, metadata=self.metadata
             )
         except grpc.RpcError as exc:
             await channel.close()
@@ -292,6 +297,12 @@ class Connection:
             PUBLISH_METHOD,
             request_serializer=None,
             response_deserializer=pb.PublishResponse.FromString,
+        )
+        # Each response with its size on the wire, by which subscriptions bound what they hold.
+        self.subscriptions = channel.stream_stream(
+            SUBSCRIPTIONS_METHOD,
+            request_serializer=pb.SubscriptionsRequest.SerializeToString,
+            response_deserializer=_sized_response,
         )
         self.generation += 1
 
@@ -322,6 +333,10 @@ class Connection:
                 yield change
         finally:
             self._listeners.remove(listener)
+
+
+def _sized_response(raw: bytes) -> tuple[int, pb.SubscriptionsResponse]:
+    return len(raw), pb.SubscriptionsResponse.FromString(raw)
 
 
 def _started_at(info: pb.NodeInfo) -> float:

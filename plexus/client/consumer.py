@@ -141,7 +141,7 @@ class Consumer:
         """Open a Consume call, bind it to the queue and start its reader and writer."""
         assert self._conn.broker is not None
         self._generation = self._conn.generation
-        call = self._call = self._conn.broker.Consume()
+        call = self._call = self._conn.broker.Consume(metadata=self._conn.metadata)
         try:
             start = pb.ConsumeStart(queue=self.queue, credits=self.prefetch)
             await call.write(pb.ConsumeRequest(start=start))

@@ -297,7 +297,7 @@ class PublishStream:
                 if conn.publish is None:
                     raise Unavailable("not connected")
                 self._generation = conn.generation
-                call = self._call = conn.publish()
+                call = self._call = conn.publish(metadata=conn.metadata)
                 self._broken = False
                 self._write_requests_again()
                 err = await self._serve(call)

@@ -1,20 +1,16 @@
-"""Subscribing to a topic pattern: a stream of direct-event batches, made again after a break."""
+"""Subscribing to a topic pattern: direct-event batches on the client's subscriptions stream."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+from collections import deque
 from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any
 
-import grpc
-from grpc import aio
-
-from plexus.client.channel import stream_broke, stream_ended
-from plexus.client.connection import Connection
 from plexus.client.event import Event
-from plexus.errors import ClientClosed, PlexusError, Timeout, Unavailable
+from plexus.client.subscription_stream import MAX_BUFFERED_BYTES, SubscriptionStream
+from plexus.errors import ClientClosed, PlexusError, Timeout
 from plexus.v1 import plexus_pb2 as pb
 
 __all__ = ["Subscription"]
@@ -38,59 +34,93 @@ class Subscription:
     raised as PlexusError by the iteration.
     """
 
-    def __init__(self, connection: Connection, pattern: str, buffer_events: int = 0) -> None:
+    def __init__(self, stream: SubscriptionStream, pattern: str, buffer_events: int = 0) -> None:
         self.pattern = pattern
-        self._conn = connection
-        self._request = pb.SubscribeRequest(pattern=pattern, buffer_events=buffer_events)
-        self._call: aio.UnaryStreamCall | None = None
-        self._generation = 0
-        if connection.connected:
-            self._open()
+        self.request = pb.SubscribeRequest(pattern=pattern, buffer_events=buffer_events)
+        self._stream = stream
+        self._loop = asyncio.get_running_loop()
+        # Received batches not handed over yet, and their size on the wire.
+        self._batches: deque[pb.SubscriptionEvents] = deque()
+        self._buffered_bytes = 0
+        self._waiter: asyncio.Future[None] | None = None
+        self._live: asyncio.Future[None] = self._loop.create_future()
+        self._live.add_done_callback(_consume_exception)
+        self._made = False
+        self._error: PlexusError | None = None
         self._events: list[Event] = []
         self._index = 0
         self._closed = False
-        self._receiving: asyncio.Future[Any] | None = None
         self.received = 0
         # Times the subscription was made again after a break (each a gap in its events).
         self.reconnects = 0
-
-    def _open(self) -> aio.UnaryStreamCall:
-        assert self._conn.broker is not None
-        self._generation = self._conn.generation
-        self._call = self._conn.broker.Subscribe(self._request)
-        return self._call
+        self._id = stream.add(self)
 
     @property
     def _what(self) -> str:
         return f"subscription {self.pattern!r}"
 
+    # ------------------------------------------------------------ told by the stream
+
+    def subscribed(self) -> None:
+        """The node answered: the subscription is live (again, after a break)."""
+        if self._made:
+            self.reconnects += 1
+        self._made = True
+        if not self._live.done():
+            self._live.set_result(None)
+
+    def broke(self) -> None:
+        """The stream broke: live again only once the node answers on the next one."""
+        if self._live.done() and self._error is None:
+            self._live = self._loop.create_future()
+            self._live.add_done_callback(_consume_exception)
+
+    def deliver(self, events: pb.SubscriptionEvents, size: int) -> bool:
+        """Hold a received batch; whether the application was waiting for one."""
+        self._batches.append(events)
+        self._buffered_bytes += size
+        if self._buffered_bytes > MAX_BUFFERED_BYTES:
+            self._stream.full(self._id)
+        return self._wake()
+
+    def fail(self, err: PlexusError) -> None:
+        """The subscription ended with `err` (refused, or the stream is over for good)."""
+        if self._error is None and not self._closed:
+            self._error = err
+        if not self._live.done():
+            self._live.set_exception(err)
+        self._wake()
+
+    def _wake(self) -> bool:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+            return True
+        return False
+
+    # ------------------------------------------------------------ the application's side
+
     async def ready(self, timeout: float | None = 5.0) -> None:
         """Wait until the subscription is live on the node.
 
-        The node sends the stream's headers once the subscription is in its
-        index: events published after this returns are delivered.
+        The node answers once the subscription is in its index: events
+        published after this returns are delivered. Raises the node's refusal,
+        or Timeout naming what it still waits for (the node's answer, or a
+        reconnect to it).
         """
-        call = self._call
-        if call is None:
-            await self._conn.usable(timeout)
-            call = self._open()
-        try:
-            async with asyncio.timeout(timeout):
-                await call.initial_metadata()
-        except TimeoutError:
-            raise Timeout(
-                f"node at {self._conn.address} confirming {self._what}", timeout
-            ) from None
-        except grpc.RpcError as exc:
-            raise stream_broke(exc, self._conn.address, self._what) from None
-        if call.done():
-            # The node refused the pattern or went away before any event.
-            code = await call.code()
-            if code != grpc.StatusCode.OK:
-                details = await call.details()
-                raise stream_ended(
-                    code, details, self._conn.address, self._what, await call.trailing_metadata()
-                )
+        live = self._live
+        if not live.done():
+            try:
+                async with asyncio.timeout(timeout):
+                    await asyncio.shield(live)
+            except TimeoutError:
+                if self._stream.connected:
+                    what = f"node at {self._stream.address} confirming {self._what}"
+                else:
+                    what = f"reconnect to node at {self._stream.address} for {self._what}"
+                raise Timeout(what, timeout) from None
+        if live.done() and live.exception() is not None:
+            raise live.exception()  # type: ignore[misc]
 
     async def next_batch(self, timeout: float | None = None) -> list[Event]:
         """The next events (at least one); [] when the subscription ended or on timeout."""
@@ -98,84 +128,38 @@ class Subscription:
             rest = self._events[self._index :]
             self._events, self._index = [], 0
             return rest
-        if self._closed:
-            return []
-        # Cancelling a read cancels the whole call in grpc.aio, so a receive that
-        # outlives a timeout stays pending and the next call picks it up.
-        if self._receiving is None:
-            self._receiving = asyncio.ensure_future(self._receive())
-        done, _ = await asyncio.wait({self._receiving}, timeout=timeout)
-        if not done:
-            return []
-        receiving, self._receiving = self._receiving, None
-        try:
-            batch = receiving.result()
-        except asyncio.CancelledError:
+        batches = self._batches
+        if not batches:
             if self._closed:
                 return []
-            raise
-        if batch is None:
-            self._closed = True
-            return []
+            if self._error is not None:
+                raise self._error
+            await self._wait(timeout)
+            if not batches:
+                if self._error is not None and not self._closed:
+                    raise self._error
+                return []
+        batch = batches.popleft()
+        if not batches:
+            self._buffered_bytes = 0
+            self._stream.has_room(self._id)
         events = [Event(m) for m in batch.events]
         self.received += len(events)
         return events
 
-    async def _receive(self) -> pb.EventBatch | None:
-        """The next batch, across breaks; None once closed."""
-        while True:
-            call = self._call
-            if call is None:
-                err: PlexusError = Unavailable(f"not connected to node at {self._conn.address}")
-            else:
-                try:
-                    batch = await call.read()
-                except grpc.RpcError as exc:
-                    if self._closed:
-                        return None
-                    err = stream_broke(exc, self._conn.address, self._what)
-                else:
-                    if batch is not aio.EOF:
-                        return batch
-                    if self._closed:
-                        return None
-                    code = await call.code()
-                    details = await call.details()
-                    trailing = await call.trailing_metadata()
-                    err = stream_ended(code, details, self._conn.address, self._what, trailing)
-            if not isinstance(err, Unavailable) or not self._conn.reconnect:
-                raise err
-            await self._subscribe_again(str(err))
-
-    async def _subscribe_again(self, reason: str) -> None:
-        """Wait for the client's reconnect and make the subscription again, live."""
-        while True:
-            self._conn.broken(self._generation, reason)
-            try:
-                await self._conn.ready(self._generation)
-            except ClientClosed:
-                self._closed = True
-                raise
-            call = self._open()
-            try:
-                await call.initial_metadata()
-            except grpc.RpcError as exc:
-                err = stream_broke(exc, self._conn.address, self._what)
-                if not isinstance(err, Unavailable):
-                    raise err from None
-                reason = str(err)
-                continue
-            if call.done():  # ended before any event
-                code = await call.code()
-                details = await call.details()
-                trailing = await call.trailing_metadata()
-                err = stream_ended(code, details, self._conn.address, self._what, trailing)
-                if not isinstance(err, Unavailable):
-                    raise err
-                reason = str(err)
-                continue
-            self.reconnects += 1
+    async def _wait(self, timeout: float | None) -> None:
+        """Until a batch arrives, the subscription ends, or `timeout` passes."""
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            waiter = self._waiter = self._loop.create_future()
+        if timeout is None:
+            await waiter
             return
+        expiry = self._loop.call_later(timeout, _expire, waiter)
+        try:
+            await waiter
+        finally:
+            expiry.cancel()
 
     async def batches(self) -> AsyncIterator[list[Event]]:
         """Yield lists of events until the subscription is closed or ends."""
@@ -201,14 +185,14 @@ class Subscription:
 
     async def close(self) -> None:
         """End the subscription; iteration then stops."""
+        if self._closed:
+            return
         self._closed = True
-        if self._call is not None:
-            self._call.cancel()
-        receiving, self._receiving = self._receiving, None
-        if receiving is not None:
-            receiving.cancel()
-            with contextlib.suppress(asyncio.CancelledError, PlexusError):
-                await receiving
+        self._stream.remove(self._id)
+        self._batches.clear()
+        self._wake()
+        if not self._live.done():
+            self._live.set_exception(ClientClosed(self._what))
 
     async def __aenter__(self) -> Subscription:
         await self.ready()
@@ -221,3 +205,13 @@ class Subscription:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+def _consume_exception(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()

@@ -111,12 +111,48 @@ class PublishResponse(_message.Message):
     def __init__(self, acks: _Optional[_Iterable[_Union[PublishAck, _Mapping]]] = ..., processed: _Optional[int] = ...) -> None: ...
 
 class SubscribeRequest(_message.Message):
-    __slots__ = ("pattern", "buffer_events")
+    __slots__ = ("pattern", "buffer_events", "id")
     PATTERN_FIELD_NUMBER: _ClassVar[int]
     BUFFER_EVENTS_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
     pattern: str
     buffer_events: int
-    def __init__(self, pattern: _Optional[str] = ..., buffer_events: _Optional[int] = ...) -> None: ...
+    id: int
+    def __init__(self, pattern: _Optional[str] = ..., buffer_events: _Optional[int] = ..., id: _Optional[int] = ...) -> None: ...
+
+class SubscriptionsRequest(_message.Message):
+    __slots__ = ("subscribe", "unsubscribe")
+    SUBSCRIBE_FIELD_NUMBER: _ClassVar[int]
+    UNSUBSCRIBE_FIELD_NUMBER: _ClassVar[int]
+    subscribe: _containers.RepeatedCompositeFieldContainer[SubscribeRequest]
+    unsubscribe: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, subscribe: _Optional[_Iterable[_Union[SubscribeRequest, _Mapping]]] = ..., unsubscribe: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class SubscriptionEvents(_message.Message):
+    __slots__ = ("events", "subscription")
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[Event]
+    subscription: int
+    def __init__(self, events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., subscription: _Optional[int] = ...) -> None: ...
+
+class SubscriptionRefusal(_message.Message):
+    __slots__ = ("subscription", "error")
+    SUBSCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    subscription: int
+    error: Error
+    def __init__(self, subscription: _Optional[int] = ..., error: _Optional[_Union[Error, _Mapping]] = ...) -> None: ...
+
+class SubscriptionsResponse(_message.Message):
+    __slots__ = ("subscribed", "refused", "events")
+    SUBSCRIBED_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    subscribed: _containers.RepeatedScalarFieldContainer[int]
+    refused: _containers.RepeatedCompositeFieldContainer[SubscriptionRefusal]
+    events: _containers.RepeatedCompositeFieldContainer[SubscriptionEvents]
+    def __init__(self, subscribed: _Optional[_Iterable[int]] = ..., refused: _Optional[_Iterable[_Union[SubscriptionRefusal, _Mapping]]] = ..., events: _Optional[_Iterable[_Union[SubscriptionEvents, _Mapping]]] = ...) -> None: ...
 
 class QueueLimits(_message.Message):
     __slots__ = ("max_depth", "max_bytes", "max_deliveries")

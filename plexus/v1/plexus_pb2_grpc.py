@@ -779,6 +779,11 @@ class BrokerStub:
                 request_serializer=plexus_dot_v1_dot_plexus__pb2.SubscribeRequest.SerializeToString,
                 response_deserializer=plexus_dot_v1_dot_plexus__pb2.EventBatch.FromString,
                 _registered_method=True)
+        self.Subscriptions = channel.stream_stream(
+                '/plexus.v1.Broker/Subscriptions',
+                request_serializer=plexus_dot_v1_dot_plexus__pb2.SubscriptionsRequest.SerializeToString,
+                response_deserializer=plexus_dot_v1_dot_plexus__pb2.SubscriptionsResponse.FromString,
+                _registered_method=True)
         self.CreateQueue = channel.unary_unary(
                 '/plexus.v1.Broker/CreateQueue',
                 request_serializer=plexus_dot_v1_dot_plexus__pb2.CreateQueueRequest.SerializeToString,
@@ -834,6 +839,16 @@ class BrokerServicer:
 
     def Subscribe(self, request, context):
         """Receive direct events matching a pattern, in batches.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Subscriptions(self, request_iterator, context):
+        """A client connection's direct subscriptions on one stream: each made or
+        ended by a message (no new stream per subscription), their events in
+        batches tagged with the subscription's id. A token's revocation ends the
+        stream as it ends a Subscribe stream.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -909,6 +924,11 @@ def add_BrokerServicer_to_server(servicer, server):
                     servicer.Subscribe,
                     request_deserializer=plexus_dot_v1_dot_plexus__pb2.SubscribeRequest.FromString,
                     response_serializer=plexus_dot_v1_dot_plexus__pb2.EventBatch.SerializeToString,
+            ),
+            'Subscriptions': grpc.stream_stream_rpc_method_handler(
+                    servicer.Subscriptions,
+                    request_deserializer=plexus_dot_v1_dot_plexus__pb2.SubscriptionsRequest.FromString,
+                    response_serializer=plexus_dot_v1_dot_plexus__pb2.SubscriptionsResponse.SerializeToString,
             ),
             'CreateQueue': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateQueue,
@@ -1006,6 +1026,33 @@ class Broker:
             '/plexus.v1.Broker/Subscribe',
             plexus_dot_v1_dot_plexus__pb2.SubscribeRequest.SerializeToString,
             plexus_dot_v1_dot_plexus__pb2.EventBatch.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Subscriptions(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/plexus.v1.Broker/Subscriptions',
+            plexus_dot_v1_dot_plexus__pb2.SubscriptionsRequest.SerializeToString,
+            plexus_dot_v1_dot_plexus__pb2.SubscriptionsResponse.FromString,
             options,
             channel_credentials,
             insecure,
