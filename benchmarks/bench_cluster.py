@@ -27,7 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import cpu_seconds, figure, free_port, load, rss
+from common import Target, cpu_seconds, figure, free_port, load, rss
 
 from plexus.client import Client
 from plexus.local import membership, ops
@@ -50,6 +50,13 @@ def local_cluster(config: Path | None = None) -> Iterator[tuple[StateDir, ops.Up
             ops.down(state, purge=True)
 
 
+def targets(state: StateDir, result: ops.UpResult) -> dict[str, Target]:
+    """Where clients of a `plexus up` cluster connect, with its CA and admin token (what the
+    CLI's `--region` uses)."""
+    token = state.client_token()
+    return {r.name: Target(r.grpc, str(state.ca_cert), token) for r in result.record.regions}
+
+
 def bench_up() -> dict[str, Any]:
     times = []
     for _ in range(RUNS):
@@ -62,10 +69,10 @@ def bench_up() -> dict[str, Any]:
     )  # fmt: skip
 
 
-async def _first_event(sub_address: str, pub_address: str, topic: str) -> None:
+async def _first_event(sub_at: Target, pub_at: Target, topic: str) -> None:
     async with (
-        await Client.connect(sub_address) as sub_client,
-        await Client.connect(pub_address) as pub_client,
+        await sub_at.connect() as sub_client,
+        await pub_at.connect() as pub_client,
         sub_client.subscribe(topic.rsplit("/", 1)[0] + "/>") as sub,
     ):
         while True:
@@ -78,10 +85,11 @@ def bench_region_add() -> dict[str, Any]:
     times = []
     for _ in range(RUNS):
         with local_cluster() as (state, result):
-            addresses = {r.name: r.grpc for r in result.record.regions}
+            at = targets(state, result)
             started = time.monotonic()
             region, _ = membership.add_region(state, "sa", ["us"])
-            asyncio.run(_first_event(region.grpc, addresses["eu"], "joined/eu/1"))
+            sa = Target(region.grpc, at["eu"].ca, at["eu"].token)
+            asyncio.run(_first_event(sa, at["eu"], "joined/eu/1"))
             times.append(time.monotonic() - started)
     return figure(
         "cluster", "region add until it receives events from others", statistics.median(times),
@@ -96,7 +104,9 @@ async def _failover(state: StateDir) -> float:
     survivor = next(r for r in record.regions if r.name != leader)
     ops.kill_region(state, leader)
     started = time.monotonic()
-    async with await Client.connect(survivor.grpc) as client:
+    async with await Client.connect(
+        survivor.grpc, ca=str(state.ca_cert), token=state.client_token()
+    ) as client:
         others = [r.name for r in record.regions if r.name not in (leader, survivor.name)]
         while True:
             try:
@@ -135,9 +145,9 @@ def twelve_regions(shape: str, directory: Path) -> Path:
     return path
 
 
-async def _every_pair(addresses: dict[str, str]) -> float:
+async def _every_pair(at: dict[str, Target]) -> float:
     """An event from every region reaches a subscriber in every other region; seconds."""
-    clients = {n: await Client.connect(a) for n, a in addresses.items()}
+    clients = {n: await target.connect() for n, target in at.items()}
     started = time.monotonic()
     try:
         subs = {n: clients[n].subscribe("pair/>") for n in clients}
@@ -164,10 +174,9 @@ def bench_twelve(shape: str) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="plexus-bench-12-") as tmp:
         config = twelve_regions(shape, Path(tmp))
         started = time.monotonic()
-        with local_cluster(config) as (_state, result):
+        with local_cluster(config) as (state, result):
             up_s = time.monotonic() - started
-            addresses = {r.name: r.grpc for r in result.record.regions}
-            pairs_s = asyncio.run(_every_pair(addresses))
+            pairs_s = asyncio.run(_every_pair(targets(state, result)))
             pids = [r.pid for r in result.record.regions if r.pid]
             time.sleep(SETTLE_S)  # measuring idle: nothing to wait for
             cpu0, t0 = sum(cpu_seconds(p) for p in pids), time.monotonic()

@@ -402,7 +402,9 @@ def _guaranteed_between(
             meters = [CpuMeter(pid) for pid in node_pids.values()]
             go.set()
             roles = _by_role(workers.collect(2))
-            node_cpu = ", ".join(str(meter.percent()) for meter in meters)
+            cpu = [meter.percent() for meter in meters]
+            # One node: a number (others compute with it); two: both, for the table.
+            node_cpu = cpu[0] if len(cpu) == 1 else ", ".join(str(c) for c in cpu)
     pub, con = roles["publisher"][0], roles["consumer"][0]
     return {
         "received": con["confirmed"],

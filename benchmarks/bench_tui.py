@@ -33,10 +33,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_cluster import TWELVE, local_cluster, twelve_regions
-from common import figure, load, wait_for_quiet
+from bench_cluster import TWELVE, local_cluster, targets, twelve_regions
+from common import Target, figure, load, wait_for_quiet
 
-from plexus.client import Client
 from plexus.local.state import StateDir
 from plexus.tui.actions import Actions
 from plexus.tui.app import REFRESH_S, TopApp
@@ -49,13 +48,13 @@ REFRESHES = 15
 INTEREST_TIMEOUT_S = 60.0
 
 
-async def subscribe(addresses: dict[str, str]) -> None:
+async def subscribe(at: dict[str, Target]) -> None:
     """10,000 distinct queue subscriptions over the regions; wait until every region knows."""
-    per_queue = SUBSCRIPTIONS // (len(addresses) * QUEUES_PER_REGION)
-    extra = SUBSCRIPTIONS - per_queue * len(addresses) * QUEUES_PER_REGION
+    per_queue = SUBSCRIPTIONS // (len(at) * QUEUES_PER_REGION)
+    extra = SUBSCRIPTIONS - per_queue * len(at) * QUEUES_PER_REGION
     total = 0
-    for name, address in addresses.items():
-        async with await Client.connect(address) as client:
+    for name, target in at.items():
+        async with await target.connect() as client:
             for q in range(QUEUES_PER_REGION):
                 n = per_queue + (1 if extra > 0 else 0)
                 extra -= 1
@@ -64,7 +63,7 @@ async def subscribe(addresses: dict[str, str]) -> None:
                 total += n
     assert total == SUBSCRIPTIONS
     deadline = time.monotonic() + INTEREST_TIMEOUT_S
-    async with await Client.connect(next(iter(addresses.values()))) as client:
+    async with await next(iter(at.values())).connect() as client:
         while True:
             view = await client.list_links()
             if sum(len(i.patterns) for i in view.interest) >= SUBSCRIPTIONS:
@@ -115,8 +114,7 @@ def run() -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="plexus-bench-tui-") as tmp:
         config = twelve_regions("hub-and-spoke", Path(tmp))
         with local_cluster(config) as (state, result):
-            addresses = {r.name: r.grpc for r in result.record.regions}
-            asyncio.run(subscribe(addresses))
+            asyncio.run(subscribe(targets(state, result)))
             wait_for_quiet()
             loads = [load()]
             times = asyncio.run(measure(state))
