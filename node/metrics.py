@@ -101,7 +101,12 @@ class GrpcErrors(grpc.aio.ServerInterceptor):
             code = grpc.StatusCode.CANCELLED if cancelled else grpc.StatusCode.UNKNOWN
         if code is grpc.StatusCode.OK:
             return
-        key = (method, code.name)
+        self.count(method, code.name)
+
+    def count(self, method: str, code: str) -> None:
+        """One failure of `method` with status `code`: also what a stream carrying many
+        requests (the Subscriptions stream) says for each it refused inside it."""
+        key = (method, code)
         self.counts[key] = self.counts.get(key, 0) + 1
 
 

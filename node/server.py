@@ -248,7 +248,16 @@ class Node:
             else "runs open: no token key, no authentication",
         )
         service = BrokerService(
-            config, address, env, router, queues, publisher, clients, self.metrics_address, auth
+            config,
+            address,
+            env,
+            router,
+            queues,
+            publisher,
+            clients,
+            self.metrics_address,
+            auth,
+            grpc_errors,
         )
         self.gateway = Gateway(config, auth, router, queues, publisher, clients)
         if self._metrics is not None:

@@ -23,6 +23,7 @@ from node.auth import Authenticator, audit
 from node.clients import ClientRegistry, ConnectedClient, client_name
 from node.config import MAX_SUBSCRIBER_BUFFER_EVENTS, NodeConfig
 from node.direct import DirectRouter, Subscriber
+from node.metrics import GrpcErrors
 from node.permissions import Access
 from node.publish_parts import Malformed, PublishParts, split_request
 from node.publishing import Publisher, refusal
@@ -57,8 +58,11 @@ class BrokerService:
         clients: ClientRegistry,
         metrics_address: str = "",
         auth: Authenticator | None = None,
+        grpc_errors: GrpcErrors | None = None,
     ) -> None:
         self.config = config
+        # Refusals inside the Subscriptions stream count as the Subscribe calls they replace.
+        self.grpc_errors = grpc_errors
         self.auth = auth if auth is not None else Authenticator()
         self.clients = clients
         self.listen_address = listen_address
@@ -196,13 +200,19 @@ class BrokerService:
             finally:
                 self.router.remove(subscriber)
 
+    def _subscription_refused(self, exc: PlexusError) -> None:
+        if self.grpc_errors is not None:
+            self.grpc_errors.count("plexus.v1.Broker/Subscriptions", exc.status_code.name)
+
     async def subscriptions(self, context: grpc.aio.ServicerContext) -> None:
         """A client's subscriptions on one stream: made and ended by its messages, their
         events written by one task (see node/subscriptions_stream.py)."""
         metadata = context.invocation_metadata()
         access = self.auth.identify(metadata)
         with self.clients.holding_subscriptions(context.peer(), client_name(metadata)) as client:
-            stream = SubscriptionsStream(self.config, self.router, self.clients, client, access)
+            stream = SubscriptionsStream(
+                self.config, self.router, self.clients, client, access, self._subscription_refused
+            )
             with self.auth.watching(stream.wake):
                 writer = asyncio.create_task(self._write_subscriptions(stream, context))
                 try:

@@ -11,6 +11,7 @@ one message per wake-up, each batch tagged with its subscription's id.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from node import framing
 from node.clients import ClientRegistry, ConnectedClient
@@ -48,8 +49,10 @@ class SubscriptionsStream:
         clients: ClientRegistry,
         client: ConnectedClient,
         access: Access,
+        on_refused: Callable[[PlexusError], None] = lambda exc: None,
     ) -> None:
         self.config = config
+        self.on_refused = on_refused
         self.router = router
         self.clients = clients
         self.client = client
@@ -66,6 +69,7 @@ class SubscriptionsStream:
             try:
                 self._subscribe(subscribe)
             except PlexusError as exc:
+                self.on_refused(exc)
                 self.refused.append(
                     pb.SubscriptionRefusal(subscription=subscribe.id, error=_error(exc))
                 )

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import plexus
 from node.server import Node
-from plexus.errors import NotFound
+from plexus.errors import LimitReached, NotFound
 from plexus.v1 import plexus_pb2 as pb
 from plexus.v1 import plexus_pb2_grpc as rpc
 from tests.exposition import exposition_problems
@@ -275,3 +275,20 @@ def test_the_exposition_checker_passes_good_text_and_names_each_problem_promtool
     for problem, text in BAD_FOR_A_SCRAPE.items():
         found = exposition_problems(text)
         assert any(problem in p for p in found), (problem, found)
+
+
+async def test_a_subscription_refused_inside_the_subscriptions_stream_counts_as_an_error(
+    inproc_nodes: InProcessNodes,
+):
+    node = await inproc_nodes.start("us", metrics=None, max_subscriptions_per_client=1)
+    address = await metrics_address(node)
+    async with await plexus.Client.connect(node.address) as client, client.subscribe("a/1"):
+        with pytest.raises(LimitReached):
+            await client.subscribe("a/2").ready()
+    key = ("plexus_grpc_errors_total", "plexus.v1.Broker/Subscriptions", "RESOURCE_EXHAUSTED")
+
+    async def counted() -> bool:
+        text = await asyncio.to_thread(scrape, address)
+        return value(text, key[0], method=key[1], code=key[2]) == 1
+
+    await eventually(counted, 10, f"{key} at 1")
