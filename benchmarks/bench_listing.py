@@ -101,6 +101,7 @@ def rendering() -> list[dict[str, Any]]:
             events_published=i,
             events_delivered=i,
             events_discarded=0,
+            limits_hit={},
         )
         for i in range(ROWS)
     ]
