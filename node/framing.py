@@ -16,6 +16,7 @@ from __future__ import annotations
 from google.protobuf.message import DecodeError
 
 from plexus.v1 import plexus_pb2 as pb
+from plexus.wire import varint
 
 _TAG_DELIVERY_COUNT = b"\xa0\x01"  # field 20, varint
 _REDELIVERED = b"\xa8\x01\x01"  # field 21 = true
@@ -30,25 +31,6 @@ _DELIVERY_TAG_FIRST = frozenset((0xA0, 0xA8, 0xB0, 0xB8, 0xC2))
 _MODE_TAG = 0x20  # Event.mode; 0x20 0x01 is mode = GUARANTEED
 _TAG_BATCH_EVENT = b"\x0a"  # EventBatch.events, field 1
 _TAG_CONSUME_EVENTS = b"\x12"  # ConsumeResponse.events, field 2
-
-
-def _encode_varint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-# Lengths and counts are small: their encodings are looked up, not computed.
-_SMALL_VARINTS = tuple(_encode_varint(n) for n in range(1 << 14))
-
-
-def varint(value: int) -> bytes:
-    if value < 16384:
-        return _SMALL_VARINTS[value]
-    return _encode_varint(value)
 
 
 def scan_request(raw: bytes) -> tuple[bool, bool]:

@@ -11,6 +11,7 @@ go through the generated code. The result is byte-for-byte what
 from __future__ import annotations
 
 from plexus.v1 import plexus_pb2 as pb
+from plexus.wire import varint
 
 __all__ = ["FLUSH", "EventFramer", "varint"]
 
@@ -23,18 +24,6 @@ _SMALL = [bytes([n]) for n in range(128)]
 _EVENT_FIELD_SMALL = [b"\x0a" + bytes([n]) for n in range(128)]
 # Distinct topics whose encoded prefix is cached.
 MAX_CACHED_TOPICS = 10_000
-
-
-def varint(value: int) -> bytes:
-    """Protobuf base-128 varint of a non-negative int."""
-    if value < 128:
-        return _SMALL[value]
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 class EventFramer:
