@@ -189,7 +189,7 @@ async def test_an_unread_subscription_is_bounded_in_the_client_and_the_node_coun
             publisher.publish_nowait("slow/x", b"%0999d" % i)
             if i % 100 == 99:
                 await publisher.flush()
-                await asyncio.sleep(0)
+                await asyncio.sleep(0)  # pacing, not a wait: one loop turn for the node's writer
 
         async def discarded() -> int:
             (listed,) = (await publisher.subscriptions(contains="slow")).subscriptions
