@@ -306,7 +306,9 @@ class Spool:
         cursor = txn.cursor(db=self.entries)
         pack = _ENTRY_KEY.pack
         for seq in seqs:
-            if cursor.set_key(pack(queue_id, seq)):
+            key = pack(queue_id, seq)
+            # A delete leaves the cursor on the next entry: in-order acks need no search.
+            if cursor.key() == key or cursor.set_key(key):
                 if len(cursor.value()) == _HEADER_BYTES:
                     self._release(txn, seq)
                 cursor.delete()
