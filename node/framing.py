@@ -24,6 +24,7 @@ _NOT_REDELIVERED = b"\xa8\x01\x00"  # field 21 = false, overriding a client's tr
 _TAG_DISCARDED = b"\xb0\x01"  # field 22, varint
 _TAG_DELIVERY_TAG = b"\xb8\x01"  # field 23, varint
 _TAG_QUEUE = b"\xc2\x01"  # field 24, length-delimited
+_FIRST_DELIVERY = _TAG_DELIVERY_COUNT + b"\x01" + _NOT_REDELIVERED
 # The fields only a node sets on delivery. Their wire tags are two bytes each,
 # the second always 0x01: these are the first bytes.
 DELIVERY_FIELDS = ("delivery_count", "redelivered", "discarded_before", "delivery_tag", "queue")
@@ -137,15 +138,13 @@ def queue_delivery(
     body: bytes, queue_field: bytes, delivery_tag: int, delivery_count: int, redelivered: bool
 ) -> bytes:
     """A stored event framed for one delivery from a queue."""
-    extra = (
-        queue_field
-        + _TAG_DELIVERY_TAG
-        + varint(delivery_tag)
-        + _TAG_DELIVERY_COUNT
-        + varint(delivery_count)
-    )
-    extra += _REDELIVERED if redelivered else _NOT_REDELIVERED
-    return frame(body + extra)
+    head = queue_field + _TAG_DELIVERY_TAG + varint(delivery_tag)
+    if delivery_count == 1 and not redelivered:  # a first delivery: one constant tail
+        extra = head + _FIRST_DELIVERY
+    else:
+        extra = head + _TAG_DELIVERY_COUNT + varint(delivery_count)
+        extra += _REDELIVERED if redelivered else _NOT_REDELIVERED
+    return _TAG_BATCH_EVENT + varint(len(body) + len(extra)) + body + extra
 
 
 def queue_field(name: str) -> bytes:

@@ -58,6 +58,10 @@ def test_varint_boundaries() -> None:
     assert framing.varint(0x80) == b"\x80\x01"
     assert framing.varint(300) == b"\xac\x02"
     assert len(framing.varint(2**64 - 1)) == 10
+    # Where the encoding moves from one table to two lookups, and to the loop.
+    for value in (2**14 - 1, 2**14, 2**21 - 1, 2**21, 2**28 - 1, 2**28):
+        assert _decode_event(b"\xb8\x01" + framing.varint(value)).delivery_tag == value
+        assert len(framing.varint(value)) == (value.bit_length() + 6) // 7
 
 
 # --------------------------------------------------------------------------
