@@ -344,6 +344,47 @@ def test_writer_stop_applies_everything_already_submitted(env: Environment, spoo
     assert spool.queue_totals(1)[0] == 50
 
 
+def test_hand_over_returns_once_its_group_is_applied_and_the_commit_follows(
+    env: Environment, spool: Spool
+) -> None:
+    committing = threading.Event()  # held shut: the commit cannot be reported yet
+    done = Completions()
+
+    def on_done(group: list[WriteOp]) -> None:
+        assert committing.wait(WAIT_S)
+        done(group)
+
+    writer = SpoolWriter(env, on_done)
+    writer.start()
+    try:
+        group = [
+            WriteOp(lambda txn, s=s: spool.put_events(txn, [event(s, 1)]), token=s)
+            for s in (1, 2, 3)
+        ]
+        done.expect(3)
+        writer.hand_over(group)
+        # Back before the group's report: it was applied, its commit still to come.
+        assert done.ops == []
+        committing.set()
+        done.wait()
+    finally:
+        committing.set()
+        writer.stop()
+    assert done.groups == 1
+    assert seqs_of(spool, 1) == [1, 2, 3]
+
+
+def test_hand_over_to_a_writer_that_stopped_fails_instead_of_waiting_forever(
+    env: Environment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("storage.writer.HAND_OVER_CHECK_S", 0.01)
+    writer = SpoolWriter(env, Completions())
+    writer.start()
+    writer.stop()
+    with pytest.raises(RuntimeError, match="spool writer has stopped"):
+        writer.hand_over([WriteOp(lambda txn: None)])
+
+
 def test_a_failing_completion_callback_does_not_stop_the_writer(
     env: Environment, spool: Spool, caplog: pytest.LogCaptureFixture
 ) -> None:
