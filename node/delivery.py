@@ -171,6 +171,9 @@ class QueueDelivery:
         deliveries: dict[int, list[Entry]] = {}
         dead: list[tuple[Entry, DeadReason]] = []
         takers = self._takers()
+        if len(takers) == 1:  # one consumer can take: no turns to keep, a run per call
+            taken = self._pull_run(takers[0], now_ms, dead)
+            return Pulled([(takers[0], taken)] if taken else [], dead)
         while self.ready and takers:
             self._turn %= len(takers)
             consumer = takers[self._turn]
@@ -190,6 +193,34 @@ class QueueDelivery:
             elif not self.exclusive:
                 self._turn += 1
         return Pulled(list(deliveries.items()), dead)
+
+    def _pull_run(
+        self, consumer: int, now_ms: int, dead: list[tuple[Entry, DeadReason]]
+    ) -> list[Entry]:
+        """`pull` for a single consumer with credit: the same choices, fewer lookups."""
+        ready, inflight, popleft = self.ready, self.inflight, self.ready.popleft
+        credit, held = self.credits[consumer], self.inflight_bytes[consumer]
+        limit, max_deliveries = self.max_inflight_bytes, self.max_deliveries
+        taken: list[Entry] = []
+        freed = 0
+        while ready and credit > 0 and held < limit:
+            entry = popleft()
+            freed += entry.size
+            if (entry.expires_at_ms and now_ms >= entry.expires_at_ms) or (
+                max_deliveries and entry.delivery_count >= max_deliveries
+            ):
+                reason = self._dead_reason(entry, now_ms)
+                assert reason is not None
+                dead.append((entry, reason))
+                continue
+            entry.delivery_count += 1
+            inflight[entry.seq] = (consumer, entry)
+            taken.append(entry)
+            credit -= 1
+            held += entry.size
+        self.ready_bytes -= freed
+        self.credits[consumer], self.inflight_bytes[consumer] = credit, held
+        return taken
 
     def expire(self, now_ms: int) -> list[Entry]:
         """Remove and return ready entries whose TTL has passed (nobody is consuming them)."""
