@@ -345,8 +345,9 @@ def test_writer_stop_applies_everything_already_submitted(env: Environment, spoo
 
 
 def test_hand_over_returns_once_its_group_is_applied_and_the_commit_follows(
-    env: Environment, spool: Spool
+    env: Environment, spool: Spool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr("storage.writer.HAND_OVER_WAIT_MIN_S", 0.0)  # always wait
     committing = threading.Event()  # held shut: the commit cannot be reported yet
     done = Completions()
 
@@ -378,6 +379,7 @@ def test_hand_over_to_a_writer_that_stopped_fails_instead_of_waiting_forever(
     env: Environment, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("storage.writer.HAND_OVER_CHECK_S", 0.01)
+    monkeypatch.setattr("storage.writer.HAND_OVER_WAIT_MIN_S", 0.0)
     writer = SpoolWriter(env, Completions())
     writer.start()
     writer.stop()
