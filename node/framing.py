@@ -13,6 +13,8 @@ the protobuf runtime.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from google.protobuf.message import DecodeError
 
 from plexus.v1 import plexus_pb2 as pb
@@ -134,17 +136,29 @@ def with_discards(body: bytes, discarded: int) -> bytes:
     return body + _TAG_DISCARDED + varint(discarded)
 
 
-def queue_delivery(
-    body: bytes, queue_field: bytes, delivery_tag: int, delivery_count: int, redelivered: bool
-) -> bytes:
-    """A stored event framed for one delivery from a queue."""
-    head = queue_field + _TAG_DELIVERY_TAG + varint(delivery_tag)
-    if delivery_count == 1 and not redelivered:  # a first delivery: one constant tail
-        extra = head + _FIRST_DELIVERY
-    else:
-        extra = head + _TAG_DELIVERY_COUNT + varint(delivery_count)
-        extra += _REDELIVERED if redelivered else _NOT_REDELIVERED
-    return _TAG_BATCH_EVENT + varint(len(body) + len(extra)) + body + extra
+class Delivered(Protocol):
+    """What framing reads of a queue entry being delivered (node.delivery.Entry)."""
+
+    seq: int
+    delivery_count: int
+    redelivered: bool
+    data: bytes
+
+
+def queue_deliveries(entries: list[Delivered], queue_field: bytes) -> list[bytes]:
+    """Stored events framed for one delivery each from a queue (an entry's seq is its
+    delivery tag); a first delivery's fields end in one constant."""
+    head = queue_field + _TAG_DELIVERY_TAG
+    frames = []
+    for entry in entries:
+        if entry.delivery_count == 1 and not entry.redelivered:
+            extra = head + varint(entry.seq) + _FIRST_DELIVERY
+        else:
+            extra = head + varint(entry.seq) + _TAG_DELIVERY_COUNT + varint(entry.delivery_count)
+            extra += _REDELIVERED if entry.redelivered else _NOT_REDELIVERED
+        body = entry.data
+        frames.append(_TAG_BATCH_EVENT + varint(len(body) + len(extra)) + body + extra)
+    return frames
 
 
 def queue_field(name: str) -> bytes:

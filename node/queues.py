@@ -526,10 +526,7 @@ class QueueTable:
         for consumer_id, entries in pulled.deliveries:
             consumer = queue.consumers[consumer_id]
             field = queue.queue_field
-            consumer.outbox.extend(
-                framing.queue_delivery(e.data, field, e.seq, e.delivery_count, e.redelivered)
-                for e in entries
-            )
+            consumer.outbox.extend(framing.queue_deliveries(entries, field))
             consumer.wake.set()
         if pulled.dead:
             self._bury(queue, pulled.dead)

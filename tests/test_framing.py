@@ -9,6 +9,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from node import framing
+from node.delivery import Entry
 from plexus.v1 import plexus_pb2 as pb
 
 U64 = st.integers(min_value=0, max_value=2**64 - 1)
@@ -115,12 +116,18 @@ def test_frame_of_a_large_event_uses_a_multi_byte_length() -> None:
 # --------------------------------------------------------------------------
 
 
+def _delivery(body: bytes, field: bytes, tag: int, count: int, redelivered: bool) -> bytes:
+    entry = Entry(tag, len(body), delivery_count=count, redelivered=redelivered, data=body)
+    (frame,) = framing.queue_deliveries([entry], field)
+    return frame
+
+
 @given(tag=U64, count=st.integers(min_value=0, max_value=2**32 - 1), redelivered=st.booleans())
 def test_queue_delivery_decodes_to_exactly_the_delivery_fields(
     tag: int, count: int, redelivered: bool
 ) -> None:
     body = _client_event(ttl_ms=5000) + pb.Event(id=42).SerializeToString()
-    raw = framing.queue_delivery(body, framing.queue_field("work"), tag, count, redelivered)
+    raw = _delivery(body, framing.queue_field("work"), tag, count, redelivered)
     (event,) = _decode_batch(raw).events
     want = pb.Event(
         topic="orders/us/created",
@@ -144,7 +151,7 @@ def test_queue_delivery_overrides_delivery_fields_a_client_set(redelivered: bool
         queue="forged",
         discarded_before=5,
     )
-    raw = framing.queue_delivery(body, framing.queue_field("real"), 1234, 1, redelivered)
+    raw = _delivery(body, framing.queue_field("real"), 1234, 1, redelivered)
     (event,) = _decode_batch(raw).events
     assert event.delivery_tag == 1234
     assert event.delivery_count == 1
@@ -159,9 +166,7 @@ def test_queue_field_decodes_to_the_queue_name(name: str) -> None:
 
 def test_consume_events_is_a_consume_response_with_those_events() -> None:
     field = framing.queue_field("jobs")
-    frames = [
-        framing.queue_delivery(_client_event(), field, tag, 1, False) for tag in range(1, 200)
-    ]
+    frames = [_delivery(_client_event(), field, tag, 1, False) for tag in range(1, 200)]
     response = pb.ConsumeResponse()
     response.ParseFromString(framing.consume_events(frames))
     assert response.WhichOneof("action") == "events"
