@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
+from operator import itemgetter
 from typing import Any, NamedTuple, Protocol
 
 from node import framing
@@ -69,6 +70,8 @@ class _Pending(NamedTuple):
 # of its generated Python __new__ (every field is given, so no defaults are needed).
 _new_stored: Callable[[tuple[Any, ...]], StoredEvent] = partial(tuple.__new__, StoredEvent)
 _new_pending: Callable[[tuple[Any, ...]], _Pending] = partial(tuple.__new__, _Pending)
+_QUEUES_OF = itemgetter(_Pending._fields.index("queues"))
+_STORED_OF = itemgetter(_Pending._fields.index("stored"))
 
 
 class _Resend(NamedTuple):
@@ -182,8 +185,12 @@ class Publisher:
         # A batch no longer than this holds no event over any size limit (a header takes at
         # least 2 bytes on the wire), so its events need no size checks.
         self._sizes_fit_bytes = min(max_payload_bytes, max_header_bytes, 2 * max_headers + 1)
-        # The most bytes the node's fields (id, origin region) add to an event.
+        # The most bytes the node's fields (id, origin region) add to an event, and the
+        # fewest a guaranteed event's non-header fields but its topic and payload take.
         self._stamp_bytes = len(pb.Event(id=2**64 - 1, origin_region=region).SerializeToString())
+        self._guaranteed_min_bytes = len(
+            pb.Event(id=1, origin_region=region, mode=GUARANTEED).SerializeToString()
+        )
         self.ids = EventIds()
         self.counters = Counters()
         self.dedup = dedup if dedup is not None and dedup.window.enabled else None
@@ -220,7 +227,7 @@ class Publisher:
         valid_topics = self._valid_topics
         # One size check for the whole batch covers every event in it, mostly.
         check_sizes = len(raw) > self._sizes_fit_bytes
-        sizes_fit = self._sizes_fit_bytes
+        sizes_fit = 0
         keys_of: list[bytes] | None = None
         # The batch's keys claimed as one run, named by its first key (the SDK's case).
         run_key = b""
@@ -297,10 +304,19 @@ class Publisher:
                 refused.append(_refusal(index, mode_out_of_range(index, mode)))
                 invalid += 1
                 continue
+            if topic != queues_topic:
+                if run_count:
+                    self._reserve_run(queues, run_count, run_bytes)
+                    run_count = run_bytes = 0
+                queues_topic = topic
+                queues = self.queues.match(topic)
+                queue_ids = self.queues.ids_of(queues)
+                forwarding = self.forwarder.wants(topic)
+                roomy = _room_for(queues, len(events) - offset, batch_bound)
+                sizes_fit = self._stored_fit_bytes(topic)
             # Quotas count the event as stored: payload, topic, headers and the node's fields.
             data = event.SerializeToString()
             size = len(data)
-            # An event no longer than this is over no size limit (as for the batch).
             if size > sizes_fit:
                 problem = self._check_sizes(index, topic, event, len(raw))
                 if problem is not None:
@@ -311,15 +327,6 @@ class Publisher:
             key = keys_of[offset] if keys_of is not None else b""
             if key and self._resent(key, index, on_acks, duplicates, resends):
                 continue
-            if topic != queues_topic:
-                if run_count:
-                    self._reserve_run(queues, run_count, run_bytes)
-                    run_count = run_bytes = 0
-                queues_topic = topic
-                queues = self.queues.match(topic)
-                queue_ids = self.queues.ids_of(queues)
-                forwarding = self.forwarder.wants(topic)
-                roomy = _room_for(queues, len(events) - offset, batch_bound)
             ttl = event.ttl_ms
             refusal = None
             if ttl > MAX_TTL_MS:
@@ -347,7 +354,7 @@ class Publisher:
                 (self.next_seq, data, queue_ids, at_ms + ttl if ttl else 0, size, forwards)
             )
             self.next_seq += 1
-            pending.append(_new_pending((index, event.id, topic, queues, stored, key)))
+            pending.append(_new_pending((index, first_id + offset, topic, queues, stored, key)))
         if run_count:
             self._reserve_run(queues, run_count, run_bytes)
         self.counters.direct_in += len(events) - guaranteed - invalid
@@ -379,6 +386,14 @@ class Publisher:
         if not resends:
             return None
         return resends[0] if len(resends) == 1 else _all_done(resends)
+
+    def _stored_fit_bytes(self, topic: str) -> int:
+        """A guaranteed event of `topic` no longer than this, stored, is over no size limit:
+        the payload limit counts the stored event; its headers take at most what its
+        node's fields, mode and topic leave, 2 bytes or more each."""
+        topic_bytes = 2 + len(topic.encode())
+        headers_fit = min(self.max_header_bytes, 2 * self.max_headers + 1)
+        return min(self.max_payload_bytes, headers_fit + self._guaranteed_min_bytes + topic_bytes)
 
     def _claim_run(self, request: pb.PublishRequest, count: int) -> bytes:
         """Claim the batch's keys as one run when its sequences count up by one from a
@@ -620,8 +635,10 @@ class Publisher:
     def _landed(self, pending: list[_Pending]) -> None:
         """Committed: queues take their entries, links their spooled events."""
         queues = pending[0].queues
-        if all(p.queues is queues for p in pending):  # one topic's queues: the common case
-            stored = [p.stored for p in pending]
+        # (map and count run in C; count finds each the same tuple by identity first.)
+        if list(map(_QUEUES_OF, pending)).count(queues) == len(pending):
+            # One topic's queues (or equal ones): the common case.
+            stored = list(map(_STORED_OF, pending))
             for queue in queues:
                 self._into_queue(queue, stored)
         else:
@@ -647,7 +664,8 @@ class Publisher:
             self.queues.stored_on_disk(queue, len(stored), size, stored[-1].seq)
             return
         self.queues.stored(
-            queue, [Entry(s.seq, s.size, s.expires_at_ms, data=s.data) for s in stored]
+            queue,
+            [Entry(seq, size, expires, data=data) for seq, data, _, expires, size, _ in stored],
         )
 
     def _release(self, pending: list[_Pending]) -> None:
