@@ -575,7 +575,10 @@ class Publisher:
         self, pending: list[_Pending], records: list[DedupRecord], on_acks: AckSink
     ) -> asyncio.Future[None]:
         """Commit `pending` with their de-duplication `records`; then ack or refuse them."""
-        to_store = [p.stored for p in pending if p.queues or p.stored.forwards]
+        if all(map(_QUEUES_OF, pending)):  # (in C) every one goes into a queue: the rule
+            to_store = list(map(_STORED_OF, pending))
+        else:
+            to_store = [p.stored for p in pending if p.queues or p.stored.forwards]
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if not to_store and not records:
             self._acked(pending, on_acks)
