@@ -80,7 +80,7 @@ class DedupWindow:
         self.max_keys = max_keys
         self.max_age_ms = max_age_ms
         # Name -> its runs, landed or pending, by first sequence (they never overlap).
-        self._runs: dict[bytes, list[_Run]] = {}
+        self._runs: dict[bytes, _Runs] = {}
         # Landed runs, oldest first in commit order, and how many keys they hold.
         self._landed: deque[_Run] = deque()
         self._keys = 0
@@ -108,7 +108,7 @@ class DedupWindow:
                 last is not None
                 and last.name == name
                 and _continues(last, first, record)
-                and self._runs[name][-1] is last
+                and self._runs[name].newest() is last
             ):
                 last.last += record.count  # per-key records of older nodes: one run again
                 self._keys += record.count
@@ -129,9 +129,9 @@ class DedupWindow:
         run. False: nothing claimed (claim them one by one)."""
         runs = self._runs.get(name)
         if runs is None:
-            self._runs[name] = [_Run(name, first, first + count - 1)]
-            return True
-        if runs[-1].last < first:
+            runs = self._runs[name] = _Runs()
+        newest = runs.newest()
+        if newest is None or newest.last < first:
             runs.append(_Run(name, first, first + count - 1))
             return True
         return False
@@ -183,10 +183,10 @@ class DedupWindow:
         for key in keys:
             name, first = _split(key)
             runs = self._runs[name]
-            at = bisect_right(runs, first, key=_first) - 1
-            run = runs.pop(at)
+            run = runs[runs.at(first)]
             assert run.first == first and run.event_id == PENDING
-            if not runs:
+            runs.drop(run)
+            if runs.newest() is None:
                 del self._runs[name]
             waiters.extend(w for w, _seq in run.waiters or ())
         return waiters
@@ -201,22 +201,32 @@ class DedupWindow:
 
     def _find(self, name: bytes, sequence: int) -> _Run | None:
         runs = self._runs.get(name)
-        if not runs:
+        if runs is None:
             return None
-        at = bisect_right(runs, sequence, key=_first) - 1
-        if at >= 0 and runs[at].last >= sequence:
+        newest = runs.newest()
+        if newest is None or newest.last < sequence:  # past them all: a producer's next key
+            return None
+        at = runs.at(sequence)
+        if at >= runs.head and runs[at].last >= sequence:
             return runs[at]
         return None
 
     def _runs_of(self, name: bytes, first: int, count: int = 1) -> None:
         """A new pending run, in its place among its name's runs."""
-        runs = self._runs.setdefault(name, [])
-        runs.insert(bisect_right(runs, first, key=_first), _Run(name, first, first + count - 1))
+        runs = self._runs.get(name)
+        if runs is None:
+            runs = self._runs[name] = _Runs()
+        run = _Run(name, first, first + count - 1)
+        newest = runs.newest()
+        if newest is None or newest.first < first:
+            runs.append(run)
+        else:
+            runs.insert(runs.at(first) + 1, run)
 
     def _land(self, name: bytes, first: int, count: int, seq: int, event_id: int) -> _Run:
         """Keys first .. first + count - 1 of `name` landed (their claim's run, as a rule)."""
         runs = self._runs.get(name)
-        run = runs[-1] if runs else None
+        run = runs.newest() if runs is not None else None
         if run is None or run.first != first:  # not the name's newest run: rare
             run = self._find(name, first)
             if run is None:  # never claimed: so be it
@@ -247,9 +257,37 @@ class DedupWindow:
             landed.popleft()
             self._keys -= count
             runs = self._runs[run.name]
-            runs.pop(0 if runs[0] is run else runs.index(run))
-            if not runs:
+            runs.drop(run)
+            if runs.newest() is None:
                 del self._runs[run.name]
+
+
+class _Runs(list[_Run]):
+    """One name's runs by first sequence. Those before `head` are forgotten: the oldest
+    leave without shifting the rest, then in bulk (a producer's runs come and go at both
+    ends; bisection needs a list)."""
+
+    __slots__ = ("head",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = 0
+
+    def newest(self) -> _Run | None:
+        return self[-1] if len(self) > self.head else None
+
+    def at(self, sequence: int) -> int:
+        """The index of the last run starting at or before `sequence` (head - 1: none)."""
+        return bisect_right(self, sequence, lo=self.head, key=_first) - 1
+
+    def drop(self, run: _Run) -> None:
+        if self[self.head] is not run:  # not the oldest: rare
+            del self[self.index(run, self.head)]
+            return
+        self.head += 1
+        if self.head == len(self) or self.head > max(16, len(self) // 2):
+            del self[: self.head]
+            self.head = 0
 
 
 def _continues(run: _Run, first: int, record: DedupRecord) -> bool:
