@@ -7,6 +7,8 @@ from pathlib import Path
 
 import grpc
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from node.dedup import PENDING, DedupWindow, app_key, producer_key, producer_name
 from plexus import Client
@@ -138,6 +140,94 @@ def test_keys_of_a_run_older_than_the_window_are_forgotten() -> None:
     assert window.claim(producer_key(PRODUCER, 3)) is None
     assert window.claim(producer_key(PRODUCER, 5)) == _id(NOW_MS, 5)
     assert window.trim_upto == 3
+
+
+class _KeyByKey:
+    """The naive window: every key on its own, oldest forgotten first (the reference)."""
+
+    def __init__(self, max_keys: int, max_age_ms: int) -> None:
+        self.max_keys, self.max_age_ms = max_keys, max_age_ms
+        self.ids: dict[bytes, int] = {}
+        self.order: list[bytes] = []
+
+    def claim(self, key: bytes) -> int | None:
+        if key not in self.ids:
+            self.ids[key] = PENDING
+            return None
+        return self.ids[key]
+
+    def landed(self, keys: list[tuple[bytes, int]], now_ms: int) -> None:
+        for key, event_id in keys:
+            self.ids[key] = event_id
+            self.order.append(key)
+        while self.order and (
+            len(self.order) > self.max_keys
+            or self.ids[self.order[0]] >> 22 < now_ms - self.max_age_ms
+        ):
+            del self.ids[self.order.pop(0)]
+
+    def failed(self, keys: list[bytes]) -> None:
+        for key in keys:
+            del self.ids[key]
+
+
+_batches = st.lists(
+    st.tuples(
+        st.integers(0, 1),  # producer
+        st.integers(1, 40),  # first sequence
+        st.integers(1, 8),  # count
+        st.booleans(),  # its commit lands (or fails)
+        st.integers(0, 400),  # ms since the last batch
+    ),
+    max_size=60,
+)
+
+
+@given(_batches, st.integers(1, 30))
+def test_runs_answer_every_key_as_a_key_by_key_window_does(
+    batches: list[tuple[int, int, int, bool, int]], max_keys: int
+) -> None:
+    window, reference = DedupWindow(max_keys, 1_000), _KeyByKey(max_keys, 1_000)
+    now, seq = NOW_MS, 0
+    for producer, first, count, lands, elapsed in batches:
+        now += elapsed
+        name = producer_name(bytes([producer]))
+        keys = [producer_key(bytes([producer]), first + i) for i in range(count)]
+        # As the publisher does: the batch at once when it can, else key by key.
+        if window.claim_run(name, first, count):
+            claimed = [(keys[0], count)]
+            assert [reference.claim(k) for k in keys] == [None] * count
+        else:
+            answers = [window.claim(k) for k in keys]
+            assert answers == [reference.claim(k) for k in keys]
+            claimed = [(k, 1) for k, a in zip(keys, answers, strict=True) if a is None]
+        if lands:
+            records = []
+            for key, n in claimed:
+                records.append(DedupRecord(seq + 1, _id(now, seq + 1), key, n))
+                seq += n
+            window.landed(records, now)
+            reference.landed(
+                [
+                    (
+                        r.key[:-8] + (int.from_bytes(r.key[-8:], "big") + i).to_bytes(8, "big"),
+                        r.event_id + i,
+                    )
+                    for r in records
+                    for i in range(r.count)
+                ],
+                now,
+            )
+        else:
+            window.failed([key for key, _n in claimed])
+            reference.failed(
+                [
+                    k[:-8] + (int.from_bytes(k[-8:], "big") + i).to_bytes(8, "big")
+                    for k, n in claimed
+                    for i in range(n)
+                ]
+            )
+        assert len(window) == len(reference.order)
 
 
 # ---------------------------------------------------------------- the durable log
