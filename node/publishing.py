@@ -13,11 +13,19 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
+from operator import itemgetter
 from typing import Any, NamedTuple, Protocol
 
 from node import framing
 from node.commits import Commits
-from node.dedup import MAX_KEY_BYTES, PENDING, DedupWindow, app_key, producer_key
+from node.dedup import (
+    MAX_KEY_BYTES,
+    PENDING,
+    DedupWindow,
+    app_key,
+    producer_key,
+    producer_name,
+)
 from node.delivery import Entry
 from node.direct import DirectRouter, Subscriber
 from node.event_ids import EventIds, publish_ms
@@ -25,7 +33,7 @@ from node.queues import Queue, QueueTable, now_ms
 from plexus.errors import InvalidArgument, InvalidTopic, PlexusError, reason_of
 from plexus.topics import validate_topic
 from plexus.v1 import plexus_pb2 as pb
-from storage.dedup import DedupLog
+from storage.dedup import DedupLog, DedupRecord
 from storage.spool import Forward, Spool, StoredEvent
 
 log = logging.getLogger(__name__)
@@ -62,6 +70,8 @@ class _Pending(NamedTuple):
 # of its generated Python __new__ (every field is given, so no defaults are needed).
 _new_stored: Callable[[tuple[Any, ...]], StoredEvent] = partial(tuple.__new__, StoredEvent)
 _new_pending: Callable[[tuple[Any, ...]], _Pending] = partial(tuple.__new__, _Pending)
+_QUEUES_OF = itemgetter(_Pending._fields.index("queues"))
+_STORED_OF = itemgetter(_Pending._fields.index("stored"))
 
 
 class _Resend(NamedTuple):
@@ -175,6 +185,12 @@ class Publisher:
         # A batch no longer than this holds no event over any size limit (a header takes at
         # least 2 bytes on the wire), so its events need no size checks.
         self._sizes_fit_bytes = min(max_payload_bytes, max_header_bytes, 2 * max_headers + 1)
+        # The most bytes the node's fields (id, origin region) add to an event, and the
+        # fewest a guaranteed event's non-header fields but its topic and payload take.
+        self._stamp_bytes = len(pb.Event(id=2**64 - 1, origin_region=region).SerializeToString())
+        self._guaranteed_min_bytes = len(
+            pb.Event(id=1, origin_region=region, mode=GUARANTEED).SerializeToString()
+        )
         self.ids = EventIds()
         self.counters = Counters()
         self.dedup = dedup if dedup is not None and dedup.window.enabled else None
@@ -211,10 +227,15 @@ class Publisher:
         valid_topics = self._valid_topics
         # One size check for the whole batch covers every event in it, mostly.
         check_sizes = len(raw) > self._sizes_fit_bytes
+        sizes_fit = 0
         keys_of: list[bytes] | None = None
+        # The batch's keys claimed as one run, named by its first key (the SDK's case).
+        run_key = b""
         if self.dedup is not None and (request.sequences or request.keys):
             try:
-                keys_of = _dedup_keys(request, len(events))
+                run_key = self._claim_run(request, len(events))
+                if not run_key:
+                    keys_of = _dedup_keys(request, len(events))
             except PlexusError as exc:
                 on_acks([_refusal(first_index + i, exc) for i in range(len(events))])
                 return None
@@ -229,15 +250,21 @@ class Publisher:
         remote_wanted = False
         wants_remote = self.remote.wants
         remote: list[tuple[str, bytes]] = []
+        # What guaranteed events of `queues_topic` need, looked up once per run of a topic.
+        queues_topic = None
+        queues: tuple[Queue, ...] = ()
+        queue_ids: tuple[int, ...] = ()
+        forwarding = False
+        # Room in every queue for the rest of the batch, whatever its events' sizes: then
+        # reservations add up here (`run_count`, `run_bytes`) instead of a check per event.
+        roomy = False
+        run_count = run_bytes = 0
+        # The most bytes the batch's events take stored: re-encoded, an event is at most
+        # 3 times its bytes on the wire (an empty header entry gains an empty key and
+        # value), plus the node's fields.
+        batch_bound = 4 * len(raw) + len(events) * self._stamp_bytes
         for offset, event in enumerate(events):
             topic = event.topic
-            if check_sizes:
-                problem = self._check_sizes(first_index + offset, topic, event, len(raw))
-                if problem is not None:
-                    refused.append(_refusal(first_index + offset, problem))
-                    whole_batch = False
-                    invalid += 1
-                    continue
             if topic != last_topic:
                 if topic not in valid_topics:
                     problem = self._check(topic)
@@ -255,31 +282,81 @@ class Publisher:
             event.id = first_id + offset
             event.origin_region = region
             # (One attribute read per event, ~25 ns: the byte scan cannot see a mode out of range.)
-            if event.mode:
-                if event.mode != GUARANTEED:
-                    index = first_index + offset
-                    refused.append(_refusal(index, mode_out_of_range(index, event.mode)))
-                    whole_batch = False
-                    invalid += 1
-                    continue
-                whole_batch = False
-                guaranteed += 1
-                key = keys_of[offset] if keys_of is not None else b""
-                if key and self._resent(key, first_index + offset, on_acks, duplicates, resends):
-                    continue
-                refusal = self._prepare(event, first_index + offset, at_ms, pending, key)
-                if refusal is not None:
-                    refused.append(refusal)
-                    if key:  # free again (nothing can wait on it yet: this call claimed it)
-                        assert self.dedup is not None
-                        self.dedup.window.failed([key])
-            else:
+            mode = event.mode
+            if not mode:
+                if check_sizes:
+                    problem = self._check_sizes(first_index + offset, topic, event, len(raw))
+                    if problem is not None:
+                        refused.append(_refusal(first_index + offset, problem))
+                        whole_batch = False
+                        invalid += 1
+                        continue
                 if remote_wanted:
                     remote.append((topic, event.SerializeToString()))
                 if subscribers:
                     routed.append((event, subscribers))
                 else:
                     whole_batch = False
+                continue
+            index = first_index + offset
+            whole_batch = False
+            if mode != GUARANTEED:
+                refused.append(_refusal(index, mode_out_of_range(index, mode)))
+                invalid += 1
+                continue
+            if topic != queues_topic:
+                if run_count:
+                    self._reserve_run(queues, run_count, run_bytes)
+                    run_count = run_bytes = 0
+                queues_topic = topic
+                queues = self.queues.match(topic)
+                queue_ids = self.queues.ids_of(queues)
+                forwarding = self.forwarder.wants(topic)
+                roomy = _room_for(queues, len(events) - offset, batch_bound)
+                sizes_fit = self._stored_fit_bytes(topic)
+            # Quotas count the event as stored: payload, topic, headers and the node's fields.
+            data = event.SerializeToString()
+            size = len(data)
+            if size > sizes_fit:
+                problem = self._check_sizes(index, topic, event, len(raw))
+                if problem is not None:
+                    refused.append(_refusal(index, problem))
+                    invalid += 1
+                    continue
+            guaranteed += 1
+            key = keys_of[offset] if keys_of is not None else b""
+            if key and self._resent(key, index, on_acks, duplicates, resends):
+                continue
+            ttl = event.ttl_ms
+            refusal = None
+            if ttl > MAX_TTL_MS:
+                refusal = _refusal(index, ttl_too_long(index, ttl))
+            elif not roomy:
+                refusal = _no_room(queues, index, size)
+            forwards: tuple[Forward, ...] = ()
+            if forwarding and refusal is None:
+                try:
+                    forwards = self.forwarder.forwards(topic, size)
+                except PlexusError as exc:  # a link's spool is full
+                    refusal = _refusal(index, exc)
+            if refusal is not None:
+                refused.append(refusal)
+                if key:  # free again (nothing can wait on it yet: this call claimed it)
+                    assert self.dedup is not None
+                    self.dedup.window.failed([key])
+                continue
+            if roomy:
+                run_count += 1
+                run_bytes += size
+            else:
+                self._reserve(queues, size)
+            stored = _new_stored(
+                (self.next_seq, data, queue_ids, at_ms + ttl if ttl else 0, size, forwards)
+            )
+            self.next_seq += 1
+            pending.append(_new_pending((index, first_id + offset, topic, queues, stored, key)))
+        if run_count:
+            self._reserve_run(queues, run_count, run_bytes)
         self.counters.direct_in += len(events) - guaranteed - invalid
         if remote:
             self.remote.route_direct(remote)
@@ -299,11 +376,78 @@ class Publisher:
             on_acks(refused)
         if duplicates:
             on_acks(duplicates)
+        records: list[DedupRecord] = []
+        if run_key:
+            records = self._run_records(run_key, first_index, len(events), pending)
+        elif keys_of is not None:
+            records = [DedupRecord(p.stored.seq, p.event_id, p.key) for p in pending if p.key]
         if pending:
-            resends.append(self._store(pending, on_acks))
+            resends.append(self._store(pending, records, on_acks))
         if not resends:
             return None
         return resends[0] if len(resends) == 1 else _all_done(resends)
+
+    def _stored_fit_bytes(self, topic: str) -> int:
+        """A guaranteed event of `topic` no longer than this, stored, is over no size limit:
+        the payload limit counts the stored event; its headers take at most what its
+        node's fields, mode and topic leave, 2 bytes or more each."""
+        topic_bytes = 2 + len(topic.encode())
+        headers_fit = min(self.max_header_bytes, 2 * self.max_headers + 1)
+        return min(self.max_payload_bytes, headers_fit + self._guaranteed_min_bytes + topic_bytes)
+
+    def _claim_run(self, request: pb.PublishRequest, count: int) -> bytes:
+        """Claim the batch's keys as one run when its sequences count up by one from a
+        sequence past the producer's known ones; returns the run's first key (b"": not
+        claimed, the keys go one by one)."""
+        assert self.dedup is not None
+        sequences = request.sequences
+        if not sequences or request.keys or len(sequences) != count:
+            return b""
+        producer = request.producer
+        first = sequences[0]
+        if (
+            not first
+            or not 1 <= len(producer) <= 64
+            or sequences[-1] - first != count - 1
+            or list(sequences) != list(range(first, first + count))
+        ):
+            return b""
+        if not self.dedup.window.claim_run(producer_name(producer), first, count):
+            return b""
+        return producer_key(producer, first)
+
+    def _run_records(
+        self, run_key: bytes, first_index: int, count: int, pending: list[_Pending]
+    ) -> list[DedupRecord]:
+        """The records of a claimed run's stored events; events not stored free their keys.
+
+        Events at consecutive indexes were stored as consecutive events (seqs and ids), so
+        each stretch of them is one run."""
+        assert self.dedup is not None
+        window = self.dedup.window
+        name, first = run_key[:-8], int.from_bytes(run_key[-8:], "big")
+        # Indexes only increase: as many as the batch, ending at its last, is all of them.
+        if len(pending) == count and pending[-1].index == first_index + count - 1:
+            head = pending[0]
+            return [DedupRecord(head.stored.seq, head.event_id, run_key, count)]
+        # Some were refused or not guaranteed: the run shrinks to the stretches stored.
+        window.failed([run_key])
+        records: list[DedupRecord] = []
+        start = 0
+        for at in range(1, len(pending) + 1):
+            if at < len(pending) and pending[at].index == pending[at - 1].index + 1:
+                continue
+            head, count = pending[start], at - start
+            sequence = first + head.index - first_index
+            claimed = window.claim_run(name, sequence, count)
+            assert claimed  # the run's own keys, just freed
+            records.append(
+                DedupRecord(
+                    head.stored.seq, head.event_id, name + sequence.to_bytes(8, "big"), count
+                )
+            )
+            start = at
+        return records
 
     def _resent(
         self,
@@ -366,39 +510,16 @@ class Publisher:
                 )
         return None
 
-    def _prepare(
-        self, event: pb.Event, index: int, at_ms: int, pending: list[_Pending], key: bytes = b""
-    ) -> pb.PublishAck | None:
-        """Reserve room in every matching queue for a guaranteed event, or refuse it."""
-        if event.ttl_ms > MAX_TTL_MS:
-            return _refusal(index, ttl_too_long(index, event.ttl_ms))
-        topic = event.topic
-        queues = self.queues.match(topic)
-        # Quotas count the event as stored: payload, topic, headers and the node's fields.
-        data = event.SerializeToString()
-        size = len(data)
-        for queue in queues:
-            full = queue.check_room(size)
-            if full is not None:
-                return _refusal(index, full)
-        forwards: tuple[Forward, ...] = ()
-        if self.forwarder.wants(topic):
-            try:
-                forwards = self.forwarder.forwards(topic, size)
-            except PlexusError as exc:  # a link's spool is full
-                return _refusal(index, exc)
-        self._reserve(queues, size)
-        expires = at_ms + event.ttl_ms if event.ttl_ms else 0
-        ids = self.queues.ids_of(queues)
-        stored = _new_stored((self.next_seq, data, ids, expires, size, forwards))
-        self.next_seq += 1
-        pending.append(_new_pending((index, event.id, topic, queues, stored, key)))
-        return None
-
     @staticmethod
     def _reserve(queues: tuple[Queue, ...], size: int) -> None:
         for queue in queues:
             queue.reserved_depth += 1
+            queue.reserved_bytes += size
+
+    @staticmethod
+    def _reserve_run(queues: tuple[Queue, ...], count: int, size: int) -> None:
+        for queue in queues:
+            queue.reserved_depth += count
             queue.reserved_bytes += size
 
     def store_relayed(
@@ -450,30 +571,30 @@ class Publisher:
 
         self.commits.submit(write).add_done_callback(committed)
 
-    def _store(self, pending: list[_Pending], on_acks: AckSink) -> asyncio.Future[None]:
-        to_store = [p.stored for p in pending if p.queues or p.stored.forwards]
+    def _store(
+        self, pending: list[_Pending], records: list[DedupRecord], on_acks: AckSink
+    ) -> asyncio.Future[None]:
+        """Commit `pending` with their de-duplication `records`; then ack or refuse them."""
+        if all(map(_QUEUES_OF, pending)):  # (in C) every one goes into a queue: the rule
+            to_store = list(map(_STORED_OF, pending))
+        else:
+            to_store = [p.stored for p in pending if p.queues or p.stored.forwards]
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        dedup = self.dedup
-        # (seq, event id, key) of each keyed event: logged in the commit, then remembered.
-        keyed = (
-            [(p.stored.seq, p.event_id, p.key) for p in pending if p.key]
-            if dedup is not None
-            else []
-        )
-        if not to_store and not keyed:
+        if not to_store and not records:
             self._acked(pending, on_acks)
             done.set_result(None)
             return done
         spool = self.spool
         trim_upto = 0
-        if dedup is None:
+        if not records:
             future = self.commits.submit(lambda txn: spool.put_events(txn, to_store))
         else:
-            log, trim_upto = dedup.log, dedup.window.trim_due()
+            assert self.dedup is not None
+            log, trim_upto = self.dedup.log, self.dedup.window.trim_due()
 
             def write(txn: Any) -> None:
                 spool.put_events(txn, to_store)
-                log.append(txn, keyed)
+                log.append(txn, records)
                 if trim_upto:
                     log.trim(txn, trim_upto)
 
@@ -482,24 +603,24 @@ class Publisher:
         def committed(fut: asyncio.Future[None]) -> None:
             error = fut.exception()
             if error is None:
-                if keyed:
-                    self._dedup_landed(keyed, trim_upto)
+                if records:
+                    self._dedup_landed(records, trim_upto)
                 self._acked(pending, on_acks)
             else:
-                if keyed:
-                    self._dedup_failed([key for _seq, _id, key in keyed], error)
+                if records:
+                    self._dedup_failed([r.key for r in records], error)
                 self._failed(pending, error, on_acks)
             done.set_result(None)
 
         future.add_done_callback(committed)
         return done
 
-    def _dedup_landed(self, keyed: list[tuple[int, int, bytes]], trim_upto: int) -> None:
+    def _dedup_landed(self, records: list[DedupRecord], trim_upto: int) -> None:
         assert self.dedup is not None
         window = self.dedup.window
         if trim_upto > window.trimmed:
             window.trimmed = trim_upto
-        for resend, event_id in window.landed(keyed, now_ms()):
+        for resend, event_id in window.landed(records, now_ms()):
             resend.on_acks([pb.PublishAck(index=resend.index, id=event_id, duplicate=True)])
             resend.done.set_result(None)
 
@@ -517,8 +638,10 @@ class Publisher:
     def _landed(self, pending: list[_Pending]) -> None:
         """Committed: queues take their entries, links their spooled events."""
         queues = pending[0].queues
-        if all(p.queues is queues for p in pending):  # one topic's queues: the common case
-            stored = [p.stored for p in pending]
+        # (map and count run in C; count finds each the same tuple by identity first.)
+        if list(map(_QUEUES_OF, pending)).count(queues) == len(pending):
+            # One topic's queues (or equal ones): the common case.
+            stored = list(map(_STORED_OF, pending))
             for queue in queues:
                 self._into_queue(queue, stored)
         else:
@@ -544,7 +667,8 @@ class Publisher:
             self.queues.stored_on_disk(queue, len(stored), size, stored[-1].seq)
             return
         self.queues.stored(
-            queue, [Entry(s.seq, s.size, s.expires_at_ms, data=s.data) for s in stored]
+            queue,
+            [Entry(seq, size, expires, data=data) for seq, data, _, expires, size, _ in stored],
         )
 
     def _release(self, pending: list[_Pending]) -> None:
@@ -560,6 +684,27 @@ class Publisher:
             log.error("storing %d guaranteed events failed: %r", len(pending), error)
             error = PlexusError(f"storage failure: {error}")
         on_acks([_refusal(p.index, error) for p in pending])
+
+
+def _room_for(queues: tuple[Queue, ...], count: int, size: int) -> bool:
+    """Whether every queue has room for `count` more events of `size` bytes in all
+    (below its limits, as `Queue.check_room` counts them)."""
+    for queue in queues:
+        limits = queue.config.limits
+        if queue.depth + queue.reserved_depth + count > limits.max_depth:
+            return False
+        if queue.bytes + queue.reserved_bytes + size > limits.max_bytes:
+            return False
+    return True
+
+
+def _no_room(queues: tuple[Queue, ...], index: int, size: int) -> pb.PublishAck | None:
+    """The refusal of event `index` (`size` bytes) by the first queue short of room for it."""
+    for queue in queues:
+        full = queue.check_room(size)
+        if full is not None:
+            return _refusal(index, full)
+    return None
 
 
 def relayed_expiry(data: bytes) -> int:

@@ -1,17 +1,26 @@
 """The durable side of the de-duplication window: which keys were stored, as what.
 
 One LMDB database, `dedup`, holds the keys of guaranteed events published with
-a de-duplication key, one LMDB record per commit (format 2):
+a de-duplication key, one LMDB record per commit (format 3):
 
     dedup    first seq (u64 BE) + last seq (u64 BE)
-                           -> per key: seq (u64), event id (u64), key length (u16), key
+                           -> 0x03, then per run: seq (u64), event id (u64), count (u32),
+                              first key length (u16), first key
 
-Nodes before format 2 wrote one LMDB record per key, still read and trimmed:
+A run is `count` keys stored as consecutive events: key i (its sequence counting
+up from the first key's) is event seq + i with id event id + i.
 
+Older nodes wrote, and this one still reads and trims:
+
+    format 2 (a record per commit, a key each)
+    dedup    first seq + last seq -> per key: seq (u64), event id (u64), key length (u16), key
+    format 1 (a record per key)
     dedup    seq (u64 BE)  -> event id (u64) + the key's bytes
 
-keyed by the node's event sequence, so records append and the oldest are
-trimmed from the front; a commit's record goes once all its keys are trimmed.
+(a format 2 value starts with a seq below 2**56: a zero byte, never 0x03).
+
+Records are keyed by the node's event sequence, so they append and the oldest
+are trimmed from the front; a commit's record goes once all its keys are trimmed.
 The records are written in the same transaction as the events they describe:
 after a crash, a key is known exactly when its event is stored. Bytes in, bytes out.
 """
@@ -28,12 +37,17 @@ from storage.environment import Environment
 _U64 = struct.Struct(">Q")
 _RANGE = struct.Struct(">QQ")
 _KEY_HEAD = struct.Struct(">QQH")
+_RUN_HEAD = struct.Struct(">QQIH")
+_FORMAT_3 = b"\x03"
 
 
 class DedupRecord(NamedTuple):
+    """`count` keys from `key` on, stored as events `seq`... with ids `event_id`..."""
+
     seq: int
     event_id: int
     key: bytes
+    count: int = 1
 
 
 class DedupLog:
@@ -44,19 +58,22 @@ class DedupLog:
         self.db = env.db(b"dedup")
         self._meta = env.db(b"meta")
 
-    def append(self, txn: lmdb.Transaction, records: list[tuple[int, int, bytes]]) -> None:
-        """Add (seq, event id, key) records in increasing seq order; keeps the node's
-        last seq at least the last record's."""
+    def append(self, txn: lmdb.Transaction, records: list[DedupRecord]) -> None:
+        """Add one commit's records in increasing seq order; keeps the node's last seq at
+        least the last record's."""
         if not records:
             return
-        head = _KEY_HEAD.pack
-        value = b"".join([head(seq, event_id, len(key)) + key for seq, event_id, key in records])
-        last_seq = records[-1][0]
-        txn.put(_RANGE.pack(records[0][0], last_seq), value, db=self.db, append=True)
+        head = _RUN_HEAD.pack
+        value = _FORMAT_3 + b"".join(
+            [head(seq, event_id, count, len(key)) + key for seq, event_id, key, count in records]
+        )
+        last = records[-1]
+        last_seq = last.seq + last.count - 1
+        txn.put(_RANGE.pack(records[0].seq, last_seq), value, db=self.db, append=True)
         # A keyed event that no queue or link took is not stored, but its seq must
         # never be handed out again (it keys this record).
-        last = txn.get(b"seq", db=self._meta)
-        if last is None or _U64.unpack(last)[0] < last_seq:
+        mark = txn.get(b"seq", db=self._meta)
+        if mark is None or _U64.unpack(mark)[0] < last_seq:
             txn.put(b"seq", _U64.pack(last_seq), db=self._meta)
 
     def trim(self, txn: lmdb.Transaction, upto_seq: int) -> int:
@@ -76,16 +93,37 @@ class DedupLog:
     def read_all(self) -> list[DedupRecord]:
         """Every record, oldest first."""
         found: list[DedupRecord] = []
-        unpack, head = _U64.unpack, _KEY_HEAD.unpack_from
+        unpack = _U64.unpack
         with self._env.reading() as txn:
             for key, value in txn.cursor(db=self.db):
                 if len(key) == _U64.size:  # format 1: one key
                     found.append(DedupRecord(unpack(key)[0], unpack(value[:8])[0], value[8:]))
-                    continue
-                at = 0
-                while at < len(value):
-                    seq, event_id, size = head(value, at)
-                    at += _KEY_HEAD.size
-                    found.append(DedupRecord(seq, event_id, value[at : at + size]))
-                    at += size
+                elif value[:1] == _FORMAT_3:
+                    found.extend(_runs(value))
+                else:
+                    found.extend(_keys(value))
         return found
+
+
+def _runs(value: bytes) -> list[DedupRecord]:
+    """A format 3 record's runs."""
+    found: list[DedupRecord] = []
+    head, at = _RUN_HEAD.unpack_from, 1
+    while at < len(value):
+        seq, event_id, count, size = head(value, at)
+        at += _RUN_HEAD.size
+        found.append(DedupRecord(seq, event_id, value[at : at + size], count))
+        at += size
+    return found
+
+
+def _keys(value: bytes) -> list[DedupRecord]:
+    """A format 2 record's keys."""
+    found: list[DedupRecord] = []
+    head, at = _KEY_HEAD.unpack_from, 0
+    while at < len(value):
+        seq, event_id, size = head(value, at)
+        at += _KEY_HEAD.size
+        found.append(DedupRecord(seq, event_id, value[at : at + size]))
+        at += size
+    return found

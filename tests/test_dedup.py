@@ -7,8 +7,10 @@ from pathlib import Path
 
 import grpc
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from node.dedup import PENDING, DedupWindow, app_key, producer_key
+from node.dedup import PENDING, DedupWindow, app_key, producer_key, producer_name
 from plexus import Client
 from plexus.v1 import plexus_pb2 as pb
 from plexus.v1 import plexus_pb2_grpc as pb_grpc
@@ -80,6 +82,154 @@ def test_trims_of_the_log_come_in_runs() -> None:
     assert window.trim_due() == 1998
 
 
+PRODUCER = b"\x07" * 16
+
+
+def _run(seq: int, first: int, count: int, at_ms: int = NOW_MS) -> DedupRecord:
+    """A producer's sequences first.. stored as events seq.. (ids counting up from seq's)."""
+    return DedupRecord(seq, _id(at_ms, seq), producer_key(PRODUCER, first), count)
+
+
+def test_a_run_claimed_at_once_answers_each_key_with_its_own_id() -> None:
+    window = DedupWindow(max_keys=100, max_age_ms=60_000)
+    assert window.claim_run(producer_name(PRODUCER), 1, 10)
+    assert window.claim(producer_key(PRODUCER, 4)) == PENDING
+    window.join(producer_key(PRODUCER, 4), "resend-4")
+    assert window.landed([_run(20, 1, 10)], NOW_MS) == [("resend-4", _id(NOW_MS, 23))]
+    assert len(window) == 10
+    assert window.claim(producer_key(PRODUCER, 1)) == _id(NOW_MS, 20)
+    assert window.claim(producer_key(PRODUCER, 10)) == _id(NOW_MS, 29)
+    assert window.claim(producer_key(PRODUCER, 11)) is None  # past the run: new
+
+
+def test_a_run_overlapping_known_keys_is_not_claimed_at_once() -> None:
+    window = DedupWindow(max_keys=100, max_age_ms=60_000)
+    name = producer_name(PRODUCER)
+    assert window.claim_run(name, 5, 5)
+    window.landed([_run(1, 5, 5)], NOW_MS)
+    assert not window.claim_run(name, 9, 3)  # 9 is known
+    assert not window.claim_run(name, 1, 3)  # before known keys: one by one
+    assert window.claim(producer_key(PRODUCER, 1)) is None
+    assert window.claim(producer_key(PRODUCER, 9)) == _id(NOW_MS, 5)
+    assert window.claim_run(name, 10, 3)
+
+
+def test_a_failed_run_frees_its_keys_and_fails_its_waiters() -> None:
+    window = DedupWindow(max_keys=100, max_age_ms=60_000)
+    assert window.claim_run(producer_name(PRODUCER), 1, 3)
+    window.join(producer_key(PRODUCER, 2), "resend-2")
+    assert window.failed([producer_key(PRODUCER, 1)]) == ["resend-2"]
+    assert window.claim(producer_key(PRODUCER, 2)) is None
+
+
+def test_the_window_cuts_its_oldest_run_to_keep_max_keys() -> None:
+    window = DedupWindow(max_keys=5, max_age_ms=60_000)
+    window.landed([_run(1, 1, 3)], NOW_MS)
+    window.landed([_run(4, 4, 4)], NOW_MS)
+    assert len(window) == 5
+    known = [window.claim(producer_key(PRODUCER, s)) is not None for s in range(1, 8)]
+    assert known == [False, False, True, True, True, True, True]
+    assert window.trim_upto == 2  # the seq of the last key forgotten
+
+
+def test_keys_of_a_run_older_than_the_window_are_forgotten() -> None:
+    window = DedupWindow(max_keys=100, max_age_ms=1_000)
+    window.landed([_run(1, 1, 3, NOW_MS - 5_000)], NOW_MS - 5_000)
+    window.landed([_run(4, 4, 2)], NOW_MS)
+    assert len(window) == 2
+    assert window.claim(producer_key(PRODUCER, 3)) is None
+    assert window.claim(producer_key(PRODUCER, 5)) == _id(NOW_MS, 5)
+    assert window.trim_upto == 3
+
+
+class _KeyByKey:
+    """The naive window: every key on its own, oldest forgotten first (the reference)."""
+
+    def __init__(self, max_keys: int, max_age_ms: int) -> None:
+        self.max_keys, self.max_age_ms = max_keys, max_age_ms
+        self.ids: dict[bytes, int] = {}
+        self.order: list[bytes] = []
+
+    def claim(self, key: bytes) -> int | None:
+        if key not in self.ids:
+            self.ids[key] = PENDING
+            return None
+        return self.ids[key]
+
+    def landed(self, keys: list[tuple[bytes, int]], now_ms: int) -> None:
+        for key, event_id in keys:
+            self.ids[key] = event_id
+            self.order.append(key)
+        while self.order and (
+            len(self.order) > self.max_keys
+            or self.ids[self.order[0]] >> 22 < now_ms - self.max_age_ms
+        ):
+            del self.ids[self.order.pop(0)]
+
+    def failed(self, keys: list[bytes]) -> None:
+        for key in keys:
+            del self.ids[key]
+
+
+_batches = st.lists(
+    st.tuples(
+        st.integers(0, 1),  # producer
+        st.integers(1, 40),  # first sequence
+        st.integers(1, 8),  # count
+        st.booleans(),  # its commit lands (or fails)
+        st.integers(0, 400),  # ms since the last batch
+    ),
+    max_size=60,
+)
+
+
+@given(_batches, st.integers(1, 30))
+def test_runs_answer_every_key_as_a_key_by_key_window_does(
+    batches: list[tuple[int, int, int, bool, int]], max_keys: int
+) -> None:
+    window, reference = DedupWindow(max_keys, 1_000), _KeyByKey(max_keys, 1_000)
+    now, seq = NOW_MS, 0
+    for producer, first, count, lands, elapsed in batches:
+        now += elapsed
+        name = producer_name(bytes([producer]))
+        keys = [producer_key(bytes([producer]), first + i) for i in range(count)]
+        # As the publisher does: the batch at once when it can, else key by key.
+        if window.claim_run(name, first, count):
+            claimed = [(keys[0], count)]
+            assert [reference.claim(k) for k in keys] == [None] * count
+        else:
+            answers = [window.claim(k) for k in keys]
+            assert answers == [reference.claim(k) for k in keys]
+            claimed = [(k, 1) for k, a in zip(keys, answers, strict=True) if a is None]
+        if lands:
+            records = []
+            for key, n in claimed:
+                records.append(DedupRecord(seq + 1, _id(now, seq + 1), key, n))
+                seq += n
+            window.landed(records, now)
+            reference.landed(
+                [
+                    (
+                        r.key[:-8] + (int.from_bytes(r.key[-8:], "big") + i).to_bytes(8, "big"),
+                        r.event_id + i,
+                    )
+                    for r in records
+                    for i in range(r.count)
+                ],
+                now,
+            )
+        else:
+            window.failed([key for key, _n in claimed])
+            reference.failed(
+                [
+                    k[:-8] + (int.from_bytes(k[-8:], "big") + i).to_bytes(8, "big")
+                    for k, n in claimed
+                    for i in range(n)
+                ]
+            )
+        assert len(window) == len(reference.order)
+
+
 # ---------------------------------------------------------------- the durable log
 
 
@@ -112,13 +262,65 @@ def test_a_log_written_one_record_per_key_reads_and_trims_beside_new_records(
         log = DedupLog(env)
         old = [_record(seq, app_key(f"old{seq}")) for seq in (1, 2)]
         with env.env.begin(write=True) as txn:
-            for seq, event_id, key in old:  # as nodes before format 2 wrote them
+            for seq, event_id, key, _count in old:  # as nodes before format 2 wrote them
                 txn.put(seq.to_bytes(8, "big"), event_id.to_bytes(8, "big") + key, db=log.db)
             log.append(txn, [_record(3, app_key("new"))])
         assert log.read_all() == [*old, _record(3, app_key("new"))]
         with env.env.begin(write=True) as txn:
             assert log.trim(txn, 2) == 2
         assert log.read_all() == [_record(3, app_key("new"))]
+    finally:
+        env.close()
+
+
+def test_a_log_of_runs_reads_back_and_trims_by_each_commits_last_seq(tmp_path: Path) -> None:
+    env = Environment(tmp_path)
+    try:
+        log = DedupLog(env)
+        first, second = [_run(1, 1, 1000), _record(1001, app_key("a"))], [_run(1002, 1001, 5)]
+        with env.env.begin(write=True) as txn:
+            log.append(txn, first)
+            log.append(txn, second)
+        assert log.read_all() == [*first, *second]
+        with env.env.begin(write=True) as txn:
+            assert log.trim(txn, 1000) == 0
+            assert log.trim(txn, 1001) == 1
+        assert log.read_all() == second
+    finally:
+        env.close()
+
+
+def _put_format_2(txn: object, log: DedupLog, records: list[DedupRecord]) -> None:
+    """One commit's keys as nodes before format 3 wrote them."""
+    value = b"".join(
+        r.seq.to_bytes(8, "big")
+        + r.event_id.to_bytes(8, "big")
+        + len(r.key).to_bytes(2, "big")
+        + r.key
+        for r in records
+    )
+    key = records[0].seq.to_bytes(8, "big") + records[-1].seq.to_bytes(8, "big")
+    txn.put(key, value, db=log.db)  # type: ignore[attr-defined]
+
+
+def test_a_window_reloaded_from_per_key_records_knows_them_as_runs(tmp_path: Path) -> None:
+    env = Environment(tmp_path)
+    try:
+        log = DedupLog(env)
+        # A producer's keys 1..4 as consecutive events, then a commit of format 3.
+        old = [DedupRecord(s, _id(NOW_MS, s), producer_key(PRODUCER, s)) for s in range(1, 5)]
+        with env.env.begin(write=True) as txn:
+            _put_format_2(txn, log, old[:2])
+            _put_format_2(txn, log, old[2:])
+            log.append(txn, [_run(5, 5, 3)])
+        assert log.read_all() == [*old, _run(5, 5, 3)]
+        window = DedupWindow(max_keys=6, max_age_ms=60_000)
+        window.load(log.read_all(), NOW_MS)
+        assert len(window) == 6
+        assert window.claim(producer_key(PRODUCER, 1)) is None  # over the window's size
+        assert window.claim(producer_key(PRODUCER, 2)) == _id(NOW_MS, 2)
+        assert window.claim(producer_key(PRODUCER, 7)) == _id(NOW_MS, 7)
+        assert window.claim_run(producer_name(PRODUCER), 8, 10)
     finally:
         env.close()
 
@@ -222,3 +424,45 @@ async def test_a_key_outside_the_window_is_stored_again(nodes: Nodes, tmp_path: 
         await client.publish("s/4", b"v", guaranteed=True, key="k4")  # still in: acked again
         assert client.publish_stats()["duplicates"] == 1
         assert (await client.describe_queue("small")).depth == 6
+
+
+async def test_a_batch_with_a_refused_event_keeps_the_keys_of_those_stored(
+    node,  # type: ignore[no-untyped-def]
+) -> None:
+    async with await Client.connect(node.address) as client:
+        await client.create_queue("part", ["part/>"])
+    producer = b"\x02" * 16
+    request = _request(producer, [(f"part/{s}", s) for s in range(1, 6)])
+    request.events[2].ttl_ms = 2**63  # over the maximum: this one alone is refused
+    first = await _publish_raw(node.address, request)
+    refused = [a.index for a in first if a.HasField("error")]
+    assert refused == [2]
+    ids = {a.index + i: a.id + i for a in first if not a.HasField("error") for i in range(a.count)}
+    request.events[2].ttl_ms = 0
+    again = {a.index: a for a in await _publish_raw(node.address, request)}
+    assert {i: (a.id, a.duplicate) for i, a in again.items() if i != 2} == {
+        i: (ids[i], True) for i in (0, 1, 3, 4)
+    }
+    assert not again[2].duplicate and not again[2].HasField("error")
+    async with await Client.connect(node.address) as client:
+        assert (await client.describe_queue("part")).depth == 5
+
+
+@pytest.mark.slow
+async def test_a_producers_batch_survives_a_node_kill_9_and_its_resend_is_stored_once(
+    nodes: Nodes,
+) -> None:
+    node = nodes.start("us")
+    async with await Client.connect(node.address) as client:
+        await client.create_queue("batch", ["b/>"])
+    request = _request(b"\x03" * 16, [(f"b/{s % 7}", s) for s in range(1, 1001)])
+    first = await _publish_raw(node.address, request)
+    assert not any(a.HasField("error") or a.duplicate for a in first)
+    node.kill()
+    node = await asyncio.to_thread(nodes.restart, node)
+    again = await _publish_raw(node.address, request)
+    assert all(a.duplicate for a in again) and len(again) == 1000
+    ids = [a.id + i for a in first for i in range(max(1, a.count))]
+    assert [a.id for a in sorted(again, key=lambda a: a.index)] == ids
+    async with await Client.connect(node.address) as client:
+        assert (await client.describe_queue("batch")).depth == 1000
