@@ -33,6 +33,7 @@ from typing import NamedTuple
 import lmdb
 
 from storage.environment import Environment
+from storage.spool import mark_format
 
 _U64 = struct.Struct(">Q")
 _RANGE = struct.Struct(">QQ")
@@ -75,6 +76,7 @@ class DedupLog:
         mark = txn.get(b"seq", db=self._meta)
         if mark is None or _U64.unpack(mark)[0] < last_seq:
             txn.put(b"seq", _U64.pack(last_seq), db=self._meta)
+        mark_format(txn, self._meta)  # (a commit may hold keys and no event)
 
     def trim(self, txn: lmdb.Transaction, upto_seq: int) -> int:
         """Delete the LMDB records whose keys all have seq <= upto_seq; returns how many."""

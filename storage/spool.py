@@ -40,8 +40,9 @@ from plexus.errors import FailedPrecondition
 from storage.environment import Environment
 
 # 2: entries may hold their event (see above), and the de-duplication log
-# (storage/dedup.py) holds a record per commit. Format 1 files read as they are.
-FORMAT = 2
+# (storage/dedup.py) holds a record per commit. 3: those records hold runs of keys.
+# Files of formats 1 and 2 read as they are.
+FORMAT = 3
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 _ENTRY_KEY = struct.Struct(">IQ")
@@ -69,6 +70,13 @@ class StoredEvent(NamedTuple):
     expires_at_ms: int
     size: int
     forwards: tuple[Forward, ...] = ()
+
+
+def mark_format(txn: lmdb.Transaction, meta: lmdb._Database) -> None:
+    """Record FORMAT in the commit that writes data of this format. Beside `seq`, on a
+    page the commit writes anyway; no rolled-back first commit can leave new data
+    under an older mark, which would let an older node misread it."""
+    txn.put(b"format", _FORMAT_MARK, db=meta)
 
 
 class PurgedPage(NamedTuple):
@@ -159,9 +167,7 @@ class Spool:
         if entries:
             txn.cursor(db=self.entries).putmulti(entries)
         txn.put(b"seq", pack_seq(batch[-1].seq), db=self.meta)
-        # Beside `seq`, on a page this commit writes anyway: a rolled-back first commit
-        # cannot leave format 2 entries under no format mark.
-        txn.put(b"format", _FORMAT_MARK, db=self.meta)
+        mark_format(txn, self.meta)
 
     def _put_shared(self, txn: lmdb.Transaction, shared: list[StoredEvent]) -> None:
         pack_seq = _U64.pack

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import struct
 from pathlib import Path
 
 import grpc
@@ -16,6 +17,7 @@ from plexus.v1 import plexus_pb2 as pb
 from plexus.v1 import plexus_pb2_grpc as pb_grpc
 from storage.dedup import DedupLog, DedupRecord
 from storage.environment import Environment
+from storage.spool import FORMAT, Spool
 from tests.harness import Nodes
 
 NOW_MS = 1_800_000_000_000
@@ -286,6 +288,22 @@ def test_a_log_of_runs_reads_back_and_trims_by_each_commits_last_seq(tmp_path: P
             assert log.trim(txn, 1000) == 0
             assert log.trim(txn, 1001) == 1
         assert log.read_all() == second
+    finally:
+        env.close()
+
+
+def test_keys_logged_without_an_event_mark_the_data_file_so_older_nodes_refuse_it(
+    tmp_path: Path,
+) -> None:
+    env = Environment(tmp_path)
+    try:
+        log = DedupLog(env)
+        spool = Spool(env)
+        with env.env.begin(write=True) as txn:  # keyed events no queue took: no event stored
+            log.append(txn, [_run(1, 1, 10)])
+        with env.env.begin() as txn:
+            mark = txn.get(b"format", db=spool.meta)
+        assert mark is not None and struct.unpack(">I", mark)[0] == FORMAT == 3
     finally:
         env.close()
 

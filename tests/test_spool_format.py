@@ -96,7 +96,7 @@ def test_a_data_file_of_a_newer_format_is_refused_naming_it(tmp_path: Path) -> N
     try:
         spool = Spool(env)
         _write(env, lambda txn: txn.put(b"format", struct.pack(">I", 7), db=spool.meta))
-        with pytest.raises(DataFormatTooNew, match=r"storage format 7; .* reads formats 1 to 2"):
+        with pytest.raises(DataFormatTooNew, match=r"storage format 7; .* reads formats 1 to 3"):
             Spool(env)
     finally:
         env.close()
