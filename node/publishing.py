@@ -312,7 +312,7 @@ class Publisher:
                 queues = self.queues.match(topic)
                 queue_ids = self.queues.ids_of(queues)
                 forwarding = self.forwarder.wants(topic)
-                roomy = _room_for(queues, len(events) - offset, batch_bound)
+                roomy = all(q.has_room(len(events) - offset, batch_bound) for q in queues)
                 sizes_fit = self._stored_fit_bytes(topic)
             # Quotas count the event as stored: payload, topic, headers and the node's fields.
             data = event.SerializeToString()
@@ -684,18 +684,6 @@ class Publisher:
             log.error("storing %d guaranteed events failed: %r", len(pending), error)
             error = PlexusError(f"storage failure: {error}")
         on_acks([_refusal(p.index, error) for p in pending])
-
-
-def _room_for(queues: tuple[Queue, ...], count: int, size: int) -> bool:
-    """Whether every queue has room for `count` more events of `size` bytes in all
-    (below its limits, as `Queue.check_room` counts them)."""
-    for queue in queues:
-        limits = queue.config.limits
-        if queue.depth + queue.reserved_depth + count > limits.max_depth:
-            return False
-        if queue.bytes + queue.reserved_bytes + size > limits.max_bytes:
-            return False
-    return True
 
 
 def _no_room(queues: tuple[Queue, ...], index: int, size: int) -> pb.PublishAck | None:

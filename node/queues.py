@@ -134,6 +134,13 @@ class Queue:
         self._max_depth = config.limits.max_depth
         self._max_bytes = config.limits.max_bytes
 
+    def has_room(self, count: int, size: int) -> bool:
+        """Room for `count` more events of `size` bytes in all (one check for a batch)."""
+        return (
+            self.depth + self.reserved_depth + count <= self._max_depth
+            and self.bytes + self.reserved_bytes + size <= self._max_bytes
+        )
+
     def _full(self, size: int) -> QueueFull | None:
         if self.depth + self.reserved_depth + 1 > self._max_depth:
             return QueueFull(self.name, "max depth", self._max_depth)
