@@ -30,8 +30,9 @@ Write methods take the writer's transaction; read methods open their own.
 from __future__ import annotations
 
 import struct
-from collections.abc import Container, Iterable
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass
+from functools import partial
 from typing import NamedTuple
 
 import lmdb
@@ -88,6 +89,12 @@ class SpooledEvent(NamedTuple):
     seq: int
     envelope: bytes
     data: bytes | None
+
+
+# Made per event read back for a link: tuple.__new__ fills the named tuple in C.
+_new_spooled: Callable[[tuple[int, int, bytes, bytes | None]], SpooledEvent] = partial(
+    tuple.__new__, SpooledEvent
+)
 
 
 @dataclass(slots=True)
@@ -301,21 +308,28 @@ class Spool:
         (None for an entry whose event is gone: data written before spool entries
         counted in an event's references may hold some). With `max_bytes`, reading
         stops once the events read (data and envelope) reach it: at least one is read."""
-        found = []
+        found: list[SpooledEvent] = []
         size = 0
+        unpack_key, new = _ENTRY_KEY.unpack, _new_spooled
         with self._env.reading() as txn:
             cursor = txn.cursor(db=self.spools)
             if not cursor.set_range(_ENTRY_KEY.pack(link_id, after + 1)):
                 return found
+            events = txn.cursor(db=self.events)
             prefix = _U32.pack(link_id)
             for key, value in cursor:
                 if key[:4] != prefix or len(found) >= limit:
                     break
                 if max_bytes is not None and found and size >= max_bytes:
                     break
-                seq = _U64.unpack(value[:8])[0]
-                data = txn.get(_U64.pack(seq), db=self.events)
-                found.append(SpooledEvent(_ENTRY_KEY.unpack(key)[1], seq, value[8:], data))
+                seq_key = value[:8]
+                # Spooled in seq order: the event read last leaves `events` one step
+                # before this one, no search.
+                if (events.next() and events.key() == seq_key) or events.set_key(seq_key):
+                    data: bytes | None = events.value()
+                else:
+                    data = None
+                found.append(new((unpack_key(key)[1], _U64.unpack(seq_key)[0], value[8:], data)))
                 size += len(data or b"") + len(value) - 8
         return found
 
