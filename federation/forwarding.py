@@ -26,6 +26,8 @@ class GuaranteedForwarder:
         self.mesh = mesh
         self.spools = spools
         self.region = mesh.region
+        # Where a locally published event has been: here (made once, not per event).
+        self._published_here = frozenset((mesh.region,))
         self._peer_of: dict[int, str] = {}
 
     def wants(self, topic: str) -> bool:
@@ -43,7 +45,7 @@ class GuaranteedForwarder:
         regions = self.mesh.guaranteed_regions(topic) if destinations is None else destinations
         if not regions:
             return ()
-        visited = visited or frozenset((self.region,))
+        visited = visited or self._published_here
         reserved: list[Forward] = []
         try:
             for copy in self.mesh.plan(regions, visited):

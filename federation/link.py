@@ -126,6 +126,9 @@ class LinkSession:
         self.spools = spools
         self._room = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        # Trims the spool up to the peer's newest ack, one commit at a time (None: idle).
+        self._trimmer: asyncio.Task[None] | None = None
+        self._trim_upto = 0
         # Where the supervisor finds the latest session per peer.
         self._registry = registry
         self.protocol = protocol
@@ -210,7 +213,8 @@ class LinkSession:
             self._closed.set()
             self._wake.set()
             done, _ = await asyncio.wait([writer], timeout=WRITE_DRAIN_S)
-            tasks = [*others, *self._tasks, *([] if done else [writer])]
+            trimmer = [self._trimmer] if self._trimmer is not None else []
+            tasks = [*others, *self._tasks, *trimmer, *([] if done else [writer])]
             for task in tasks:
                 task.cancel()
             await asyncio.gather(writer, *tasks, return_exceptions=True)
@@ -339,7 +343,7 @@ class LinkSession:
                 )
             elif isinstance(action, Trim):
                 self._room.set()
-                self._tasks.append(asyncio.create_task(self.spools.trim(self.peer, action.upto)))
+                self._trim(action.upto)
             elif isinstance(action, Close):
                 self.close_reason, self.close_detail = action.reason, action.detail
                 self._report_down()
@@ -348,6 +352,22 @@ class LinkSession:
                     asyncio.get_running_loop().call_later(REFUSAL_GRACE_S, self._closed.set)
                 else:
                     self._closed.set()
+
+    def _trim(self, upto: int) -> None:
+        """The peer stored everything up to `upto`: trim the spool there. While a trim's
+        commit is on its way, later acks wait and are trimmed together in the next one."""
+        self._trim_upto = upto
+        if self._trimmer is None:
+            self._trimmer = asyncio.create_task(self._trim_spool())
+
+    async def _trim_spool(self) -> None:
+        trimmed = 0
+        try:
+            while self._trim_upto > trimmed:
+                trimmed = self._trim_upto
+                await self.spools.trim(self.peer, trimmed)
+        finally:
+            self._trimmer = None
 
     def _stored(self, upto: int) -> Callable[[], None]:
         def done() -> None:

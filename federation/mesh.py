@@ -291,7 +291,7 @@ class Mesh:
         """Regions that hold interest in `topic` (guaranteed events go to each)."""
         return self.remote.regions_for(topic)
 
-    def plan(self, destinations: frozenset[str], visited: frozenset[str]) -> list[Copy]:
+    def plan(self, destinations: frozenset[str], visited: frozenset[str]) -> tuple[Copy, ...]:
         """One copy per next hop over the configured links, up or not.
 
         Guaranteed events never take a detour: events spooled towards a link that is
@@ -299,7 +299,7 @@ class Mesh:
         must reach each region in publish order. They wait in the spool (durable)
         until their link is back; direct events do reroute.
         """
-        return list(self.configured_routes.forward(destinations, visited).copies)
+        return self.configured_routes.forward(destinations, visited).copies
 
     def store_guaranteed(
         self, link: LinkPort, events: list[lpb.GuaranteedEvent], upto: int, done: Callable[[], None]

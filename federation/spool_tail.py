@@ -96,9 +96,10 @@ def guaranteed_frame(events: list[tuple[int, bytes, bytes]]) -> lpb.LinkFrame:
     topic; appending the link seq and event fields to it gives the whole event
     (protobuf merges concatenated fields), so no event is parsed or built here.
     """
-    parts = []
+    parts: list[bytes] = []
     for link_seq, envelope, data in events:
-        event = b"".join((envelope, _LINK_SEQ, varint(link_seq), _EVENT, varint(len(data)), data))
-        parts += (_BATCH_EVENT, varint(len(event)), event)
+        seq, size = varint(link_seq), varint(len(data))
+        length = len(envelope) + len(seq) + len(size) + len(data) + 2  # with the two tags
+        parts += (_BATCH_EVENT, varint(length), envelope, _LINK_SEQ, seq, _EVENT, size, data)
     batch = b"".join(parts)
     return lpb.LinkFrame.FromString(_FRAME_GUARANTEED + varint(len(batch)) + batch)

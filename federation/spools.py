@@ -32,6 +32,11 @@ log = logging.getLogger(__name__)
 SPOOL_HIGH_FRACTION = 0.8
 SPOOL_REARM_FRACTION = 0.7
 
+# Made per spooled event: tuple.__new__ fills the named tuple in C, not its Python __new__.
+_new_forward: Callable[[tuple[int, int, bytes]], Forward] = functools.partial(
+    tuple.__new__, Forward
+)
+
 # Runs a change in the node's group-commit writer; resolves once durable.
 Commit = Callable[[Callable[[lmdb.Transaction], Any]], Awaitable[Any]]
 
@@ -115,7 +120,7 @@ class LinkSpools:
                 raise SpoolFull(peer, quota)
             else:
                 link.over_quota += 1  # relayed events are never refused: counted instead
-        forward = Forward(link.link_id, link.next_seq, envelope)
+        forward = _new_forward((link.link_id, link.next_seq, envelope))
         link.next_seq += 1
         link.depth += 1
         link.bytes += size

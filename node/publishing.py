@@ -532,27 +532,29 @@ class Publisher:
         """Guaranteed events that arrived over a link: into local queues (when this region
         is a destination) and onward spools, with the link's received mark, in one commit."""
         pending: list[_Pending] = []
+        region = self.region
+        # A batch's events nearly all take one route (topic and destinations): what the
+        # route decides is worked out when it changes, not per event.
+        route: tuple[str, list[str]] | None = None
         for relayed in events:
-            destinations = frozenset(relayed.destinations)
-            topic, data = relayed.topic, relayed.event
+            topic, data, destinations = relayed.topic, relayed.event, relayed.destinations[:]
+            if route != (topic, destinations):
+                route = topic, destinations
+                here = region in destinations
+                queues = self.queues.match(topic) if here else ()
+                ids = self.queues.ids_of(queues)
+                rest = frozenset(destinations) - {region}
             size = len(data)
-            queues = self.queues.match(topic) if self.region in destinations else ()
             # No limit check: the publisher has its ack; a full queue takes it all the same.
             self._reserve(queues, size)
-            rest = destinations - {self.region}
             forwards: tuple[Forward, ...] = ()
             if rest:
-                visited = frozenset(relayed.visited) | {self.region}
+                visited = frozenset(relayed.visited) | {region}
                 forwards = self.forwarder.forwards(topic, size, rest, visited)
-            ids = self.queues.ids_of(queues)
             expires = relayed_expiry(data) if queues else 0
-            stored = StoredEvent(self.next_seq, data, ids, expires, size, forwards)
+            stored = _new_stored((self.next_seq, data, ids, expires, size, forwards))
             self.next_seq += 1
-            pending.append(
-                _Pending(
-                    -1, 0, topic if queues or self.region in destinations else "", queues, stored
-                )
-            )
+            pending.append(_new_pending((-1, 0, topic if here else "", queues, stored, b"")))
         to_store = [p.stored for p in pending if p.queues or p.stored.forwards]
         spool = self.spool
 

@@ -30,8 +30,9 @@ Write methods take the writer's transaction; read methods open their own.
 from __future__ import annotations
 
 import struct
-from collections.abc import Container, Iterable
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass
+from functools import partial
 from typing import NamedTuple
 
 import lmdb
@@ -50,6 +51,7 @@ _ENTRY_VALUE = struct.Struct(">HQI")
 _HEADER_BYTES = _ENTRY_VALUE.size
 _FORMAT_MARK = _U32.pack(FORMAT)
 _QUEUE_PREFIX = b"queue:"
+_LAST_SEQ = 2**64 - 1
 
 
 class Forward(NamedTuple):
@@ -97,6 +99,12 @@ class SpooledEvent(NamedTuple):
     data: bytes | None
 
 
+# Made per event read back for a link: tuple.__new__ fills the named tuple in C.
+_new_spooled: Callable[[tuple[int, int, bytes, bytes | None]], SpooledEvent] = partial(
+    tuple.__new__, SpooledEvent
+)
+
+
 @dataclass(slots=True)
 class EntryRecord:
     """One queue entry as read back from disk."""
@@ -123,6 +131,37 @@ class DataFormatTooNew(FailedPrecondition):
             f"the data in {data_dir} is in storage format {found}; this version of Plexus "
             f"reads formats 1 to {FORMAT}: run a Plexus release that reads format {found}"
         )
+
+
+class _RefsWalk:
+    """Releases of events, in ascending seq order, against `refs` (empty or sparse: only
+    events held more than once are in it): a range search per held event met, instead
+    of a lookup per event."""
+
+    __slots__ = ("_cursor", "_from", "_next")
+
+    def __init__(self, txn: lmdb.Transaction, refs: lmdb._Database) -> None:
+        self._cursor = txn.cursor(db=refs)
+        # No key of `refs` lies in [_from, _next), b"" standing for the end; None: unknown.
+        self._from = b""
+        self._next: bytes | None = None
+
+    def release(self, seq_key: bytes) -> bool:
+        """Let go of one reference to the event `seq_key`: True when something else still
+        holds it (it stays), False when that was the last one (the caller deletes it)."""
+        cursor, found = self._cursor, self._next
+        if found is None or seq_key < self._from or (found and seq_key > found):
+            self._from = seq_key
+            found = self._next = cursor.key() if cursor.set_range(seq_key) else b""
+        if seq_key != found:
+            return False
+        left = _U32.unpack(cursor.value())[0] - 1
+        if left <= 1:  # one holder left: absent from `refs`
+            cursor.delete()  # leaves the cursor on the next key
+            self._next = cursor.key()
+        else:
+            cursor.put(seq_key, _U32.pack(left))
+        return True
 
 
 class Spool:
@@ -220,35 +259,37 @@ class Spool:
 
     def trim(self, txn: lmdb.Transaction, link_id: int, upto: int) -> tuple[int, int]:
         """Delete spooled events up to `upto` (the peer stored them): (how many, bytes)."""
-        cursor = txn.cursor(db=self.spools)
-        prefix = _U32.pack(link_id)
-        removed = size = 0
-        if cursor.set_range(prefix):
-            while cursor.key()[:4] == prefix:
-                link_seq = _ENTRY_KEY.unpack(cursor.key())[1]
-                if link_seq > upto:
-                    break
-                seq_key = cursor.value()[:8]
-                if not cursor.delete():
-                    break
-                size += len(txn.get(seq_key, db=self.events) or b"")
-                self._release(txn, _U64.unpack(seq_key)[0])
-                removed += 1
-        return removed, size
+        return self._unspool(txn, link_id, upto, None)
 
     def drop_oldest(self, txn: lmdb.Transaction, link_id: int, free_bytes: int) -> tuple[int, int]:
         """Delete a link's oldest spooled events until `free_bytes` are freed: (count, bytes)."""
+        return self._unspool(txn, link_id, _LAST_SEQ, free_bytes)
+
+    def _unspool(
+        self, txn: lmdb.Transaction, link_id: int, upto: int, free_bytes: int | None
+    ) -> tuple[int, int]:
+        """Delete a link's spooled events in order up to link seq `upto` (or until
+        `free_bytes` are freed) and release their events: (count, bytes of the events)."""
         cursor = txn.cursor(db=self.spools)
-        prefix = _U32.pack(link_id)
+        if not cursor.set_range(_U32.pack(link_id)):
+            return 0, 0
+        last_key = _ENTRY_KEY.pack(link_id, upto)
+        events = txn.cursor(db=self.events)
+        refs = _RefsWalk(txn, self.refs)
         removed = size = 0
-        if cursor.set_range(prefix):
-            while size < free_bytes and cursor.key()[:4] == prefix:
-                seq_key = cursor.value()[:8]
-                if not cursor.delete():
-                    break
-                size += len(txn.get(seq_key, db=self.events) or b"")
-                self._release(txn, _U64.unpack(seq_key)[0])
-                removed += 1
+        while free_bytes is None or size < free_bytes:
+            key = cursor.key()
+            if not key or key > last_key:  # past the end, `upto` or the link
+                break
+            seq_key = cursor.value()[:8]
+            if not cursor.delete():
+                break
+            removed += 1
+            # Spooled in seq order: a delete leaves `events` on the next one, no search.
+            if events.key() == seq_key or events.set_key(seq_key):
+                size += len(events.value())
+                if not refs.release(seq_key):
+                    events.delete()
         return removed, size
 
     def link_marks(self, peer: str) -> tuple[int, int, int]:
@@ -273,21 +314,28 @@ class Spool:
         (None for an entry whose event is gone: data written before spool entries
         counted in an event's references may hold some). With `max_bytes`, reading
         stops once the events read (data and envelope) reach it: at least one is read."""
-        found = []
+        found: list[SpooledEvent] = []
         size = 0
+        unpack_key, new = _ENTRY_KEY.unpack, _new_spooled
         with self._env.reading() as txn:
             cursor = txn.cursor(db=self.spools)
             if not cursor.set_range(_ENTRY_KEY.pack(link_id, after + 1)):
                 return found
+            events = txn.cursor(db=self.events)
             prefix = _U32.pack(link_id)
             for key, value in cursor:
                 if key[:4] != prefix or len(found) >= limit:
                     break
                 if max_bytes is not None and found and size >= max_bytes:
                     break
-                seq = _U64.unpack(value[:8])[0]
-                data = txn.get(_U64.pack(seq), db=self.events)
-                found.append(SpooledEvent(_ENTRY_KEY.unpack(key)[1], seq, value[8:], data))
+                seq_key = value[:8]
+                # Spooled in seq order: the event read last leaves `events` one step
+                # before this one, no search.
+                if (events.next() and events.key() == seq_key) or events.set_key(seq_key):
+                    data: bytes | None = events.value()
+                else:
+                    data = None
+                found.append(new((unpack_key(key)[1], _U64.unpack(seq_key)[0], value[8:], data)))
                 size += len(data or b"") + len(value) - 8
         return found
 

@@ -325,6 +325,40 @@ async def test_guaranteed_events_reach_a_queue_in_another_region_exactly_once(cl
     assert all(d.origin_region == "us" for d in got)
 
 
+async def test_relayed_events_of_mixed_routes_each_land_where_they_are_wanted(cluster_factory):
+    # us -> eu -> ap: one link batch holds, in turn, events for two queues in eu (one
+    # route, two topics), for ap only and for both regions.
+    links = [("ap", "eu"), ("eu", "us")]
+    cluster = cluster_factory(["ap", "eu", "us"], links)
+    await all_links_up(cluster, links)
+    wanted = {"eu": ["eu", "eu2", "both"], "ap": ["ap", "both"]}
+    async with (
+        await Client.connect(cluster.address("ap")) as ap,
+        await Client.connect(cluster.address("eu")) as eu,
+        await Client.connect(cluster.address("us")) as us,
+    ):
+        clients = {"eu": eu, "ap": ap}
+        for region, kinds in wanted.items():
+            for kind in kinds:
+                await clients[region].create_queue(f"mix-{kind}", [f"mix/{kind}/>"])
+                await knows_interest(cluster, "us", region, f"mix/{kind}/>")
+        kinds = ("eu", "eu2", "ap", "both")
+        published = [(kinds[i % 4], b"m%d" % i) for i in range(800)]
+        acks = [
+            us.publish_nowait(f"mix/{kind}/x", payload, guaranteed=True)
+            for kind, payload in published
+        ]
+        await asyncio.gather(*acks)
+        got = {
+            (region, kind): await consume_all(clients[region], f"mix-{kind}", expected=200)
+            for region, kinds in wanted.items()
+            for kind in kinds
+        }
+    # Each queue gets its events, once each, in publish order.
+    for (_region, kind), deliveries in got.items():
+        assert [d.payload for d in deliveries] == [p for k, p in published if k == kind]
+
+
 async def test_link_cut_under_load_loses_nothing_and_duplicates_nothing(cluster_factory):
     cluster = cluster_factory(["eu", "us"], [("eu", "us")])
     await all_links_up(cluster, [("eu", "us")])
