@@ -134,9 +134,9 @@ class DataFormatTooNew(FailedPrecondition):
 
 
 class _RefsWalk:
-    """Releases of events, in ascending seq order, against `refs` (empty or sparse: only
-    events held more than once are in it): a range search per held event met, instead
-    of a lookup per event."""
+    """The one way a holder lets go of an event: against `refs` (empty or sparse: only
+    events held more than once are in it). In ascending seq order a range search per
+    held event met, instead of a lookup per event; any order is right."""
 
     __slots__ = ("_cursor", "_from", "_next")
 
@@ -359,12 +359,14 @@ class Spool:
         removed = 0
         cursor = txn.cursor(db=self.entries)
         pack = _ENTRY_KEY.pack
+        refs: _RefsWalk | None = None
         for seq in seqs:
             key = pack(queue_id, seq)
             # A delete leaves the cursor on the next entry: in-order acks need no search.
             if cursor.key() == key or cursor.set_key(key):
-                if len(cursor.value()) == _HEADER_BYTES:
-                    self._release(txn, seq)
+                if len(cursor.value()) == _HEADER_BYTES:  # a shared event's entry
+                    refs = refs or _RefsWalk(txn, self.refs)
+                    self._let_go(txn, refs, seq)
                 cursor.delete()
                 removed += 1
         return removed
@@ -386,6 +388,7 @@ class Spool:
         last = after_seq
         if not cursor.set_range(_ENTRY_KEY.pack(queue_id, after_seq + 1)):
             return PurgedPage(seqs, size, last, False)
+        refs = _RefsWalk(txn, self.refs)
         while cursor.key()[:4] == prefix:
             if looked >= limit:
                 return PurgedPage(seqs, size, last, True)
@@ -399,7 +402,7 @@ class Spool:
             if not cursor.delete():
                 break
             if len(value) == _HEADER_BYTES:
-                self._release(txn, last)
+                self._let_go(txn, refs, last)
             seqs.append(last)
         return PurgedPage(seqs, size, last, False)
 
@@ -467,21 +470,16 @@ class Spool:
                 dropped += 1
                 if len(value) == _HEADER_BYTES:
                     shared.append(_ENTRY_KEY.unpack(key)[1])
+        refs = _RefsWalk(txn, self.refs)
         for seq in shared:
-            self._release(txn, seq)
+            self._let_go(txn, refs, seq)
         return dropped
 
-    def _release(self, txn: lmdb.Transaction, seq: int) -> None:
-        key = _U64.pack(seq)
-        raw = txn.get(key, db=self.refs)
-        if raw is None:
-            txn.delete(key, db=self.events)
-            return
-        left = _U32.unpack(raw)[0] - 1
-        if left <= 1:
-            txn.delete(key, db=self.refs)
-        else:
-            txn.put(key, _U32.pack(left), db=self.refs)
+    def _let_go(self, txn: lmdb.Transaction, refs: _RefsWalk, seq: int) -> None:
+        """One holder of event `seq` lets go of it: the event goes with its last holder."""
+        seq_key = _U64.pack(seq)
+        if not refs.release(seq_key):
+            txn.delete(seq_key, db=self.events)
 
     # ------------------------------------------------------------ reads
 
