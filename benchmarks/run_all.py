@@ -125,7 +125,9 @@ def markdown_table(rows: Sequence[dict[str, Any]], cols: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-def markdown(results: dict[str, list[dict[str, Any]]], started: str, seconds: float) -> str:
+def markdown(
+    results: dict[str, list[dict[str, Any]]], failed: dict[str, str], started: str, seconds: float
+) -> str:
     info = machine()
     parts = [
         f"Measured {started} by `make bench` (`.venv/bin/python benchmarks/run_all.py`), "
@@ -141,6 +143,8 @@ def markdown(results: dict[str, list[dict[str, Any]]], started: str, seconds: fl
     ]
     for name, rows in results.items():
         parts += ["", f"### {BENCHMARKS[name][1]}", "", markdown_table(*with_detail(rows))]
+    for name, error in failed.items():
+        parts += ["", f"### {BENCHMARKS[name][1]}", "", f"Did not run: {error}"]
     return "\n".join(parts) + "\n"
 
 
@@ -179,11 +183,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     started = time.strftime("%Y-%m-%d %H:%M %Z")
     t0 = time.monotonic()
     results: dict[str, list[dict[str, Any]]] = {}
+    # A benchmark that cannot run (a missing tool names its package) is reported and the
+    # rest still run and are written: minutes of figures are not lost to the last one.
+    failed: dict[str, str] = {}
     for name in args.only or [n for n in BENCHMARKS if n not in LONG]:
         module_name, title = BENCHMARKS[name]
         console.print(f"[bold]{name}[/bold]: running (load average {load()}) ...", style="dim")
         t = time.monotonic()
-        rows = importlib.import_module(module_name).run()
+        try:
+            rows = importlib.import_module(module_name).run()
+        except Exception as exc:  # any failure of one benchmark
+            failed[name] = f"{type(exc).__name__}: {exc}"
+            console.print(f"[red]{name} failed:[/red] {failed[name]}")
+            continue
         rows = ADAPT.get(name, lambda r: r)(rows)
         results[name] = rows
         title = f"{title} ({time.monotonic() - t:.0f} s)"
@@ -194,8 +206,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     seconds = time.monotonic() - t0
     console.print(f"done in {seconds:.0f} s; load average now {os.getloadavg()[0]:.2f}")
     if args.markdown:
-        write_markdown(args.markdown, markdown(results, started, seconds))
+        write_markdown(args.markdown, markdown(results, failed, started, seconds))
         console.print(f"wrote {args.markdown}")
+    if failed:
+        console.print(f"[red]{len(failed)} benchmark(s) failed:[/red] {', '.join(failed)}")
+        sys.exit(1)
 
 
 if __name__ == "__main__":
