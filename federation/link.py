@@ -366,6 +366,8 @@ class LinkSession:
             while self._trim_upto > trimmed:
                 trimmed = self._trim_upto
                 await self.spools.trim(self.peer, trimmed)
+        except Exception as exc:  # the spool keeps them; the peer's next ack trims again
+            log.error("link to %s: trimming the spool up to %d failed: %r", self.peer, trimmed, exc)
         finally:
             self._trimmer = None
 

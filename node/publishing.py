@@ -306,7 +306,7 @@ class Publisher:
                 continue
             if topic != queues_topic:
                 if run_count:
-                    self._reserve_run(queues, run_count, run_bytes)
+                    self._reserve(queues, run_count, run_bytes)
                     run_count = run_bytes = 0
                 queues_topic = topic
                 queues = self.queues.match(topic)
@@ -349,14 +349,14 @@ class Publisher:
                 run_count += 1
                 run_bytes += size
             else:
-                self._reserve(queues, size)
+                self._reserve(queues, 1, size)
             stored = _new_stored(
                 (self.next_seq, data, queue_ids, at_ms + ttl if ttl else 0, size, forwards)
             )
             self.next_seq += 1
             pending.append(_new_pending((index, first_id + offset, topic, queues, stored, key)))
         if run_count:
-            self._reserve_run(queues, run_count, run_bytes)
+            self._reserve(queues, run_count, run_bytes)
         self.counters.direct_in += len(events) - guaranteed - invalid
         if remote:
             self.remote.route_direct(remote)
@@ -511,13 +511,8 @@ class Publisher:
         return None
 
     @staticmethod
-    def _reserve(queues: tuple[Queue, ...], size: int) -> None:
-        for queue in queues:
-            queue.reserved_depth += 1
-            queue.reserved_bytes += size
-
-    @staticmethod
-    def _reserve_run(queues: tuple[Queue, ...], count: int, size: int) -> None:
+    def _reserve(queues: tuple[Queue, ...], count: int, size: int) -> None:
+        """Room in each queue for `count` events of `size` bytes in all, until they land."""
         for queue in queues:
             queue.reserved_depth += count
             queue.reserved_bytes += size
@@ -546,7 +541,7 @@ class Publisher:
                 rest = frozenset(destinations) - {region}
             size = len(data)
             # No limit check: the publisher has its ack; a full queue takes it all the same.
-            self._reserve(queues, size)
+            self._reserve(queues, 1, size)
             forwards: tuple[Forward, ...] = ()
             if rest:
                 visited = frozenset(relayed.visited) | {region}

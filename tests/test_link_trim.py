@@ -9,6 +9,7 @@ from typing import Any
 
 import grpc
 import lmdb
+import pytest
 
 from federation import link as link_module
 from federation.link import LinkSession
@@ -54,9 +55,8 @@ class _HeldCommits:
             return change(txn)
 
 
-async def test_acks_heard_while_a_trim_commits_are_trimmed_together_in_the_next(
-    env: Environment, spool: Spool
-) -> None:
+async def _spooled_session(env: Environment, spool: Spool) -> tuple[LinkSession, LinkSpools]:
+    """An open link session to eu whose spool holds SPOOLED events, all of them sent."""
     commits = _HeldCommits(env)
     spools = LinkSpools(spool, ClusterSettings(), commits)
     commits.release()  # opening the spool allocates the link's id
@@ -65,8 +65,6 @@ async def test_acks_heard_while_a_trim_commits_are_trimmed_together_in_the_next(
     stored = [StoredEvent(seq, b"event", (), 0, 5, (f,)) for seq, f in enumerate(forwards, 1)]
     with env.env.begin(write=True) as txn:
         spool.put_events(txn, stored)
-    commits = spools.commit = _HeldCommits(env)
-
     protocol = LinkProtocol(
         cluster="c",
         secret="s",
@@ -84,20 +82,29 @@ async def test_acks_heard_while_a_trim_commits_are_trimmed_together_in_the_next(
     # Skip the handshake: the link is open and everything spooled was sent.
     protocol.state = LinkState.OPEN
     protocol.sent(SPOOLED)
+    return session, spools
+
+
+async def _write(frame: lpb.LinkFrame) -> None:
+    pass
+
+
+def _ack(upto: int) -> lpb.LinkFrame:
+    return lpb.LinkFrame(ack=lpb.LinkAck(upto=upto))
+
+
+async def test_acks_heard_while_a_trim_commits_are_trimmed_together_in_the_next(
+    env: Environment, spool: Spool
+) -> None:
+    session, spools = await _spooled_session(env, spool)
+    commits = spools.commit = _HeldCommits(env)
     inbox: asyncio.Queue[Any] = asyncio.Queue()
-
-    async def write(frame: lpb.LinkFrame) -> None:
-        pass
-
-    def ack(upto: int) -> lpb.LinkFrame:
-        return lpb.LinkFrame(ack=lpb.LinkAck(upto=upto))
-
     async with asyncio.timeout(DEADLINE_S):
-        running = asyncio.create_task(session.run(inbox.get, write))
-        await inbox.put(ack(10))
+        running = asyncio.create_task(session.run(inbox.get, _write))
+        await inbox.put(_ack(10))
         await commits.started.wait()  # the first trim's commit is on its way...
         for upto in (20, SPOOLED):  # ...when the next acks come
-            await inbox.put(ack(upto))
+            await inbox.put(_ack(upto))
         await eventually(lambda: inbox.empty(), DEADLINE_S, "the acks to be read")
         commits.release()
         await eventually(lambda: spools.links["eu"].depth == 0, DEADLINE_S, "the spool to drain")
@@ -107,3 +114,31 @@ async def test_acks_heard_while_a_trim_commits_are_trimmed_together_in_the_next(
     assert spool.read_spool(spools.links["eu"].link_id, 0, 100) == []
     with env.reading() as txn:
         assert txn.stat(spool.events)["entries"] == 0
+
+
+async def test_a_trim_that_fails_is_logged_and_the_next_ack_trims_what_it_left(
+    env: Environment, spool: Spool, caplog: pytest.LogCaptureFixture
+) -> None:
+    session, spools = await _spooled_session(env, spool)
+    held = _HeldCommits(env)
+    held.release()
+    failures = [lmdb.Error("mdb_txn_commit: Input/output error")]
+
+    async def commit(change: Callable[[lmdb.Transaction], Any]) -> Any:
+        if failures:
+            raise failures.pop()
+        return await held(change)
+
+    spools.commit = commit
+    inbox: asyncio.Queue[Any] = asyncio.Queue()
+    async with asyncio.timeout(DEADLINE_S):
+        running = asyncio.create_task(session.run(inbox.get, _write))
+        await inbox.put(_ack(10))
+        await eventually(lambda: "trimming the spool up to 10 failed" in caplog.text,
+                         DEADLINE_S, "the failed trim to be logged")  # fmt: skip
+        assert spools.links["eu"].depth == SPOOLED  # nothing trimmed, nothing lost
+        await inbox.put(_ack(SPOOLED))
+        await eventually(lambda: spools.links["eu"].depth == 0, DEADLINE_S, "the spool to drain")
+        await inbox.put(grpc.aio.EOF)
+        await running
+    assert spool.read_spool(spools.links["eu"].link_id, 0, 100) == []

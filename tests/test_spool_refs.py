@@ -47,15 +47,20 @@ def test_a_queued_event_survives_its_link_trim(env: Environment, spool: Spool) -
     assert _event(env, spool) is None
 
 
-def test_reading_a_spool_stops_at_a_byte_budget_but_always_reads_one(
-    env: Environment, spool: Spool
-) -> None:
+def _spool_only(env: Environment, spool: Spool, payload: bytes, size: int) -> None:
+    """Events 1-10, each spooled for the link (link seq = seq) and in no queue."""
     stored = [
-        StoredEvent(seq, b"p" * 100, (), 0, 7, (Forward(LINK_ID, seq, b"envelope"),))
+        StoredEvent(seq, payload, (), 0, size, (Forward(LINK_ID, seq, b"envelope"),))
         for seq in range(1, 11)
     ]
     with env.env.begin(write=True) as txn:
         spool.put_events(txn, stored)
+
+
+def test_reading_a_spool_stops_at_a_byte_budget_but_always_reads_one(
+    env: Environment, spool: Spool
+) -> None:
+    _spool_only(env, spool, payload=b"p" * 100, size=7)
     # 108 bytes an event (payload and envelope): the third one reaches 250.
     assert [s.link_seq for s in spool.read_spool(LINK_ID, 0, 10, 250)] == [1, 2, 3]
     assert [s.link_seq for s in spool.read_spool(LINK_ID, 0, 10, 0)] == [1]
@@ -112,12 +117,7 @@ def test_trimming_a_spool_keeps_exactly_the_events_a_queue_still_holds(
 def test_dropping_the_oldest_spooled_events_frees_at_least_what_was_asked(
     env: Environment, spool: Spool
 ) -> None:
-    stored = [
-        StoredEvent(seq, b"p" * 10, (), 0, 10, (Forward(LINK_ID, seq, b"envelope"),))
-        for seq in range(1, 11)
-    ]
-    with env.env.begin(write=True) as txn:
-        spool.put_events(txn, stored)
+    _spool_only(env, spool, payload=b"p" * 10, size=10)
     with env.env.begin(write=True) as txn:
         assert spool.drop_oldest(txn, LINK_ID, 25) == (3, 30)
     assert set(_stored_events(env, spool)) == set(range(4, 11))
