@@ -133,7 +133,8 @@ class LinkSession:
         self._registry = registry
         self.protocol = protocol
         self.peer = protocol.peer or "?"
-        self._outbox: deque[lpb.LinkFrame] = deque()
+        # Frames to write, each with the direct events it carries and their bytes (0, 0: none).
+        self._outbox: deque[tuple[lpb.LinkFrame, int, int]] = deque()
         self._direct_buffered = 0
         self._direct_buffered_bytes = 0
         self._wake = asyncio.Event()
@@ -150,11 +151,11 @@ class LinkSession:
     # ------------------------------------------------------------ LinkPort
 
     def send(self, frame: lpb.LinkFrame) -> None:
-        self._outbox.append(frame)
+        self._outbox.append((frame, 0, 0))
         self._wake.set()
 
-    def send_direct(self, batch: lpb.DirectBatch, count: int) -> None:
-        size = batch.ByteSize()
+    def send_direct(self, frame: lpb.LinkFrame, count: int) -> None:
+        size = frame.ByteSize()
         if (
             self._direct_buffered + count > MAX_DIRECT_BUFFERED_EVENTS
             or self._direct_buffered_bytes + size > MAX_DIRECT_BUFFERED_BYTES
@@ -163,7 +164,8 @@ class LinkSession:
             return
         self._direct_buffered += count
         self._direct_buffered_bytes += size
-        self.send(lpb.LinkFrame(direct=batch))
+        self._outbox.append((frame, count, size))
+        self._wake.set()
 
     def set_digest(self, digest: int) -> None:
         self.protocol.local_digest = digest
@@ -239,10 +241,14 @@ class LinkSession:
                 if frame is grpc.aio.EOF:
                     self._stream_ended("the peer ended the stream")
                     return
-                if frame.WhichOneof("frame") == "direct":
-                    events = len(frame.direct.events)
-                    self.rate_in.add(events, frame.ByteSize())
+                direct = frame.WhichOneof("frame") == "direct"
+                if direct:
+                    self.rate_in.add(len(frame.direct.events), frame.ByteSize())
                 self._perform(self.protocol.receive(frame, now_ms()))
+                if direct:
+                    # Let the local subscribers' writers this frame woke send before the
+                    # next read is set up, as a client's publish stream does.
+                    await asyncio.sleep(0)
         except grpc.RpcError as exc:
             self._stream_ended(f"stream failed: {exc.code().name}{_tls_failure(exc)}")
         except StreamGone as exc:
@@ -259,14 +265,13 @@ class LinkSession:
                 await self._wake.wait()
                 self._wake.clear()
                 while self._outbox and not self._closed.is_set():
-                    frame = self._outbox.popleft()
-                    if frame.WhichOneof("frame") == "direct":
-                        events = len(frame.direct.events)
+                    frame, events, size = self._outbox.popleft()
+                    if events:
                         self._direct_buffered -= events
-                        self._direct_buffered_bytes -= frame.direct.ByteSize()
-                        self.rate_out.add(events, frame.ByteSize())
+                        self._direct_buffered_bytes -= size
+                        self.rate_out.add(events, size)
                     await write(frame)
-                    if frame.WhichOneof("frame") == "refusal":
+                    if not events and frame.WhichOneof("frame") == "refusal":
                         self._closed.set()
                         return
         except grpc.RpcError as exc:
@@ -432,4 +437,4 @@ class LinkSession:
         return events, batch[-1].link_seq
 
     def _outbox_has_refusal(self) -> bool:
-        return any(f.WhichOneof("frame") == "refusal" for f in self._outbox)
+        return any(f.WhichOneof("frame") == "refusal" for f, _, _ in self._outbox)

@@ -13,6 +13,7 @@ it durable), and a restarted node hands back with `restore`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -52,7 +53,8 @@ class LinkPort(Protocol):
 
     def send(self, frame: lpb.LinkFrame) -> None: ...
 
-    def send_direct(self, batch: lpb.DirectBatch, count: int) -> None: ...
+    def send_direct(self, frame: lpb.LinkFrame, count: int) -> None:
+        """A frame of `count` direct events (dropped and counted past the link's buffer)."""
 
     def set_digest(self, digest: int) -> None: ...
 
@@ -349,13 +351,22 @@ class Mesh:
             link = self.links.get(copy.next_hop)
             if link is None:
                 continue
-            batch = lpb.DirectBatch(
-                destinations=sorted(copy.destinations),
-                visited=sorted(copy.visited),
-                events=events,
-                topics=topics,
+            # Built in place (a DirectBatch passed to LinkFrame would be copied).
+            frame = lpb.LinkFrame(
+                direct={
+                    "destinations": _sorted(copy.destinations),
+                    "visited": _sorted(copy.visited),
+                    "events": events,
+                    "topics": topics,
+                }
             )
-            link.send_direct(batch, len(events))
+            link.send_direct(frame, len(events))
+
+
+@functools.lru_cache(maxsize=1024)
+def _sorted(regions: frozenset[str]) -> tuple[str, ...]:
+    """A route's regions as a frame lists them (the routes are few; each is sorted once)."""
+    return tuple(sorted(regions))
 
 
 def _delta_frame(delta: InterestDelta) -> lpb.InterestDelta:

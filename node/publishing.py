@@ -214,7 +214,7 @@ class Publisher:
             on_acks([_refusal(first_index + i, self.leaving) for i in range(len(events))])
             return None
         # Substring scans in C rule out, for most batches, per-event work in Python.
-        _maybe_guaranteed, maybe_forged = framing.scan_request(raw)
+        maybe_guaranteed, maybe_forged = framing.scan_request(raw)
         if maybe_forged:
             _clear_delivery_fields(events)
         at_ms = now_ms()
@@ -231,7 +231,8 @@ class Publisher:
         keys_of: list[bytes] | None = None
         # The batch's keys claimed as one run, named by its first key (the SDK's case).
         run_key = b""
-        if self.dedup is not None and (request.sequences or request.keys):
+        # Only guaranteed events are de-duplicated.
+        if maybe_guaranteed and self.dedup is not None and (request.sequences or request.keys):
             try:
                 run_key = self._claim_run(request, len(events))
                 if not run_key:

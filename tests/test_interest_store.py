@@ -37,7 +37,7 @@ class _Link:
     def send(self, frame: lpb.LinkFrame) -> None:
         self.sent.append(frame)
 
-    def send_direct(self, batch: lpb.DirectBatch, count: int) -> None:
+    def send_direct(self, frame: lpb.LinkFrame, count: int) -> None:
         pass
 
     def set_digest(self, digest: int) -> None:

@@ -195,10 +195,11 @@ class Client:
             raise InvalidArgument(
                 f"payload of {len(payload)} bytes is over the limit of {MAX_PAYLOAD_BYTES} bytes"
             )
-        if key and not guaranteed:
-            raise InvalidArgument("a de-duplication key is for guaranteed events only")
-        if len(key.encode()) > MAX_KEY_BYTES:
-            raise InvalidArgument(f"key of {len(key.encode())} bytes is over {MAX_KEY_BYTES}")
+        if key:
+            if not guaranteed:
+                raise InvalidArgument("a de-duplication key is for guaranteed events only")
+            if len(key.encode()) > MAX_KEY_BYTES:
+                raise InvalidArgument(f"key of {len(key.encode())} bytes is over {MAX_KEY_BYTES}")
         stream = self._stream
         if stream is None or stream.failure is not None:
             stream = self._open_stream()
