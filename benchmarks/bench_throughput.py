@@ -212,7 +212,12 @@ def guaranteed_publisher_worker(
 
 
 @report_errors
-def consumer_worker(results: Any, target: Target, queue: str, expected: int, ready: Any) -> None:
+def consumer_worker(
+    results: Any, target: Target, queue: str, expected: int, ready: Any, mark_every: int = 0
+) -> None:
+    """Consume and ack `expected` events; with `mark_every`, also the time each further
+    `mark_every` confirmations completed (`marks`, ns)."""
+
     async def main() -> dict[str, Any]:
         async with await target.connect() as client:
             consumer = client.consume(queue, prefetch=CONSUMER_PREFETCH)
@@ -221,12 +226,17 @@ def consumer_worker(results: Any, target: Target, queue: str, expected: int, rea
             meter: OwnCpu | None = None
             received, confirmed, last_confirm = 0, 0, 0
             per_future: dict[asyncio.Future[None], int] = {}
+            marks: list[int] = []
+            next_mark = mark_every or expected + 1
 
             def on_confirm(fut: asyncio.Future[None]) -> None:
-                nonlocal confirmed, last_confirm
+                nonlocal confirmed, last_confirm, next_mark
                 if not fut.cancelled() and fut.exception() is None:
                     confirmed += per_future.pop(fut)
                     last_confirm = time.monotonic_ns()
+                    while confirmed >= next_mark:
+                        marks.append(last_confirm)
+                        next_mark += mark_every
 
             try:
                 while received < expected:
@@ -252,6 +262,7 @@ def consumer_worker(results: Any, target: Target, queue: str, expected: int, rea
                 "confirmed": confirmed,
                 "last_recv": last_confirm,
                 "cpu": cpu,
+                "marks": marks,
             }
 
     results.put({"role": "consumer", **run_async_worker(main())})
