@@ -21,7 +21,6 @@ import logging
 import socket
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replic
 
 from federation.auth_state import OFF, AuthState, record_of, state_from_snapshot
 from federation.prevote import PreVoteSyncObj
+from federation.raft_status import RaftStatus
 from federation.topology import ClusterSettings, RegionSpec, Topology
 from plexus.errors import AlreadyExists, FailedPrecondition, NotFound, PlexusError, Unavailable
 from plexus.tokens import TokenClaims
@@ -212,15 +212,6 @@ class MembershipState(SyncObjConsumer):
             self._on_change(self.snapshot())
         if self.auth["version"]:
             self._on_auth_change(self.auth_snapshot())
-
-
-@dataclass(frozen=True)
-class RaftStatus:
-    role: str  # leader, follower, candidate
-    term: int
-    leader: str | None
-    commit_index: int
-    has_quorum: bool
 
 
 RAFT_PORT_WAIT_S = 1.0

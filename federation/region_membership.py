@@ -15,17 +15,22 @@ import asyncio
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 
 from federation.auth_state import OFF, AuthState, state_of_key
-from federation.membership import RaftMembership, RaftStatus
-from federation.tls import NodeTls, channel_to
+from federation.raft_status import RaftStatus
 from federation.topology import RegionSpec, Topology
+from federation.transport import channel_to
 from plexus.errors import FailedPrecondition
 from plexus.tokens import TokenClaims
 from plexus.v1 import plexus_pb2 as pb
 from plexus.v1 import plexus_pb2_grpc as rpc
+
+if TYPE_CHECKING:
+    from federation.membership import RaftMembership
+    from federation.tls import NodeTls
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +167,9 @@ class RegionMembership:
     # ------------------------------------------------------------ roles
 
     async def _start_raft(self) -> None:
+        # pysyncobj loads only in a region that votes: the others follow a voter's stream.
+        from federation.membership import RaftMembership
+
         topology = self._topology
         voters = [topology.regions[r].raft for r in topology.raft_voters() if r in topology.regions]
         raft = RaftMembership(

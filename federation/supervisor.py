@@ -14,6 +14,7 @@ import os
 import random
 import time
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc._cython.cygrpc import ExecuteBatchError  # not exported by grpc.aio
@@ -23,10 +24,13 @@ from federation.link_protocol import CloseReason, LinkProtocol, LinkState
 from federation.mesh import Mesh
 from federation.spools import LinkSpools
 from federation.status import guard
-from federation.tls import LinkProof, NodeTls, channel_to
 from federation.topology import Topology, TopologySource
+from federation.transport import channel_to
 from plexus.v1 import link_pb2 as lpb
 from plexus.v1 import link_pb2_grpc as lrpc
+
+if TYPE_CHECKING:
+    from federation.tls import NodeTls
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +60,7 @@ class LinkSupervisor:
         self.region = region
         # With TLS, each end's certificate must name its region (federation/tls.py).
         self.tls = tls
-        self._proof = LinkProof(tls, source.current().cluster) if tls else None
+        self._proof = tls.link_proof(source.current().cluster) if tls else None
         self.source = source
         self.mesh = mesh
         self.spools = spools

@@ -11,12 +11,15 @@ metadata carries the certificate and a signature, made with its key, over
 the cluster, both regions, the time and a fresh nonce (`LinkProof`);
 the acceptor verifies it against the cluster CA and never accepts a nonce
 twice. plexus/certs.py makes such certificates.
+
+A node imports this module (and with it cryptography) only when it has TLS:
+node/server.py's `_load_tls`. What a node without TLS also needs, channels and
+listener contexts, is in federation/transport.py.
 """
 
 from __future__ import annotations
 
 import os
-import ssl
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,12 +32,11 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
+from federation.transport import REGION_DOMAIN
 from plexus.errors import ConfigError
 
-__all__ = ["LinkProof", "NodeTls", "channel_to", "load_node_tls", "region_dns_name"]
+__all__ = ["LinkProof", "NodeTls", "load_node_tls"]
 
-# The DNS name suffix a node certificate names its region with (plexus/certs.py writes it).
-REGION_DOMAIN = "region.plexus"
 # The link proof in a Link.Connect call's metadata (`-bin`: gRPC carries the bytes as base64).
 CERT_KEY = "plexus-link-cert-bin"
 PROOF_KEY = "plexus-link-proof-bin"
@@ -43,10 +45,6 @@ STAMP_KEY = "plexus-link-stamp"
 PROOF_SKEW_MS = 120_000
 # Nonces remembered against a replay: more than links can dial within the skew window.
 SEEN_NONCES = 100_000
-
-
-def region_dns_name(region: str) -> str:
-    return f"{region}.{REGION_DOMAIN}"
 
 
 @dataclass(frozen=True)
@@ -70,19 +68,9 @@ class NodeTls:
         """Verifying the peer against the cluster CA, presenting this node's certificate."""
         return grpc.ssl_channel_credentials(self.ca, self.key, self.cert)
 
-
-def channel_to(
-    tls: NodeTls | None,
-    address: str,
-    region: str | None = None,
-    options: Sequence[tuple[str, object]] = (),
-) -> grpc.aio.Channel:
-    """A channel to another node: TLS when this node has TLS (with `region`, the peer's
-    certificate must name that region), else plaintext."""
-    if tls is None:
-        return grpc.aio.insecure_channel(address, options=list(options))
-    named = [("grpc.ssl_target_name_override", region_dns_name(region))] if region else []
-    return grpc.aio.secure_channel(address, tls.channel_credentials(), options=[*options, *named])
+    def link_proof(self, cluster: str) -> LinkProof:
+        """What the links this node dials present, and what checks the links it accepts."""
+        return LinkProof(self, cluster)
 
 
 def load_node_tls(cert_file: Path, key_file: Path, ca_file: Path) -> NodeTls:
@@ -105,15 +93,6 @@ def load_node_tls(cert_file: Path, key_file: Path, ca_file: Path) -> NodeTls:
     if cert.issuer != ca.subject:
         raise ConfigError(str(cert_file), [f"is not signed by the CA in {ca_file}"])
     return NodeTls(cert_pem, key_pem, ca_pem, key, ca, _regions_of(cert))
-
-
-def server_ssl_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
-    """TLS for a listener that is not gRPC (MQTT, HTTP): the node's own certificate and key,
-    TLS 1.2 or newer; clients verify it with the cluster CA."""
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(str(cert_file), str(key_file))
-    return context
 
 
 class LinkProof:

@@ -8,7 +8,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -19,8 +19,8 @@ from federation.mesh import Mesh
 from federation.region_membership import RegionMembership
 from federation.status import abort, guard_servicer
 from federation.supervisor import LinkSupervisor
-from federation.tls import NodeTls, channel_to
 from federation.topology import RegionSpec, Topology
+from federation.transport import channel_to
 from node.auth import Authenticator, audit, forwarded
 from node.clients import ClientRegistry
 from node.subscription_list import SubscriptionList
@@ -38,6 +38,9 @@ from plexus.tokens import new_claims, sign
 from plexus.topics import validate_pattern, validate_topic
 from plexus.v1 import plexus_pb2 as pb
 from plexus.v1 import plexus_pb2_grpc as rpc
+
+if TYPE_CHECKING:
+    from federation.tls import NodeTls
 
 log = logging.getLogger(__name__)
 

@@ -15,15 +15,15 @@ import logging
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
-
-import jwt
-from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from typing import TYPE_CHECKING, Any
 
 from federation.auth_state import OFF, AuthState
 from node.permissions import OPEN, Access
 from plexus.errors import ConfigError, InvalidArgument, Unauthenticated
-from plexus.tokens import ALGORITHM, GRANTS_CLAIM, Grants, public_key_pem
+from plexus.tokens import public_key_pem
+
+if TYPE_CHECKING:
+    from node.token_verifier import TokenVerifier, Verified
 
 log = logging.getLogger("plexus.audit")
 
@@ -33,19 +33,13 @@ BEARER = "bearer "
 VERIFIED_TOKENS_CACHE = 4_096
 
 
-class _Verified(NamedTuple):
-    access: Access
-    jti: str
-    expires_at: float  # Unix seconds; inf: never
-
-
 class Authenticator:
     """Turns a call's metadata into an `Access`, or refuses it with `Unauthenticated`."""
 
     def __init__(self, state: AuthState = OFF) -> None:
         self._state = state
-        self._key: Any = None
-        self._verified: dict[str, _Verified] = {}
+        self._verifier: TokenVerifier | None = None
+        self._verified: dict[str, Verified] = {}
         # The wake-up events of open Subscribe and Consume streams: set when the state
         # changes, so that a stream whose token was revoked ends though it is idle.
         self._streams: set[asyncio.Event] = set()
@@ -61,8 +55,8 @@ class Authenticator:
 
     def follow(self, state: AuthState) -> None:
         """Take a new token state; a new key forgets every token verified with the old one."""
-        if state.verify_key != self._state.verify_key or self._key is None:
-            self._key = load_pem_public_key(state.verify_key) if state.enabled else None
+        if state.verify_key != self._state.verify_key or self._verifier is None:
+            self._verifier = _verifier(state.verify_key) if state.enabled else None
             self._verified.clear()
         self._state = state
         for wake in self._streams:
@@ -86,7 +80,8 @@ class Authenticator:
             raise Unauthenticated("missing")
         verified = self._verified.get(token)
         if verified is None:
-            verified = self._verify(token)
+            assert self._verifier is not None  # enabled: follow() made it
+            verified = self._verifier.verify(token)
             if len(self._verified) >= VERIFIED_TOKENS_CACHE:
                 self._verified.clear()
             self._verified[token] = verified
@@ -112,22 +107,12 @@ class Authenticator:
         if self._state.enabled:
             self.identify(metadata)
 
-    def _verify(self, token: str) -> _Verified:
-        try:
-            payload = jwt.decode(
-                token,
-                self._key,
-                algorithms=[ALGORITHM],
-                options={"require": ["sub", "jti"], "verify_exp": False},
-            )
-            grants = Grants.from_claim(payload.get(GRANTS_CLAIM, {}))
-        except jwt.InvalidSignatureError:
-            raise Unauthenticated("forged (its signature is not the cluster's)") from None
-        except (jwt.InvalidTokenError, ValueError):
-            raise Unauthenticated("malformed (not a Plexus token)") from None
-        exp = payload.get("exp")
-        expires_at = float(exp) if isinstance(exp, int | float) else float("inf")
-        return _Verified(Access(str(payload["sub"]), grants), str(payload["jti"]), expires_at)
+
+def _verifier(verify_key: bytes) -> TokenVerifier:
+    # PyJWT and cryptography load here, once authentication is on (node/token_verifier.py).
+    from node.token_verifier import TokenVerifier
+
+    return TokenVerifier(verify_key)
 
 
 def read_signing_key(path: Path) -> bytes:

@@ -13,17 +13,21 @@ has its voters, follows without voting.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import grpc
 
 from federation.join_proof import prove_join
 from federation.region_membership import RegionMembership, topology_from
-from federation.tls import NodeTls, channel_to
 from federation.topology import Topology
+from federation.transport import channel_to
 from node.config import NodeConfig
 from plexus.errors import AlreadyExists, Unavailable, error_from_metadata
 from plexus.v1 import plexus_pb2 as pb
 from plexus.v1 import plexus_pb2_grpc as rpc
+
+if TYPE_CHECKING:
+    from federation.tls import NodeTls
 
 JOIN_TIMEOUT_S = 15.0
 

@@ -24,7 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from federation.link_protocol import LinkState
-from federation.membership import RaftStatus
+from federation.raft_status import RaftStatus
 from federation.supervisor import LinkSupervisor
 from node.direct import DirectRouter
 from node.publishing import Publisher

@@ -28,8 +28,8 @@ from federation.mesh import Mesh
 from federation.region_membership import RegionMembership
 from federation.spools import LinkSpools
 from federation.supervisor import LinkService, LinkSupervisor
-from federation.tls import NodeTls, load_node_tls, server_ssl_context
 from federation.topology import StaticTopology, Topology
+from federation.transport import server_ssl_context
 from node.admin_service import AdminService, add_admin_service
 from node.auth import Authenticator, read_signing_key
 from node.clients import ClientRegistry, raise_open_file_limit
@@ -53,6 +53,7 @@ from storage.interest import InterestStore
 from storage.spool import Spool
 
 if TYPE_CHECKING:
+    from federation.tls import NodeTls
     from node.http_api.server import HttpFrontDoor
     from node.mqtt.retained import RetainedStore
     from node.mqtt.server import MqttFrontDoor
@@ -432,6 +433,9 @@ class Node:
 def _load_tls(config: NodeConfig) -> NodeTls | None:
     if config.tls_cert is None or config.tls_key is None or config.tls_ca is None:
         return None
+    # Certificates are parsed (cryptography loaded) only for a node with TLS.
+    from federation.tls import load_node_tls
+
     return load_node_tls(config.tls_cert, config.tls_key, config.tls_ca)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from federation.tls import server_ssl_context
+from federation.transport import server_ssl_context
 from node.grpc_server import PortInUse
 from node.http_api import HttpFrontDoor
 from node.server import Node

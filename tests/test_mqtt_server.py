@@ -208,7 +208,7 @@ async def test_a_silent_device_is_dropped_after_one_and_a_half_keepalives(device
 async def test_mqtt_over_tls_with_the_cluster_ca(
     inproc_nodes: InProcessNodes, tmp_path: Path, devices: list[Device]
 ) -> None:
-    from federation.tls import server_ssl_context
+    from federation.transport import server_ssl_context
     from plexus.certs import make_ca, make_node_cert
 
     tls = tmp_path / "tls"
