@@ -178,6 +178,31 @@ async def test_a_body_over_max_payload_bytes_is_413_naming_the_limit(
         await door.stop()
 
 
+async def test_requests_racing_to_a_listener_that_never_served_are_all_answered(
+    http_node: Node,
+) -> None:
+    # The first connection loads the HTTP server; those behind it wait, none is lost.
+    assert http_node.gateway is not None
+    door = HttpFrontDoor(http_node.gateway, "127.0.0.1:0", None, "us")
+    await door.start()
+    try:
+        async with httpx.AsyncClient(base_url=f"http://{door.address}") as http:
+            answers = await asyncio.gather(*(http.get("/v1/health") for _ in range(5)))
+        assert [a.json()["status"] for a in answers] == ["ok"] * 5
+    finally:
+        await door.stop()
+
+
+async def test_a_listener_stopped_before_any_request_frees_its_port(http_node: Node) -> None:
+    assert http_node.gateway is not None
+    door = HttpFrontDoor(http_node.gateway, "127.0.0.1:0", None, "us")
+    address = await door.start()
+    await door.stop()
+    again = HttpFrontDoor(http_node.gateway, address, None, "us")
+    assert await again.start() == address
+    await again.stop()
+
+
 async def test_a_taken_or_malformed_address_is_refused_naming_it(http_node: Node) -> None:
     assert http_node.gateway is not None
     with socket.socket() as taken:

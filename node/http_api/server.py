@@ -1,26 +1,34 @@
-"""The HTTP front door as the node runs it: listen, serve the routes of app.py, stop."""
+"""The HTTP front door as the node runs it: listen, serve the routes of app.py, stop.
+
+The port is bound at start (a taken one is refused then, as gRPC's is), but
+aiohttp, about 9 MiB of a node's memory, loads at the first connection
+(serving.py): `plexus up` gives every region an HTTP listener, and most of them
+never see a request. The connections that arrive meanwhile wait in the
+listener's backlog.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import errno
+import importlib
 import logging
+import socket
 import ssl
-
-from aiohttp import web
+from typing import TYPE_CHECKING
 
 from node.gateway import Gateway
 from node.grpc_server import PortInUse
-from node.http_api.app import build_app
 from node.http_api.streams import OpenStreams
 from plexus.errors import InvalidArgument
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 __all__ = ["HttpFrontDoor"]
 
 log = logging.getLogger(__name__)
-
-# How long stop() lets requests in progress (a guaranteed publish awaiting its commit)
-# finish; open streams are told to end at once and do not wait for it.
-SHUTDOWN_TIMEOUT_S = 2.0
 
 
 def _host_port(address: str) -> tuple[str, int]:
@@ -43,31 +51,24 @@ class HttpFrontDoor:
         self.region = region
         self.address = ""
         self.streams = OpenStreams()
+        self._listener: socket.socket | None = None
+        self._serving: asyncio.Task[None] | None = None
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> str:
         """Listen; the bound `host:port` (port 0 picks one). A taken port raises PortInUse."""
         host, port = _host_port(self.requested)
-        app = build_app(self.gateway, self.streams, self.region)
-        app.on_shutdown.append(self._end_streams)
-        # handler_cancellation: a client that hangs up ends its stream (and subscriptions) now.
-        runner = web.AppRunner(
-            app,
-            handler_cancellation=True,
-            shutdown_timeout=SHUTDOWN_TIMEOUT_S,
-            access_log=None,
-        )
-        await runner.setup()
-        site = web.TCPSite(runner, host, port, ssl_context=self.ssl_context)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
         try:
-            await site.start()
+            listener = socket.create_server((host, port), family=family)
         except OSError as exc:
-            await runner.cleanup()
             if exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
                 raise PortInUse(self.requested) from exc
             raise
-        self._runner = runner
-        bound = runner.addresses[0]
+        listener.setblocking(False)
+        self._listener = listener
+        self._serving = asyncio.create_task(self._serve_from_first_connection(listener))
+        bound = listener.getsockname()
         shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
         self.address = f"{shown}:{bound[1]}"
         scheme = "https" if self.ssl_context else "http"
@@ -76,9 +77,31 @@ class HttpFrontDoor:
 
     async def stop(self) -> None:
         """Close the listener and every open stream; let requests in progress finish."""
+        serving, self._serving = self._serving, None
+        if serving is not None:
+            serving.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await serving
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
+        if self._listener is not None:
+            self._listener.close()  # never served (a runner's cleanup closed a served one)
 
-    async def _end_streams(self, _app: web.Application) -> None:
-        self.streams.close_all()
+    async def _serve_from_first_connection(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        first, _ = await loop.sock_accept(listener)
+        try:
+            # Loaded on a worker thread: the loop goes on serving gRPC and links meanwhile.
+            serving = await asyncio.to_thread(importlib.import_module, "node.http_api.serving")
+            self._runner = await serving.serve(
+                listener, self.ssl_context, self.gateway, self.streams, self.region
+            )
+        except Exception:
+            first.close()
+            log.exception("node %s cannot serve HTTP on %s", self.region, self.address)
+            return
+        try:  # the later connections are served already; this one may take its TLS handshake
+            await loop.connect_accepted_socket(self._runner.server, first, ssl=self.ssl_context)
+        except (OSError, ssl.SSLError, TimeoutError):
+            first.close()  # that client's loss: it hung up or failed its handshake
