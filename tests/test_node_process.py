@@ -60,6 +60,19 @@ def test_a_taken_mqtt_or_http_port_is_refused_before_anything_starts(
     assert not (tmp_path / "eu").exists()  # refused before the data directory was made
 
 
+# A node without TLS, tokens, MQTT or HTTP took ~52 MiB resident (RSS) at issue 14; 72 when
+# it loaded cryptography, PyJWT, pysyncobj and pydantic whether it used them or not.
+PLAIN_NODE_RSS_MIB = 60
+
+
+def test_a_node_without_tls_tokens_or_front_doors_stays_small(nodes: Nodes):
+    node = nodes.start("us")
+    assert node.proc is not None
+    status = Path(f"/proc/{node.proc.pid}/status").read_text().splitlines()
+    rss_mib = int(next(line for line in status if line.startswith("VmRSS:")).split()[1]) / 1024
+    assert rss_mib < PLAIN_NODE_RSS_MIB, f"{rss_mib:.1f} MiB resident"
+
+
 def test_bad_flags_are_named(tmp_path: Path):
     result = run_node("--name", "Bad Name", "--listen", "x", "--data", str(tmp_path / "d"))
     assert_one_line_error(result, "name: must be", "listen: must be HOST:PORT")
