@@ -6,7 +6,7 @@ import socket
 
 import grpc
 
-from node.metrics import GrpcErrors
+from node.grpc_errors import GrpcErrors
 from plexus.errors import FailedPrecondition
 
 MAX_MESSAGE_BYTES = 128 << 20

@@ -37,10 +37,10 @@ from node.commits import Commits
 from node.config import NodeConfig
 from node.direct import DirectRouter
 from node.gateway import Gateway
+from node.grpc_errors import GrpcErrors
 from node.grpc_server import PortInUse, bind_server, check_port_free
 from node.joining import JoinRequest, start_membership
 from node.local_delivery import RelayedDelivery
-from node.metrics import GrpcErrors, MetricsServer, NodeCollector, NodeParts
 from node.publishing import Dedup, Publisher
 from node.queues import QueueTable
 from node.service import SERVICE, BrokerService, handlers
@@ -55,6 +55,7 @@ from storage.spool import Spool
 if TYPE_CHECKING:
     from federation.tls import NodeTls
     from node.http_api.server import HttpFrontDoor
+    from node.metrics import MetricsServer
     from node.mqtt.retained import RetainedStore
     from node.mqtt.server import MqttFrontDoor
 
@@ -234,6 +235,9 @@ class Node:
         )
         wanted = config.metrics_address()
         if wanted is not None:
+            # prometheus_client (~4 MiB) loads only in a node that serves metrics.
+            from node.metrics import MetricsServer
+
             https = (config.tls_cert, config.tls_key) if config.metrics_tls else None
             self._metrics = MetricsServer(wanted, https)
             self.metrics_address = self._metrics.start()
@@ -262,6 +266,8 @@ class Node:
         )
         self.gateway = Gateway(config, auth, router, queues, publisher, clients)
         if self._metrics is not None:
+            from node.metrics import NodeCollector, NodeParts
+
             parts = NodeParts(
                 config.name,
                 env,

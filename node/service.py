@@ -23,7 +23,7 @@ from node.auth import Authenticator, audit
 from node.clients import ClientRegistry, ConnectedClient, client_name
 from node.config import MAX_SUBSCRIBER_BUFFER_EVENTS, NodeConfig
 from node.direct import DirectRouter, Subscriber
-from node.metrics import GrpcErrors
+from node.grpc_errors import GrpcErrors
 from node.permissions import Access
 from node.publish_parts import Malformed, PublishParts, split_request
 from node.publishing import Publisher, refusal
