@@ -21,6 +21,9 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+from federation import link as link_module
+from federation.link_protocol import LinkProtocol, LinkState
+
 READY_TIMEOUT_S = 20.0
 _used_ports: set[int] = set()
 # Below the ephemeral range; random so two suites on one machine rarely meet.
@@ -312,3 +315,23 @@ async def link_held_down(root: Path, spool_quota: int) -> AsyncIterator[tuple[An
             yield eu, us
     finally:
         cluster.close()
+
+
+def open_link_protocol(dialled_peer: str | None) -> LinkProtocol:
+    """Region us's side of a link, past its handshake (OPEN): for driving a LinkSession
+    without a peer. `dialled_peer` None is the accepting side."""
+    protocol = LinkProtocol(
+        cluster="c",
+        secret="s",
+        region="us",
+        dialled_peer=dialled_peer,
+        admit=lambda region: None,
+        nonce=b"n" * 16,
+        received_upto=0,
+        received_mark=lambda peer: 0,
+        heartbeat_ms=60_000,
+        dead_after_ms=120_000,
+        now_ms=link_module.now_ms(),
+    )
+    protocol.state = LinkState.OPEN
+    return protocol

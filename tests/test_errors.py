@@ -20,9 +20,8 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from federation import link as link_module
 from federation.link import LinkSession
-from federation.link_protocol import CloseReason, LinkProtocol, LinkState
+from federation.link_protocol import CloseReason
 from federation.status import guard, trailing_metadata
 from node.publishing import _refusal
 from plexus import Client
@@ -59,7 +58,7 @@ from plexus.errors import (
 from plexus.v1 import link_pb2 as lpb
 from plexus.v1 import plexus_pb2 as pb
 from plexus.v1 import plexus_pb2_grpc as rpc
-from tests.harness import NodeProcess, eventually, link_held_down
+from tests.harness import NodeProcess, eventually, link_held_down, open_link_protocol
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -427,22 +426,8 @@ class _Spools:
 
 async def _refusal_after(frame: lpb.LinkFrame, received: Any) -> tuple[LinkSession, lpb.Refusal]:
     """Run an open link session, feed it `frame`, return the refusal it sent its peer."""
-    protocol = LinkProtocol(
-        cluster="c",
-        secret="s",
-        region="us",
-        dialled_peer=None,
-        admit=lambda region: None,
-        nonce=b"n" * 16,
-        received_upto=0,
-        received_mark=lambda peer: 0,
-        heartbeat_ms=60_000,
-        dead_after_ms=120_000,
-        now_ms=link_module.now_ms(),
-    )
+    protocol = open_link_protocol(None)
     session = LinkSession(_Mesh(received), protocol, {}, _Spools())  # type: ignore[arg-type]
-    # Skip the handshake: the session is open, as after a hello.
-    protocol.state = LinkState.OPEN
     inbox: asyncio.Queue[lpb.LinkFrame] = asyncio.Queue()
     sent: list[lpb.LinkFrame] = []
     await inbox.put(frame)

@@ -11,15 +11,13 @@ import grpc
 import lmdb
 import pytest
 
-from federation import link as link_module
 from federation.link import LinkSession
-from federation.link_protocol import LinkProtocol, LinkState
 from federation.spools import LinkSpools
 from federation.topology import ClusterSettings
 from plexus.v1 import link_pb2 as lpb
 from storage.environment import Environment
 from storage.spool import Spool, StoredEvent
-from tests.harness import eventually
+from tests.harness import eventually, open_link_protocol
 
 DEADLINE_S = 10.0
 SPOOLED = 30
@@ -65,23 +63,9 @@ async def _spooled_session(env: Environment, spool: Spool) -> tuple[LinkSession,
     stored = [StoredEvent(seq, b"event", (), 0, 5, (f,)) for seq, f in enumerate(forwards, 1)]
     with env.env.begin(write=True) as txn:
         spool.put_events(txn, stored)
-    protocol = LinkProtocol(
-        cluster="c",
-        secret="s",
-        region="us",
-        dialled_peer="eu",
-        admit=lambda region: None,
-        nonce=b"n" * 16,
-        received_upto=0,
-        received_mark=lambda peer: 0,
-        heartbeat_ms=60_000,
-        dead_after_ms=120_000,
-        now_ms=link_module.now_ms(),
-    )
+    protocol = open_link_protocol("eu")
     session = LinkSession(_Mesh(), protocol, {}, spools)  # type: ignore[arg-type]
-    # Skip the handshake: the link is open and everything spooled was sent.
-    protocol.state = LinkState.OPEN
-    protocol.sent(SPOOLED)
+    protocol.sent(SPOOLED)  # everything spooled was sent
     return session, spools
 
 
