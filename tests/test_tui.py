@@ -38,8 +38,10 @@ UI_TIMEOUT_S = 20.0
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[StateDir]:
     state = StateDir(tmp_path / "state")
+    # A failed up stops what it started and says why: only a cluster that came up is taken down
+    # (a down here would hide up's error behind "no local cluster").
+    ops.up(state, None)
     try:
-        ops.up(state, None)
         yield state
     finally:
         ops.down(state, purge=True)
