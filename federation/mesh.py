@@ -116,14 +116,17 @@ class Mesh:
     # ------------------------------------------------------------ links
 
     def link_opened(self, link: LinkPort) -> None:
-        """A link finished its handshake: full sync, then flood our new link state."""
+        """A link finished its handshake: our new link state, then a full sync."""
         old = self.links.get(link.peer)
         if old is not None and old is not link:
             old.replaced()
         self.links[link.peer] = link
+        # The new state first, so the full sync carries it. Sent after, the sync's
+        # older state would reach the peer first and be flooded on: regions further
+        # away would see our links drop for a moment, then come back.
+        self._own_links_changed(but=link.peer)
         for frame in self._full_sync_frames(()):
             link.send(frame)
-        self._own_links_changed()
         link.set_digest(self.digest())
         log.info(
             "link %s-%s is up",
@@ -222,12 +225,12 @@ class Mesh:
         self._recompute_routes()
         self._flood(frame, but=link.peer)
 
-    def _own_links_changed(self) -> None:
+    def _own_links_changed(self, but: str | None = None) -> None:
         self._link_state_version += 1
         up = frozenset(self.links)
         self.link_states[self.region] = (self._link_state_version, up)
         self._recompute_routes()
-        self._flood(lpb.LinkFrame(link_state=self._own_link_state()))
+        self._flood(lpb.LinkFrame(link_state=self._own_link_state()), but=but)
 
     def _own_link_state(self) -> lpb.LinkState:
         version, up = self.link_states.get(self.region, (self._link_state_version, frozenset()))
