@@ -75,6 +75,8 @@ class LinkSupervisor:
         # link closed, or here): retries log a changed reason as "still down", never
         # a second "is down", so each side logs exactly one line per transition.
         self._down_logged: set[str] = set()
+        # Why each peer's last finished session closed: shown while a new one opens.
+        self._last_close: dict[str, str] = {}
         # Refusals of accepted links logged since a link last opened here.
         self._refusals: set[str] = set()
         self._started = False
@@ -179,6 +181,7 @@ class LinkSupervisor:
                 await session.run(call.read, call.write)
             finally:
                 call.cancel()
+        self._ended(session)
         reason = session.close_reason
         if session.opened:  # the mesh logged it up and down
             self._failing.pop(peer, None)
@@ -192,6 +195,10 @@ class LinkSupervisor:
                 described += f"; this node's certificate names {named}"
             self._not_opened(peer, described)
         return session.opened
+
+    def _ended(self, session: LinkSession) -> None:
+        if session.close_reason is not None:
+            self._last_close[session.peer] = session.describe_close()
 
     def _not_opened(self, peer: str, reason: str) -> None:
         if peer in self._down_logged:
@@ -249,6 +256,7 @@ class LinkSupervisor:
                 raise StreamGone("the dialler ended the call during a write") from exc
 
         await session.run(read, write)
+        self._ended(session)
         reason = session.describe_close()
         if session.close_reason is CloseReason.WRONG_CERTIFICATE:
             named = ", ".join(repr(r) for r in certified or ()) or "no region"
@@ -300,6 +308,13 @@ class LinkSupervisor:
         return link.received_upto if link else 0
 
     # ------------------------------------------------------------ reporting
+
+    def down_reason(self, peer: str) -> str:
+        """Why the link to `peer` is not open: its session's close or, while a new
+        session is still opening, the last one's ("" if none closed yet)."""
+        session = self.sessions.get(peer)
+        reason = session.describe_close() if session is not None else ""
+        return reason or self._last_close.get(peer, "")
 
     def link_states(self) -> dict[str, LinkState]:
         states = {}

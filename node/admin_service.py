@@ -513,7 +513,7 @@ class AdminService(rpc.AdminServicer):
             info.spool_discarded = spool.discarded
         session = supervisor.sessions.get(peer)
         if session is not None:
-            info.reason = "" if state is LinkState.OPEN else session.describe_close()
+            info.reason = "" if state is LinkState.OPEN else supervisor.down_reason(peer)
             info.rtt_ms = session.protocol.rtt_ms or 0.0
             info.events_in_per_s, info.bytes_in_per_s = session.rate_in.per_second()
             info.events_out_per_s, info.bytes_out_per_s = session.rate_out.per_second()

@@ -640,8 +640,13 @@ async def test_a_silent_peer_is_declared_down_as_silent(cluster_factory):
         async def down() -> bool:
             return (await links_of(cluster, "eu")).links[0].state != "up"
 
+        async def dialling_again() -> bool:
+            return (await links_of(cluster, "eu")).links[0].state == "connecting"
+
         # Heartbeats notice it: the stream itself stays open while the process is stopped.
         await eventually(down, 10, "eu to declare the silent us down")
+        # eu dials again, and hangs on the stopped process: the last close still says why.
+        await eventually(dialling_again, 10, "eu to dial us again")
         reason = (await links_of(cluster, "eu")).links[0].reason
         assert "silent" in reason, reason
     finally:
