@@ -129,6 +129,8 @@ class LinkSupervisor:
             if peer not in peers:
                 session.take_down(CloseReason.UNKNOWN_REGION, "link removed from the cluster")
                 del self.sessions[peer]
+        for peer in set(self._last_close) - peers:
+            del self._last_close[peer]
         for region in self.mesh.known_regions() - set(topology.regions):
             self.mesh.forget(region)
         new_peers = peers - set(self.spools.links)
@@ -197,8 +199,10 @@ class LinkSupervisor:
         return session.opened
 
     def _ended(self, session: LinkSession) -> None:
-        if session.close_reason is not None:
-            self._last_close[session.peer] = session.describe_close()
+        # Neighbours only: a stranger's refused hello must not grow this.
+        peer = session.peer
+        if session.close_reason is not None and peer in self.topology.neighbours(self.region):
+            self._last_close[peer] = session.describe_close()
 
     def _not_opened(self, peer: str, reason: str) -> None:
         if peer in self._down_logged:
