@@ -335,3 +335,16 @@ def open_link_protocol(dialled_peer: str | None) -> LinkProtocol:
     )
     protocol.state = LinkState.OPEN
     return protocol
+
+
+class DroppingDelivery:
+    """A mesh's `LocalDelivery` for tests of the mesh alone: direct events go nowhere,
+    guaranteed ones count as stored at once."""
+
+    def deliver_direct(self, items: list[tuple[str, bytes]]) -> None:
+        pass
+
+    def store_guaranteed(
+        self, peer: str, events: list[Any], upto: int, done: Callable[[], None]
+    ) -> None:
+        done()

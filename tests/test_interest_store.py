@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -14,19 +13,9 @@ from node.commits import Commits
 from plexus.v1 import link_pb2 as lpb
 from storage.environment import Environment
 from storage.interest import InterestStore, KnownInterest, decode, encode
-from tests.harness import eventually
+from tests.harness import DroppingDelivery, eventually
 
 WAIT_S = 10.0
-
-
-class _Local:
-    def deliver_direct(self, items: list[tuple[str, bytes]]) -> None:
-        pass
-
-    def store_guaranteed(
-        self, peer: str, events: list[Any], upto: int, done: Callable[[], None]
-    ) -> None:
-        done()
 
 
 class _Link:
@@ -115,7 +104,7 @@ async def test_what_the_mesh_learns_is_kept_and_a_forgotten_region_dropped(
 ) -> None:
     store = InterestStore(env)
     known = DurableInterest(store, commits.submit)
-    mesh = Mesh("us", _Local(), known)
+    mesh = Mesh("us", DroppingDelivery(), known)
     await known.restore(mesh, {"us", "eu", "ap"})
     link = _Link("eu")
     mesh.link_opened(link)
@@ -133,7 +122,7 @@ async def test_a_burst_of_ten_thousand_deltas_costs_a_few_commits(
 ) -> None:
     store = InterestStore(env)
     known = DurableInterest(store, commits.submit)
-    mesh = Mesh("us", _Local(), known)
+    mesh = Mesh("us", DroppingDelivery(), known)
     await known.restore(mesh, {"us", "eu"})
     link = _Link("eu")
     mesh.link_opened(link)
@@ -163,7 +152,7 @@ async def test_a_restarted_mesh_routes_by_what_was_kept_until_a_full_sync_replac
         store.put(txn, "eu", 10, ["orders/>"])
         store.put(txn, "gone", 4, ["orders/>"])  # left the cluster while this node was down
     known = DurableInterest(store, commits.submit)
-    mesh = Mesh("us", _Local(), known)
+    mesh = Mesh("us", DroppingDelivery(), known)
     assert await known.restore(mesh, {"us", "eu"}) == 1
     assert mesh.guaranteed_regions("orders/1") == {"eu"}
     await eventually(lambda: set(_kept(store)) == {"eu"}, WAIT_S, "the departed region dropped")
@@ -183,7 +172,7 @@ async def test_a_stopping_node_submits_what_is_still_dirty(
 ) -> None:
     store = InterestStore(env)
     known = DurableInterest(store, commits.submit, interval_s=3600)
-    mesh = Mesh("us", _Local(), known)
+    mesh = Mesh("us", DroppingDelivery(), known)
     await known.restore(mesh, {"us", "eu"})
     link = _Link("eu")
     mesh.link_opened(link)

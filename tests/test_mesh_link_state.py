@@ -8,20 +8,10 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import Any
 
 from federation.mesh import Mesh
 from plexus.v1 import link_pb2 as lpb
-
-
-class _Local:
-    def deliver_direct(self, items: list[tuple[str, bytes]]) -> None:
-        pass
-
-    def store_guaranteed(
-        self, peer: str, events: list[Any], upto: int, done: Callable[[], None]
-    ) -> None:
-        done()
+from tests.harness import DroppingDelivery
 
 
 class _Wire:
@@ -45,7 +35,7 @@ class _Wire:
 
 class _Network:
     def __init__(self, regions: list[str]) -> None:
-        self.meshes = {r: Mesh(r, _Local()) for r in regions}
+        self.meshes = {r: Mesh(r, DroppingDelivery()) for r in regions}
         self.in_flight: deque[tuple[Mesh, str, lpb.LinkFrame]] = deque()
         self.wires: dict[tuple[str, str], _Wire] = {}
 
