@@ -31,7 +31,7 @@ from plexus.connectors.postgres_cdc import PostgresCdcSettings, PostgresCdcSourc
 from plexus.connectors.postgres_sink import PostgresSink, PostgresSinkSettings
 from plexus.errors import FailedPrecondition, NotFound, PermissionDenied, QueueFull, Unavailable
 from plexus.v1 import plexus_pb2 as pb
-from tests.harness import eventually, free_port
+from tests.harness import eventually, free_port, wait_for
 from tests.inprocess import InProcessNodes
 from tests.postgres import PostgresServer, postgres_server
 
@@ -63,6 +63,14 @@ def shop(pg: PostgresServer) -> Iterator[str]:
     pg.create_database(name)
     pg.execute(name, ORDERS)
     yield name
+
+    def released() -> bool:
+        active = "select 1 from pg_replication_slots where database = %s and active"
+        return not pg.execute("postgres", active, name)
+
+    # The test's connectors have closed their replication connections, but a server
+    # process may still be ending: its slot stays active, and a drop fails, until it has.
+    wait_for(released, 10, f"the replication slots of {name} to be released")
     pg.execute(
         "postgres",
         "select pg_drop_replication_slot(slot_name) from pg_replication_slots where database = %s",
